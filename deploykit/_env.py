@@ -1,0 +1,26 @@
+"""The one place deploykit reads environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Return the folder where built toy models are cached."""
+    root = os.environ.get("DEPLOYKIT_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "deploykit"
+
+
+def hub_offline() -> bool:
+    """Return True when the Hugging Face hub must not be contacted."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def project_root() -> Path | None:
+    """Return the cookbook checkout named by DEPLOYKIT_ROOT, if set."""
+    root = os.environ.get("DEPLOYKIT_ROOT")
+    return Path(root).expanduser() if root else None
