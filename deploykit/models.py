@@ -220,3 +220,13 @@ def load_model(name_or_path: str | Path, device: str = "auto", dtype: Any = "aut
     info = build_report(path) if Path(path, "deploykit_build.json").exists() else {}
     return LoadedModel(model=model, tokenizer=tokenizer, name=str(name_or_path), path=path,
                        device=device, dtype=torch_dtype, quantization=quantization, info=info)
+
+
+def cli_models(args) -> int:
+    """`deploykit models NAME...`: build toy models and print their build reports."""
+    for name in args.names:
+        report = build_report(toy_path(name))
+        print(f"{name}: {report['num_parameters']:,} parameters, built in "
+              f"{report['build_seconds']} s, held-out perplexity "
+              f"{report['perplexity_trained']} (untrained {report['perplexity_untrained']})")
+    return 0
