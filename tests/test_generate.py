@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+import deploykit as dk
+
+PROMPT = "Return the number of items in the list."
+
+
+def test_generate_returns_only_new_text(tiny):
+    g = dk.generate(tiny, PROMPT, max_tokens=12)
+    ids = tiny.tokenizer(PROMPT, return_tensors="pt")
+    full = tiny.model.generate(**ids, max_new_tokens=12, do_sample=False)
+    expected = tiny.tokenizer.decode(full[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+    assert g.text == expected and not g.text.startswith(PROMPT)
+    assert g.prompt_tokens == ids.input_ids.shape[1] and 0 < g.completion_tokens <= 12
+
+
+def test_sampling_is_seeded(tiny):
+    a = dk.generate(tiny, PROMPT, max_tokens=16, temperature=1.0, seed=3)
+    b = dk.generate(tiny, PROMPT, max_tokens=16, temperature=1.0, seed=3)
+    assert a.text == b.text
+
+
+def test_ignore_eos_gives_exact_length(tiny):
+    assert dk.generate(tiny, PROMPT, max_tokens=20, ignore_eos=True).completion_tokens == 20
+
+
+def test_stream_matches_generate(tiny):
+    pieces = list(dk.stream(tiny, PROMPT, max_tokens=16))
+    assert len(pieces) > 1
+    assert "".join(pieces).strip() == dk.generate(tiny, PROMPT, max_tokens=16).text.strip()
+
+
+@pytest.mark.parametrize("kwargs, match", [({"temperature": -1}, "temperature"),
+                                           ({"top_p": 0}, "top_p")])
+def test_bad_sampling_arguments(tiny, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dk.generate(tiny, PROMPT, **kwargs)
+
+
+def test_empty_prompt(tiny):
+    with pytest.raises(ValueError, match="empty"):
+        dk.generate(tiny, "")
+
+
+def test_measure_and_footprint(tiny):
+    speed = dk.measure_throughput(tiny, PROMPT, max_tokens=8, runs=2, progress=False)
+    assert speed["tokens_per_s"] > 0 and speed["device"] == "cpu" and speed["dtype"] == "float32"
+    footprint = dk.memory_footprint(tiny)
+    params = sum(p.numel() * p.element_size() for p in tiny.model.parameters())
+    assert footprint["weights_bytes"] >= params
+    assert footprint["process_rss_bytes"] > footprint["weights_bytes"]
