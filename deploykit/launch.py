@@ -1,0 +1,276 @@
+"""Start a server process, wait until it is healthy, and make sure it stops.
+
+Each server runs in its own process group, so stopping it also stops the workers it
+forked. Servers are stopped at interpreter exit; nothing here survives a SIGKILL of the
+Python process itself, because no code runs then.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+import psutil
+
+from .errors import ServerStartError
+
+_running: set[Server] = set()  # servers this process started and has not stopped yet
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on host that nothing listens on right now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _client_host(host: str) -> str:
+    """Return the address that reaches a server bound to host (loopback for all interfaces)."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _port_open(host: str, port: int, timeout_s: float) -> bool:
+    """Return True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((_client_host(host), port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Return True while a process of group pgid is alive (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    # killpg also finds zombies that nobody reaped (e.g. under a container's init)
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):  # it exited while we looked
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> bool:
+    """Wait until group pgid has no live process or the deadline passes; return True if gone."""
+    while _group_alive(pgid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+class Server:
+    """A server process started by launch(); stop it with stop() or a with block."""
+
+    def __init__(self, process: subprocess.Popen[bytes], *, command: list[str], host: str,
+                 port: int, name: str, log_path: Path) -> None:
+        self.command = command
+        self.host = host
+        self.port = port
+        self.name = name
+        self.log_path = log_path
+        self._process = process
+        self._owner_pid = os.getpid()
+        self._stopped = False
+        _running.add(self)
+        atexit.register(self._stop_at_exit)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    @property
+    def url(self) -> str:
+        host = _client_host(self.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    def is_running(self) -> bool:
+        """Return True while the server process has not exited."""
+        return self._process.poll() is None
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait for the server process to exit; return its exit code, or None on timeout."""
+        try:
+            return self._process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Return the last lines of the server's combined stdout and stderr."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 1_000_000))
+                text = log.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """Send SIGTERM to the process group, SIGKILL it after timeout_s; return the exit code.
+
+        A negative exit code means the server died of that signal (subprocess convention).
+        """
+        if self._stopped:
+            return int(self._process.returncode)
+        deadline = time.monotonic() + timeout_s
+        self._signal_group(signal.SIGTERM)
+        self.wait(timeout_s)
+        # workers may outlive the leader; they get the rest of the grace period too
+        if not _wait_group_gone(self.pid, deadline):
+            self._signal_group(signal.SIGKILL)
+            # SIGKILL is delivered asynchronously: return only once the whole group is gone
+            _wait_group_gone(self.pid, time.monotonic() + 5.0)
+        code = self._process.wait()
+        self._stopped = True
+        _running.discard(self)
+        atexit.unregister(self._stop_at_exit)
+        return code
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)  # start_new_session made the pid the group id
+
+    def _stop_at_exit(self) -> None:
+        # a forked child inherits atexit handlers; only the launching process may stop
+        if os.getpid() == self._owner_pid:
+            self.stop()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        code = self._process.poll()
+        state = "running" if code is None else f"exited {code}"
+        return f"<Server {self.name!r} {self.url} pid={self.pid} {state} log='{self.log_path}'>"
+
+
+def stop_all(timeout_s: float = 10.0) -> None:
+    """Stop every server this process started, all within one grace period of timeout_s."""
+    servers = list(_running)
+    for server in servers:
+        server._signal_group(signal.SIGTERM)  # signal all first so they shut down in parallel
+    deadline = time.monotonic() + timeout_s
+    for server in servers:
+        server.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+
+
+def _probe(client: httpx.Client, server: Server, health_path: str | None,
+           expect_status: Collection[int], timeout_s: float) -> str | None:
+    """Return None when the server is healthy, else what the health check saw."""
+    if health_path is None:
+        return None if _port_open(server.host, server.port, timeout_s) else "port closed"
+    try:
+        status = client.get(server.url + health_path, timeout=timeout_s).status_code
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+    return None if status in expect_status else f"HTTP {status}"
+
+
+def _wait_healthy(server: Server, health_path: str | None, expect_status: Collection[int],
+                  timeout_s: float, poll_interval_s: float) -> str | None:
+    """Poll until the server is healthy; return why not if it dies or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    target = server.url + health_path if health_path is not None else f"port {server.port}"
+    seen: str | None = "nothing yet"
+    # trust_env=False: a proxy from HTTP_PROXY must not intercept loopback health checks
+    with httpx.Client(trust_env=False) as client:
+        while True:
+            if not server.is_running():
+                return "exited while starting"
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return (f"did not become healthy at {target} within {timeout_s:g} s "
+                        f"(last check: {seen})")
+            seen = _probe(client, server, health_path, expect_status, min(remaining, 2.0))
+            if seen is None:
+                return None
+            # wait() returns early when the process exits, so a crash is reported at once
+            server.wait(max(0.0, min(poll_interval_s, deadline - time.monotonic())))
+
+
+def _failure_message(server: Server, problem: str, code: int, exited: bool) -> str:
+    """Return a ServerStartError message: what happened, the log tail, and what to check."""
+    hint = ("Run the command by hand to reproduce; look for a missing package, a wrong model "
+            "path or flag, or the port already in use." if exited else
+            "If the log shows it still loading, raise timeout_s. If it is serving, check "
+            "health_path and expect_status, or pass health_path=None to wait for the port only.")
+    killed = "" if exited else " (stopped by deploykit at the deadline)"
+    tail = server.log_tail(40) or "(empty)"
+    return (f"Server {server.name!r} {problem}.\n"
+            f"  command:   {shlex.join(server.command)}\n"
+            f"  exit code: {code}{killed}\n"
+            f"  log:       {server.log_path} (last 40 lines below)\n"
+            f"{textwrap.indent(tail, '    | ')}\n"
+            f"Check the log above first. {hint}")
+
+
+def launch(command: Sequence[str | os.PathLike[str]], *, port: int = 0, host: str = "127.0.0.1",
+           health_path: str | None = "/health", expect_status: Collection[int] = (200,),
+           timeout_s: float = 120.0, env: Mapping[str, str] | None = None,
+           cwd: str | os.PathLike[str] | None = None, name: str | None = None,
+           log_path: str | os.PathLike[str] | None = None,
+           poll_interval_s: float = 0.1) -> Server:
+    """Start command as a server in its own process group and wait until it is healthy.
+
+    `{port}` and `{host}` in the arguments are replaced once the port is chosen (port=0
+    picks a free one). health_path=None waits only for the TCP port to accept.
+    """
+    if isinstance(command, (str, bytes)):
+        raise TypeError("launch() takes the command as a list of arguments, "
+                        "e.g. shlex.split('python -m http.server {port}').")
+    port = port or free_port(host)
+    # str.replace, not str.format: arguments may hold JSON braces
+    argv = [os.fspath(arg).replace("{port}", str(port)).replace("{host}", host)
+            for arg in command]
+    name = name or Path(argv[0]).name
+    if health_path is not None:
+        health_path = "/" + health_path.lstrip("/")
+    if _port_open(host, port, timeout_s=1.0):
+        raise ServerStartError(
+            f"Port {port} on {host} already accepts connections, so health checks would reach "
+            f"another server. Stop that server, or pass port=0 to pick a free port.")
+    if log_path is None:
+        fd, log_path = tempfile.mkstemp(prefix=f"deploykit-{name}-", suffix=".log")
+        os.close(fd)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # unbuffered so a Python server's prints reach the log before it hangs or dies
+    extra_env = {key: str(value) for key, value in (env or {}).items()}
+    child_env = {"PYTHONUNBUFFERED": "1", **os.environ, **extra_env}
+    with open(log_path, "wb") as log:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, env=child_env, cwd=cwd,
+                                       start_new_session=True)
+        except OSError as exc:
+            raise ServerStartError(
+                f"Could not start {shlex.join(argv)}: {exc}. Check that {argv[0]!r} is installed "
+                f"and on PATH (or give its full path), and that cwd exists.") from exc
+    server = Server(process, command=argv, host=host, port=port, name=name, log_path=log_path)
+    try:
+        problem = _wait_healthy(server, health_path, expect_status, timeout_s, poll_interval_s)
+    except BaseException:  # e.g. KeyboardInterrupt in a notebook: leave nothing running
+        server.stop(timeout_s=2.0)
+        raise
+    if problem is not None:
+        exited = not server.is_running()
+        code = server.stop(timeout_s=5.0)
+        raise ServerStartError(_failure_message(server, problem, code, exited))
+    return server
