@@ -23,8 +23,10 @@ install: $(STAMP)
 cookbook: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
-# Unit, server and notebook tests (CI runs exactly this).
+# Unit, server and notebook tests (CI runs exactly this). The toy model is built
+# first, outside pytest's per-test timeout.
 test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/deploykit models toy-tiny
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
 clean:

@@ -196,10 +196,10 @@ def load_model(name_or_path: str | Path, device: str = "auto", dtype: Any = "aut
     """Load a toy model, a local folder, or a hub id with its tokenizer, ready to generate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = model_path(name_or_path, progress=progress)
-    device = resolve_device(device)
+    device = resolve_device(device)  # check every argument before a possible toy build
     torch_dtype = resolve_dtype(dtype, device)
     qconfig = _quantization_config(quantization, torch_dtype)
+    path = model_path(name_or_path, progress=progress)
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": device})
