@@ -1,0 +1,302 @@
+"""OpenAI-compatible handlers: wire request in, engine call, wire response or SSE out.
+
+The one place where wire fields become `SamplingParams`, and where deploykit's errors
+become OpenAI-shaped error bodies with an HTTP status. Routes live in `app.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import (EngineOverloadedError, EngineStepError, EngineStoppedError,
+                      InvalidRequestError)
+from . import protocol as p
+from .engine import Engine, GenerationStream
+from .metrics import ServerMetrics
+from .sampling import SamplingParams
+
+log = logging.getLogger("deploykit.server")
+
+
+class APIError(Exception):
+    """An error that becomes an HTTP response in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, type_: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param = status, message, type_, param
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        """Return {"error": {...}} as OpenAI sends it."""
+        info = p.ErrorInfo(message=self.message, type=self.type, param=self.param, code=self.status)
+        return p.ErrorResponse(error=info).model_dump()
+
+
+def to_api_error(exc: Exception, retry_after_s: int = 1) -> APIError:
+    """Map an exception from validation or the engine to status, type and message."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"])
+        return APIError(400, f"{loc}: {err['msg']} (got {err.get('input')!r}); fix that field "
+                        "and resend.", "invalid_request_error", param=loc or None)
+    if isinstance(exc, InvalidRequestError):
+        return APIError(400, str(exc), "invalid_request_error", param=exc.param)
+    if isinstance(exc, EngineOverloadedError):
+        return APIError(503, str(exc), "overloaded_error",
+                        headers={"Retry-After": str(retry_after_s)})
+    if isinstance(exc, EngineStoppedError):
+        return APIError(503, str(exc), "service_unavailable_error",
+                        headers={"Retry-After": str(retry_after_s)})
+    if isinstance(exc, EngineStepError):
+        return APIError(500, str(exc), "server_error")
+    return APIError(500, f"internal error ({type(exc).__name__}); the server log has the "
+                    "traceback.", "server_error")
+
+
+def add_error_handlers(app) -> None:
+    """Make every error of app an OpenAI-shaped JSON body (never FastAPI's 422 or HTML)."""
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+
+    def respond(err: APIError) -> JSONResponse:
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+    async def on_known(request, exc: Exception):
+        return respond(to_api_error(exc))
+
+    async def on_http(request, exc: HTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return respond(APIError(exc.status_code, f"{exc.detail}: {request.method} "
+                                f"{request.url.path}; see GET /v1/models and OpenAI's API "
+                                "reference for the routes.", kind))
+
+    async def on_unexpected(request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return respond(to_api_error(exc))
+
+    for kind in (APIError, ValidationError, InvalidRequestError, EngineOverloadedError,
+                 EngineStoppedError, EngineStepError):
+        app.add_exception_handler(kind, on_known)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)
+
+
+def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
+    """Parse a JSON object into model, or raise APIError(400) saying what is wrong."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the body is not valid JSON ({exc}); send a JSON object such as "
+                       '{"model": "...", "prompt": "Hello"}.', "invalid_request_error") from None
+    if not isinstance(data, dict):
+        raise APIError(400, f"the body must be a JSON object, got {type(data).__name__}.",
+                       "invalid_request_error")
+    return model.model_validate(data)
+
+
+def _sse(payload: BaseModel | dict | str) -> str:
+    if isinstance(payload, BaseModel):
+        payload = payload.model_dump_json(exclude_none=False)
+    elif isinstance(payload, dict):
+        payload = json.dumps(payload)
+    return f"data: {payload}\n\n"
+
+
+def prompt_ids(tokenizer, prompt: str | list[int] | list[str]) -> list[int]:
+    """Return the token ids of a completion prompt (text, or token ids as they are)."""
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
+        if len(prompt) != 1:
+            raise APIError(400, f"got {len(prompt)} prompts; this server takes one prompt "
+                           "per request, so send them as separate requests.",
+                           "invalid_request_error", param="prompt")
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        if not prompt:
+            raise APIError(400, "the prompt is empty; send at least one character of text.",
+                           "invalid_request_error", param="prompt")
+        return tokenizer(prompt).input_ids
+    vocab = len(tokenizer)
+    if not prompt or any(not 0 <= t < vocab for t in prompt):
+        raise APIError(400, f"prompt token ids must be a non-empty list of ids in [0, {vocab}).",
+                       "invalid_request_error", param="prompt")
+    return list(prompt)
+
+
+def chat_ids(tokenizer, messages: list[p.ChatMessage]) -> list[int]:
+    """Return the token ids of chat messages formatted with the model's chat template."""
+    plain = []
+    for i, msg in enumerate(messages):
+        content = msg.content or ""
+        if isinstance(content, list):
+            if any(part.get("type") != "text" for part in content):
+                raise APIError(400, "only text content parts are supported by this model.",
+                               "invalid_request_error", param=f"messages.{i}.content")
+            content = "".join(str(part.get("text", "")) for part in content)
+        plain.append({"role": msg.role, "content": content})
+    if not any(m["content"] for m in plain):
+        raise APIError(400, "every message is empty; send some text in 'messages'.",
+                       "invalid_request_error", param="messages")
+    text = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
+    # the template already holds BOS; adding it again would change the prompt
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def sampling_params(req: p.CompletionRequest | p.ChatCompletionRequest, max_tokens: int | None,
+                    prompt_len: int, context_length: int) -> SamplingParams:
+    """Translate the wire fields into engine parameters (the only place that does)."""
+    if max_tokens is None:
+        max_tokens = max(context_length - prompt_len, 1)
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    try:
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=max(req.top_k or 0, 0), seed=req.seed, stop=stop,
+            stop_token_ids=tuple(req.stop_token_ids or ()),
+            min_tokens=min(req.min_tokens, max_tokens), ignore_eos=req.ignore_eos)
+    except InvalidRequestError as exc:
+        raise to_api_error(exc) from exc
+
+
+class OpenAIServing:
+    """Completions, chat, models and tokenize over one engine and one served model name."""
+
+    def __init__(self, engine: Engine, model_name: str, metrics: ServerMetrics,
+                 retry_after_s: int = 1) -> None:
+        self.engine = engine
+        self.model_name = model_name
+        self.metrics = metrics
+        self.retry_after_s = retry_after_s
+        self.tokenizer = engine.lm.tokenizer
+
+    def models(self) -> p.ModelList:
+        """Return the one served model."""
+        return p.ModelList(data=[p.ModelCard(id=self.model_name,
+                                             max_model_len=self.engine.context_length)])
+
+    def tokenize(self, req: p.TokenizeRequest) -> p.TokenizeResponse:
+        """Return the token ids of a prompt or of chat messages."""
+        if req.model is not None:
+            self._check_model(req.model)
+        if (req.prompt is None) == (req.messages is None):
+            raise APIError(400, "send exactly one of 'prompt' or 'messages'.",
+                           "invalid_request_error", param="prompt")
+        if req.messages is not None:
+            ids = chat_ids(self.tokenizer, req.messages)
+        else:
+            ids = self.tokenizer(req.prompt, add_special_tokens=req.add_special_tokens).input_ids
+        return p.TokenizeResponse(tokens=ids, count=len(ids),
+                                  max_model_len=self.engine.context_length)
+
+    async def completions(self, req: p.CompletionRequest):
+        """Return a CompletionResponse, or an SSE text iterator when req.stream."""
+        self._check_model(req.model)
+        ids = prompt_ids(self.tokenizer, req.prompt)
+        params = sampling_params(req, req.max_tokens, len(ids), self.engine.context_length)
+        gen = self._start(ids, params, req.stream)
+
+        def chunk(text: str, finish: str | None, usage: p.Usage | None = None):
+            choices = [] if usage else [p.CompletionChoice(text=text, finish_reason=finish)]
+            return p.CompletionResponse(id=rid, model=self.model_name, choices=choices, usage=usage)
+
+        rid = f"cmpl-{gen.request_id}"
+        if req.stream:
+            return self._stream(gen, "completions", chunk, req.stream_options, first=None)
+        out = await self._collect(gen, "completions")
+        text = (req.prompt if req.echo and isinstance(req.prompt, str) else "") + out[0]
+        return p.CompletionResponse(id=rid, model=self.model_name, usage=out[2],
+                                    choices=[p.CompletionChoice(text=text, finish_reason=out[1])])
+
+    async def chat(self, req: p.ChatCompletionRequest):
+        """Return a ChatCompletionResponse, or an SSE text iterator when req.stream."""
+        self._check_model(req.model)
+        ids = chat_ids(self.tokenizer, req.messages)
+        params = sampling_params(req, req.max_completion_tokens or req.max_tokens, len(ids),
+                                 self.engine.context_length)
+        gen = self._start(ids, params, req.stream)
+        rid = f"chatcmpl-{gen.request_id}"
+
+        def chunk(text: str | None, finish: str | None, usage: p.Usage | None = None,
+                  role: str | None = None):
+            choices = [] if usage else [p.ChatChunkChoice(
+                delta=p.DeltaMessage(role=role, content=text), finish_reason=finish)]
+            return p.ChatCompletionChunk(id=rid, model=self.model_name, choices=choices,
+                                         usage=usage)
+
+        if req.stream:
+            first = chunk("", None, role="assistant")
+            return self._stream(gen, "chat", chunk, req.stream_options, first=first)
+        text, finish, usage = await self._collect(gen, "chat")
+        return p.ChatCompletionResponse(id=rid, model=self.model_name, usage=usage, choices=[
+            p.ChatChoice(message=p.ChatResponseMessage(content=text), finish_reason=finish)])
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _check_model(self, name: str) -> None:
+        if name != self.model_name:
+            raise APIError(404, f"The model {name!r} does not exist on this server; it serves "
+                           f"{self.model_name!r} (see GET /v1/models).", "not_found_error",
+                           param="model")
+
+    def _start(self, ids: list[int], params: SamplingParams, stream: bool) -> GenerationStream:
+        try:
+            return self.engine.generate(ids, params, stream=stream)
+        except Exception as exc:
+            raise to_api_error(exc, self.retry_after_s) from exc
+
+    def _observe(self, route: str, start_s: float, prompt_tokens: int, completion_tokens: int,
+                 ttft_s: float | None) -> None:
+        m = self.metrics
+        m.latency.labels(route).observe(time.perf_counter() - start_s)
+        if ttft_s is not None:
+            m.time_to_first_token.labels(route).observe(ttft_s)
+        m.prompt_tokens.inc(prompt_tokens)
+        m.generation_tokens.inc(completion_tokens)
+
+    async def _collect(self, gen: GenerationStream, route: str) -> tuple[str, str, p.Usage]:
+        start = time.perf_counter()
+        parts, finish, out = [], None, None
+        try:
+            async with gen:
+                async for out in gen:
+                    parts.append(out.text)
+                    finish = out.finish_reason
+        except Exception as exc:
+            raise to_api_error(exc, self.retry_after_s) from exc
+        usage = p.Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
+                        total_tokens=out.prompt_tokens + out.completion_tokens)
+        self._observe(route, start, out.prompt_tokens, out.completion_tokens,
+                      out.time_to_first_token_s)
+        return "".join(parts), finish, usage
+
+    async def _stream(self, gen: GenerationStream, route: str, chunk, options,
+                      first) -> AsyncIterator[str]:
+        """Yield SSE events; a failure midway becomes an error event, then [DONE]."""
+        start = time.perf_counter()
+        out = None
+        try:
+            async with gen:
+                if first is not None:
+                    yield _sse(first)
+                async for out in gen:
+                    yield _sse(chunk(out.text, out.finish_reason))
+            if options is not None and options.include_usage and out is not None:
+                usage = p.Usage(prompt_tokens=out.prompt_tokens,
+                                completion_tokens=out.completion_tokens,
+                                total_tokens=out.prompt_tokens + out.completion_tokens)
+                yield _sse(chunk(None, None, usage=usage))
+            if out is not None:
+                self._observe(route, start, out.prompt_tokens, out.completion_tokens,
+                              out.time_to_first_token_s)
+        except Exception as exc:
+            yield _sse(to_api_error(exc, self.retry_after_s).body())
+        yield "data: [DONE]\n\n"

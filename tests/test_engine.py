@@ -1,0 +1,190 @@
+"""The continuous-batching engine on the real toy-tiny model: sampling, stopping, joining."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+import deploykit as dk
+from deploykit.errors import EngineOverloadedError, InvalidRequestError
+from deploykit.server.engine import Engine, EngineConfig
+from deploykit.server.sampling import SamplingParams
+
+PROMPTS = ["The quick brown fox", "def main():", "Return the", "import os\n"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return dk.load_model("toy-tiny", device="cpu", progress=False)
+
+
+@pytest.fixture(scope="module")
+def engine(lm):
+    eng = Engine(lm, EngineConfig(max_batch_size=8, max_waiting=64)).start()
+    yield eng
+    eng.stop()
+
+
+def ids(lm, prompt: str) -> list[int]:
+    return lm.tokenizer(prompt).input_ids
+
+
+async def collect(engine, prompt_ids, params, stream=False):
+    text, tokens, finish = "", [], None
+    async for out in engine.generate(prompt_ids, params, stream=stream):
+        text += out.text
+        tokens += out.token_ids
+        finish = out.finish_reason
+    return text, tokens, finish
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def hf_greedy(lm, prompt_ids, max_new_tokens, **kwargs) -> list[int]:
+    inputs = torch.tensor([prompt_ids])
+    out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
+                            max_new_tokens=max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id,
+                            **kwargs)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def test_greedy_matches_transformers_generate_alone_and_batched(lm, engine):
+    params = SamplingParams(max_tokens=24, temperature=0.0)
+    expected = [hf_greedy(lm, ids(lm, p), 24) for p in PROMPTS]
+    alone = [run(collect(engine, ids(lm, p), params))[1] for p in PROMPTS]
+    assert alone == expected
+
+    async def together():
+        return await asyncio.gather(*(collect(engine, ids(lm, p), params) for p in PROMPTS))
+
+    assert [r[1] for r in run(together())] == expected
+
+
+def test_requests_join_a_running_batch(lm, engine):
+    long = SamplingParams(max_tokens=80, temperature=0.0, ignore_eos=True)
+    short = SamplingParams(max_tokens=10, temperature=0.0)
+
+    async def scenario():
+        first = asyncio.ensure_future(collect(engine, ids(lm, PROMPTS[0]), long))
+        while engine.num_running == 0:  # wait until the long request is decoding
+            await asyncio.sleep(0.001)
+        steps_before = engine.steps
+        late = await collect(engine, ids(lm, PROMPTS[1]), short)
+        joined_while_running = engine.num_running > 0 or not first.done()
+        return await first, late, steps_before, joined_while_running
+
+    first, late, steps_before, joined = run(scenario())
+    assert joined and steps_before > 0
+    assert len(first[1]) == 80 and first[2] == "length"
+    # the late request's output does not depend on joining a batch mid-flight
+    assert late[1] == hf_greedy(lm, ids(lm, PROMPTS[1]), 10)[:len(late[1])]
+
+
+def test_seeded_sampling_is_deterministic_and_seeds_differ(lm, engine):
+    p = ids(lm, PROMPTS[0])
+    a = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, top_k=50, seed=7)
+    b = SamplingParams(max_tokens=20, temperature=1.0, top_p=0.9, top_k=50, seed=8)
+    first, again, other = (run(collect(engine, p, s))[1] for s in (a, a, b))
+    assert first == again
+    assert first != other
+
+    async def beside_others():  # a seeded row gives the same tokens inside a batch
+        noise = SamplingParams(max_tokens=20, temperature=1.5)
+        results = await asyncio.gather(collect(engine, p, a),
+                                       *(collect(engine, ids(lm, q), noise) for q in PROMPTS))
+        return results[0][1]
+
+    assert run(beside_others()) == first
+
+
+def test_top_k_one_is_greedy(lm, engine):
+    p = ids(lm, PROMPTS[1])
+    sampled = run(collect(engine, p, SamplingParams(max_tokens=16, temperature=1.3, top_k=1)))
+    assert sampled[1] == hf_greedy(lm, p, 16)
+
+
+def test_max_tokens_and_ignore_eos(lm, engine):
+    text, tokens, finish = run(collect(engine, ids(lm, PROMPTS[2]),
+                                       SamplingParams(max_tokens=50, temperature=0.0,
+                                                      ignore_eos=True)))
+    assert len(tokens) == 50 and finish == "length"
+
+
+def test_min_tokens_bans_eos_like_transformers(lm, engine):
+    p = ids(lm, "def main():")
+    eos = lm.tokenizer.eos_token_id
+    params = SamplingParams(max_tokens=40, temperature=0.0, min_tokens=30)
+    tokens = run(collect(engine, p, params))[1]
+    assert len(tokens) >= 30 and eos not in tokens[:30]
+    assert tokens == hf_greedy(lm, p, 40, min_new_tokens=30)[:len(tokens)]
+
+
+def test_stop_token_ids_end_the_request(lm, engine):
+    p = ids(lm, PROMPTS[0])
+    greedy = hf_greedy(lm, p, 20)
+    stop_id = greedy[5]
+    tokens = run(collect(engine, p, SamplingParams(max_tokens=20, temperature=0.0,
+                                                   stop_token_ids=(stop_id,))))[1]
+    assert tokens == greedy[:greedy.index(stop_id) + 1]
+
+
+def test_stop_strings_cut_the_text_streamed_or_not(lm, engine):
+    p = ids(lm, PROMPTS[0])
+    full, _, _ = run(collect(engine, p, SamplingParams(max_tokens=30, temperature=0.0)))
+    stop = full.strip()[6:10]
+    assert stop and stop in full
+    expected = full[:full.index(stop)]
+    for stream in (False, True):
+        params = SamplingParams(max_tokens=30, temperature=0.0, stop=(stop,))
+        text, _, finish = run(collect(engine, p, params, stream=stream))
+        assert (text, finish) == (expected, "stop")
+
+
+def test_streaming_yields_token_by_token(lm, engine):
+    outs = []
+
+    async def gather():
+        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+        async for out in engine.generate(ids(lm, PROMPTS[0]), params, stream=True):
+            outs.append(out)
+
+    run(gather())
+    assert len(outs) >= 6 and sum(len(o.token_ids) for o in outs) == 12
+    assert outs[-1].finish_reason == "length" and outs[-1].time_to_first_token_s > 0
+
+
+def test_bad_parameters_and_context_length(lm, engine):
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        SamplingParams(temperature=2.5)
+    with pytest.raises(InvalidRequestError, match="top_p"):
+        SamplingParams(top_p=0.0)
+    with pytest.raises(InvalidRequestError) as info:
+        engine.check_request([1] * 2000, SamplingParams(max_tokens=100))
+    assert "2048" in str(info.value) and "2100" in str(info.value)
+
+
+def test_closing_a_stream_frees_its_row_and_a_full_queue_refuses(lm):
+    eng = Engine(lm, EngineConfig(max_batch_size=2, max_waiting=2)).start()
+    try:
+        async def scenario():
+            long = SamplingParams(max_tokens=1500, temperature=0.0, ignore_eos=True)
+            streams = [eng.generate(ids(lm, PROMPTS[0]), long) for _ in range(2)]
+            while eng.num_running < 2:  # both rows are decoding; the queue is empty
+                await asyncio.sleep(0.001)
+            streams += [eng.generate(ids(lm, PROMPTS[0]), long) for _ in range(2)]
+            assert eng.num_waiting == 2
+            with pytest.raises(EngineOverloadedError):
+                eng.generate(ids(lm, PROMPTS[0]), long)
+            await streams[0].__anext__()
+            for s in streams:
+                await s.aclose()
+            return await eng.wait_idle(timeout_s=5.0)
+
+        assert run(scenario())
+        assert eng.num_running == 0 and eng.num_waiting == 0
+    finally:
+        eng.stop()
