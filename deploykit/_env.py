@@ -24,3 +24,14 @@ def project_root() -> Path | None:
     """Return the cookbook checkout named by DEPLOYKIT_ROOT, if set."""
     root = os.environ.get("DEPLOYKIT_ROOT")
     return Path(root).expanduser() if root else None
+
+
+def vllm_python() -> Path | None:
+    """Return the vLLM virtualenv's python named by DEPLOYKIT_VLLM_PYTHON, if set."""
+    path = os.environ.get("DEPLOYKIT_VLLM_PYTHON")
+    return Path(path).expanduser() if path else None
+
+
+def api_key() -> str | None:
+    """Return the API key `deploykit serve` requires, from DEPLOYKIT_API_KEY (None: no key)."""
+    return os.environ.get("DEPLOYKIT_API_KEY") or None

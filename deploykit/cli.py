@@ -33,8 +33,29 @@ def _add_models(sub) -> None:
     p.set_defaults(func=models.cli_models)
 
 
+def _add_serve(sub) -> None:
+    from .server.app import add_serve_command
+
+    add_serve_command(sub)
+
+
 # Each entry adds one subcommand; later modules (serve, vllm, ...) append here.
-_COMMANDS = [_add_cookbook, _add_models]
+_COMMANDS = [_add_cookbook, _add_models, _add_serve]
+
+
+def _add_vllm(sub) -> None:
+    from .vllm import add_cli
+
+    add_cli(sub)
+
+
+def _add_plan(sub) -> None:
+    from .plan import add_cli
+
+    add_cli(sub)
+
+
+_COMMANDS += [_add_vllm, _add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,3 +32,46 @@ class MissingExtraError(DeployKitError, ImportError):
 
 class ServerStartError(DeployKitError, RuntimeError):
     """A server process died or never became healthy; the message carries its log tail."""
+
+
+class UnknownGPUError(DeployKitError, ValueError):
+    """A GPU name is not in the memory planner's catalog."""
+
+
+class EngineArgumentError(DeployKitError, ValueError):
+    """An inference-engine argument is invalid; caught before any process starts."""
+
+
+class VLLMEnvError(DeployKitError, RuntimeError):
+    """The separate vLLM virtualenv is missing, broken, or could not be created."""
+
+
+class InvalidRequestError(DeployKitError, ValueError):
+    """A generation request is malformed or asks for something the model cannot do."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class EngineOverloadedError(DeployKitError, RuntimeError):
+    """The engine's waiting queue is full; retry after a short wait."""
+
+
+class EngineStoppedError(DeployKitError, RuntimeError):
+    """The engine is draining or stopped and takes no new requests."""
+
+
+class EngineStepError(DeployKitError, RuntimeError):
+    """A model step failed; the requests in that batch were ended with this error."""
+
+
+class EngineRunError(DeployKitError, RuntimeError):
+    """An inference-engine subprocess failed; the message carries its log tail."""
+
+
+class MetricNotFoundError(DeployKitError, KeyError):
+    """A Prometheus metric is not in a server's /metrics scrape."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

@@ -9,6 +9,7 @@ converter all load them by path.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -59,10 +60,8 @@ def toy_path(name: str, progress: bool = True) -> Path:
     from . import _toybuild
 
     spec = _toy_spec(name)
-    train, held = _toybuild.corpus()
     key = hashlib.sha256(json.dumps(
-        [_BUILD_VERSION, asdict(spec), _toybuild.corpus_digest(train, held)]).encode()
-    ).hexdigest()[:10]
+        [_BUILD_VERSION, asdict(spec), _corpus_digest()]).encode()).hexdigest()[:10]
     root = _env.cache_dir() / "models"
     root.mkdir(parents=True, exist_ok=True)
     dest = root / f"{name}-{key}"
@@ -74,6 +73,14 @@ def toy_path(name: str, progress: bool = True) -> Path:
         if not (dest / "deploykit_build.json").exists():
             _toybuild.build(spec, dest, progress=progress)
     return dest
+
+
+@functools.lru_cache(maxsize=1)
+def _corpus_digest() -> str:
+    """Hash the training corpus once per process (reading it takes seconds)."""
+    from . import _toybuild
+
+    return _toybuild.corpus_digest(*_toybuild.corpus())
 
 
 def build_report(path: str | Path) -> dict[str, Any]:
