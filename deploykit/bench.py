@@ -118,16 +118,16 @@ def table(results: dict[tuple[str, str], list[LoadResult]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section of doc, leaving other sections alone."""
+def write_section(doc: Path, body: str, section: str = SECTION) -> None:
+    """Replace (or append) one benchmark's section of doc, leaving other sections alone."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
+    start = text.find(section + "\n")
     if start == -1:
         text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
     else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        end = len(text) if nxt == -1 else nxt + 1
-        text = text[:start] + body.rstrip("\n") + "\n" + ("\n" + text[end:] if nxt != -1 else "")
+        nxt = text.find("\n## ", start + len(section))
+        rest = "" if nxt == -1 else "\n" + text[nxt + 1:]
+        text = text[:start] + body.rstrip("\n") + "\n" + rest
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
 

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .bench import conditions, server_command
+from .bench import conditions, server_command, write_section
 from .launch import launch
 from .loadgen import LoadResult, LoadSpec, run_load
 from .vllm import VLLMArgs, start_vllm
@@ -67,20 +67,6 @@ def table(results: dict[tuple[str, str], list[LoadResult]]) -> str:
                 lines.append(f"| {model} | {conc} | {_LABELS[kind]} | {r.output_tokens_per_s:,.0f}"
                              f"{failed} | {r.latency_s(0.5):.3f} | {tok:.1f} | {ratio} |")
     return "\n".join(lines)
-
-
-def write_section(doc: Path, body: str) -> None:
-    """Replace (or append) this benchmark's section of doc, leaving other sections alone."""
-    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        rest = "" if nxt == -1 else "\n" + text[nxt + 1:]
-        text = text[:start] + body.rstrip("\n") + "\n" + rest
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Command: `{command}`", ""])
     print(body)
     if args.write_doc:
-        write_section(args.write_doc, body)
+        write_section(args.write_doc, body, SECTION)
         print(f"wrote section {SECTION!r} of {args.write_doc}")
     return 0
 
