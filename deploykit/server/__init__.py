@@ -2,12 +2,21 @@
 
 `engine.py` batches, `protocol.py` holds the wire models, `serving.py` translates
 between them, `app.py` has the routes and the runner; `naive.py` is the
-one-request-at-a-time baseline.
+one-request-at-a-time baseline. Names are imported on first use, so that
+`import deploykit` (which only needs `process.start_server`) does not pay for
+torch and FastAPI.
 """
 
-from .app import ServerConfig, build_app, serve
-from .engine import Engine, EngineConfig, GenerationStream, RequestOutput
-from .sampling import SamplingParams
+from importlib import import_module
 
-__all__ = ["Engine", "EngineConfig", "GenerationStream", "RequestOutput", "SamplingParams",
-           "ServerConfig", "build_app", "serve"]
+_HOME = {"ServerConfig": "app", "build_app": "app", "serve": "app", "Engine": "engine",
+         "EngineConfig": "engine", "GenerationStream": "engine", "RequestOutput": "engine",
+         "SamplingParams": "sampling"}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    if name in _HOME:
+        return getattr(import_module(f".{_HOME[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
