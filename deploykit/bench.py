@@ -95,6 +95,47 @@ def conditions() -> dict[str, str]:
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
+def parser(prog: str, doc: str, servers: tuple[str, ...], threads_help: str) -> argparse.ArgumentParser:
+    """Return the command line both benchmarks share: models, servers, load, threads, doc."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["toy-tiny", "toy-small"])
+    ap.add_argument("--servers", nargs="+", default=list(servers), choices=servers)
+    ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
+    ap.add_argument("--num-requests", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--prompt", default="def main():")
+    ap.add_argument("--threads", type=int, default=1, help=threads_help)
+    ap.add_argument("--write-doc", type=Path, default=None,
+                    help="rewrite this benchmark's section of this markdown file")
+    return ap
+
+
+def run_all(args: argparse.Namespace, run_one) -> dict[tuple[str, str], list[LoadResult]]:
+    """Run run_one(kind, model, ...) for every model and server; print each sweep as it ends."""
+    results: dict[tuple[str, str], list[LoadResult]] = {}
+    for model in args.models:
+        for kind in args.servers:
+            print(f"--- {model} / {kind}", flush=True)
+            results[(model, kind)] = run_one(kind, model, args.concurrency, args.num_requests,
+                                             args.max_tokens, args.prompt, args.threads)
+            for r in results[(model, kind)]:
+                print(r.summary(), flush=True)
+                errors = sorted({x.error or f"HTTP {x.status}" for x in r.results if not x.ok})
+                if errors:
+                    print(f"  failed requests: {errors[:3]}", flush=True)
+    return results
+
+
+def row(model: str, label: str, r: LoadResult, ratios: list[str]) -> str:
+    """Return one table row: throughput (with failures), p50 latency, tokens/request, ratios."""
+    tok = sum(x.output_tokens for x in r.results if x.ok) / max(r.num_ok, 1)
+    failed = len(r.results) - r.num_ok
+    errors = f" ({failed} failed)" if failed else ""
+    return (f"| {model} | {r.concurrency} | {label} | {r.output_tokens_per_s:,.0f}{errors} | "
+            f"{r.latency_s(0.5):.3f} | {tok:.1f} | " + " | ".join(ratios) + " |")
+
+
 def table(results: dict[tuple[str, str], list[LoadResult]]) -> str:
     """Return a markdown table: tokens/s per server and concurrency, and the ratios."""
     lines = ["| model | concurrency | server | output tokens/s | p50 latency (s) | tokens/request "
@@ -102,19 +143,14 @@ def table(results: dict[tuple[str, str], list[LoadResult]]) -> str:
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for model in dict.fromkeys(m for m, _ in results):
         by_kind = {k: results[(m, k)] for m, k in results if m == model}
-        for i, conc in enumerate(r.concurrency for r in next(iter(by_kind.values()))):
+        for i in range(len(next(iter(by_kind.values())))):
             base = by_kind.get("naive", [None] * (i + 1))[i]
             hf = by_kind.get("transformers", [None] * (i + 1))[i]
             for kind, res in by_kind.items():
                 r = res[i]
-                tok = sum(x.output_tokens for x in r.results if x.ok) / max(r.num_ok, 1)
                 vs = [f"{r.output_tokens_per_s / o.output_tokens_per_s:.2f}x" if o and kind != k
                       else "" for o, k in ((base, "naive"), (hf, "transformers"))]
-                failed = len(r.results) - r.num_ok
-                errors = f" ({failed} failed)" if failed else ""
-                lines.append(f"| {model} | {conc} | {_LABELS[kind]} | "
-                             f"{r.output_tokens_per_s:,.0f}{errors} | {r.latency_s(0.5):.3f} | "
-                             f"{tok:.1f} | {vs[0]} | {vs[1]} |")
+                lines.append(row(model, _LABELS[kind], r, vs))
     return "\n".join(lines)
 
 
@@ -134,29 +170,11 @@ def write_section(doc: Path, body: str, section: str = SECTION) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line."""
-    ap = argparse.ArgumentParser(prog="python -m deploykit.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["toy-tiny", "toy-small"])
-    ap.add_argument("--servers", nargs="+", default=list(SERVERS), choices=SERVERS)
-    ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
-    ap.add_argument("--num-requests", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--prompt", default="def main():")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="OMP_NUM_THREADS of every server (default 1: tiny models gain nothing "
-                         "from more, and a shared machine makes extra threads wait)")
-    ap.add_argument("--write-doc", type=Path, default=None,
-                    help="rewrite the section of this markdown file (e.g. docs/benchmarks.md)")
-    args = ap.parse_args(argv)
+    args = parser("python -m deploykit.bench", __doc__, SERVERS,
+                  "OMP_NUM_THREADS of every server (default 1: tiny models gain nothing "
+                  "from more, and a shared machine makes extra threads wait)").parse_args(argv)
     before = conditions()
-    results: dict[tuple[str, str], list[LoadResult]] = {}
-    for model in args.models:
-        for kind in args.servers:
-            print(f"--- {model} / {kind}", flush=True)
-            results[(model, kind)] = run_server(kind, model, args.concurrency, args.num_requests,
-                                                args.max_tokens, args.prompt, args.threads)
-            for r in results[(model, kind)]:
-                print(r.summary(), flush=True)
+    results = run_all(args, run_server)
     after = conditions()
     command = "HF_HUB_OFFLINE=1 python -m deploykit.bench " + shlex.join(argv or sys.argv[1:])
     body = "\n".join([

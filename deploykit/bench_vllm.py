@@ -11,12 +11,10 @@ section of the doc.
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
-from pathlib import Path
 
-from .bench import conditions, server_command, write_section
+from .bench import conditions, parser, row, run_all, server_command, write_section
 from .launch import launch
 from .loadgen import LoadResult, LoadSpec, run_load
 from .vllm import VLLMArgs, start_vllm
@@ -55,49 +53,25 @@ def table(results: dict[tuple[str, str], list[LoadResult]]) -> str:
              "| vLLM / deploykit |", "|---|---:|---|---:|---:|---:|---:|"]
     for model in dict.fromkeys(m for m, _ in results):
         dk_res, vl_res = results.get((model, "deploykit")), results.get((model, "vllm"))
-        for i, conc in enumerate(r.concurrency for r in (dk_res or vl_res)):
+        for i in range(len(dk_res or vl_res)):
             for kind, res in (("deploykit", dk_res), ("vllm", vl_res)):
                 if res is None:
                     continue
-                r = res[i]
-                tok = sum(x.output_tokens for x in r.results if x.ok) / max(r.num_ok, 1)
                 ratio = (f"{vl_res[i].output_tokens_per_s / dk_res[i].output_tokens_per_s:.2f}x"
                          if kind == "vllm" and dk_res and dk_res[i].output_tokens_per_s else "")
-                failed = "" if r.num_ok == len(r.results) else f" ({len(r.results) - r.num_ok} failed)"
-                lines.append(f"| {model} | {conc} | {_LABELS[kind]} | {r.output_tokens_per_s:,.0f}"
-                             f"{failed} | {r.latency_s(0.5):.3f} | {tok:.1f} | {ratio} |")
+                lines.append(row(model, _LABELS[kind], res[i], [ratio]))
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line."""
-    ap = argparse.ArgumentParser(prog="python -m deploykit.bench_vllm", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["toy-tiny", "toy-small"])
-    ap.add_argument("--servers", nargs="+", default=["deploykit", "vllm"], choices=list(_LABELS))
-    ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
-    ap.add_argument("--num-requests", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--prompt", default="def main():")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread "
-                         "itself on this 2-core machine: it reserves a core for its API server)")
-    ap.add_argument("--write-doc", type=Path, default=None,
-                    help="rewrite this benchmark's section of this markdown file")
-    args = ap.parse_args(argv)
+    args = parser("python -m deploykit.bench_vllm", __doc__, tuple(_LABELS),
+                  "OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread "
+                  "itself on this 2-core machine: it reserves a core for its API server)"
+                  ).parse_args(argv)
     env = find_env() if "vllm" in args.servers else None  # fail before any server starts
     before = conditions()
-    results: dict[tuple[str, str], list[LoadResult]] = {}
-    for model in args.models:
-        for kind in args.servers:
-            print(f"--- {model} / {kind}", flush=True)
-            results[(model, kind)] = run_one(kind, model, args.concurrency, args.num_requests,
-                                             args.max_tokens, args.prompt, args.threads)
-            for r in results[(model, kind)]:
-                print(r.summary(), flush=True)
-                errors = sorted({x.error or f"HTTP {x.status}" for x in r.results if not x.ok})
-                if errors:
-                    print(f"  failed requests: {errors[:3]}", flush=True)
+    results = run_all(args, run_one)
     after = conditions()
     command = "HF_HUB_OFFLINE=1 python -m deploykit.bench_vllm " + shlex.join(argv or sys.argv[1:])
     body = "\n".join([

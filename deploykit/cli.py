@@ -39,10 +39,6 @@ def _add_serve(sub) -> None:
     add_serve_command(sub)
 
 
-# Each entry adds one subcommand; later modules (serve, vllm, ...) append here.
-_COMMANDS = [_add_cookbook, _add_models, _add_serve]
-
-
 def _add_vllm(sub) -> None:
     from .vllm import add_cli
 
@@ -55,7 +51,8 @@ def _add_plan(sub) -> None:
     add_cli(sub)
 
 
-_COMMANDS += [_add_vllm, _add_plan]
+# Each entry adds one subcommand; a new module's command is one more entry here.
+_COMMANDS = [_add_cookbook, _add_models, _add_serve, _add_vllm, _add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,14 +59,14 @@ class VLLMEnv:
 
 
 def project_root() -> Path:
-    """Return the checkout that holds `.venv-vllm`: DEPLOYKIT_ROOT, else this package's parent."""
-    root = _env.project_root()
-    if root is not None:
-        return root
-    package_parent = Path(__file__).resolve().parent.parent
-    if (package_parent / "pyproject.toml").exists():  # an editable install
-        return package_parent
-    return Path.cwd()
+    """Return the checkout that holds `.venv-vllm` (the cookbook's root), else the cwd."""
+    from .cookbook import find_root
+    from .errors import NotebookNotFoundError
+
+    try:
+        return find_root()
+    except NotebookNotFoundError:  # an installed deploykit used outside a checkout
+        return Path.cwd()
 
 
 def resolve_python(vllm_python: str | Path | None = None) -> Path:

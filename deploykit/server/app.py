@@ -19,7 +19,8 @@ from ..errors import EngineStoppedError
 from .engine import Engine, EngineConfig
 from .metrics import ServerMetrics
 from . import protocol as p
-from .serving import APIError, OpenAIServing, add_error_handlers, parse_body, to_api_error
+from .serving import (APIError, OpenAIServing, add_error_handlers, parse_body, read_body,
+                      to_api_error)
 
 log = logging.getLogger("deploykit.server")
 
@@ -52,23 +53,6 @@ def _error(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-async def _read_body(request: Request, limit_bytes: int) -> bytes:
-    """Read the body, refusing (413) as soon as it is over limit_bytes."""
-    declared = request.headers.get("content-length")
-    too_big = APIError(413, f"the request body is over {limit_bytes} bytes; shorten the prompt "
-                       "or start the server with a larger --max-body-bytes.",
-                       "invalid_request_error")
-    if declared and declared.isdigit() and int(declared) > limit_bytes:
-        raise too_big
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit_bytes:
-            raise too_big
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _until_disconnected(request: Request) -> None:
     # after the body is read, the next ASGI message is the client going away
     while (await request.receive())["type"] != "http.disconnect":
@@ -90,7 +74,7 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
             raise to_api_error(EngineStoppedError("the server is shutting down and takes no new "
                                                   "requests; retry on another replica."),
                                config.retry_after_s)
-        req = parse_body(await _read_body(request, config.max_body_bytes), model)
+        req = parse_body(await read_body(request, config.max_body_bytes), model)
         work = asyncio.ensure_future(handler(req))
         gone = asyncio.ensure_future(_until_disconnected(request))
         # a non-streamed request whose client left is cancelled, freeing its batch row
@@ -119,7 +103,7 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> JSONResponse:
-        req = parse_body(await _read_body(request, config.max_body_bytes), p.TokenizeRequest)
+        req = parse_body(await read_body(request, config.max_body_bytes), p.TokenizeRequest)
         return JSONResponse(serving.tokenize(req).model_dump())
 
     @app.get("/health")

@@ -29,7 +29,7 @@ from ..errors import (EngineOverloadedError, EngineStepError, EngineStoppedError
                       InvalidRequestError)
 from .detok import IncrementalDetokenizer
 from .kvbatch import KVBatch, check_model
-from .sampling import SamplingParams, sample
+from .sampling import SamplingParams, check_fits, sample
 
 log = logging.getLogger("deploykit.engine")
 
@@ -165,13 +165,7 @@ class Engine:
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty; send at least one token of text.",
                                       param="prompt")
-        total = len(prompt_ids) + params.max_tokens
-        if total > self.context_length:
-            raise InvalidRequestError(
-                f"This model's maximum context length is {self.context_length} tokens, but the "
-                f"request needs {total} ({len(prompt_ids)} in the prompt + {params.max_tokens} "
-                f"max_tokens). Shorten the prompt or lower max_tokens to at most "
-                f"{max(self.context_length - len(prompt_ids), 0)}.", param="max_tokens")
+        check_fits(prompt_ids, params, self.context_length)
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, *, stream: bool = True,
                  request_id: str | None = None) -> GenerationStream:

@@ -19,9 +19,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from . import protocol as p
+from .sampling import SamplingParams, check_fits
 from .serving import (APIError, add_error_handlers, chat_ids, parse_body, prompt_ids,
-                      sampling_params)
-from .sampling import SamplingParams
+                      read_body, sampling_params)
 
 
 def _generate(lm, ids: list[int], params: SamplingParams) -> tuple[str, list[int], str]:
@@ -63,11 +63,7 @@ def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
             return await asyncio.to_thread(_generate, lm, ids, params)
 
     async def body(request: Request, model):
-        raw = await request.body()
-        if len(raw) > max_body_bytes:
-            raise APIError(413, f"the request body is over {max_body_bytes} bytes.",
-                           "invalid_request_error")
-        req = parse_body(raw, model)
+        req = parse_body(await read_body(request, max_body_bytes), model)
         if req.model != model_name:
             raise APIError(404, f"The model {req.model!r} does not exist; this server serves "
                            f"{model_name!r}.", "not_found_error", param="model")
@@ -76,13 +72,6 @@ def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
                            "or use `deploykit serve` without --naive.", "invalid_request_error",
                            param="stream")
         return req
-
-    def check(ids: list[int], params: SamplingParams) -> None:
-        if len(ids) + params.max_tokens > lm.context_length:
-            raise APIError(400, f"This model's maximum context length is {lm.context_length} "
-                           f"tokens, but the request needs {len(ids) + params.max_tokens} "
-                           f"({len(ids)} in the prompt + {params.max_tokens} max_tokens).",
-                           "invalid_request_error", param="max_tokens")
 
     def usage(ids, new_ids) -> p.Usage:
         return p.Usage(prompt_tokens=len(ids), completion_tokens=len(new_ids),
@@ -93,7 +82,7 @@ def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
         req = await body(request, p.CompletionRequest)
         ids = prompt_ids(lm.tokenizer, req.prompt)
         params = sampling_params(req, req.max_tokens, len(ids), lm.context_length)
-        check(ids, params)
+        check_fits(ids, params, lm.context_length)
         text, new_ids, finish = await run(ids, params)
         return JSONResponse(p.CompletionResponse(
             model=model_name, usage=usage(ids, new_ids),
@@ -105,7 +94,7 @@ def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
         ids = chat_ids(lm.tokenizer, req.messages)
         params = sampling_params(req, req.max_completion_tokens or req.max_tokens, len(ids),
                                  lm.context_length)
-        check(ids, params)
+        check_fits(ids, params, lm.context_length)
         text, new_ids, finish = await run(ids, params)
         message = p.ChatResponseMessage(content=text)
         return JSONResponse(p.ChatCompletionResponse(

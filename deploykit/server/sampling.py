@@ -60,6 +60,17 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+def check_fits(prompt_ids: list[int], params: SamplingParams, context_length: int) -> None:
+    """Raise InvalidRequestError when prompt + max_tokens exceeds the model's context."""
+    total = len(prompt_ids) + params.max_tokens
+    if total > context_length:
+        raise InvalidRequestError(
+            f"This model's maximum context length is {context_length} tokens, but the "
+            f"request needs {total} ({len(prompt_ids)} in the prompt + {params.max_tokens} "
+            f"max_tokens). Shorten the prompt or lower max_tokens to at most "
+            f"{max(context_length - len(prompt_ids), 0)}.", param="max_tokens")
+
+
 def sample(logits: torch.Tensor, params: list[SamplingParams],
            generators: list[torch.Generator | None],
            banned: list[tuple[int, list[int]]]) -> list[int]:

@@ -61,6 +61,23 @@ def to_api_error(exc: Exception, retry_after_s: int = 1) -> APIError:
                     "traceback.", "server_error")
 
 
+async def read_body(request, limit_bytes: int) -> bytes:
+    """Read the body, refusing (413) as soon as it is over limit_bytes."""
+    declared = request.headers.get("content-length")
+    too_big = APIError(413, f"the request body is over {limit_bytes} bytes; shorten the prompt "
+                       "or start the server with a larger --max-body-bytes.",
+                       "invalid_request_error")
+    if declared and declared.isdigit() and int(declared) > limit_bytes:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def add_error_handlers(app) -> None:
     """Make every error of app an OpenAI-shaped JSON body (never FastAPI's 422 or HTML)."""
     from fastapi.responses import JSONResponse
