@@ -193,3 +193,21 @@ def test_sse_ends_with_done(server):
     assert lines[-1] == "data: [DONE]"
     assert all(line.startswith("data: ") for line in lines)
     assert "choices" in json.loads(lines[0][6:])
+
+
+# ---- the one-at-a-time baseline keeps the same contract -------------------------------
+
+
+def test_naive_server_errors_and_no_prompt_echo():
+    with start_server("--naive", "--max-body-bytes", "4000", name="serve-naive-test") as srv:
+        err = assert_openai_error(post(srv, "/v1/completions",
+                                       {"model": MODEL, "prompt": "hi", "max_tokens": 5000}), 400)
+        assert err["param"] == "max_tokens" and "2048" in err["message"] and "5000" in err["message"]
+        assert_openai_error(post(srv, "/v1/completions", {"model": MODEL, "prompt": "x" * 5000}), 413)
+        assert_openai_error(post(srv, "/v1/completions", {"model": "other", "prompt": "hi"}), 404)
+        assert_openai_error(post(srv, "/v1/completions", b"{not json"), 400)
+        ok = post(srv, "/v1/completions", {"model": MODEL, "prompt": "def main():",
+                                           "max_tokens": 8, "temperature": 0})
+        assert ok.status_code == 200
+        assert not ok.json()["choices"][0]["text"].startswith("def main():")
+        assert ok.json()["usage"]["completion_tokens"] <= 8
