@@ -1,0 +1,50 @@
+"""The load generator against a real `deploykit serve`: plain, streamed, refused, probed."""
+
+from __future__ import annotations
+
+import pytest
+
+from deploykit.launch import free_port
+from deploykit.loadgen import LoadSpec, probe_during_load, run_load
+
+from _servers import MODEL, start_server
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_server(name="serve-loadgen") as srv:
+        yield srv
+
+
+def test_plain_load_counts_every_token(server):
+    spec = LoadSpec(model=MODEL, prompt="def main():", max_tokens=8)
+    load = run_load(server.url, spec, num_requests=12, concurrency=4)
+    assert load.num_ok == 12 and load.concurrency == 4
+    assert [r.output_tokens for r in load.results] == [8] * 12
+    assert load.output_tokens_per_s == pytest.approx(96 / load.wall_s)
+    assert load.latency_s(0.5) <= load.latency_s(0.9) <= load.wall_s
+
+
+def test_streamed_chat_load_measures_time_to_first_token(server):
+    spec = LoadSpec(model=MODEL, prompt="Say hi", max_tokens=6, stream=True, chat=True)
+    load = run_load(server.url, spec, num_requests=4, concurrency=2)
+    assert load.num_ok == 4 and all(r.output_tokens == 6 for r in load.results)
+    assert all(0 < r.time_to_first_token_s <= r.latency_s for r in load.results)
+
+
+def test_refused_requests_are_recorded_not_raised(server):
+    wrong = run_load(server.url, LoadSpec(model="no-such-model", max_tokens=4), 3, 3)
+    assert [r.status for r in wrong.results] == [404] * 3 and wrong.num_ok == 0
+    assert "does not exist" in wrong.results[0].error
+    assert wrong.output_tokens_per_s == 0
+    nobody = run_load(f"http://127.0.0.1:{free_port()}", LoadSpec(max_tokens=4), 2, 2)
+    assert [r.status for r in nobody.results] == [0, 0]
+    assert all("Connect" in r.error for r in nobody.results)
+
+
+def test_probe_answers_while_the_server_generates(server):
+    spec = LoadSpec(model=MODEL, prompt="def main():", max_tokens=64)
+    load, probes = probe_during_load(server.url, spec, num_requests=4, concurrency=1,
+                                     interval_s=0.02)
+    assert load.num_ok == 4 and probes
+    assert max(probes) < load.wall_s  # /health never waits for a whole generation
