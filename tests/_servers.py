@@ -9,10 +9,10 @@ from deploykit.launch import launch
 MODEL = "toy-tiny"
 
 
-def start_server(*flags: str, name: str = "serve-test"):
+def start_server(*flags: str, name: str = "serve-test", device: str = "cpu"):
     """Launch `deploykit serve --model toy-tiny` on a free loopback port with extra flags."""
     command = [sys.executable, "-m", "deploykit.cli", "serve", "--model", MODEL,
-               "--host", "{host}", "--port", "{port}", "--device", "cpu", *flags]
+               "--host", "{host}", "--port", "{port}", "--device", device, *flags]
     # one thread each: several test servers and the test process share two cores
     return launch(command, timeout_s=180.0, name=name,
                   env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
