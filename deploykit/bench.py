@@ -116,9 +116,10 @@ class Measured:
 
 
 def paired_ratio(a: Measured, b: Measured) -> float:
-    """Return the median over rounds of a's throughput / b's in the same round."""
-    return statistics.median(x.output_tokens_per_s / y.output_tokens_per_s
-                             for x, y in zip(a.rounds, b.rounds) if y.output_tokens_per_s)
+    """Return the median over rounds of a's throughput / b's in the same round (nan: none)."""
+    ratios = [x.output_tokens_per_s / y.output_tokens_per_s
+              for x, y in zip(a.rounds, b.rounds) if y.output_tokens_per_s]
+    return statistics.median(ratios) if ratios else float("nan")
 
 
 def idle_cpu_percent(servers: dict[str, Server], seconds: float = 2.0) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import textwrap
 
@@ -45,6 +46,8 @@ def test_paired_ratio_compares_rounds_run_side_by_side():
     slow = Measured(tuple(_round(x) for x in (100, 50, 300)))
     # per-round ratios 8, 8, 3: the median is 8, where the ratio of medians would give 2.67
     assert paired_ratio(fast, slow) == 8
+    failed = Measured(tuple(_round(0) for _ in range(3)))  # every request of b failed
+    assert math.isnan(paired_ratio(fast, failed))  # a table row, not a crash at the end
 
 
 def test_idle_cpu_tells_a_spinning_server_from_a_quiet_one():
