@@ -7,8 +7,10 @@ import sys
 import textwrap
 
 import psutil
+import pytest
 
-from deploykit.bench import Measured, _Turns, idle_cpu_percent, paired_ratio
+from deploykit.bench import (SERVERS, Measured, _Turns, idle_cpu_percent, paired_ratio, parser,
+                             run_all)
 from deploykit.launch import launch
 from deploykit.loadgen import LoadResult, LoadSpec, RequestResult
 
@@ -71,3 +73,9 @@ def test_turns_pause_the_noisy_server_while_another_runs_and_resume_it():
         finally:
             turns.resume_all()
         assert psutil.Process(a.pid).status() != psutil.STATUS_STOPPED
+
+
+def test_run_all_refuses_empty_settings_before_starting_anything():
+    args = parser("bench", "", SERVERS, "").parse_args(["--rounds", "0"])
+    with pytest.raises(SystemExit, match="must be at least 1"):
+        run_all(args, start=None, spec_for=None)  # start is never reached

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+import textwrap
+
 import pytest
 
-from deploykit.launch import free_port
+from deploykit.launch import free_port, launch
 from deploykit.loadgen import LoadSpec, probe_during_load, run_load
 
 from _servers import MODEL, start_server
@@ -48,3 +51,29 @@ def test_probe_answers_while_the_server_generates(server):
                                      interval_s=0.02)
     assert load.num_ok == 4 and probes
     assert max(probes) < load.wall_s  # /health never waits for a whole generation
+
+
+# Answers every POST with 200 and an empty JSON object: no usage, so no token count.
+NO_USAGE_SERVER = textwrap.dedent("""
+    import http.server, sys
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+""")
+
+
+def test_a_200_without_usage_counts_as_failed_and_says_why():
+    with launch([sys.executable, "-c", NO_USAGE_SERVER, "{port}"], health_path="/",
+                name="no-usage") as srv:
+        load = run_load(srv.url, LoadSpec(max_tokens=4), 2, 2)
+    assert load.num_ok == 0 and [r.status for r in load.results] == [200, 200]
+    assert load.results[0].error == "the response has no usage field"
