@@ -134,9 +134,19 @@ class Server:
                 total += times.user + times.system
         return total
 
-    def pause(self) -> None:
-        """Freeze every process of the server (SIGSTOP); resume() or stop() wakes it."""
+    def pause(self, timeout_s: float = 5.0) -> None:
+        """Freeze every process of the server (SIGSTOP); resume() or stop() wakes it.
+
+        Returns once each process is seen stopped (SIGSTOP is delivered asynchronously), or
+        after timeout_s.
+        """
         self._signal_group(signal.SIGSTOP)
+        deadline = time.monotonic() + timeout_s
+        while any(proc.info["status"] != psutil.STATUS_STOPPED
+                  for proc in _group_processes(self.pid)):
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """Let a paused server run again (SIGCONT)."""
