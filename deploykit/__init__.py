@@ -1,31 +1,63 @@
-"""deploykit: the library behind the LLM deployment cookbook."""
+"""deploykit: the library behind the LLM deployment cookbook.
 
-from .errors import (DeployKitError, MissingExtraError, NotebookNotFoundError, RecipeKeyError,
-                     ServerStartError, UnknownModelError, UnknownRecipeError)
-from .cookbook import NotebookResult, Recipe, load_recipe, run as run_cookbook
-from .launch import Server, free_port, stop_all
-from .launch import launch as launch_server
-from .generate import Generation, generate, measure_throughput, memory_footprint, stream
-from .server.process import start_server
-from .models import TOY_MODELS, LoadedModel, build_report, load_model, model_path, toy_path
-from .plan import (GPU, GPUS, MemoryPlan, ModelConfig, cache_bytes, model_config, plan as memory_plan,
-                   plans as memory_plans, smallest_fit, table as plan_table)
-from .prometheus import Metrics, MetricsTrace, parse_metrics, scrape as scrape_metrics, watch as watch_metrics
-from .vllm import OfflineResult, VLLMArgs, offline_generate, start_vllm
-from .vllm_env import VLLMEnv, ensure_env as ensure_vllm_env, find_env as find_vllm_env
+Notebooks import this package only (`import deploykit as dk`); every name below keeps its
+name from the module that defines it.
+"""
+
+from .errors import (DeployKitError, EngineArgumentError, EngineOverloadedError, EngineRunError,
+                     EngineStepError, EngineStoppedError, InvalidArgumentError, InvalidRequestError,
+                     MetricNotFoundError, MissingExtraError, ModelBuildError, NotebookNotFoundError,
+                     RecipeKeyError, ServerStartError, UnknownGPUError, UnknownModelError,
+                     UnknownRecipeError, VLLMEnvError)
+from .cookbook import NotebookResult, Recipe, load_recipe, run_cookbook
+from .launch import Job, Server, free_port, launch_server, run_job, stop_all
+from .generate import (Arrivals, Generation, generate, measure_throughput, memory_footprint,
+                       record_arrivals, stream)
+from .server.process import serve_command, start_server
+from .models import (BUILTIN_MODELS, TOY_MODELS, LoadedModel, ModelSource, build_report, describe,
+                     dtype_names, load_model, resolve_model, smollm2_path, toy_path)
+from .plan import (GPU, GPUS, MemoryPlan, ModelConfig, cache_bytes, memory_plan, memory_plans,
+                   model_config, plan_table, smallest_fit)
+from .prometheus import (Metrics, MetricsTrace, metrics_delta, parse_metrics, scrape_metrics,
+                         watch_metrics)
+from .engines import (EngineArgs, OfflineResult, PrefixCacheResult, VLLMArgs, VLLMEnv,
+                      ensure_vllm_env, find_vllm_env, measure_prefix_cache, median_ttft_s,
+                      offline_generate, start_engine, start_vllm)
+from .plots import plot_bars, plot_kv_growth, plot_plan_knobs, plot_trace
+from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, plot_sweeps, probe_during_load,
+                            run_load, summary_rows, sweep)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Server", "free_port", "launch_server", "stop_all", "start_server",
-    "Generation", "generate", "measure_throughput", "memory_footprint", "stream",
+    # errors
+    "DeployKitError", "EngineArgumentError", "EngineOverloadedError", "EngineRunError",
+    "EngineStepError", "EngineStoppedError", "InvalidArgumentError", "InvalidRequestError",
+    "MetricNotFoundError", "MissingExtraError", "ModelBuildError", "NotebookNotFoundError",
+    "RecipeKeyError", "ServerStartError", "UnknownGPUError", "UnknownModelError",
+    "UnknownRecipeError", "VLLMEnvError",
+    # cookbook runner
     "NotebookResult", "Recipe", "load_recipe", "run_cookbook",
-    "TOY_MODELS", "LoadedModel", "build_report", "load_model", "model_path", "toy_path",
-    "DeployKitError", "MissingExtraError", "NotebookNotFoundError", "RecipeKeyError",
-    "ServerStartError", "UnknownModelError", "UnknownRecipeError",
-    "GPU", "GPUS", "MemoryPlan", "ModelConfig", "cache_bytes", "model_config", "memory_plan",
-    "memory_plans", "smallest_fit", "plan_table",
-    "Metrics", "MetricsTrace", "parse_metrics", "scrape_metrics", "watch_metrics",
-    "OfflineResult", "VLLMArgs", "offline_generate", "start_vllm",
-    "VLLMEnv", "ensure_vllm_env", "find_vllm_env",
+    # processes
+    "Job", "Server", "free_port", "launch_server", "run_job", "stop_all",
+    "serve_command", "start_server",
+    # models and generation
+    "BUILTIN_MODELS", "TOY_MODELS", "LoadedModel", "ModelSource", "build_report", "describe",
+    "dtype_names", "load_model", "resolve_model", "smollm2_path", "toy_path",
+    "Arrivals", "Generation", "generate", "measure_throughput", "memory_footprint",
+    "record_arrivals", "stream",
+    # memory planner
+    "GPU", "GPUS", "MemoryPlan", "ModelConfig", "cache_bytes", "memory_plan", "memory_plans",
+    "model_config", "plan_table", "smallest_fit",
+    # metrics
+    "Metrics", "MetricsTrace", "metrics_delta", "parse_metrics", "scrape_metrics", "watch_metrics",
+    # engines
+    "EngineArgs", "OfflineResult", "PrefixCacheResult", "VLLMArgs", "VLLMEnv", "ensure_vllm_env",
+    "find_vllm_env", "measure_prefix_cache", "median_ttft_s", "offline_generate", "start_engine",
+    "start_vllm",
+    # plots
+    "plot_bars", "plot_kv_growth", "plot_plan_knobs", "plot_trace",
+    # load generation
+    "LoadResult", "LoadSpec", "RequestResult", "plot_sweeps", "probe_during_load", "run_load",
+    "summary_rows", "sweep",
 ]

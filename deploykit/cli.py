@@ -1,66 +1,76 @@
-"""The `deploykit` command: thin argument parsing over library calls."""
+"""The `deploykit` command: thin argument parsing over library calls.
+
+Every subcommand lives beside the code it runs: its module has `add_cli(sub)`, which adds
+the subcommand and sets `func`, and `_COMMANDS` below names the module. Any error, bad
+arguments included, prints one line and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from .errors import DeployKitError
 
-
-def _add_cookbook(sub) -> None:
-    from . import cookbook
-
-    p = sub.add_parser("cookbook", help="list or run the cookbook's notebooks")
-    csub = p.add_subparsers(dest="cookbook_cmd", required=True)
-    csub.add_parser("list", help="list notebooks and recipes").set_defaults(func=cookbook.cli_list)
-    run = csub.add_parser("run", help="execute notebooks with papermill")
-    run.add_argument("notebooks", nargs="*", help="names such as 01_quickstart (default: all)")
-    run.add_argument("--recipe", default="cpu", help="recipe name from recipes/ (default: cpu)")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a notebook parameter (YAML value)")
-    run.add_argument("--out", default=None, help="folder for executed copies (default: build/cookbook/<recipe>)")
-    run.add_argument("--root", default=None, help="cookbook checkout (default: found from here)")
-    run.add_argument("--timeout-s", type=float, default=1800.0, help="per-cell timeout")
-    run.set_defaults(func=cookbook.cli_run)
+# Modules (relative to deploykit) whose add_cli(sub) adds a subcommand; imported lazily.
+_COMMANDS = ["cookbook", "models", "server.app", "engines.vllm", "plan", "bench"]
 
 
-def _add_models(sub) -> None:
-    from . import models
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block) and exit status 2."""
 
-    p = sub.add_parser("models", help="build the toy models and print their reports")
-    p.add_argument("names", nargs="*", default=["toy-tiny"], help="toy names (default: toy-tiny)")
-    p.set_defaults(func=models.cli_models)
-
-
-def _add_serve(sub) -> None:
-    from .server.app import add_serve_command
-
-    add_serve_command(sub)
+    def error(self, message: str):  # argparse's own error() prints the whole usage first
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _add_vllm(sub) -> None:
-    from .vllm import add_cli
+def positive_int(text: str) -> int:
+    """Parse an integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
-    add_cli(sub)
+
+def positive_float(text: str) -> float:
+    """Parse a number > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number above 0")
+    return value
 
 
-def _add_plan(sub) -> None:
-    from .plan import add_cli
+def fraction(text: str) -> float:
+    """Parse a share in (0, 1], e.g. 0.9 (argparse type)."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} must be in (0, 1], e.g. 0.9 for 90%")
+    return value
 
-    add_cli(sub)
 
-
-# Each entry adds one subcommand; a new module's command is one more entry here.
-_COMMANDS = [_add_cookbook, _add_models, _add_serve, _add_vllm, _add_plan]
+def port(text: str) -> int:
+    """Parse a TCP port, 0 (pick a free one) to 65535 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0-65535; 0 picks a free one)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="deploykit", description=__doc__)
+    parser = _Parser(prog="deploykit", description="The deploykit cookbook's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in _COMMANDS:
-        add(sub)
+    for module in _COMMANDS:
+        importlib.import_module(f"{__package__}.{module}").add_cli(sub)
     return parser
 
 
@@ -72,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except DeployKitError as exc:
         print(f"deploykit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("deploykit: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

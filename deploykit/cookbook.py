@@ -246,10 +246,10 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any], root: Pat
     return result
 
 
-def run(notebooks: list[str] | None = None, recipe: str = "cpu",
-        overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None,
-        root: str | Path | None = None, timeout_s: float = 1800.0,
-        progress: bool = True) -> list[NotebookResult]:
+def run_cookbook(notebooks: list[str] | None = None, recipe: str = "cpu",
+                 overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None,
+                 root: str | Path | None = None, timeout_s: float = 1800.0,
+                 progress: bool = True) -> list[NotebookResult]:
     """Run notebooks on a recipe; write executed copies and summary.{json,md} to out_dir."""
     root = Path(root).resolve() if root else find_root()
     all_nbs = list_notebooks(root)
@@ -279,6 +279,24 @@ def summary_table(results: list[NotebookResult]) -> str:
     return "\n".join(lines)
 
 
+def add_cli(sub) -> None:
+    """Add `deploykit cookbook list|run` to the CLI."""
+    from .cli import positive_float
+
+    p = sub.add_parser("cookbook", help="list or run the cookbook's notebooks")
+    csub = p.add_subparsers(dest="cookbook_cmd", required=True)
+    csub.add_parser("list", help="list notebooks and recipes").set_defaults(func=cli_list)
+    run = csub.add_parser("run", help="execute notebooks with papermill")
+    run.add_argument("notebooks", nargs="*", help="names such as 01_quickstart (default: all)")
+    run.add_argument("--recipe", default="cpu", help="recipe name from recipes/ (default: cpu)")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a notebook parameter (YAML value)")
+    run.add_argument("--out", default=None, help="folder for executed copies (default: build/cookbook/<recipe>)")
+    run.add_argument("--root", default=None, help="cookbook checkout (default: found from here)")
+    run.add_argument("--timeout-s", type=positive_float, default=1800.0, help="per-cell timeout")
+    run.set_defaults(func=cli_run)
+
+
 def cli_list(args) -> int:
     """`deploykit cookbook list`: notebooks with their parameters, and recipes."""
     root = find_root()
@@ -290,8 +308,8 @@ def cli_list(args) -> int:
 
 def cli_run(args) -> int:
     """`deploykit cookbook run`: exit 1 when any notebook failed."""
-    results = run(args.notebooks, recipe=args.recipe, overrides=parse_overrides(args.param),
-                  out_dir=args.out, root=args.root, timeout_s=args.timeout_s)
+    results = run_cookbook(args.notebooks, recipe=args.recipe, overrides=parse_overrides(args.param),
+                           out_dir=args.out, root=args.root, timeout_s=args.timeout_s)
     print(summary_table(results))
     failed = [r.notebook for r in results if r.status != "ok"]
     if failed:

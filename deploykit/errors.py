@@ -75,3 +75,11 @@ class MetricNotFoundError(DeployKitError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class ModelBuildError(DeployKitError, RuntimeError):
+    """A built-in model could not be fetched or built; the message says what to install or set."""
+
+
+class InvalidArgumentError(DeployKitError, ValueError):
+    """An argument is out of range or not one of its choices; the message lists the valid ones."""

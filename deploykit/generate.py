@@ -10,10 +10,11 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import InvalidArgumentError
 from .models import LoadedModel
 
 
@@ -36,9 +37,9 @@ def _sampling_kwargs(temperature: float, top_p: float, seed: int | None) -> dict
     import torch
 
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+        raise InvalidArgumentError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise InvalidArgumentError(f"top_p must be in (0, 1], got {top_p}")
     if temperature == 0:
         return {"do_sample": False}
     if seed is not None:
@@ -46,9 +47,22 @@ def _sampling_kwargs(temperature: float, top_p: float, seed: int | None) -> dict
     return {"do_sample": True, "temperature": temperature, "top_p": top_p}
 
 
-def _encode(lm: LoadedModel, prompt: str):
+Prompt = str | list[dict[str, str]]  # text to continue, or chat messages [{"role", "content"}]
+
+
+def _encode(lm: LoadedModel, prompt: Prompt):
     if not prompt:
-        raise ValueError("prompt is empty; pass some text to continue")
+        raise InvalidArgumentError("prompt is empty; pass some text to continue, or chat "
+                                   "messages such as [{'role': 'user', 'content': 'Hi'}]")
+    if isinstance(prompt, list):  # chat: the model's own template, with the assistant's turn open
+        if not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt):
+            raise InvalidArgumentError("chat messages must be dicts with 'role' and 'content', "
+                                       "e.g. [{'role': 'user', 'content': 'Hi'}]")
+        if not lm.tokenizer.chat_template:
+            raise InvalidArgumentError(f"{lm.name} has no chat template; pass plain text instead")
+        return lm.tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
+                                                return_tensors="pt", return_dict=True
+                                                ).to(lm.model.device)
     return lm.tokenizer(prompt, return_tensors="pt").to(lm.model.device)
 
 
@@ -59,9 +73,9 @@ def _sync(lm: LoadedModel) -> None:
         torch.cuda.synchronize()
 
 
-def generate(lm: LoadedModel, prompt: str, max_tokens: int = 64, temperature: float = 0.0,
+def generate(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature: float = 0.0,
              top_p: float = 1.0, seed: int | None = 0, ignore_eos: bool = False) -> Generation:
-    """Complete `prompt`; return only the generated text and token counts."""
+    """Complete `prompt` (text, or chat messages); return only the new text and token counts."""
     import torch
 
     inputs = _encode(lm, prompt)
@@ -81,7 +95,7 @@ def generate(lm: LoadedModel, prompt: str, max_tokens: int = 64, temperature: fl
                       completion_tokens=int(new.shape[0]), seconds=seconds)
 
 
-def stream(lm: LoadedModel, prompt: str, max_tokens: int = 64, temperature: float = 0.0,
+def stream(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature: float = 0.0,
            top_p: float = 1.0, seed: int | None = 0) -> Iterator[str]:
     """Yield text pieces as the model produces them (generation runs in a thread)."""
     import torch
@@ -110,7 +124,7 @@ def stream(lm: LoadedModel, prompt: str, max_tokens: int = 64, temperature: floa
         raise errors[0]
 
 
-def measure_throughput(lm: LoadedModel, prompt: str, max_tokens: int = 64, runs: int = 5,
+def measure_throughput(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, runs: int = 5,
                        warmup: int = 1, progress: bool = True) -> dict[str, Any]:
     """Time greedy generation of exactly `max_tokens` tokens; report median tokens/s and conditions."""
     import torch
@@ -134,6 +148,51 @@ def measure_throughput(lm: LoadedModel, prompt: str, max_tokens: int = 64, runs:
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
     }
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """Text pieces of one streamed answer and when each arrived (seconds since the start)."""
+
+    pieces: tuple[str, ...]
+    arrival_s: tuple[float, ...]
+
+    @property
+    def text(self) -> str:
+        """Return the whole answer."""
+        return "".join(self.pieces)
+
+    @property
+    def first_s(self) -> float:
+        """Return the time to the first piece (NaN when nothing arrived)."""
+        return self.arrival_s[0] if self.arrival_s else float("nan")
+
+    def plot(self, title: str = "Streaming: text arrives piece by piece", ax=None):
+        """Draw pieces received against time as a step plot; return the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3))
+        ax.step(self.arrival_s, range(1, len(self.arrival_s) + 1), where="post")
+        ax.set_xlabel("seconds since request")
+        ax.set_ylabel("pieces received")
+        ax.set_title(title)
+        return ax
+
+
+def record_arrivals(pieces: Iterable[str | None]) -> Arrivals:
+    """Consume a stream of text pieces (empty ones skipped), timing when each arrives.
+
+    Works on `dk.stream(...)` and on a client's stream, e.g.
+    `(c.choices[0].delta.content for c in chunks if c.choices)`.
+    """
+    got, times = [], []
+    started = time.perf_counter()
+    for piece in pieces:
+        if piece:
+            times.append(time.perf_counter() - started)
+            got.append(piece)
+    return Arrivals(tuple(got), tuple(times))
 
 
 def memory_footprint(lm: LoadedModel) -> dict[str, int]:

@@ -18,12 +18,13 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 
-from .errors import ServerStartError
+from .errors import InvalidArgumentError, ServerStartError
 
 _running: set[Server] = set()  # servers this process started and has not stopped yet
 
@@ -79,6 +80,27 @@ def _wait_group_gone(pgid: int, deadline: float) -> bool:
     return True
 
 
+def log_tail(path: str | os.PathLike[str], lines: int = 40) -> str:
+    """Return the last lines of a log file ("" when it does not exist)."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 1_000_000))
+            text = log.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def failure_report(what: str, command: Sequence[str], log_path: str | os.PathLike[str],
+                   advice: str, lines: int = 40, exit_code: int | None = None) -> str:
+    """Return the message of a failed process: what happened, command, log tail, what to do."""
+    tail = log_tail(log_path, lines) or "(empty)"
+    code = "" if exit_code is None else f"  exit code: {exit_code}\n"
+    return (f"{what}.\n  command:   {shlex.join(str(c) for c in command)}\n{code}"
+            f"  log:       {log_path} (last {lines} lines below)\n"
+            f"{textwrap.indent(tail, '    | ')}\n{advice}")
+
+
 class Server:
     """A server process started by launch(); stop it with stop() or a with block."""
 
@@ -117,13 +139,7 @@ class Server:
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the last lines of the server's combined stdout and stderr."""
-        try:
-            with open(self.log_path, "rb") as log:
-                log.seek(max(0, log.seek(0, os.SEEK_END) - 1_000_000))
-                text = log.read().decode(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def cpu_s(self) -> float:
         """Return the CPU seconds (user + system) the server's live processes have used."""
@@ -246,16 +262,11 @@ def _failure_message(server: Server, problem: str, code: int, exited: bool) -> s
             "If the log shows it still loading, raise timeout_s. If it is serving, check "
             "health_path and expect_status, or pass health_path=None to wait for the port only.")
     killed = "" if exited else " (stopped by deploykit at the deadline)"
-    tail = server.log_tail(40) or "(empty)"
-    return (f"Server {server.name!r} {problem}.\n"
-            f"  command:   {shlex.join(server.command)}\n"
-            f"  exit code: {code}{killed}\n"
-            f"  log:       {server.log_path} (last 40 lines below)\n"
-            f"{textwrap.indent(tail, '    | ')}\n"
-            f"Check the log above first. {hint}")
+    return failure_report(f"Server {server.name!r} {problem}{killed}", server.command,
+                          server.log_path, f"Check the log above first. {hint}", exit_code=code)
 
 
-def launch(command: Sequence[str | os.PathLike[str]], *, port: int = 0, host: str = "127.0.0.1",
+def launch_server(command: Sequence[str | os.PathLike[str]], *, port: int = 0, host: str = "127.0.0.1",
            health_path: str | None = "/health", expect_status: Collection[int] = (200,),
            timeout_s: float = 120.0, env: Mapping[str, str] | None = None,
            cwd: str | os.PathLike[str] | None = None, name: str | None = None,
@@ -267,7 +278,7 @@ def launch(command: Sequence[str | os.PathLike[str]], *, port: int = 0, host: st
     picks a free one). health_path=None waits only for the TCP port to accept.
     """
     if isinstance(command, (str, bytes)):
-        raise TypeError("launch() takes the command as a list of arguments, "
+        raise InvalidArgumentError("launch_server() takes the command as a list of arguments, "
                         "e.g. shlex.split('python -m http.server {port}').")
     port = port or free_port(host)
     # str.replace, not str.format: arguments may hold JSON braces
@@ -308,3 +319,54 @@ def launch(command: Sequence[str | os.PathLike[str]], *, port: int = 0, host: st
         code = server.stop(timeout_s=5.0)
         raise ServerStartError(_failure_message(server, problem, code, exited))
     return server
+
+
+@dataclass(frozen=True)
+class Job:
+    """How a one-shot process started by run_job() ended."""
+
+    command: tuple[str, ...]
+    exit_code: int | None  # None: stopped at the deadline
+    seconds: float
+    log_path: Path
+
+    @property
+    def ok(self) -> bool:
+        """Return True when the process exited with status 0 in time."""
+        return self.exit_code == 0
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Return the last lines of the job's combined stdout and stderr."""
+        return log_tail(self.log_path, lines)
+
+
+def run_job(command: Sequence[str | os.PathLike[str]], *, log_path: str | os.PathLike[str],
+            timeout_s: float, env: Mapping[str, str] | None = None,
+            cwd: str | os.PathLike[str] | None = None) -> Job:
+    """Run a one-shot command in its own process group, output to log_path, and wait.
+
+    Whatever it forked is killed when it returns, times out or the caller is interrupted
+    (vLLM's offline engine forks an engine core that would otherwise outlive it).
+    """
+    argv = [os.fspath(arg) for arg in command]
+    log_path = Path(log_path)
+    extra_env = {key: str(value) for key, value in (env or {}).items()}
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+                                       env={"PYTHONUNBUFFERED": "1", **os.environ, **extra_env})
+        except OSError as exc:
+            raise ServerStartError(f"Could not start {shlex.join(argv)}: {exc}. Check that "
+                                   f"{argv[0]!r} is installed.") from exc
+        try:
+            code: int | None = process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            _wait_group_gone(process.pid, time.monotonic() + 5.0)
+    return Job(tuple(argv), code, time.monotonic() - started, log_path)

@@ -15,10 +15,10 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from . import _env
 from ._catalog import GPU_TABLE, MIB, MODEL_TABLE
-from .errors import UnknownGPUError, UnknownModelError
+from .errors import InvalidArgumentError, UnknownGPUError, UnknownModelError
 
 GIB = 1 << 30
 # Bytes per weight in each format; int8/nf4 are bitsandbytes as transformers loads them.
@@ -181,23 +181,22 @@ def cache_bytes(past_key_values) -> int:
 
 
 def model_config(name_or_path: str | Path | ModelConfig) -> ModelConfig:
-    """Return the config of a toy name, a local folder, a built-in table name, or a hub id."""
+    """Return the config of a catalog name (Llama-2-7B...), a built-in model, a folder, or a hub id."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
-    from .models import TOY_MODELS, model_path
+    from .models import resolve_model, unknown_message
 
     text = str(name_or_path)
-    if text in TOY_MODELS or Path(text).expanduser().is_dir():
-        folder = Path(model_path(text, progress=False) if text in TOY_MODELS else text).expanduser()
-        return ModelConfig.from_hf(json.loads((folder / "config.json").read_text()), name=text)
     known = _table_lookup(text)
     if known is not None:
         return known
-    if text.count("/") == 1 and not _env.hub_offline():
-        return _hub_config(text)
-    raise UnknownModelError(
-        f"no config for {text!r}: use a toy model name, a folder with config.json, one of "
-        f"{', '.join(MODEL_TABLE)}, or a hub id with network access (HF_HUB_OFFLINE unset).")
+    try:
+        source = resolve_model(text, progress=False)
+    except UnknownModelError:
+        raise UnknownModelError(f"{unknown_message(text)} The planner also knows these configs "
+                                f"without network: {', '.join(MODEL_TABLE)}.") from None
+    name = text if source.kind != "hub" else text.split("/")[-1]
+    return ModelConfig.from_hf(source.config(), name=name)
 
 
 def gpu(name: str | GPU) -> GPU:
@@ -225,7 +224,7 @@ def activation_bytes(config: ModelConfig, max_num_batched_tokens: int = 8192,
             + max_num_seqs * config.vocab_size * 4)
 
 
-def plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights: str = "bf16",
+def memory_plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights: str = "bf16",
          kv_dtype: str | None = None, gpu_memory_utilization: float = 0.9,
          context_len_tokens: int | None = None, max_num_batched_tokens: int = 8192,
          max_num_seqs: int = 256, tensor_parallel_size: int = 1,
@@ -238,9 +237,11 @@ def plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights: str =
     config, card = model_config(model), gpu(gpu_name)
     _weight_format(weights)
     if not 0 < gpu_memory_utilization <= 1:
-        raise ValueError(f"gpu_memory_utilization={gpu_memory_utilization} must be in (0, 1]")
+        raise InvalidArgumentError(f"gpu_memory_utilization={gpu_memory_utilization} must be in "
+                                   "(0, 1]: the share of the GPU's memory vLLM may use, e.g. 0.9")
     if tensor_parallel_size < 1:
-        raise ValueError(f"tensor_parallel_size={tensor_parallel_size} must be >= 1")
+        raise InvalidArgumentError(f"tensor_parallel_size={tensor_parallel_size} must be an "
+                                   "integer >= 1 (the number of GPUs to split over)")
     if not card.bf16 and weights == "bf16":
         weights = "fp16"
     # vLLM's kv_cache_dtype="auto" stores K/V in the model dtype (16 bits when quantized).
@@ -268,11 +269,11 @@ def plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights: str =
         max_concurrent_seqs=int(seqs))
 
 
-def plans(model: str | Path | ModelConfig, gpus: tuple[str, ...] | None = None,
+def memory_plans(model: str | Path | ModelConfig, gpus: tuple[str, ...] | None = None,
           weights: tuple[str, ...] = ("bf16", "int8", "nf4"), **kwargs) -> list[MemoryPlan]:
     """Return a plan for every GPU (smallest memory first) and every weight format."""
     cards = sorted((gpu(g) for g in (gpus or GPUS)), key=lambda c: c.memory_bytes)
-    return [plan(model, card, weights=w, **kwargs) for card in cards for w in weights]
+    return [memory_plan(model, card, weights=w, **kwargs) for card in cards for w in weights]
 
 
 def smallest_fit(model: str | Path | ModelConfig, *, concurrent_seqs: int = 1,
@@ -282,13 +283,13 @@ def smallest_fit(model: str | Path | ModelConfig, *, concurrent_seqs: int = 1,
 
     Among formats on that GPU the most precise one wins; None when nothing fits.
     """
-    for candidate in plans(model, gpus, weights, **kwargs):
+    for candidate in memory_plans(model, gpus, weights, **kwargs):
         if candidate.max_concurrent_seqs >= concurrent_seqs:
             return candidate
     return None
 
 
-def table(rows: list[MemoryPlan]) -> str:
+def plan_table(rows: list[MemoryPlan]) -> str:
     """Return several plans as one plain-text table, one plan per line."""
     head = (f"{'model':<14}{'GPU':<11}{'weights':>8}{'weights GiB':>13}{'KV GiB':>9}"
             f"{'KV tokens':>12}{'ctx':>8}{'seqs':>7}  fits")
@@ -306,14 +307,21 @@ def _weight_format(weights: str) -> float:
     try:
         return WEIGHT_BYTES[weights]
     except KeyError:
-        raise ValueError(f"unknown weight format {weights!r}; use one of {', '.join(WEIGHT_BYTES)}") from None
+        raise InvalidArgumentError(f"unknown weight format {weights!r}; use one of "
+                                   f"{', '.join(WEIGHT_BYTES)}") from None
 
 
-def _kv_format(kv_dtype: str) -> int:
-    try:
+def _kv_format(kv_dtype: Any) -> int:
+    """Return bytes per element of a KV-cache dtype: 'bf16', 'fp8', or a torch/vLLM name."""
+    if kv_dtype in KV_BYTES:
         return KV_BYTES[kv_dtype]
-    except KeyError:
-        raise ValueError(f"unknown KV-cache dtype {kv_dtype!r}; use one of {', '.join(KV_BYTES)}") from None
+    from .models import dtype_names
+
+    try:
+        return KV_BYTES[dtype_names(kv_dtype)[1]]
+    except InvalidArgumentError:
+        raise InvalidArgumentError(f"unknown KV-cache dtype {kv_dtype!r}; use one of "
+                                   f"{', '.join(KV_BYTES)} (or a torch dtype name)") from None
 
 
 def _table_lookup(text: str) -> ModelConfig | None:
@@ -326,26 +334,16 @@ def _table_lookup(text: str) -> ModelConfig | None:
     return None
 
 
-def _hub_config(repo_id: str) -> ModelConfig:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        path = hf_hub_download(repo_id, "config.json")
-    except Exception as exc:  # gated, missing, or no network: all need the same advice
-        raise UnknownModelError(
-            f"could not fetch config.json of {repo_id!r} ({type(exc).__name__}: {exc}). For a "
-            "gated model run `hf auth login` first, or pass a local folder or a built-in name "
-            f"({', '.join(MODEL_TABLE)}).") from exc
-    return ModelConfig.from_hf(json.loads(Path(path).read_text()), name=repo_id.split("/")[-1])
-
-
 def add_cli(sub) -> None:
     """Add `deploykit plan MODEL [--gpu NAME]` to the CLI."""
+    from .cli import fraction, positive_int
+
     p = sub.add_parser("plan", help="memory plan: weights, KV cache, sequences per GPU")
-    p.add_argument("model", help=f"toy name, folder, hub id, or one of: {', '.join(MODEL_TABLE)}")
+    p.add_argument("model", help=f"built-in name, folder, hub id, or one of: {', '.join(MODEL_TABLE)}")
     p.add_argument("--gpu", default=None, help=f"one of {', '.join(GPUS)} (default: all)")
-    p.add_argument("--context", type=int, default=4096, help="tokens per sequence")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    p.add_argument("--context", type=positive_int, default=4096, help="tokens per sequence")
+    p.add_argument("--gpu-memory-utilization", type=fraction, default=0.9,
+                   help="share of GPU memory vLLM may use, in (0, 1] (default 0.9)")
     p.set_defaults(func=_cli_plan)
 
 
@@ -353,9 +351,9 @@ def _cli_plan(args) -> int:
     kwargs = {"context_len_tokens": args.context,
               "gpu_memory_utilization": args.gpu_memory_utilization}
     if args.gpu:
-        print(plan(args.model, args.gpu, **kwargs).summary())
+        print(memory_plan(args.model, args.gpu, **kwargs).summary())
         return 0
-    print(table(plans(args.model, **kwargs)))
+    print(plan_table(memory_plans(args.model, **kwargs)))
     best = smallest_fit(args.model, **kwargs)
     print(f"\nsmallest fit: {best.gpu} with {best.weights} weights" if best else "\nnothing fits")
     return 0

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import httpx
 
-from .errors import MetricNotFoundError
+from .errors import EngineRunError, MetricNotFoundError
 
 T = TypeVar("T")
 
@@ -99,7 +99,7 @@ def parse_metrics(text: str) -> Metrics:
     return Metrics(tuple(samples))
 
 
-def scrape(base_url: str, *, path: str = "/metrics", timeout_s: float = 10.0,
+def scrape_metrics(base_url: str, *, path: str = "/metrics", timeout_s: float = 10.0,
            client: httpx.Client | None = None) -> Metrics:
     """GET `base_url + path` and parse it."""
     url = base_url.rstrip("/") + path
@@ -123,7 +123,7 @@ class MetricsTrace:
         return max(self.values[name], default=float("nan"))
 
 
-def watch(base_url: str, names: list[str], work: Callable[[], T], *,
+def watch_metrics(base_url: str, names: list[str], work: Callable[[], T], *,
           interval_s: float = 0.25, timeout_s: float = 600.0) -> tuple[T, MetricsTrace]:
     """Run `work()` in a thread and scrape `names` every `interval_s` until it returns.
 
@@ -138,7 +138,7 @@ def watch(base_url: str, names: list[str], work: Callable[[], T], *,
     with httpx.Client(trust_env=False) as client:
         while True:
             done = not thread.is_alive()  # one last sample after the work finished
-            metrics = scrape(base_url, client=client)
+            metrics = scrape_metrics(base_url, client=client)
             times.append(time.perf_counter() - start)
             for n in names:
                 values[n].append(metrics.get(n, float("nan")))
@@ -147,11 +147,23 @@ def watch(base_url: str, names: list[str], work: Callable[[], T], *,
             thread.join(interval_s)
     thread.join(timeout=max(0.0, timeout_s - (time.perf_counter() - start)))
     if not box:
-        raise TimeoutError(f"the watched work did not finish within {timeout_s:g} s; raise timeout_s")
+        raise EngineRunError(f"the watched work did not finish within {timeout_s:g} s; raise timeout_s")
     ok, result = box[0]
     if not ok:
         raise result
     return result, MetricsTrace(tuple(times), {n: tuple(v) for n, v in values.items()})
+
+
+def metrics_delta(base_url: str, names: list[str], work: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """Run `work()` between two scrapes; return its result and how much each metric grew.
+
+    For counters this is what `work` added (e.g. prefix-cache hits of a few requests),
+    provided nothing else used the server meanwhile.
+    """
+    before = scrape_metrics(base_url)
+    result = work()
+    after = scrape_metrics(base_url)
+    return result, {name: after.value(name) - before.value(name) for name in names}
 
 
 def _capture(work: Callable[[], T]) -> tuple[bool, object]:

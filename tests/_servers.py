@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-
-from deploykit.launch import launch
+from deploykit.server.process import start_server as _start
 
 MODEL = "toy-tiny"
 
 
 def start_server(*flags: str, name: str = "serve-test", device: str = "cpu"):
-    """Launch `deploykit serve --model toy-tiny` on a free loopback port with extra flags."""
-    command = [sys.executable, "-m", "deploykit.cli", "serve", "--model", MODEL,
-               "--host", "{host}", "--port", "{port}", "--device", device, *flags]
+    """Start `deploykit serve --model toy-tiny` on a free loopback port with extra flags."""
     # one thread each: several test servers and the test process share two cores
-    return launch(command, timeout_s=180.0, name=name,
+    return _start(MODEL, device=device, args=flags, name=name, timeout_s=180.0,
                   env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import textwrap
@@ -9,10 +10,13 @@ import textwrap
 import psutil
 import pytest
 
-from deploykit.bench import (SERVERS, Measured, _Turns, idle_cpu_percent, paired_ratio, parser,
-                             run_all)
-from deploykit.launch import launch
-from deploykit.loadgen import LoadResult, LoadSpec, RequestResult
+from deploykit.bench.harness import (Measured, _Turns, add_arguments, idle_cpu_percent,
+                                     paired_ratio, run_all)
+from deploykit.bench.loadgen import LoadResult, LoadSpec, RequestResult
+from deploykit.bench.servers import SERVERS
+from deploykit.cli import main
+from deploykit.errors import InvalidArgumentError
+from deploykit.launch import launch_server
 
 from _servers import MODEL, start_server
 
@@ -54,8 +58,8 @@ def test_paired_ratio_compares_rounds_run_side_by_side():
 
 def test_idle_cpu_tells_a_spinning_server_from_a_quiet_one():
     command = [sys.executable, "-c", IDLE_SERVER, "{port}"]
-    with launch([*command, "quiet"], health_path="/", name="idle-quiet") as quiet, \
-            launch([*command, "spin"], health_path="/", name="idle-spin") as spin:
+    with launch_server([*command, "quiet"], health_path="/", name="idle-quiet") as quiet, \
+            launch_server([*command, "spin"], health_path="/", name="idle-spin") as spin:
         idle = idle_cpu_percent({"quiet": quiet, "spin": spin}, seconds=1.0)
     assert idle["quiet"] < 10 and idle["spin"] > 40, idle
 
@@ -76,6 +80,17 @@ def test_turns_pause_the_noisy_server_while_another_runs_and_resume_it():
 
 
 def test_run_all_refuses_empty_settings_before_starting_anything():
-    args = parser("bench", "", SERVERS, "").parse_args(["--rounds", "0"])
-    with pytest.raises(SystemExit, match="must be at least 1"):
+    args = add_arguments(argparse.ArgumentParser(), SERVERS, "").parse_args([])
+    args.rounds = 0
+    with pytest.raises(InvalidArgumentError, match="must be at least 1"):
         run_all(args, start=None, spec_for=None)  # start is never reached
+
+
+@pytest.mark.parametrize("flags", [["--rounds", "0"], ["--concurrency", "8", "-1"],
+                                   ["--num-requests", "many"], ["--servers", "nginx"]])
+def test_bench_cli_rejects_bad_numbers_in_one_line(flags, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "servers", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("deploykit bench servers: error:"), err

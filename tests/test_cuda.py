@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import deploykit as dk
-from deploykit.loadgen import LoadSpec, run_load
+from deploykit.bench.loadgen import LoadSpec, run_load
 from deploykit.server.engine import Engine, EngineConfig
 from deploykit.server.sampling import SamplingParams
 

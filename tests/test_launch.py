@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from deploykit.errors import ServerStartError
-from deploykit.launch import free_port, launch, stop_all
+from deploykit.launch import free_port, launch_server, stop_all
 
 HTTP_SERVER = [sys.executable, "-m", "http.server", "{port}", "--bind", "{host}"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def _accepts(port: int) -> bool:
 
 
 def test_launch_serves_and_stops() -> None:
-    srv = launch(HTTP_SERVER, health_path="/", timeout_s=30)
+    srv = launch_server(HTTP_SERVER, health_path="/", timeout_s=30)
     try:
         assert srv.port > 0
         assert srv.url == f"http://127.0.0.1:{srv.port}"
@@ -86,7 +86,7 @@ def test_explicit_port_env_cwd_and_log_path(tmp_path: Path) -> None:
     script = ("import os, socket, sys, time; print(os.environ['DK_MARK'], bool(os.environ['PATH']),"
               " os.getcwd()); s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])));"
               " s.listen(); time.sleep(600)")
-    with launch([sys.executable, "-c", script, "{port}"], port=port, health_path=None,
+    with launch_server([sys.executable, "-c", script, "{port}"], port=port, health_path=None,
                 env={"DK_MARK": "marker-42"}, cwd=tmp_path, log_path=log_path,
                 timeout_s=30) as srv:
         assert srv.port == port and srv.command[-1] == str(port)
@@ -95,23 +95,23 @@ def test_explicit_port_env_cwd_and_log_path(tmp_path: Path) -> None:
 
 
 def test_context_manager_closes_port() -> None:
-    with launch(HTTP_SERVER, health_path="/", timeout_s=30) as srv:
+    with launch_server(HTTP_SERVER, health_path="/", timeout_s=30) as srv:
         assert _accepts(srv.port)
     assert not srv.is_running()
     assert not _accepts(srv.port)
 
 
 def test_port_in_use_is_refused() -> None:
-    with launch(HTTP_SERVER, health_path="/", timeout_s=30) as srv:
+    with launch_server(HTTP_SERVER, health_path="/", timeout_s=30) as srv:
         with pytest.raises(ServerStartError, match="port=0"):
-            launch(HTTP_SERVER, port=srv.port, health_path="/", timeout_s=30)
+            launch_server(HTTP_SERVER, port=srv.port, health_path="/", timeout_s=30)
 
 
 def test_process_that_exits_at_once_raises_with_its_log() -> None:
     script = "import sys; print('boom', file=sys.stderr); sys.exit(3)"
     start = time.monotonic()
     with pytest.raises(ServerStartError) as info:
-        launch([sys.executable, "-c", script], timeout_s=60)
+        launch_server([sys.executable, "-c", script], timeout_s=60)
     message = str(info.value)
     assert time.monotonic() - start < 30  # it did not wait for the 60 s deadline
     assert "exited while starting" in message
@@ -123,7 +123,7 @@ def test_process_that_exits_at_once_raises_with_its_log() -> None:
 def test_never_healthy_raises_after_deadline_and_kills_it() -> None:
     start = time.monotonic()
     with pytest.raises(ServerStartError) as info:
-        launch([sys.executable, "-c", STATUS_SERVER, "{port}", "503"], timeout_s=2)
+        launch_server([sys.executable, "-c", STATUS_SERVER, "{port}", "503"], timeout_s=2)
     message = str(info.value)
     assert time.monotonic() - start >= 2
     assert "within 2 s" in message and "HTTP 503" in message
@@ -133,14 +133,14 @@ def test_never_healthy_raises_after_deadline_and_kills_it() -> None:
 
 
 def test_expect_status_accepts_other_codes() -> None:
-    with launch([sys.executable, "-c", STATUS_SERVER, "{port}", "204"],
+    with launch_server([sys.executable, "-c", STATUS_SERVER, "{port}", "204"],
                 expect_status={204}, timeout_s=30) as srv:
         assert httpx.get(srv.url + "/health", trust_env=False).status_code == 204
 
 
 @pytest.mark.parametrize(("who_ignores", "exit_code"), [("leader-too", -9), ("child-only", -15)])
 def test_stop_kills_group_that_ignores_sigterm(who_ignores: str, exit_code: int) -> None:
-    srv = launch([sys.executable, "-c", STUBBORN_SERVER, "{port}", who_ignores],
+    srv = launch_server([sys.executable, "-c", STUBBORN_SERVER, "{port}", who_ignores],
                  health_path=None, timeout_s=30)
     child_pid = int(re.search(r"child=(\d+)", srv.log_tail()).group(1))
     try:
@@ -155,7 +155,7 @@ def test_stop_kills_group_that_ignores_sigterm(who_ignores: str, exit_code: int)
 
 
 def test_stop_all_stops_every_server() -> None:
-    servers = [launch(HTTP_SERVER, health_path="/", timeout_s=30) for _ in range(2)]
+    servers = [launch_server(HTTP_SERVER, health_path="/", timeout_s=30) for _ in range(2)]
     stop_all()
     assert not any(srv.is_running() for srv in servers)
     assert not any(_accepts(srv.port) for srv in servers)
@@ -164,8 +164,8 @@ def test_stop_all_stops_every_server() -> None:
 def test_server_stops_when_python_exits() -> None:
     script = textwrap.dedent(f"""
         import sys
-        from deploykit.launch import launch
-        srv = launch({HTTP_SERVER!r}, health_path="/", timeout_s=30)
+        from deploykit.launch import launch_server
+        srv = launch_server({HTTP_SERVER!r}, health_path="/", timeout_s=30)
         print(srv.pid)
     """)  # exits without stopping the server
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
@@ -180,7 +180,7 @@ def test_server_stops_when_python_exits() -> None:
 
 
 def test_a_paused_server_uses_no_cpu_and_still_stops_at_once():
-    with launch(HTTP_SERVER, health_path="/", name="paused") as srv:
+    with launch_server(HTTP_SERVER, health_path="/", name="paused") as srv:
         srv.pause()
         assert psutil.Process(srv.pid).status() == psutil.STATUS_STOPPED
         before = srv.cpu_s()

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from deploykit.launch import free_port, launch
-from deploykit.loadgen import LoadSpec, probe_during_load, run_load
+from deploykit.launch import free_port, launch_server
+from deploykit.bench.loadgen import LoadSpec, probe_during_load, run_load
 
 from _servers import MODEL, start_server
 
@@ -72,7 +72,7 @@ NO_USAGE_SERVER = textwrap.dedent("""
 
 
 def test_a_200_without_usage_counts_as_failed_and_says_why():
-    with launch([sys.executable, "-c", NO_USAGE_SERVER, "{port}"], health_path="/",
+    with launch_server([sys.executable, "-c", NO_USAGE_SERVER, "{port}"], health_path="/",
                 name="no-usage") as srv:
         load = run_load(srv.url, LoadSpec(max_tokens=4), 2, 2)
     assert load.num_ok == 0 and [r.status for r in load.results] == [200, 200]

@@ -63,7 +63,7 @@ def test_quantized_weights_shrink_in_order():
 
 
 def test_plan_budget_adds_up():
-    p = P.plan("Llama-3.1-8B", "A100-80GB", context_len_tokens=8192)
+    p = P.memory_plan("Llama-3.1-8B", "A100-80GB", context_len_tokens=8192)
     assert p.budget_bytes == int(P.gpu("A100-80GB").memory_bytes * 0.9)
     assert p.kv_cache_bytes == p.budget_bytes - p.weight_bytes - p.activation_bytes - p.overhead_bytes
     assert p.kv_capacity_tokens * p.kv_bytes_per_token <= p.kv_cache_bytes
@@ -72,18 +72,18 @@ def test_plan_budget_adds_up():
 
 
 def test_knobs_move_kv_capacity_the_right_way():
-    base = P.plan("Llama-3.1-8B", "L4", context_len_tokens=4096)
-    more_memory = P.plan("Llama-3.1-8B", "L4", context_len_tokens=4096, gpu_memory_utilization=0.95)
-    bigger_steps = P.plan("Llama-3.1-8B", "L4", context_len_tokens=4096, max_num_batched_tokens=32768)
-    fp8_kv = P.plan("Llama-3.1-8B", "L4", context_len_tokens=4096, kv_dtype="fp8")
+    base = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096)
+    more_memory = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096, gpu_memory_utilization=0.95)
+    bigger_steps = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096, max_num_batched_tokens=32768)
+    fp8_kv = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096, kv_dtype="fp8")
     assert more_memory.kv_capacity_tokens > base.kv_capacity_tokens
     assert bigger_steps.kv_capacity_tokens < base.kv_capacity_tokens
     assert fp8_kv.kv_capacity_tokens == pytest.approx(2 * base.kv_capacity_tokens, rel=0.01)
 
 
 def test_tensor_parallel_splits_weights_and_kv_heads():
-    one = P.plan("Llama-3.1-70B", "H100", tensor_parallel_size=1, context_len_tokens=8192)
-    two = P.plan("Llama-3.1-70B", "H100", tensor_parallel_size=2, context_len_tokens=8192)
+    one = P.memory_plan("Llama-3.1-70B", "H100", tensor_parallel_size=1, context_len_tokens=8192)
+    two = P.memory_plan("Llama-3.1-70B", "H100", tensor_parallel_size=2, context_len_tokens=8192)
     assert not one.fits and two.fits
     assert two.kv_bytes_per_token * 2 == one.kv_bytes_per_token
 
@@ -97,7 +97,7 @@ def test_smallest_fit():
 
 
 def test_t4_has_no_bf16():
-    assert P.plan("Llama-2-7B", "T4", weights="bf16").weights == "fp16"
+    assert P.memory_plan("Llama-2-7B", "T4", weights="bf16").weights == "fp16"
 
 
 def test_errors_say_what_to_use():
@@ -106,12 +106,12 @@ def test_errors_say_what_to_use():
     with pytest.raises(UnknownModelError, match="Llama-3.1-8B"):
         P.model_config("no-such-model")
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
-        P.plan("Llama-2-7B", "H100", gpu_memory_utilization=1.5)
+        P.memory_plan("Llama-2-7B", "H100", gpu_memory_utilization=1.5)
     with pytest.raises(ValueError, match="nf4"):
         P.model_config("Llama-2-7B").weight_bytes("int3")
 
 
 def test_table_lists_every_plan():
-    rows = P.plans("Mistral-7B", gpus=("L4", "H100"), context_len_tokens=4096)
-    text = P.table(rows)
+    rows = P.memory_plans("Mistral-7B", gpus=("L4", "H100"), context_len_tokens=4096)
+    text = P.plan_table(rows)
     assert len(text.splitlines()) == 2 + len(rows) == 8

@@ -1,4 +1,4 @@
-"""deploykit.vllm against a real vLLM engine (the separate vLLM environment, toy model).
+"""deploykit.engines.vllm against a real vLLM engine (the separate vLLM environment, toy model).
 
 The command-line tests need nothing but deploykit. The server and offline tests need the
 vLLM environment; without it they fail, saying to run `deploykit vllm env`.
@@ -15,10 +15,10 @@ import psutil
 import pytest
 
 from deploykit import plan
-from deploykit.errors import EngineArgumentError, VLLMEnvError
-from deploykit.prometheus import parse_metrics, scrape
-from deploykit.vllm import VLLMArgs, offline_generate, start_vllm
-from deploykit.vllm_env import find_env
+from deploykit.errors import EngineArgumentError, UnknownModelError, VLLMEnvError
+from deploykit.engines.vllm import VLLMArgs, offline_generate, start_vllm
+from deploykit.engines.vllm_env import find_vllm_env
+from deploykit.prometheus import parse_metrics, scrape_metrics
 
 API_KEY = "deploykit-test-key"
 
@@ -84,7 +84,7 @@ def test_hub_id_passes_through():
     ({"dtype": "fp33"}, "bfloat16"),
     ({"quantization": "int3"}, "awq"),
     ({"extra_args": "--enforce-eager"}, "tuple"),
-    ({"model": ""}, "toy"),
+    ({"model": ""}, "built-in name"),
 ])
 def test_bad_arguments_are_rejected_at_construction(kwargs, match):
     with pytest.raises(EngineArgumentError, match=match):
@@ -93,7 +93,7 @@ def test_bad_arguments_are_rejected_at_construction(kwargs, match):
 
 @pytest.mark.parametrize("model", ["/no/such/model-folder", "./missing-model", "not-a-toy"])
 def test_missing_model_is_rejected_before_anything_starts(model):
-    with pytest.raises(EngineArgumentError, match="config.json"):
+    with pytest.raises(UnknownModelError, match="built-in name"):
         start_vllm(VLLMArgs(model=model), timeout_s=5)
     children = psutil.Process().children(recursive=True)
     assert not any("dk_vllm_cli" in " ".join(p.cmdline()) for p in children)
@@ -124,7 +124,7 @@ def test_prometheus_parser():
 @pytest.fixture(scope="module")
 def vllm_env():
     try:
-        return find_env()
+        return find_vllm_env()
     except VLLMEnvError as exc:
         problem = str(exc)
     pytest.fail(f"the vLLM environment is missing: {problem}", pytrace=False)
@@ -173,14 +173,14 @@ def test_api_key_is_enforced(server):
 
 
 def test_metrics_count_requests_and_prefix_cache(client, server):
-    before = scrape(server.url)
+    before = scrape_metrics(server.url)
     block = int(before.labels("vllm:cache_config_info")["block_size"])  # 128 on CPU, 16 on GPU
     # Only full blocks are cached: ~14 tokens per sentence, so this spans two blocks or more.
     prompt = "Return the list of all the names in the module, sorted. " * (2 * block // 12 + 1)
     for _ in range(2):  # the second identical prompt hits the prefix cache
         client.completions.create(model="toy-tiny", prompt=prompt, max_tokens=4, temperature=0,
                                   extra_body={"ignore_eos": True})
-    after = scrape(server.url)
+    after = scrape_metrics(server.url)
     assert 0.0 <= after.value("vllm:kv_cache_usage_perc") <= 1.0
     assert after.value("vllm:prefix_cache_queries") > before.value("vllm:prefix_cache_queries")
     assert after.value("vllm:prefix_cache_hits") - before.value("vllm:prefix_cache_hits") >= block

@@ -1,15 +1,12 @@
-"""Benchmark deploykit's server against the one-at-a-time baseline and `transformers serve`.
+"""What the benchmarks share: interleaved rounds, paired ratios, conditions, the doc section.
 
-    python -m deploykit.bench --models toy-tiny toy-small --write-doc docs/benchmarks.md
-
-All servers of one model run at once on loopback, with the same model, dtype and threads,
-and take turns: at each concurrency every server gets one round (N requests x max_tokens
-greedy output tokens), then the next round starts, in a rotated order. Interleaving
-keeps a change in the machine's speed (a noisy neighbour, a busy core) from landing on one
-server only; the ratios are the medians of the per-round ratios. Servers not under load sit
-idle; their idle CPU is measured and reported, and a server that burns CPU while idle is
-paused (SIGSTOP) while another takes its turn. Not a test: it measures, prints a
-table with its conditions, and can rewrite its own section of docs/benchmarks.md.
+All servers of one model run at once on loopback and take turns: at each concurrency
+every server gets one round (N requests x max_tokens output tokens), then the next round
+starts, in a rotated order. Interleaving keeps a change in the machine's speed (a noisy
+neighbour, a busy core) from landing on one server only; ratios are the medians of the
+per-round ratios. Servers not under load sit idle; their idle CPU is measured and
+reported, and a server that burns CPU while idle is paused (SIGSTOP) while another takes
+its turn. The benchmarks themselves are `servers` (deploykit vs baselines) and `vllm`.
 """
 
 from __future__ import annotations
@@ -26,73 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .launch import Server, launch
+from ..errors import InvalidArgumentError
+from ..launch import Server
 from .loadgen import LoadResult, LoadSpec, run_load
-from .models import model_path
-
-SECTION = "## Reference server vs baseline vs transformers serve"
-SERVERS = ("naive", "transformers", "deploykit")
-NOTES = """Why deploykit's engine is a hand-written loop and not transformers' own continuous
-batching: measured on a 2-core CPU of this kind with toy-tiny, 32 sequences x 64 tokens,
-`model.generate_batch` / `init_continuous_batching` (attn_implementation "paged|sdpa",
-persistent manager) gave about 2,300 output tokens/s, against about 13,500 for one
-decode forward over a left-padded DynamicCache (2.4 ms per step for 32 rows vs 1.4 ms
-for one). Paged attention pays off with flash kernels on GPUs; on CPUs its per-step
-bookkeeping dominates. The engine therefore runs its own decode loop in a dedicated
-thread (`deploykit/server/engine.py`, `kvbatch.py`), and this table is the end-to-end
-check over HTTP.
-
-Threads: one intra-op thread per server. With the default (two on a 2-core machine), a
-32-row step took 5.8 ms instead of 3.3 ms whenever other work shared the cores,
-because each op waits for its second thread to be scheduled; the one-at-a-time
-baseline and `transformers serve` get the same setting.
-
-The load generator shares the two cores with the servers, so its own cost counts. In an
-A/B against one deploykit server (6 alternating rounds of this load at concurrency 32),
-httpx's AsyncClient spent 2.9 ms of CPU per request and aiohttp 0.35 ms, and the server
-made 4,995 output tokens/s (median) under httpx against 5,580 under aiohttp (+12%). The
-load therefore comes from aiohttp, as in vLLM's serving benchmark. The servers run uvicorn
-with uvloop and httptools (`uvicorn[standard]`): 0.17 ms of server CPU per `/health`
-request instead of 0.38 ms, 0.92 ms per short completion instead of 1.19 ms.
-"""
-_LABELS = {"naive": "one-at-a-time (`serve --naive`)",
-           "transformers": "`transformers serve --continuous-batching`",
-           "deploykit": "deploykit `serve`"}
-
-
-def server_command(kind: str, model: str, device: str = "cpu",
-                   dtype: str = "float32") -> list[str]:
-    """Return the launch command (with {host}/{port} placeholders) of one server kind."""
-    py = sys.executable
-    if kind in ("deploykit", "naive"):
-        return [py, "-m", "deploykit.cli", "serve", *(["--naive"] if kind == "naive" else []),
-                "--model", model, "--host", "{host}", "--port", "{port}", "--device", device,
-                "--dtype", dtype]
-    if kind == "transformers":
-        # dtype "auto" reads float32 from the toy's config. The KV cache is bounded (1024
-        # blocks x 64 tokens, enough for 32 x 2048-token sequences): left to size itself,
-        # it takes most free RAM on CPU (17 GB here, then the OOM killer).
-        return [str(Path(py).with_name("transformers")), "serve", "--continuous-batching",
-                "--host", "{host}", "--port", "{port}", "--device", device,
-                "--cb-block-size", "64", "--cb-num-blocks", "1024", "--cb-max-batch-tokens", "2048",
-                model_path(model, progress=False)]
-    raise ValueError(f"unknown server kind {kind!r}; use one of {SERVERS}")
-
-
-def start_server(kind: str, model: str, args: argparse.Namespace) -> Server:
-    """Start one server of kind for model on args.device with args.threads; return it, healthy."""
-    return launch(server_command(kind, model, args.device, args.dtype), timeout_s=300.0,
-                  name=f"bench-{kind}",
-                  env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})
-
-
-def load_spec(kind: str, model: str, args: argparse.Namespace) -> LoadSpec:
-    """Return the load one server of kind gets: same prompt and length for every server."""
-    # transformers serve names the model by its path and rejects vLLM's ignore_eos; the
-    # prompt is one where greedy decoding does not reach EOS early (the table shows tokens)
-    name = model_path(model, progress=False) if kind == "transformers" else model
-    return LoadSpec(model=name, prompt=args.prompt, max_tokens=args.max_tokens,
-                    temperature=0.0, ignore_eos=kind != "transformers", timeout_s=600.0)
 
 
 @dataclass(frozen=True)
@@ -148,24 +81,40 @@ def conditions() -> dict[str, str]:
             "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
 
 
-def parser(prog: str, doc: str, servers: tuple[str, ...], threads_help: str) -> argparse.ArgumentParser:
-    """Return the command line both benchmarks share: models, servers, load, threads, doc."""
-    ap = argparse.ArgumentParser(prog=prog, description=doc,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["toy-tiny", "toy-small"])
+def add_arguments(ap: argparse.ArgumentParser, servers: tuple[str, ...], threads_help: str,
+                  default_models: tuple[str, ...] = ("toy-tiny", "toy-small")) -> argparse.ArgumentParser:
+    """Add the options both benchmarks share: models, servers, load, rounds, threads, doc."""
+    from ..cli import positive_int
+
+    ap.add_argument("--models", nargs="+", default=list(default_models))
     ap.add_argument("--servers", nargs="+", default=list(servers), choices=servers)
-    ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
-    ap.add_argument("--num-requests", type=int, default=64)
-    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--concurrency", nargs="+", type=positive_int, default=[1, 8, 32])
+    ap.add_argument("--num-requests", type=positive_int, default=64)
+    ap.add_argument("--max-tokens", type=positive_int, default=64)
     ap.add_argument("--prompt", default="def main():")
-    ap.add_argument("--rounds", type=int, default=5,
+    ap.add_argument("--rounds", type=positive_int, default=5,
                     help="timed rounds per server and concurrency; the median one is reported")
-    ap.add_argument("--threads", type=int, default=1, help=threads_help)
+    ap.add_argument("--threads", type=positive_int, default=1, help=threads_help)
     ap.add_argument("--device", default="cpu", help="where deploykit's servers run (cpu, cuda)")
     ap.add_argument("--dtype", default="float32", help="model dtype (auto: bf16/fp16 on GPUs)")
     ap.add_argument("--write-doc", type=Path, default=None,
                     help="rewrite this benchmark's section of this markdown file")
     return ap
+
+
+def command_line(name: str, args: argparse.Namespace) -> str:
+    """Return the command that reproduces this run, for the doc (`deploykit bench NAME ...`)."""
+    argv = getattr(args, "argv", None)
+    if argv is None:  # from `deploykit bench NAME ...`: what follows NAME on the command line
+        argv = sys.argv[sys.argv.index(name) + 1:] if name in sys.argv else []
+    return f"HF_HUB_OFFLINE=1 deploykit bench {name} " + shlex.join(argv)
+
+
+def standalone_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """Return a parser for `python -m deploykit.bench.<name>` (same errors as the CLI)."""
+    from ..cli import _Parser
+
+    return _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 IDLE_PAUSE_PERCENT = 5.0  # a server idling above this share of one core is paused meanwhile
@@ -228,7 +177,7 @@ def run_all(args: argparse.Namespace, start, spec_for) -> Run:
     load. A model's servers run together and take turns, one round each (see the module doc).
     """
     if args.rounds < 1 or args.num_requests < 1 or min(args.concurrency) < 1:
-        raise SystemExit("--rounds, --num-requests and --concurrency must be at least 1")
+        raise InvalidArgumentError("--rounds, --num-requests and --concurrency must be at least 1")
     run = Run()
     for model in args.models:
         with contextlib.ExitStack() as stack:
@@ -298,24 +247,7 @@ def row(model: str, label: str, m: Measured, ratios: list[str]) -> str:
             + " | ".join(ratios) + " |")
 
 
-def table(results: dict[tuple[str, str], list[Measured]]) -> str:
-    """Return a markdown table: tokens/s per server and concurrency, and the paired ratios."""
-    lines = ["| model | concurrency | server | output tokens/s (median round) | range of rounds "
-             "| p50 latency (s) | tokens/request | vs one-at-a-time | vs transformers serve |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for model in dict.fromkeys(m for m, _ in results):
-        by_kind = {k: results[(m, k)] for m, k in results if m == model}
-        for i in range(len(next(iter(by_kind.values())))):
-            base = by_kind.get("naive", [None] * (i + 1))[i]
-            hf = by_kind.get("transformers", [None] * (i + 1))[i]
-            for kind, res in by_kind.items():
-                vs = [f"{paired_ratio(res[i], o):.2f}x" if o and kind != k else ""
-                      for o, k in ((base, "naive"), (hf, "transformers"))]
-                lines.append(row(model, _LABELS[kind], res[i], vs))
-    return "\n".join(lines)
-
-
-def write_section(doc: Path, body: str, section: str = SECTION) -> None:
+def write_section(doc: Path, body: str, section: str) -> None:
     """Replace (or append) one benchmark's section of doc, leaving other sections alone."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
     start = text.find(section + "\n")
@@ -329,38 +261,3 @@ def write_section(doc: Path, body: str, section: str = SECTION) -> None:
     doc.write_text(text)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark from the command line."""
-    args = parser("python -m deploykit.bench", __doc__, SERVERS,
-                  "OMP_NUM_THREADS of every server (default 1: tiny models gain nothing "
-                  "from more, and a shared machine makes extra threads wait)").parse_args(argv)
-    before = conditions()
-    run = run_all(args, start_server, load_spec)
-    after = conditions()
-    command = "HF_HUB_OFFLINE=1 python -m deploykit.bench " + shlex.join(argv or sys.argv[1:])
-    body = "\n".join([
-        SECTION, "",
-        f"{args.num_requests} requests x {args.max_tokens} greedy output tokens per round "
-        f"(`ignore_eos` where the server supports it; the prompt {args.prompt!r} does not reach "
-        f"EOS early, see tokens/request), {args.rounds} timed rounds per server at each "
-        "concurrency after 4 warm-up requests and one untimed round. The servers of a model ran "
-        f"at the same time on loopback ({args.device}, {args.dtype}, same threads) and took "
-        "turns round by round; the table gives the median round, the range over rounds, and the "
-        "ratios as the median of per-round ratios. Load from `deploykit.loadgen` (aiohttp).", "",
-        table(run.results), "", NOTES,
-        f"- Machine: {before['cpu']}; every server ran with OMP_NUM_THREADS={args.threads}.",
-        run.idle_line(),
-        f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
-        f"Python {before['python']}.",
-        f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
-        f"{after['load_average']}. Other work shared the machine if these exceed 0.5.",
-        f"- Run {before['date']} to {after['date']}.",
-        f"- Command: `{command}`", ""])
-    print(body)
-    if args.write_doc:
-        write_section(args.write_doc, body)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

