@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+# the kernel the README opens the notebooks with; --sys-prefix keeps it inside the venv
+	$(BIN)/python -m ipykernel install --sys-prefix --name deploykit --display-name "deploykit (.venv)"
 	touch $@
 
 install: $(STAMP)
