@@ -160,6 +160,15 @@ def test_api_key_required_and_compared(guarded):
     assert httpx.get(guarded.url + "/health").status_code == 200  # probes need no key
 
 
+def test_openapi_declares_the_api_key(guarded):
+    doc = httpx.get(guarded.url + "/openapi.json",
+                    headers={"Authorization": "Bearer s3cret"}).json()
+    assert doc["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
+    completions = doc["paths"]["/v1/completions"]["post"]
+    assert completions["security"] == [{"apiKey": []}] and "401" in completions["responses"]
+    assert "security" not in doc["paths"]["/health"]["get"]  # probes need no key
+
+
 def test_unknown_route_is_openai_shaped_404(server):
     assert_openai_error(httpx.get(server.url + "/v1/nothing"), 404)
 

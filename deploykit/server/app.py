@@ -1,7 +1,9 @@
 """Thin FastAPI routes over `serving.py`, plus the uvicorn runner with a graceful drain.
 
 Routes parse the body themselves (so malformed JSON or a wrong type is a 400 in OpenAI's
-shape, never FastAPI's 422), call one handler, and return JSON or an SSE stream.
+shape, never FastAPI's 422), call one handler, and return JSON or an SSE stream. As FastAPI
+then sees no body parameter, each route declares its body and its error responses for the
+OpenAPI document (/openapi.json) from the wire models in `protocol.py`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic.json_schema import models_json_schema
 
 from ..errors import EngineStoppedError
 from .engine import Engine, EngineConfig
@@ -47,6 +50,82 @@ class ServerConfig:
     def model_name(self) -> str:
         """Return the name clients must send in the "model" field."""
         return self.served_model_name or self.model
+
+
+# ---- the OpenAPI document ----------------------------------------------------------------
+
+_REQUEST_MODELS = (p.CompletionRequest, p.ChatCompletionRequest, p.TokenizeRequest)
+
+_ERROR_WHEN = {  # the statuses the routes answer with an ErrorResponse, and when
+    400: "The body is not a JSON object, a field has the wrong type or is out of range, or "
+         "the prompt and max_tokens do not fit the model's context.",
+    401: "The API key is missing or wrong.",
+    404: "The model named is not the one this server serves (see GET /v1/models).",
+    413: "The body is longer than the server's --max-body-bytes.",
+    503: "Too many requests wait, or the server is shutting down; retry after Retry-After "
+         "seconds (on another replica when shutting down).",
+}
+
+# with stream=true; before Open API 3.2's itemSchema, the schema of an event stream is that of
+# one event (fields data, event, id, retry)
+_STREAM = {"text/event-stream": {"schema": {
+    "type": "object", "required": ["data"], "properties": {"data": {
+        "type": "string", "description": "one chunk's JSON per step (the 200's JSON schema; a "
+        "chat chunk has `delta` for `message`), an ErrorResponse's if generation fails midway, "
+        "then `[DONE]`"}}}}}
+
+
+def _body(model: type[p.BaseModel]) -> dict:
+    """Return openapi_extra declaring model as the route's JSON body (read raw by the route)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _responses(ok: type[p.BaseModel], *errors: int, stream: bool = False) -> dict:
+    """Return FastAPI's responses= for a 200 of model ok and ErrorResponses of errors."""
+    out: dict = {200: {"model": ok, "content": _STREAM if stream else {}}}
+    for status in errors:
+        out[status] = {"model": p.ErrorResponse, "description": _ERROR_WHEN[status]}
+    if 503 in out:
+        out[503]["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
+                                               "schema": {"type": "integer"}}}
+    return out
+
+
+def _fill_limits(node, limits: dict[str, dict]) -> None:
+    """Replace each protocol.SERVER_LIMIT mark under node with this server's bound."""
+    if isinstance(node, dict):
+        kind = node.pop(p.SERVER_LIMIT, None)
+        if kind is not None:
+            node.update(limits[kind])
+        for value in node.values():
+            _fill_limits(value, limits)
+    elif isinstance(node, list):
+        for value in node:
+            _fill_limits(value, limits)
+
+
+def _complete_openapi(doc: dict, model_name: str, vocab_size: int, context_length: int,
+                      guarded: bool) -> None:
+    """Add the request models (with this server's limits) and, if guarded, the API key."""
+    _, defs = models_json_schema([(m, "validation") for m in _REQUEST_MODELS],
+                                 ref_template="#/components/schemas/{model}")
+    _fill_limits(defs, {
+        "model": {"enum": [model_name]},
+        "token_id": {"maximum": vocab_size - 1},
+        # the prompt takes at least one token of the context
+        "max_tokens": {"maximum": context_length - 1, "description": "at most "
+                       f"{context_length} (the context length) minus the prompt's tokens"}})
+    components = doc.setdefault("components", {})
+    components.setdefault("schemas", {}).update(defs["$defs"])
+    if guarded:
+        components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        error = {"$ref": "#/components/schemas/ErrorResponse"}
+        for path, item in doc["paths"].items():
+            for operation in item.values() if path not in _OPEN_PATHS else ():
+                operation["security"] = [{"apiKey": []}]
+                operation["responses"]["401"] = {"description": _ERROR_WHEN[401], "content": {
+                    "application/json": {"schema": error}}}
 
 
 def _error(err: APIError) -> JSONResponse:
@@ -89,39 +168,47 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
         return StreamingResponse(result, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=_body(p.CompletionRequest),
+              responses=_responses(p.CompletionResponse, 400, 404, 413, 503, stream=True))
     async def completions(request: Request) -> Response:
         return await _generate(request, p.CompletionRequest, serving.completions)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=_body(p.ChatCompletionRequest),
+              responses=_responses(p.ChatCompletionResponse, 400, 404, 413, 503, stream=True))
     async def chat_completions(request: Request) -> Response:
         return await _generate(request, p.ChatCompletionRequest, serving.chat)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=_responses(p.ModelList))
     async def models() -> JSONResponse:
         return JSONResponse(serving.models().model_dump())
 
-    @app.post("/tokenize")
+    @app.post("/tokenize", openapi_extra=_body(p.TokenizeRequest),
+              responses=_responses(p.TokenizeResponse, 400, 404, 413))
     async def tokenize(request: Request) -> JSONResponse:
         req = parse_body(await read_body(request, config.max_body_bytes), p.TokenizeRequest)
         return JSONResponse(serving.tokenize(req).model_dump())
 
-    @app.get("/health")
+    @app.get("/health", responses=_responses(p.HealthResponse))
     async def health() -> JSONResponse:
         # liveness only: answering proves the event loop runs; the model is not touched
-        return JSONResponse({"status": "ok"})
+        return JSONResponse(p.HealthResponse().model_dump())
 
-    @app.get("/ready")
+    @app.get("/ready", responses={**_responses(p.ReadyResponse),
+                                  503: {"model": p.ReadyResponse, "description": "Draining, or "
+                                        "the engine has stopped: send no traffic here."}})
     async def ready() -> JSONResponse:
         ok = engine.accepting and not app.state.draining
-        return JSONResponse({"ready": ok, "draining": app.state.draining},
+        return JSONResponse(p.ReadyResponse(ready=ok, draining=app.state.draining).model_dump(),
                             status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # app.openapi() caches the document it builds, and /openapi.json serves that same dict
+    _complete_openapi(app.openapi(), config.model_name, len(serving.tokenizer),
+                      engine.context_length, guarded=api_key is not None)
     app.add_middleware(_Guard, api_key=api_key, metrics=metrics)
     return app
 
@@ -230,26 +317,28 @@ def serve_naive(config: ServerConfig, block_event_loop: bool = False) -> None:
                 timeout_graceful_shutdown=5)
 
 
-def add_serve_command(sub) -> None:
-    """Add `deploykit serve` to the CLI's subparsers."""
+def add_cli(sub) -> None:
+    """Add `deploykit serve` to the CLI."""
+    from ..cli import port, positive_float, positive_int
+
     d = ServerConfig()
     e = d.engine
     cmd = sub.add_parser("serve", help="serve a model with an OpenAI-compatible API")
-    cmd.add_argument("--model", default=d.model, help="toy name, local folder or hub id")
+    cmd.add_argument("--model", default=d.model, help="built-in name, local folder or hub id")
     cmd.add_argument("--served-model-name", default=None,
                      help="name clients send as 'model' (default: --model)")
     cmd.add_argument("--host", default=d.host, help="address to bind (default: loopback only)")
-    cmd.add_argument("--port", type=int, default=d.port)
+    cmd.add_argument("--port", type=port, default=d.port)
     cmd.add_argument("--api-key", default=None,
                      help="require 'Authorization: Bearer KEY' (default: $DEPLOYKIT_API_KEY)")
     cmd.add_argument("--device", default=d.device)
     cmd.add_argument("--dtype", default=d.dtype)
-    cmd.add_argument("--max-batch-size", type=int, default=e.max_batch_size,
+    cmd.add_argument("--max-batch-size", type=positive_int, default=e.max_batch_size,
                      help="sequences decoded together")
     cmd.add_argument("--max-waiting", type=int, default=e.max_waiting,
                      help="queued requests beyond the batch; more get 503 + Retry-After")
-    cmd.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes)
-    cmd.add_argument("--drain-timeout-s", type=float, default=d.drain_timeout_s,
+    cmd.add_argument("--max-body-bytes", type=positive_int, default=d.max_body_bytes)
+    cmd.add_argument("--drain-timeout-s", type=positive_float, default=d.drain_timeout_s,
                      help="on SIGTERM, how long in-flight requests may take to finish")
     cmd.add_argument("--naive", action="store_true",
                      help="serve one request at a time with model.generate (the baseline)")

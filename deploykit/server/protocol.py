@@ -3,15 +3,30 @@
 Field names and defaults follow OpenAI's API; the extra sampling fields (top_k,
 min_tokens, ignore_eos, stop_token_ids) follow vLLM's extensions. Unknown fields are
 ignored, as OpenAI's SDKs may send fields a given server does not know.
+
+The server's OpenAPI document is built from the request models' JSON schemas, so what a
+schema declares the server enforces: here, or in `serving.py` where a rule spans fields or
+needs the loaded model. Bounds set by the model (its name, vocabulary and context length)
+are marked SERVER_LIMIT in the schemas, and `app.py` writes in the numbers.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+SERVER_LIMIT = "x-deploykit-limit"  # schema key app.py replaces with this server's bound
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+# a server serves one model; any other name is a 404
+ModelName = Annotated[str, Field(json_schema_extra={SERVER_LIMIT: "model"})]
+# ids are checked against the vocabulary in serving.py, which indexes logits with them
+TokenId = Annotated[int, Field(ge=0, json_schema_extra={SERVER_LIMIT: "token_id"})]
+# prompt + max_tokens must fit the context, which serving.py checks once the prompt is tokenized
+MaxTokens = Annotated[int, Field(ge=1, json_schema_extra={SERVER_LIMIT: "max_tokens"})]
 
 
 class _Request(BaseModel):
@@ -26,13 +41,13 @@ class StreamOptions(_Request):
 
 
 class _SamplingFields(_Request):
-    model: str
+    model: ModelName
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
+    seed: int | None = Field(default=None, ge=-2**63, le=2**63 - 1)  # torch takes 64 bits
+    stop: NonEmptyStr | list[NonEmptyStr] | None = None
+    stop_token_ids: list[TokenId] | None = None
     min_tokens: int = Field(default=0, ge=0)
     ignore_eos: bool = False
     n: int = Field(default=1, ge=1, le=1)
@@ -44,32 +59,45 @@ class _SamplingFields(_Request):
 class CompletionRequest(_SamplingFields):
     """Body of POST /v1/completions."""
 
-    prompt: str | list[int] | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
+    # one prompt: text, token ids, or a list holding one text
+    prompt: (NonEmptyStr | Annotated[list[TokenId], Field(min_length=1)]
+             | Annotated[list[NonEmptyStr], Field(min_length=1, max_length=1)])
+    max_tokens: MaxTokens | None = 16
     echo: bool = False
+
+
+class TextPart(_Request):
+    """One part of a message's content; only text parts exist for these models."""
+
+    type: Literal["text"]
+    text: str
 
 
 class ChatMessage(_Request):
     """One chat message; content may be text or OpenAI's list of text parts."""
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[TextPart] | None = None
 
 
 class ChatCompletionRequest(_SamplingFields):
     """Body of POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
 
 
 class TokenizeRequest(_Request):
     """Body of POST /tokenize: a prompt, or chat messages to format with the template."""
 
-    model: str | None = None
+    # exactly one of prompt and messages (serving.py checks it)
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]})
+    model: ModelName | None = None
     prompt: str | None = None
-    messages: list[ChatMessage] | None = None
+    messages: list[ChatMessage] | None = Field(default=None, min_length=1)
     add_special_tokens: bool = True
 
 
@@ -184,6 +212,19 @@ class TokenizeResponse(BaseModel):
     tokens: list[int]
     count: int
     max_model_len: int
+
+
+class HealthResponse(BaseModel):
+    """Body of GET /health."""
+
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    """Body of GET /ready: 200 when ready, 503 once draining or the engine has stopped."""
+
+    ready: bool
+    draining: bool
 
 
 class ErrorInfo(BaseModel):

@@ -43,7 +43,10 @@ def to_api_error(exc: Exception, retry_after_s: int = 1) -> APIError:
     if isinstance(exc, APIError):
         return exc
     if isinstance(exc, ValidationError):
-        err = exc.errors()[0]
+        errors = exc.errors()
+        # a union reports each branch; those of another type only say "not a string", the
+        # branch whose type matched says what is wrong
+        err = next((e for e in errors if not e["type"].endswith("_type")), errors[0])
         loc = ".".join(str(part) for part in err["loc"])
         return APIError(400, f"{loc}: {err['msg']} (got {err.get('input')!r}); fix that field "
                         "and resend.", "invalid_request_error", param=loc or None)
@@ -91,9 +94,10 @@ def add_error_handlers(app) -> None:
 
     async def on_http(request, exc: HTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        # keep the router's headers: a 405 must say in Allow which methods the path takes
         return respond(APIError(exc.status_code, f"{exc.detail}: {request.method} "
                                 f"{request.url.path}; see GET /v1/models and OpenAI's API "
-                                "reference for the routes.", kind))
+                                "reference for the routes.", kind, headers=exc.headers))
 
     async def on_unexpected(request, exc: Exception):
         log.exception("unhandled error on %s", request.url.path)
@@ -116,6 +120,12 @@ def parse_body(raw: bytes, model: type[BaseModel]) -> BaseModel:
     if not isinstance(data, dict):
         raise APIError(400, f"the body must be a JSON object, got {type(data).__name__}.",
                        "invalid_request_error")
+    if b"\\u" in raw:
+        try:  # a lone surrogate escape ("\ud800") is valid JSON but no text a tokenizer takes
+            json.dumps(data, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise APIError(400, "the body holds an unpaired UTF-16 surrogate escape (\\ud800 to "
+                           "\\udfff); send valid Unicode text.", "invalid_request_error") from None
     return model.model_validate(data)
 
 
@@ -127,43 +137,41 @@ def _sse(payload: BaseModel | dict | str) -> str:
     return f"data: {payload}\n\n"
 
 
+def check_token_ids(ids: list[int], vocab_size: int, param: str) -> None:
+    """Raise APIError(400) unless every id is in [0, vocab_size) (they index the logits)."""
+    if any(not 0 <= t < vocab_size for t in ids):
+        raise APIError(400, f"{param} must hold token ids in [0, {vocab_size}).",
+                       "invalid_request_error", param=param)
+
+
 def prompt_ids(tokenizer, prompt: str | list[int] | list[str]) -> list[int]:
-    """Return the token ids of a completion prompt (text, or token ids as they are)."""
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str):
-        if len(prompt) != 1:
-            raise APIError(400, f"got {len(prompt)} prompts; this server takes one prompt "
-                           "per request, so send them as separate requests.",
-                           "invalid_request_error", param="prompt")
+    """Return the token ids of a completion prompt (text, or token ids as they are).
+
+    The wire model already refused an empty prompt and a list of several texts.
+    """
+    if isinstance(prompt, list) and isinstance(prompt[0], str):
         prompt = prompt[0]
     if isinstance(prompt, str):
-        if not prompt:
-            raise APIError(400, "the prompt is empty; send at least one character of text.",
-                           "invalid_request_error", param="prompt")
         return tokenizer(prompt).input_ids
-    vocab = len(tokenizer)
-    if not prompt or any(not 0 <= t < vocab for t in prompt):
-        raise APIError(400, f"prompt token ids must be a non-empty list of ids in [0, {vocab}).",
-                       "invalid_request_error", param="prompt")
+    check_token_ids(prompt, len(tokenizer), "prompt")
     return list(prompt)
 
 
 def chat_ids(tokenizer, messages: list[p.ChatMessage]) -> list[int]:
     """Return the token ids of chat messages formatted with the model's chat template."""
     plain = []
-    for i, msg in enumerate(messages):
+    for msg in messages:
         content = msg.content or ""
-        if isinstance(content, list):
-            if any(part.get("type") != "text" for part in content):
-                raise APIError(400, "only text content parts are supported by this model.",
-                               "invalid_request_error", param=f"messages.{i}.content")
-            content = "".join(str(part.get("text", "")) for part in content)
+        if isinstance(content, list):  # text parts only: the wire model refuses other parts
+            content = "".join(part.text for part in content)
         plain.append({"role": msg.role, "content": content})
-    if not any(m["content"] for m in plain):
-        raise APIError(400, "every message is empty; send some text in 'messages'.",
-                       "invalid_request_error", param="messages")
+    # messages may all be empty: the template still makes a prompt
     text = tokenizer.apply_chat_template(plain, add_generation_prompt=True, tokenize=False)
     # the template already holds BOS; adding it again would change the prompt
     return tokenizer(text, add_special_tokens=False).input_ids
+
+
+_GREEDY_BELOW = 1e-5  # a temperature or top_p under this decodes greedily
 
 
 def sampling_params(req: p.CompletionRequest | p.ChatCompletionRequest, max_tokens: int | None,
@@ -172,11 +180,16 @@ def sampling_params(req: p.CompletionRequest | p.ChatCompletionRequest, max_toke
     if max_tokens is None:
         max_tokens = max(context_length - prompt_len, 1)
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    temperature = 1.0 if req.temperature is None else req.temperature
+    top_p = 1.0 if req.top_p is None else req.top_p
+    if temperature < _GREEDY_BELOW or top_p < _GREEDY_BELOW:
+        # only the likeliest token is left, and sampling it would divide by ~0 (NaN
+        # probabilities that fail the whole batch's step): decode greedily (vLLM also
+        # takes a temperature under 1e-5 as greedy)
+        temperature = 0.0
     try:
         return SamplingParams(
-            max_tokens=max_tokens,
-            temperature=1.0 if req.temperature is None else req.temperature,
-            top_p=1.0 if req.top_p is None else req.top_p,
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             top_k=max(req.top_k or 0, 0), seed=req.seed, stop=stop,
             stop_token_ids=tuple(req.stop_token_ids or ()),
             min_tokens=min(req.min_tokens, max_tokens), ignore_eos=req.ignore_eos)
@@ -218,7 +231,7 @@ class OpenAIServing:
         """Return a CompletionResponse, or an SSE text iterator when req.stream."""
         self._check_model(req.model)
         ids = prompt_ids(self.tokenizer, req.prompt)
-        params = sampling_params(req, req.max_tokens, len(ids), self.engine.context_length)
+        params = self._params(req, req.max_tokens, ids)
         gen = self._start(ids, params, req.stream)
 
         def chunk(text: str, finish: str | None, usage: p.Usage | None = None):
@@ -237,8 +250,7 @@ class OpenAIServing:
         """Return a ChatCompletionResponse, or an SSE text iterator when req.stream."""
         self._check_model(req.model)
         ids = chat_ids(self.tokenizer, req.messages)
-        params = sampling_params(req, req.max_completion_tokens or req.max_tokens, len(ids),
-                                 self.engine.context_length)
+        params = self._params(req, req.max_completion_tokens or req.max_tokens, ids)
         gen = self._start(ids, params, req.stream)
         rid = f"chatcmpl-{gen.request_id}"
 
@@ -263,6 +275,19 @@ class OpenAIServing:
             raise APIError(404, f"The model {name!r} does not exist on this server; it serves "
                            f"{self.model_name!r} (see GET /v1/models).", "not_found_error",
                            param="model")
+
+    def _params(self, req: p.CompletionRequest | p.ChatCompletionRequest, max_tokens: int | None,
+                ids: list[int]) -> SamplingParams:
+        vocab = len(self.tokenizer)
+        stop_ids = req.stop_token_ids or []
+        check_token_ids(stop_ids, vocab, "stop_token_ids")
+        # until min_tokens, EOS and stop_token_ids are banned: banning every token leaves
+        # nothing to sample (NaN probabilities that fail the whole batch's step)
+        if req.min_tokens and len({*stop_ids, *self.engine.eos_token_ids}) >= vocab:
+            raise APIError(400, "stop_token_ids and EOS cover the whole vocabulary, so no "
+                           "token is left to generate before min_tokens; send fewer ids.",
+                           "invalid_request_error", param="stop_token_ids")
+        return sampling_params(req, max_tokens, len(ids), self.engine.context_length)
 
     def _start(self, ids: list[int], params: SamplingParams, stream: bool) -> GenerationStream:
         try:
