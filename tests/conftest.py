@@ -25,3 +25,11 @@ def tiny():
     import deploykit as dk
 
     return dk.load_model("toy-tiny", device="cpu", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """smollm2-135m (the real built-in chat model) loaded on CPU in float32 once per session."""
+    import deploykit as dk
+
+    return dk.load_model("smollm2-135m", device="cpu", dtype="float32", progress=False)
