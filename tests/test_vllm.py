@@ -210,3 +210,33 @@ def test_histogram_helpers():
     m = parse_metrics(text)
     assert m.histogram_mean("t") == 7.5
     assert m.histogram_upper_bound("t") == 16.0
+
+
+def test_smollm2_served_by_vllm_answers_the_sky_question(vllm_env):
+    # enforce_eager: torch.compile of this 30-layer model takes minutes on 2 cores
+    args = VLLMArgs(model="smollm2-135m", dtype="float32", max_model_len=1024,
+                    cpu_kvcache_space_gib=1, enforce_eager=True)
+    assert "--enforce-eager" in args.to_command()
+    with start_vllm(args, timeout_s=600) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", timeout=120,
+                               max_retries=0)
+        assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
+        chat = client.chat.completions.create(
+            model="smollm2-135m", max_tokens=24, temperature=0,
+            messages=[{"role": "user", "content": "Why is the sky blue? Answer in two sentences."}])
+    # the same greedy sentence as transformers gives on these weights (tests/test_smollm2.py)
+    assert chat.choices[0].message.content.startswith(
+        "The sky blue is a result of the Earth's atmosphere scattering sunlight"), chat
+    assert srv.log_path.exists() and not srv.is_running()
+
+
+def test_offline_chat_uses_the_chat_template(vllm_env):
+    args = VLLMArgs(model="toy-tiny", dtype="float32", max_model_len=256, cpu_kvcache_space_gib=1)
+    result = offline_generate(args, ["Hello", "Hello"], max_tokens=8, chat=True)
+    assert result.texts[0] == result.texts[1] and len(result.texts) == 2
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model_location())
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}],
+                                        add_generation_prompt=True, tokenize=True)["input_ids"]
+    assert result.prompt_tokens == (len(ids), len(ids))  # vLLM rendered the same template

@@ -209,9 +209,13 @@ class OfflineResult:
 
 def offline_generate(args: VLLMArgs, prompts: list[str], *, max_tokens: int = 64,
                      temperature: float = 0.0, top_p: float = 1.0, ignore_eos: bool = False,
-                     vllm_python: str | Path | None = None, timeout_s: float = 900.0,
-                     log_path: str | Path | None = None) -> OfflineResult:
-    """Run one batch through `vllm.LLM` + `SamplingParams` in the vLLM environment."""
+                     chat: bool = False, vllm_python: str | Path | None = None,
+                     timeout_s: float = 900.0, log_path: str | Path | None = None) -> OfflineResult:
+    """Run one batch through `vllm.LLM` + `SamplingParams` in the vLLM environment.
+
+    chat=True sends each prompt as one user message through the model's chat template
+    (`LLM.chat`); otherwise prompts are plain text to continue (`LLM.generate`).
+    """
     env = find_vllm_env(vllm_python)
     args = args.for_flavor(env.flavor)
     args.check(env.flavor)
@@ -219,7 +223,7 @@ def offline_generate(args: VLLMArgs, prompts: list[str], *, max_tokens: int = 64
         raise EngineArgumentError("prompts must be a non-empty list of strings.")
     if max_tokens < 1:
         raise EngineArgumentError(f"max_tokens={max_tokens} must be >= 1.")
-    request = {"engine": args.to_llm_kwargs(), "prompts": list(prompts),
+    request = {"engine": args.to_llm_kwargs(), "prompts": list(prompts), "chat": chat,
                "sampling": {"max_tokens": max_tokens, "temperature": temperature,
                             "top_p": top_p, "ignore_eos": ignore_eos}}
     with tempfile.TemporaryDirectory(prefix="deploykit-vllm-offline-") as tmp:

@@ -1,7 +1,9 @@
 """Offline batched inference with `vllm.LLM`, run by the vLLM environment's python.
 
 Usage: python dk_vllm_offline.py REQUEST.json RESULT.json
-REQUEST holds {"engine": LLM kwargs, "sampling": SamplingParams kwargs, "prompts": [...]};
+REQUEST holds {"engine": LLM kwargs, "sampling": SamplingParams kwargs, "prompts": [...],
+"chat": bool}; with chat, each prompt is one user message through `LLM.chat` (the model's
+chat template), else plain text through `LLM.generate`.
 RESULT gets texts, token counts and timings. Standard library and vllm only: this file
 runs outside deploykit's environment, and vLLM's own logs go to stdout/stderr.
 """
@@ -21,7 +23,12 @@ def main(request_path: str, result_path: str) -> None:
     started = time.perf_counter()
     llm = LLM(**request["engine"])
     loaded = time.perf_counter()
-    outputs = llm.generate(request["prompts"], SamplingParams(**request["sampling"]))
+    sampling = SamplingParams(**request["sampling"])
+    if request.get("chat"):
+        conversations = [[{"role": "user", "content": p}] for p in request["prompts"]]
+        outputs = llm.chat(conversations, sampling)
+    else:
+        outputs = llm.generate(request["prompts"], sampling)
     done = time.perf_counter()
     result = {
         "texts": [o.outputs[0].text for o in outputs],
