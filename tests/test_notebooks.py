@@ -37,6 +37,11 @@ def test_structure(path):
             assert not re.search(r"^\s*(async\s+)?def |^\s*class ", cell.source, re.M), \
                 "no def/class in notebooks: put it in deploykit with a test"
             assert not re.search(r"^\s*[!%]pip", cell.source, re.M), "no pip installs in notebooks"
+            if "parameters" not in cell.metadata.get("tags", []):
+                lines = len(cell.source.strip().splitlines())
+                assert lines <= 15, f"a code cell of {lines} lines: move the work into deploykit"
+            assert not re.search(r"^\s*from deploykit[.\w]* import|^\s*import deploykit\.",
+                                 cell.source, re.M), "notebooks import deploykit as dk only"
             assert cell.get("outputs", []) == [] and cell.get("execution_count") is None, \
                 "outputs must be stripped before commit"
     headings = [c.source for c in cells if c.cell_type == "markdown"]
