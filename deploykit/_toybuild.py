@@ -7,6 +7,7 @@ read at build time; no text is shipped with deploykit or fetched from anywhere.
 from __future__ import annotations
 
 import ast
+import contextlib
 import hashlib
 import json
 import math
@@ -14,6 +15,7 @@ import os
 import shutil
 import sysconfig
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +37,32 @@ CHAT_TEMPLATE = (
     "{% endif %}"
     "{% endfor %}"
 )
+
+
+@contextlib.contextmanager
+def building(dest: Path) -> Iterator[Path]:
+    """Yield a fresh folder beside dest; it becomes dest if the block succeeds, else is removed.
+
+    The one way built-in models are written: a reader never sees a half-built folder, and
+    when another process finished the same build first, its folder is kept.
+    """
+    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        config = tmp / "config.json"
+        mode = config.stat().st_mode & 0o777 if config.exists() else 0o644
+        for path in tmp.iterdir():  # transformers writes the weights 0600 (via a temp file)
+            if path.is_file():
+                path.chmod(mode)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():  # another process finished first; keep theirs
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(dest)
 
 
 def corpus() -> tuple[list[str], list[str]]:
@@ -129,16 +157,13 @@ def perplexity(model, tokens, seq_len: int, max_windows: int = 64) -> float:
 
 
 def build(spec: "ToySpec", dest: Path, progress: bool = True) -> dict:
-    """Build `spec` into `dest` (created atomically) and return its build report."""
+    """Build `spec` into `dest` (written atomically) and return its build report."""
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     started = time.perf_counter()
-    tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building(dest) as tmp:
         train_docs, held_docs = corpus()
         train_tokenizer(train_docs, tmp, spec.vocab_size)
         tokenizer = AutoTokenizer.from_pretrained(tmp)
@@ -193,11 +218,4 @@ def build(spec: "ToySpec", dest: Path, progress: bool = True) -> dict:
             "torch_threads": torch.get_num_threads(),
         }
         (tmp / "deploykit_build.json").write_text(json.dumps(report, indent=2))
-        if dest.exists():  # another process finished first; keep theirs
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(dest)
-        return report
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return report

@@ -11,7 +11,6 @@ dense decoder-only Llama-family models (Llama, Mistral, Qwen2), not mixture-of-e
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
