@@ -33,9 +33,12 @@ class Generation:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def _sampling_kwargs(temperature: float, top_p: float, seed: int | None) -> dict[str, Any]:
+def _sampling_kwargs(temperature: float, top_p: float, seed: int | None,
+                     max_tokens: int) -> dict[str, Any]:
     import torch
 
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise InvalidArgumentError(f"max_tokens must be a whole number >= 1, got {max_tokens!r}")
     if temperature < 0:
         raise InvalidArgumentError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
     if not 0 < top_p <= 1:
@@ -79,7 +82,7 @@ def generate(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature:
     import torch
 
     inputs = _encode(lm, prompt)
-    kwargs = _sampling_kwargs(temperature, top_p, seed)
+    kwargs = _sampling_kwargs(temperature, top_p, seed, max_tokens)
     if ignore_eos:
         kwargs["min_new_tokens"] = max_tokens
     _sync(lm)
@@ -102,7 +105,7 @@ def stream(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature: f
     from transformers import TextIteratorStreamer
 
     inputs = _encode(lm, prompt)
-    kwargs = _sampling_kwargs(temperature, top_p, seed)
+    kwargs = _sampling_kwargs(temperature, top_p, seed, max_tokens)
     streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True,
                                     timeout=300.0)
     errors: list[BaseException] = []

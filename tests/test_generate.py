@@ -32,14 +32,30 @@ def test_stream_matches_generate(tiny):
 
 
 @pytest.mark.parametrize("kwargs, match", [({"temperature": -1}, "temperature"),
-                                           ({"top_p": 0}, "top_p")])
+                                           ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens")])
 def test_bad_sampling_arguments(tiny, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(dk.InvalidArgumentError, match=match):
         dk.generate(tiny, PROMPT, **kwargs)
 
 
+@pytest.mark.parametrize("messages, match", [([{"content": "Hi"}], "role"), (["Hi"], "role")])
+def test_bad_chat_messages(tiny, messages, match):
+    with pytest.raises(dk.InvalidArgumentError, match=match):
+        dk.generate(tiny, messages)
+
+
+def test_chat_messages_go_through_the_template(tiny):
+    messages = [{"role": "user", "content": "Return the"}]
+    chat = dk.generate(tiny, messages, max_tokens=4)
+    text = tiny.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert chat.prompt_tokens == len(tiny.tokenizer(text, add_special_tokens=False).input_ids)
+    pieces = dk.record_arrivals(dk.stream(tiny, messages, max_tokens=4))
+    assert pieces.text.strip() == chat.text.strip() and len(pieces.arrival_s) == len(pieces.pieces)
+    assert list(pieces.arrival_s) == sorted(pieces.arrival_s)
+
+
 def test_empty_prompt(tiny):
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(dk.InvalidArgumentError, match="empty"):
         dk.generate(tiny, "")
 
 

@@ -77,3 +77,12 @@ def test_a_200_without_usage_counts_as_failed_and_says_why():
         load = run_load(srv.url, LoadSpec(max_tokens=4), 2, 2)
     assert load.num_ok == 0 and [r.status for r in load.results] == [200, 200]
     assert load.results[0].error == "the response has no usage field"
+
+
+@pytest.mark.parametrize("num_requests, concurrency", [(0, 1), (4, 0), (4, -2), (2.5, 1)])
+def test_bad_counts_fail_before_any_request(num_requests, concurrency):
+    import deploykit as dk
+
+    port = free_port()  # nothing listens: a request sent would come back as a failure, not raise
+    with pytest.raises(dk.InvalidArgumentError, match=">= 1"):
+        run_load(f"http://127.0.0.1:{port}", LoadSpec(), num_requests, concurrency)

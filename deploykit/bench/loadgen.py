@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ..errors import InvalidArgumentError
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -166,6 +168,11 @@ async def run_load_async(url: str, spec: LoadSpec = LoadSpec(), num_requests: in
                          concurrency: int = 8, progress: bool = False) -> LoadResult:
     """Send num_requests requests, at most concurrency at a time; return their results."""
     from tqdm.auto import tqdm
+
+    for name, value in (("num_requests", num_requests), ("concurrency", concurrency)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            # a concurrency of 0 would wait forever on its semaphore
+            raise InvalidArgumentError(f"{name}={value!r} must be a whole number >= 1")
 
     url_path = url.rstrip("/") + ("/v1/chat/completions" if spec.chat else "/v1/completions")
     sem = asyncio.Semaphore(concurrency)
