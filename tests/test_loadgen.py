@@ -86,3 +86,41 @@ def test_bad_counts_fail_before_any_request(num_requests, concurrency):
     port = free_port()  # nothing listens: a request sent would come back as a failure, not raise
     with pytest.raises(dk.InvalidArgumentError, match=">= 1"):
         run_load(f"http://127.0.0.1:{port}", LoadSpec(), num_requests, concurrency)
+
+
+# Keep-alive HTTP/1.1 server that answers POSTs with a usage body and GET /ports with the
+# client ports it has seen (one per TCP connection).
+PORTS_SERVER = textwrap.dedent("""
+    import http.server, json, sys
+    seen = set()
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        def _send(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        def do_GET(self):
+            self._send(sorted(seen))
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.add(self.client_address[1])
+            self._send({"usage": {"completion_tokens": 1}})
+        def log_message(self, *args):
+            pass
+    http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+""")
+
+
+@pytest.mark.parametrize("keep_alive, most_connections", [(True, 2), (False, 8)])
+def test_keep_alive_reuses_connections_unless_turned_off(keep_alive, most_connections):
+    import httpx
+
+    with launch_server([sys.executable, "-c", PORTS_SERVER, "{port}"], health_path="/ports",
+                       name="ports") as srv:
+        load = run_load(srv.url, LoadSpec(max_tokens=1, keep_alive=keep_alive), 8, 2)
+        ports = httpx.get(srv.url + "/ports", trust_env=False).json()
+    assert load.num_ok == 8
+    assert len(ports) <= most_connections and (keep_alive or len(ports) == 8), ports
