@@ -338,7 +338,7 @@ def load_model(name_or_path: str | Path | ModelSource, device: str = "auto", dty
 
 def describe(name: str) -> str:
     """Return one line about a built-in model: parameters, source, held-out perplexity."""
-    report = build_report(resolve_model(name).location)
+    report = resolve_model(name).info
     source = report.get("source")
     origin = (f"from {source['package']} {source['version']} ({source['file']}, "
               f"{source['quantization']}, dequantized to float32)" if source else
