@@ -24,6 +24,7 @@ from .engines import (EngineArgs, OfflineResult, PrefixCacheResult, VLLMArgs, VL
                       ensure_vllm_env, find_vllm_env, measure_prefix_cache, median_ttft_s,
                       offline_generate, start_engine, start_vllm)
 from .plots import plot_bars, plot_kv_growth, plot_plan_knobs, plot_trace
+from .client import tgi_client
 from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, plot_sweeps, probe_during_load,
                             run_load, summary_rows, sweep)
 
@@ -55,6 +56,8 @@ __all__ = [
     "EngineArgs", "OfflineResult", "PrefixCacheResult", "VLLMArgs", "VLLMEnv", "ensure_vllm_env",
     "find_vllm_env", "measure_prefix_cache", "median_ttft_s", "offline_generate", "start_engine",
     "start_vllm",
+    # clients
+    "tgi_client",
     # plots
     "plot_bars", "plot_kv_growth", "plot_plan_knobs", "plot_trace",
     # load generation

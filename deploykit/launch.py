@@ -12,6 +12,7 @@ import contextlib
 import os
 import shlex
 import signal
+import re
 import socket
 import subprocess
 import tempfile
@@ -292,7 +293,9 @@ def launch_server(command: Sequence[str | os.PathLike[str]], *, port: int = 0, h
             f"Port {port} on {host} already accepts connections, so health checks would reach "
             f"another server. Stop that server, or pass port=0 to pick a free port.")
     if log_path is None:
-        fd, log_path = tempfile.mkstemp(prefix=f"deploykit-{name}-", suffix=".log")
+        # a name may hold a hub id ("org/model"): keep the file in the temp folder
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+        fd, log_path = tempfile.mkstemp(prefix=f"deploykit-{safe}-", suffix=".log")
         os.close(fd)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
-"""deploykit's reference inference server: continuous batching behind an OpenAI API.
+"""deploykit's reference inference server: continuous batching behind three APIs.
 
-`engine.py` batches, `protocol.py` holds the wire models, `serving.py` translates
-between them, `app.py` has the routes and the runner; `naive.py` is the
+`engine.py` batches, `protocol.py` holds the OpenAI wire models, `serving.py` translates
+between them; `tgi.py` and `ollama.py` do the same for Hugging Face TGI's and Ollama's
+APIs over the same engine; `app.py` has the routes and the runner; `naive.py` is the
 one-request-at-a-time baseline. Names are imported on first use, so that
 `import deploykit` (which only needs `process.start_server`) does not pay for
 torch and FastAPI.

@@ -21,6 +21,7 @@ from pydantic.json_schema import models_json_schema
 from ..errors import EngineStoppedError
 from .engine import Engine, EngineConfig
 from .metrics import ServerMetrics
+from . import ollama, tgi
 from . import protocol as p
 from .serving import (APIError, OpenAIServing, add_error_handlers, parse_body, read_body,
                       to_api_error)
@@ -148,24 +149,38 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
 
     add_error_handlers(app)
 
-    async def _generate(request: Request, model, handler) -> Response:
-        if app.state.draining:
-            raise to_api_error(EngineStoppedError("the server is shutting down and takes no new "
-                                                  "requests; retry on another replica."),
-                               config.retry_after_s)
-        req = parse_body(await read_body(request, config.max_body_bytes), model)
-        work = asyncio.ensure_future(handler(req))
-        gone = asyncio.ensure_future(_until_disconnected(request))
-        # a non-streamed request whose client left is cancelled, freeing its batch row
-        done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        if work not in done:
-            work.cancel()
-            return Response(status_code=499)
-        gone.cancel()
-        result = work.result()
+    async def _generate(request: Request, model, handler, errors=None,
+                        media_type: str = "text/event-stream") -> Response:
+        """Parse, run handler (cancelled if the client leaves), return JSON or a stream.
+
+        errors maps an exception to (status, body, headers) in a dialect's shape; without
+        it the app's handlers answer in OpenAI's.
+        """
+        try:
+            if app.state.draining:
+                raise to_api_error(EngineStoppedError(
+                    "the server is shutting down and takes no new requests; retry on another "
+                    "replica."), config.retry_after_s)
+            req = parse_body(await read_body(request, config.max_body_bytes), model)
+            work = asyncio.ensure_future(handler(req))
+            gone = asyncio.ensure_future(_until_disconnected(request))
+            # a non-streamed request whose client left is cancelled, freeing its batch row
+            done, _ = await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if work not in done:
+                work.cancel()
+                return Response(status_code=499)
+            gone.cancel()
+            result = work.result()
+        except Exception as exc:
+            if errors is None:
+                raise
+            status, body, headers = errors(exc, config.retry_after_s)
+            return JSONResponse(body, status_code=status, headers=headers)
         if isinstance(result, p.BaseModel):
             return JSONResponse(result.model_dump())
-        return StreamingResponse(result, media_type="text/event-stream",
+        if isinstance(result, dict):
+            return JSONResponse(result)
+        return StreamingResponse(result, media_type=media_type,
                                  headers={"Cache-Control": "no-cache"})
 
     @app.post("/v1/completions", openapi_extra=_body(p.CompletionRequest),
@@ -187,6 +202,64 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
     async def tokenize(request: Request) -> JSONResponse:
         req = parse_body(await read_body(request, config.max_body_bytes), p.TokenizeRequest)
         return JSONResponse(serving.tokenize(req).model_dump())
+
+    # ---- TGI's dialect (tgi.py) ----------------------------------------------------------
+    tgi_serving = tgi.TGIServing(engine, config.model_name, metrics, config.retry_after_s)
+
+    @app.post("/generate", include_in_schema=False)
+    async def tgi_generate(request: Request) -> Response:
+        return await _generate(request, tgi.GenerateRequest, tgi_serving.generate,
+                               tgi.error_body)
+
+    @app.post("/generate_stream", include_in_schema=False)
+    async def tgi_generate_stream(request: Request) -> Response:
+        return await _generate(request, tgi.GenerateRequest, tgi_serving.generate_stream,
+                               tgi.error_body)
+
+    @app.post("/", include_in_schema=False)
+    async def tgi_compat(request: Request) -> Response:
+        # TGI's root route: what huggingface_hub's InferenceClient(base_url).text_generation
+        # posts to; "stream" in the body picks the answer's form
+        async def either(req: tgi.GenerateRequest):
+            return await (tgi_serving.generate_stream(req) if req.stream else
+                          tgi_serving.generate(req))
+        return await _generate(request, tgi.GenerateRequest, either, tgi.error_body)
+
+    @app.get("/info", include_in_schema=False)
+    async def tgi_info() -> JSONResponse:
+        return JSONResponse(tgi_serving.info().model_dump())
+
+    # ---- Ollama's dialect (ollama.py) ----------------------------------------------------
+    ollama_serving = ollama.OllamaServing(engine, config.model_name, metrics,
+                                          config.retry_after_s)
+
+    @app.post("/api/generate", include_in_schema=False)
+    async def ollama_generate(request: Request) -> Response:
+        return await _generate(request, ollama.GenerateRequest, ollama_serving.generate,
+                               ollama.error_body, media_type="application/x-ndjson")
+
+    @app.post("/api/chat", include_in_schema=False)
+    async def ollama_chat(request: Request) -> Response:
+        return await _generate(request, ollama.ChatRequest, ollama_serving.chat,
+                               ollama.error_body, media_type="application/x-ndjson")
+
+    @app.post("/api/show", include_in_schema=False)
+    async def ollama_show(request: Request) -> Response:
+        async def show(req: ollama.ShowRequest):
+            return ollama_serving.show(req)
+        return await _generate(request, ollama.ShowRequest, show, ollama.error_body)
+
+    @app.get("/api/tags", include_in_schema=False)
+    async def ollama_tags() -> JSONResponse:
+        return JSONResponse(ollama_serving.tags())
+
+    @app.get("/api/ps", include_in_schema=False)
+    async def ollama_ps() -> JSONResponse:
+        return JSONResponse(ollama_serving.ps())
+
+    @app.get("/api/version", include_in_schema=False)
+    async def ollama_version() -> JSONResponse:
+        return JSONResponse(ollama_serving.version())
 
     @app.get("/health", responses=_responses(p.HealthResponse))
     async def health() -> JSONResponse:

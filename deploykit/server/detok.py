@@ -25,6 +25,7 @@ class IncrementalDetokenizer:
         self._prefix_offset = 0
         self._read_offset = len(self._ids)
         self.stopped = False
+        self.stop_hit: str | None = None  # the stop string that ended the text
 
     def add(self, token_ids: list[int]) -> str:
         """Append tokens; return the text that is now safe to show (possibly '')."""
@@ -49,9 +50,10 @@ class IncrementalDetokenizer:
         if self._stop:
             # search only where a stop string could newly start
             start = max(0, self._sent_chars - self._max_stop_chars)
-            hits = [i for s in self._stop if (i := self.text.find(s, start)) != -1]
+            hits = [(i, s) for s in self._stop if (i := self.text.find(s, start)) != -1]
             if hits:
-                self.text = self.text[:min(hits)]
+                first, self.stop_hit = min(hits)
+                self.text = self.text[:first]
                 self.stopped = True
                 final = True
         # hold back the last few characters: they may be the start of a stop string

@@ -29,7 +29,7 @@ from ..errors import (InvalidArgumentError, EngineOverloadedError, EngineStepErr
                       InvalidRequestError)
 from .detok import IncrementalDetokenizer
 from .kvbatch import KVBatch, check_model
-from .sampling import SamplingParams, check_fits, sample
+from .sampling import SamplingParams, check_fits, sample, token_logprobs
 
 log = logging.getLogger("deploykit.engine")
 
@@ -63,6 +63,10 @@ class RequestOutput:
     prompt_tokens: int
     completion_tokens: int
     time_to_first_token_s: float | None
+    # with finish_reason "stop": the stop string or stop token id that ended the request
+    # (None: the model's EOS), as vLLM's stop_reason
+    stop_reason: str | int | None = None
+    logprobs: list[float] | None = None  # one per token id, when the request asked for them
 
 
 @dataclass(eq=False)
@@ -79,7 +83,12 @@ class _Request:
     arrival_s: float = field(default_factory=time.perf_counter)
     first_token_s: float | None = None
     output_ids: list[int] = field(default_factory=list)  # appended by the engine thread only
+    output_logprobs: list[float] = field(default_factory=list)  # when params.logprobs
     finish_reason: str | None = None  # set after the last token is appended
+    stop_token: int | None = None  # the stop_token_ids entry that ended it, if one did
+    # (token ids, finish_reason) as of the last wake-up, set together by the engine thread so
+    # that the event loop never sees a token whose finish_reason is not set yet
+    visible: tuple[int, str | None] = (0, None)
     error: Exception | None = None
     aborted: bool = False
     event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -284,11 +293,24 @@ class Engine:
             self._running = [self._running[i] for i in keep]
 
     def _sample(self, logits: torch.Tensor, reqs: list[_Request]) -> list[int]:
-        banned = []
+        banned, penalties, want_logprobs = [], [], []
         for row, req in enumerate(reqs):
-            if len(req.output_ids) < req.params.min_tokens:
-                banned.append((row, [*self.eos_token_ids, *req.params.stop_token_ids]))
-        return sample(logits, [r.params for r in reqs], [r.generator for r in reqs], banned)
+            p = req.params
+            if len(req.output_ids) < p.min_tokens:
+                banned.append((row, [*self.eos_token_ids, *p.stop_token_ids]))
+            if p.repetition_penalty != 1.0:
+                seen = req.prompt_ids + req.output_ids
+                penalties.append((row, p.repetition_penalty, seen[-p.repetition_last_n:]
+                                  if p.repetition_last_n else seen))
+            if p.logprobs:
+                want_logprobs.append(row)
+        # logprobs are of the model's own distribution, read before sample() edits the logits
+        raw = logits if not want_logprobs else logits.clone()
+        tokens = sample(logits, [r.params for r in reqs], [r.generator for r in reqs], banned,
+                        penalties)
+        for row, logprob in zip(want_logprobs, token_logprobs(raw, want_logprobs, tokens)):
+            reqs[row].output_logprobs.append(logprob)
+        return tokens
 
     def _record(self, reqs: list[_Request], tokens: list[int], touched: list[_Request]) -> None:
         now = time.perf_counter()
@@ -302,6 +324,7 @@ class Engine:
             is_eos = token in self.eos_token_ids and not p.ignore_eos
             if len(req.output_ids) >= p.min_tokens and (is_eos or token in p.stop_token_ids):
                 req.finish_reason = "stop"
+                req.stop_token = token if token in p.stop_token_ids else None
             elif len(req.output_ids) >= p.max_tokens:
                 req.finish_reason = "length"
             if req.wake_each_step or req.finish_reason is not None:
@@ -310,6 +333,7 @@ class Engine:
     def _publish(self, touched: list[_Request]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
         for req in touched:
+            req.visible = (len(req.output_ids), req.finish_reason)
             by_loop.setdefault(req.loop, []).append(req)
         for loop, reqs in by_loop.items():
             try:
@@ -354,11 +378,11 @@ class GenerationStream:
             while True:
                 await req.event.wait()
                 req.event.clear()
-                finish = req.finish_reason  # read before the ids: all ids precede it
+                count, finish = req.visible
                 if req.error is not None:
                     raise req.error
-                new_ids = req.output_ids[read:]
-                read += len(new_ids)
+                new_ids = req.output_ids[read:count]
+                read = count
                 text += detok.add(new_ids) if new_ids else ""
                 if detok.stopped:
                     finish = "stop"
@@ -367,8 +391,12 @@ class GenerationStream:
                 elif not stream or not (read > sent or text):
                     continue
                 ttft = None if req.first_token_s is None else req.first_token_s - req.arrival_s
+                stop_reason = None
+                if finish == "stop":
+                    stop_reason = detok.stop_hit if detok.stopped else req.stop_token
+                logprobs = req.output_logprobs[sent:read] if req.params.logprobs else None
                 yield RequestOutput(req.id, text, req.output_ids[sent:read], finish,
-                                    len(req.prompt_ids), read, ttft)
+                                    len(req.prompt_ids), read, ttft, stop_reason, logprobs)
                 text, sent = "", read
                 if finish is not None:
                     return

@@ -38,6 +38,8 @@ def _generate(lm, ids: list[int], params: SamplingParams) -> tuple[str, list[int
             torch.manual_seed(params.seed)
     if params.stop:
         kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+    if params.repetition_penalty != 1.0:
+        kwargs.update(repetition_penalty=params.repetition_penalty)
     inputs = torch.tensor([ids], device=lm.device)
     with torch.inference_mode():
         out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), **kwargs)

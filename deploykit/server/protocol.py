@@ -1,8 +1,8 @@
 """Wire models of the OpenAI-compatible API (requests are validated here, nothing runs).
 
 Field names and defaults follow OpenAI's API; the extra sampling fields (top_k,
-min_tokens, ignore_eos, stop_token_ids) follow vLLM's extensions. Unknown fields are
-ignored, as OpenAI's SDKs may send fields a given server does not know.
+min_tokens, ignore_eos, stop_token_ids, repetition_penalty) follow vLLM's extensions.
+Unknown fields are ignored, as OpenAI's SDKs may send fields a given server does not know.
 
 The server's OpenAPI document is built from the request models' JSON schemas, so what a
 schema declares the server enforces: here, or in `serving.py` where a rule spans fields or
@@ -50,6 +50,7 @@ class _SamplingFields(_Request):
     stop_token_ids: list[TokenId] | None = None
     min_tokens: int = Field(default=0, ge=0)
     ignore_eos: bool = False
+    repetition_penalty: float | None = Field(default=None, ge=0.01, le=10.0)
     n: int = Field(default=1, ge=1, le=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -20,6 +20,10 @@ class SamplingParams:
 
     temperature 0 is greedy; top_k 0 turns top-k off; min_tokens bans EOS and
     stop_token_ids until that many tokens exist; ignore_eos never stops on EOS.
+    repetition_penalty > 1 makes tokens already in the prompt or output less likely (as
+    transformers' RepetitionPenaltyLogitsProcessor: positive logits divided, negative
+    multiplied), over the last repetition_last_n tokens (0: all of them). logprobs asks
+    for the log-probability the model gave each chosen token.
     """
 
     max_tokens: int = 16
@@ -31,6 +35,9 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
     ignore_eos: bool = False
+    repetition_penalty: float = 1.0
+    repetition_last_n: int = 0
+    logprobs: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 2.0:
@@ -51,6 +58,15 @@ class SamplingParams:
             raise InvalidRequestError(
                 f"min_tokens must be between 0 and max_tokens ({self.max_tokens}), "
                 f"got {self.min_tokens}.", param="min_tokens")
+        # below 0.01 a logit divided by the penalty can overflow to inf (NaN probabilities)
+        if not 0.01 <= self.repetition_penalty <= 10.0:
+            raise InvalidRequestError(
+                f"repetition_penalty must be between 0.01 and 10, got {self.repetition_penalty}; "
+                "1 turns it off, about 1.1 discourages repeats.", param="repetition_penalty")
+        if self.repetition_last_n < 0:
+            raise InvalidRequestError(
+                f"repetition_last_n must be >= 0 (0: the whole history), got "
+                f"{self.repetition_last_n}.", param="repetition_last_n")
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop strings must not be empty.", param="stop")
 
@@ -71,11 +87,35 @@ def check_fits(prompt_ids: list[int], params: SamplingParams, context_length: in
             f"{max(context_length - len(prompt_ids), 0)}.", param="max_tokens")
 
 
+def penalize_repeats(logits: torch.Tensor, penalties: list[tuple[int, float, list[int]]]) -> None:
+    """Apply (row, penalty, seen token ids) to logits [B, V] in place."""
+    for row, penalty, seen in penalties:
+        ids = torch.tensor(sorted(set(seen)), device=logits.device, dtype=torch.long)
+        picked = logits[row, ids]
+        logits[row, ids] = torch.where(picked > 0, picked / penalty, picked * penalty)
+
+
+def token_logprobs(logits: torch.Tensor, rows: list[int], tokens: list[int]) -> list[float]:
+    """Return log p(token) under the model's distribution for each (row, token)."""
+    if not rows:
+        return []
+    idx = torch.tensor(rows, device=logits.device)
+    chosen = torch.tensor([tokens[r] for r in rows], device=logits.device)
+    logp = logits[idx].float().log_softmax(dim=-1)
+    return logp.gather(-1, chosen[:, None]).squeeze(-1).tolist()
+
+
 def sample(logits: torch.Tensor, params: list[SamplingParams],
            generators: list[torch.Generator | None],
-           banned: list[tuple[int, list[int]]]) -> list[int]:
-    """Pick one token per row of logits [B, V]; banned holds (row, token ids) to exclude."""
+           banned: list[tuple[int, list[int]]],
+           penalties: list[tuple[int, float, list[int]]] = ()) -> list[int]:
+    """Pick one token per row of logits [B, V]; banned holds (row, token ids) to exclude.
+
+    penalties holds (row, repetition_penalty, token ids seen), applied before anything else.
+    """
     logits = logits.float()
+    if penalties:
+        penalize_repeats(logits, penalties)
     if banned:
         rows = [r for r, ids in banned for _ in ids]
         cols = [t for _, ids in banned for t in ids]

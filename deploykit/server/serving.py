@@ -192,13 +192,14 @@ def sampling_params(req: p.CompletionRequest | p.ChatCompletionRequest, max_toke
             max_tokens=max_tokens, temperature=temperature, top_p=top_p,
             top_k=max(req.top_k or 0, 0), seed=req.seed, stop=stop,
             stop_token_ids=tuple(req.stop_token_ids or ()),
-            min_tokens=min(req.min_tokens, max_tokens), ignore_eos=req.ignore_eos)
+            min_tokens=min(req.min_tokens, max_tokens), ignore_eos=req.ignore_eos,
+            repetition_penalty=req.repetition_penalty or 1.0)
     except InvalidRequestError as exc:
         raise to_api_error(exc) from exc
 
 
-class OpenAIServing:
-    """Completions, chat, models and tokenize over one engine and one served model name."""
+class BaseServing:
+    """What every dialect's handlers share: one engine, one served model name, the metrics."""
 
     def __init__(self, engine: Engine, model_name: str, metrics: ServerMetrics,
                  retry_after_s: int = 1) -> None:
@@ -207,6 +208,25 @@ class OpenAIServing:
         self.metrics = metrics
         self.retry_after_s = retry_after_s
         self.tokenizer = engine.lm.tokenizer
+
+    def _start(self, ids: list[int], params: SamplingParams, stream: bool) -> GenerationStream:
+        try:
+            return self.engine.generate(ids, params, stream=stream)
+        except Exception as exc:
+            raise to_api_error(exc, self.retry_after_s) from exc
+
+    def _observe(self, route: str, start_s: float, prompt_tokens: int, completion_tokens: int,
+                 ttft_s: float | None) -> None:
+        m = self.metrics
+        m.latency.labels(route).observe(time.perf_counter() - start_s)
+        if ttft_s is not None:
+            m.time_to_first_token.labels(route).observe(ttft_s)
+        m.prompt_tokens.inc(prompt_tokens)
+        m.generation_tokens.inc(completion_tokens)
+
+
+class OpenAIServing(BaseServing):
+    """Completions, chat, models and tokenize over one engine and one served model name."""
 
     def models(self) -> p.ModelList:
         """Return the one served model."""
@@ -288,21 +308,6 @@ class OpenAIServing:
                            "token is left to generate before min_tokens; send fewer ids.",
                            "invalid_request_error", param="stop_token_ids")
         return sampling_params(req, max_tokens, len(ids), self.engine.context_length)
-
-    def _start(self, ids: list[int], params: SamplingParams, stream: bool) -> GenerationStream:
-        try:
-            return self.engine.generate(ids, params, stream=stream)
-        except Exception as exc:
-            raise to_api_error(exc, self.retry_after_s) from exc
-
-    def _observe(self, route: str, start_s: float, prompt_tokens: int, completion_tokens: int,
-                 ttft_s: float | None) -> None:
-        m = self.metrics
-        m.latency.labels(route).observe(time.perf_counter() - start_s)
-        if ttft_s is not None:
-            m.time_to_first_token.labels(route).observe(ttft_s)
-        m.prompt_tokens.inc(prompt_tokens)
-        m.generation_tokens.inc(completion_tokens)
 
     async def _collect(self, gen: GenerationStream, route: str) -> tuple[str, str, p.Usage]:
         start = time.perf_counter()

@@ -1,0 +1,260 @@
+"""One server, three dialects: the official openai, huggingface_hub and ollama clients.
+
+A real `deploykit serve` process answers each client over the same engine; each dialect
+also gets its own error shape (OpenAI 400, TGI 422, Ollama 404) and a mid-stream failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import httpx
+import ollama
+import openai
+import pytest
+from huggingface_hub.errors import ValidationError as HFValidationError
+
+import deploykit as dk
+from _servers import MODEL, start_server
+
+PROMPT = "The cat sat on the"
+
+
+@pytest.fixture(scope="module")
+def server():
+    with start_server("--max-batch-size", "4", name="serve-dialects") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def hf(server):
+    return dk.tgi_client(server.url, timeout_s=60)
+
+
+@pytest.fixture(scope="module")
+def ol(server):
+    return ollama.Client(host=server.url, timeout=60)
+
+
+def openai_text(server, prompt: str = PROMPT, max_tokens: int = 8) -> str:
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    out = client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens,
+                                    temperature=0)
+    return out.choices[0].text
+
+
+# ---- OpenAI --------------------------------------------------------------------------------
+
+def test_openai_chat_and_its_400(server):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    out = client.chat.completions.create(model=MODEL, max_tokens=6, temperature=0,
+                                         messages=[{"role": "user", "content": "Hello"}])
+    assert out.choices[0].message.content and out.usage.completion_tokens <= 6
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=5)
+    assert "temperature" in str(err.value)
+
+
+def test_repetition_penalty_changes_greedy_text(server):
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+    plain, penalized = (client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=24, temperature=0,
+        extra_body={"ignore_eos": True, **({"repetition_penalty": rp} if rp else {})}
+    ).choices[0].text for rp in (None, 2.0))
+    assert plain.startswith(openai_text(server))
+    assert penalized != plain
+
+
+# ---- TGI through huggingface_hub's InferenceClient ----------------------------------------
+
+def test_tgi_text_generation_matches_openai(server, hf):
+    text = hf.text_generation(PROMPT, max_new_tokens=8)  # greedy: do_sample defaults to off
+    assert text == openai_text(server)
+
+
+def test_tgi_details(hf):
+    out = hf.text_generation(PROMPT, max_new_tokens=8, details=True, return_full_text=True)
+    assert out.generated_text.startswith(PROMPT)
+    d = out.details
+    assert d.finish_reason in ("length", "eos_token") and d.generated_tokens == len(d.tokens)
+    assert all(t.logprob <= 0 for t in d.tokens)
+    assert out.generated_text[len(PROMPT):] == "".join(t.text for t in d.tokens)
+    assert d.seed is None  # greedy
+
+
+def test_tgi_sampling_reports_its_seed(hf):
+    a = hf.text_generation(PROMPT, max_new_tokens=8, temperature=0.9, details=True)
+    assert a.details.seed is not None  # temperature alone turns sampling on, as in TGI
+    b = hf.text_generation(PROMPT, max_new_tokens=8, temperature=0.9, seed=a.details.seed,
+                           details=True)
+    assert b.generated_text == a.generated_text
+
+
+def test_tgi_stream_with_and_without_details(hf):
+    whole = hf.text_generation(PROMPT, max_new_tokens=8)
+    pieces = list(hf.text_generation(PROMPT, max_new_tokens=8, stream=True))
+    assert "".join(pieces) == whole
+    events = list(hf.text_generation(PROMPT, max_new_tokens=8, stream=True, details=True))
+    assert [e.index for e in events] == list(range(1, len(events) + 1))
+    # only the last event carries the text and the details
+    assert all(e.generated_text is None and e.details is None for e in events[:-1])
+    last = events[-1]
+    assert last.generated_text == whole and last.details.generated_tokens == len(events)
+    assert last.details.input_length > 0
+
+
+def test_tgi_stop_sequence(hf):
+    whole = hf.text_generation(PROMPT, max_new_tokens=16)
+    stop = whole.strip().split()[1]
+    out = hf.text_generation(PROMPT, max_new_tokens=16, stop=[stop], details=True)
+    assert out.details.finish_reason == "stop_sequence" and stop not in out.generated_text
+
+
+def test_tgi_chat_completion(hf):
+    out = hf.chat_completion([{"role": "user", "content": "Hello"}], model=MODEL, max_tokens=6,
+                             temperature=0)
+    assert out.choices[0].message.content
+
+
+def test_tgi_info(hf, server):
+    info = hf.get_endpoint_info()
+    assert info["model_id"] == MODEL and info["max_total_tokens"] == 2048
+    assert info["max_input_tokens"] < info["max_total_tokens"]
+
+
+def test_tgi_422_validation(hf, server):
+    with pytest.raises(HFValidationError, match="temperature"):
+        hf.text_generation(PROMPT, max_new_tokens=4, temperature=-1.0)
+    with pytest.raises(HFValidationError, match="max_new_tokens"):
+        hf.text_generation(PROMPT, max_new_tokens=5000)
+    r = httpx.post(server.url + "/generate", json={"inputs": PROMPT,
+                                                     "parameters": {"grammar": {"type": "json"}}})
+    assert r.status_code == 422 and r.json()["error_type"] == "validation"
+    assert "grammar" in r.json()["error"]
+    r = httpx.post(server.url + "/generate", content=b"{not json",
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and set(r.json()) == {"error", "error_type"}
+
+
+def test_tgi_truncate_keeps_the_end(hf):
+    long_prompt = "one two three four five six seven eight nine ten " * 30
+    events = list(hf.text_generation(long_prompt, max_new_tokens=4, truncate=8, stream=True,
+                                     details=True))
+    assert events[-1].details.input_length == 8
+
+
+# ---- Ollama through the ollama client -----------------------------------------------------
+
+def test_ollama_generate_matches_openai_when_raw(server, ol):
+    out = ol.generate(model=MODEL, prompt=PROMPT, raw=True, stream=False,
+                      options={"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0})
+    assert out.response == openai_text(server)
+    assert out.done and out.done_reason in ("length", "stop")
+    assert out.eval_count == 8 or out.done_reason == "stop"
+    assert out.prompt_eval_count > 0 and out.eval_duration > 0 and out.total_duration > 0
+    assert out.load_duration == 0 and out.context[-out.eval_count:]
+
+
+def test_ollama_generate_stream_and_context(ol):
+    parts = list(ol.generate(model=f"{MODEL}:latest", prompt="Tell me a story.", stream=True,
+                             options={"temperature": 0, "num_predict": 12}))
+    assert all(not p.done for p in parts[:-1]) and parts[-1].done
+    text = "".join(p.response for p in parts)
+    assert text and parts[-1].eval_count <= 12
+    # the returned context continues the conversation
+    more = ol.generate(model=MODEL, prompt="And then?", context=parts[-1].context, stream=False,
+                       options={"temperature": 0, "num_predict": 4})
+    assert more.prompt_eval_count > parts[-1].prompt_eval_count
+
+
+def test_ollama_chat_stream_and_not(ol):
+    msgs = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
+    opts = {"temperature": 0, "num_predict": 8, "seed": 1}
+    whole = ol.chat(model=MODEL, messages=msgs, options=opts)
+    assert whole.message.role == "assistant" and whole.done
+    parts = list(ol.chat(model=MODEL, messages=msgs, options=opts, stream=True))
+    assert "".join(p.message.content for p in parts) == whole.message.content
+    assert parts[-1].done_reason == whole.done_reason
+
+
+def test_ollama_list_show_ps_version(ol, server):
+    names = [m.model for m in ol.list().models]
+    assert names == [f"{MODEL}:latest"]
+    shown = ol.show(MODEL)
+    assert shown.modelinfo["general.architecture"] == "llama"
+    assert shown.modelinfo["llama.context_length"] == 2048 and shown.template
+    assert ol.ps().models[0].context_length == 2048
+    assert httpx.get(server.url + "/api/version").json()["version"]
+
+
+def test_ollama_404_and_400(ol):
+    with pytest.raises(ollama.ResponseError) as err:
+        ol.generate(model="llama3", prompt="hi")
+    assert err.value.status_code == 404 and "llama3" in err.value.error
+    with pytest.raises(ollama.ResponseError) as err:
+        ol.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                options={"mirostat": 2}, stream=False)
+    assert err.value.status_code == 400 and "mirostat" in err.value.error
+    with pytest.raises(ollama.ResponseError) as err:
+        ol.generate(model=MODEL, prompt="word " * 3000, stream=False)
+    assert err.value.status_code == 400 and "num_ctx" in err.value.error
+
+
+def test_ollama_empty_prompt_loads(ol):
+    out = ol.generate(model=MODEL, prompt="", stream=False)
+    assert out.done and out.done_reason == "load"
+
+
+# ---- the same engine behind all three -----------------------------------------------------
+
+def test_three_dialects_one_engine(server, hf, ol):
+    metrics = httpx.get(server.url + "/metrics").text
+    routes = {line.split('route="')[1].split('"')[0] for line in metrics.splitlines()
+              if line.startswith("deploykit_request_latency_seconds_count")}
+    assert {"completions", "generate", "api_generate", "api_chat"} <= routes
+
+
+def test_midstream_errors_in_each_dialect_shape():
+    # a server whose engine stops while streaming: each dialect reports it in its own shape
+    with start_server("--drain-timeout-s", "0.5", name="serve-dialects-drain") as srv:
+        # hot sampling with fixed seeds: long answers that EOS does not end within the drain
+        bodies = {
+            "/generate_stream": {"inputs": PROMPT, "parameters": {
+                "max_new_tokens": 1500, "temperature": 2.0, "seed": 1}},
+            "/api/generate": {"model": MODEL, "prompt": PROMPT, "raw": True, "options": {
+                "num_predict": 1500, "temperature": 2.0, "top_k": 0, "top_p": 1.0, "seed": 1}},
+        }
+        with httpx.Client(timeout=60) as client:
+            streams = {path: client.stream("POST", srv.url + path, json=body)
+                       for path, body in bodies.items()}
+            responses = {path: s.__enter__() for path, s in streams.items()}
+            lines = {path: r.iter_lines() for path, r in responses.items()}
+            firsts = {path: next(it) for path, it in lines.items()}
+            os.kill(srv.pid, signal.SIGTERM)  # drain 0.5 s, then running requests end
+            tails = {path: [line for line in it if line][-1] for path, it in lines.items()}
+            for s in streams.values():
+                s.__exit__(None, None, None)
+    assert all(firsts.values())
+    tgi_tail = json.loads(tails["/generate_stream"].removeprefix("data:"))
+    assert tgi_tail["error_type"] and tgi_tail["error"]
+    ollama_tail = json.loads(tails["/api/generate"])
+    assert set(ollama_tail) == {"error"}
+
+
+def test_tgi_client_keeps_the_hub_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from huggingface_hub import constants
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    client = dk.tgi_client("http://127.0.0.1:9")  # loopback: allowed through (nothing listens)
+    with pytest.raises(Exception) as err:
+        client.text_generation("hi", max_new_tokens=1)
+    assert not isinstance(err.value, OfflineModeIsEnabled)
+    remote = dk.tgi_client("https://example.invalid")  # anything else: still refused
+    with pytest.raises(OfflineModeIsEnabled):
+        remote.text_generation("hi", max_new_tokens=1)
+    with pytest.raises(dk.InvalidArgumentError, match="http://"):
+        dk.tgi_client("127.0.0.1:8080")
