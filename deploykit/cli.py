@@ -14,7 +14,7 @@ import sys
 from .errors import DeployKitError
 
 # Modules (relative to deploykit) whose add_cli(sub) adds a subcommand; imported lazily.
-_COMMANDS = ["cookbook", "models", "server.app", "engines.vllm", "plan", "bench"]
+_COMMANDS = ["cookbook", "models", "gguf", "server.app", "engines.vllm", "plan", "bench"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -25,7 +25,9 @@ from typing import Any
 from . import _env
 from .errors import InvalidArgumentError, MissingExtraError, UnknownModelError
 
-_BUILD_VERSION = 1  # bump when the build recipe changes: old caches are ignored
+# bump when the build recipe changes: old caches are ignored. 2: tokenizer.json splits text
+# exactly as sentencepiece and llama.cpp do (see _toybuild.train_tokenizer)
+_BUILD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -168,9 +170,13 @@ def _cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
 
 
-def _cached_build(name: str, key: str, build: Callable[[Path], Any]) -> Path:
-    """Return cache/models/<name>-<key>, running build(dest) once if it is not there yet."""
-    root = _env.cache_dir() / "models"
+def _cached_build(name: str, key: str, build: Callable[[Path], Any], kind: str = "models") -> Path:
+    """Return cache/<kind>/<name>-<key>, running build(dest) once if it is not there yet.
+
+    build(dest) writes dest atomically (`_toybuild.building`) with a deploykit_build.json in
+    it: the mark of a finished build.
+    """
+    root = _env.cache_dir() / kind
     root.mkdir(parents=True, exist_ok=True)
     dest = root / f"{name}-{key}"
     if (dest / "deploykit_build.json").exists():

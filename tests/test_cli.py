@@ -46,7 +46,7 @@ def test_library_errors_are_one_line_without_traceback():
 def test_every_subcommand_registers_through_its_module():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"cookbook", "models", "serve", "vllm", "plan", "bench"}
+    assert set(commands) == {"cookbook", "models", "gguf", "serve", "vllm", "plan", "bench"}
 
 
 def test_every_error_class_is_exported():
