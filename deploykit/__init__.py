@@ -21,9 +21,11 @@ from .plan import (GPU, GPUS, MemoryPlan, ModelConfig, cache_bytes, memory_plan,
                    model_config, plan_table, smallest_fit)
 from .prometheus import (Metrics, MetricsTrace, metrics_delta, parse_metrics, scrape_metrics,
                          watch_metrics)
-from .engines import (EngineArgs, OfflineResult, PrefixCacheResult, VLLMArgs, VLLMEnv,
-                      ensure_vllm_env, find_vllm_env, measure_prefix_cache, median_ttft_s,
-                      offline_generate, start_engine, start_vllm)
+from .engines import (EngineArgs, LlamaCppArgs, OfflineResult, PrefixCacheResult, VLLMArgs,
+                      VLLMEnv, ensure_vllm_env, find_vllm_env, measure_prefix_cache,
+                      median_ttft_s, offline_generate, start_engine, start_llamacpp, start_vllm)
+from .engines.ollama import create_command, modelfile, ollama_available, write_modelfile
+from .engines.tgi import TGIArgs, openai_equivalent, start_tgi, tgi_runnable
 from .plots import plot_bars, plot_kv_growth, plot_plan_knobs, plot_trace
 from .client import tgi_client
 from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, plot_sweeps, probe_during_load,
@@ -54,9 +56,11 @@ __all__ = [
     # metrics
     "Metrics", "MetricsTrace", "metrics_delta", "parse_metrics", "scrape_metrics", "watch_metrics",
     # engines
-    "EngineArgs", "OfflineResult", "PrefixCacheResult", "VLLMArgs", "VLLMEnv", "ensure_vllm_env",
-    "find_vllm_env", "measure_prefix_cache", "median_ttft_s", "offline_generate", "start_engine",
-    "start_vllm",
+    "EngineArgs", "LlamaCppArgs", "OfflineResult", "PrefixCacheResult", "VLLMArgs", "VLLMEnv",
+    "ensure_vllm_env", "find_vllm_env", "measure_prefix_cache", "median_ttft_s",
+    "offline_generate", "start_engine", "start_llamacpp", "start_vllm",
+    "TGIArgs", "openai_equivalent", "start_tgi", "tgi_runnable",
+    "create_command", "modelfile", "ollama_available", "write_modelfile",
     # clients
     "tgi_client",
     # plots

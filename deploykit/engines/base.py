@@ -3,7 +3,7 @@
 typed arguments, validated when built -> a command line and environment -> `launch_server`
 (own process group, free port, health wait, log tail in the error) -> `Server.stop()`.
 
-An engine module (vllm.py; llama.cpp next) subclasses `EngineArgs`, fills in
+An engine module (vllm.py, llamacpp.py, tgi.py) subclasses `EngineArgs`, fills in
 `to_command` (and `to_env` if it needs variables), and calls `start_engine`. Nothing
 here imports an engine: each one runs in its own process, often its own virtualenv.
 """
