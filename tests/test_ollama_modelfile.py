@@ -287,6 +287,17 @@ def test_chatml_go_template_matches_smollm2s_jinja(messages, smollm2_tokenizer):
     assert go_render(converted.text, messages) == jinja
 
 
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+def test_chatml_writes_no_extra_bos_when_bos_is_im_start(messages, smollm2_tokenizer):
+    # smollm2's BOS token is <|im_start|>, which its ChatML template writes in every turn:
+    # even when the runtime adds no BOS, the Go template must not write one more
+    tok = smollm2_tokenizer
+    converted = go_template(tok.chat_template, bos_token=tok.bos_token, eos_token=tok.eos_token,
+                            add_bos_token=False)
+    assert go_render(converted.text, messages) == tok.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True)
+
+
 def test_chatml_system_from_the_modelfile_replaces_the_default(smollm2_tokenizer):
     text = go_template(smollm2_tokenizer.chat_template).text
     chat = [{"role": "user", "content": "Hi"}]

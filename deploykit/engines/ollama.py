@@ -163,7 +163,10 @@ def go_template(chat_template: str, *, bos_token: str = "", eos_token: str = "",
     if default_system is not None and ("{{" in default_system or "}}" in default_system):
         raise unrecognised  # Go would read it as an action
     # BOS the Jinja writes but the runtime will not add must be written by the Go template
-    writes_bos = bool(bos_token) and rendered[0].startswith(bos_token)
+    # (only a template that names bos_token writes it: ChatML's <|im_start|> may be the BOS
+    # token's text, yet a ChatML template writes it as part of each turn)
+    writes_bos = (bool(bos_token) and "bos_token" in chat_template
+                  and rendered[0].startswith(bos_token))
     lead = bos_token if writes_bos and not add_bos_token else ""
     for family in FAMILIES:
         default = default_system if family.name == "chatml" else None
