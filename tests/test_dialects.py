@@ -217,30 +217,29 @@ def test_three_dialects_one_engine(server, hf, ol):
 
 
 def test_midstream_errors_in_each_dialect_shape():
-    # a server whose engine stops while streaming: each dialect reports it in its own shape
-    with start_server("--drain-timeout-s", "0.5", name="serve-dialects-drain") as srv:
-        # hot sampling with fixed seeds: long answers that EOS does not end within the drain
-        bodies = {
-            "/generate_stream": {"inputs": PROMPT, "parameters": {
-                "max_new_tokens": 1500, "temperature": 2.0, "seed": 1}},
-            "/api/generate": {"model": MODEL, "prompt": PROMPT, "raw": True, "options": {
-                "num_predict": 1500, "temperature": 2.0, "top_k": 0, "top_p": 1.0, "seed": 1}},
-        }
-        with httpx.Client(timeout=60) as client:
-            streams = {path: client.stream("POST", srv.url + path, json=body)
-                       for path, body in bodies.items()}
-            responses = {path: s.__enter__() for path, s in streams.items()}
-            lines = {path: r.iter_lines() for path, r in responses.items()}
-            firsts = {path: next(it) for path, it in lines.items()}
-            os.kill(srv.pid, signal.SIGTERM)  # drain 0.5 s, then running requests end
-            tails = {path: [line for line in it if line][-1] for path, it in lines.items()}
-            for s in streams.values():
-                s.__exit__(None, None, None)
-    assert all(firsts.values())
-    tgi_tail = json.loads(tails["/generate_stream"].removeprefix("data:"))
-    assert tgi_tail["error_type"] and tgi_tail["error"]
-    ollama_tail = json.loads(tails["/api/generate"])
-    assert set(ollama_tail) == {"error"}
+    # Batch size 1: an OpenAI request with ignore_eos runs 2,000 tokens (seconds on toy-tiny),
+    # far past the 0.01 s drain, while a TGI and an Ollama stream wait behind it (their 200
+    # and headers already sent). When the engine stops, each dialect reports the failure in
+    # its own shape.
+    with start_server("--drain-timeout-s", "0.01", "--max-batch-size", "1",
+                      name="serve-dialects-drain") as srv, httpx.Client(timeout=60) as client:
+        with client.stream("POST", srv.url + "/v1/completions", json={
+                "model": MODEL, "prompt": PROMPT, "max_tokens": 2000, "ignore_eos": True,
+                "stream": True}) as blocker, \
+            client.stream("POST", srv.url + "/generate_stream", json={
+                "inputs": PROMPT, "parameters": {"max_new_tokens": 8}}) as tgi_stream, \
+            client.stream("POST", srv.url + "/api/generate", json={
+                "model": MODEL, "prompt": PROMPT, "options": {"num_predict": 8}}) as ollama_stream:
+            blocker_lines = blocker.iter_lines()  # kept: dropping it would close the stream
+            assert next(blocker_lines)  # running; the other two wait
+            os.kill(srv.pid, signal.SIGTERM)  # drain 0.01 s, then the engine stops
+            tgi_lines = [line for line in tgi_stream.iter_lines() if line]
+            ollama_lines = [line for line in ollama_stream.iter_lines() if line]
+    assert tgi_stream.status_code == ollama_stream.status_code == 200
+    [tgi_error] = [json.loads(line.removeprefix("data:")) for line in tgi_lines]
+    assert set(tgi_error) == {"error", "error_type"} and "engine stopped" in tgi_error["error"]
+    [ollama_error] = [json.loads(line) for line in ollama_lines]
+    assert set(ollama_error) == {"error"} and "engine stopped" in ollama_error["error"]
 
 
 def test_tgi_client_keeps_the_hub_offline(monkeypatch):
@@ -258,3 +257,58 @@ def test_tgi_client_keeps_the_hub_offline(monkeypatch):
         remote.text_generation("hi", max_new_tokens=1)
     with pytest.raises(dk.InvalidArgumentError, match="http://"):
         dk.tgi_client("127.0.0.1:8080")
+
+
+BAD_BODIES = [b"{not json", b"[1, 2]", b'"text"', b"{}", b'{"\\ud800": 1}']
+TGI_BAD = [{"inputs": 5}, {"inputs": ""}, {"inputs": "hi", "parameters": "x"},
+           {"inputs": "hi", "parameters": {"max_new_tokens": 0}},
+           {"inputs": "hi", "parameters": {"temperature": "hot"}},
+           {"inputs": "hi", "parameters": {"top_p": 1.0}},
+           {"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}},
+           {"inputs": "hi", "parameters": {"stop": [""]}},
+           {"inputs": "hi", "parameters": {"seed": -1}},
+           {"inputs": "hi", "parameters": {"repetition_penalty": 1e-300}},
+           {"inputs": "hi", "parameters": {"temperature": 50.0}},
+           {"inputs": "hi", "parameters": {"truncate": 0}}]
+# each is sent with a valid prompt (generate) or messages (chat) unless it sets its own
+OLLAMA_BAD = [{"model": None}, {"model": ""}, {"options": []}, {"options": {"num_ctx": 0}},
+              {"options": {"num_predict": 0}}, {"options": {"temperature": 9.0}},
+              {"options": {"repeat_penalty": 1e-300}}, {"options": {"mirostat": 1}},
+              {"options": {"num_ctx": 4}}, {"format": "json"}, {"think": True},
+              {"prompt": 5}, {"context": [10**9]}, {"images": ["aGk="]},
+              {"messages": "hi"}, {"messages": [{"role": "wizard", "content": "hi"}]},
+              {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]},
+              {"tools": [{"type": "function"}]}]
+
+
+@pytest.mark.parametrize("path", ["/generate", "/generate_stream", "/"])
+@pytest.mark.parametrize("body", BAD_BODIES + TGI_BAD, ids=repr)
+def test_tgi_bad_input_is_a_422_in_tgis_shape(server, path, body):
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    r = httpx.post(server.url + path, headers={"Content-Type": "application/json"}, timeout=60,
+                   **kwargs)
+    assert r.status_code == 422, r.text
+    assert set(r.json()) == {"error", "error_type"} and r.json()["error_type"] == "validation"
+    assert r.json()["error"].startswith("Input validation error: ")
+
+
+_ROUTE_FIELDS = {"/api/generate": {"prompt", "context", "images"},
+                 "/api/chat": {"messages", "tools"}}
+# a field of the other route is ignored, as Ollama ignores unknown fields: not sent there
+OLLAMA_CASES = [(path, body) for path in _ROUTE_FIELDS for body in BAD_BODIES + OLLAMA_BAD
+                if isinstance(body, bytes) or not (set(body) & (
+                    set().union(*_ROUTE_FIELDS.values()) - _ROUTE_FIELDS[path]))]
+
+
+@pytest.mark.parametrize("path, body", OLLAMA_CASES, ids=repr)
+def test_ollama_bad_input_is_a_400_in_ollamas_shape(server, path, body):
+    if isinstance(body, bytes):
+        kwargs = {"content": body}
+    else:
+        base = {"model": MODEL, **({"prompt": "hi"} if path == "/api/generate" else
+                                   {"messages": [{"role": "user", "content": "hi"}]})}
+        kwargs = {"json": {**base, **body}}
+    r = httpx.post(server.url + path, headers={"Content-Type": "application/json"}, timeout=60,
+                   **kwargs)
+    assert r.status_code == 400, r.text
+    assert set(r.json()) == {"error"} and r.json()["error"]

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
+from ..errors import DeployKitError
 from .sampling import SamplingParams
 from .serving import APIError, BaseServing, chat_ids, to_api_error
 
@@ -217,10 +218,22 @@ class OllamaServing(BaseServing):
                 f"{arch}.attention.head_count": getattr(cfg, "num_attention_heads", None),
                 f"{arch}.attention.head_count_kv": getattr(cfg, "num_key_value_heads", None),
                 f"{arch}.vocab_size": len(self.tokenizer)}
-        template = self.tokenizer.chat_template or ""
+        template = self._go_template()
         return {"modelfile": f"# served by deploykit\nFROM {self.model_name}\n", "parameters":
                 params, "template": template, "details": self._details(), "model_info": info,
                 "capabilities": ["completion"], "modified_at": _now()}
+
+    def _go_template(self) -> str:
+        """Return the chat template in Ollama's Go syntax, or as Jinja if no family matches."""
+        from ..engines.ollama import go_template
+
+        tok = self.tokenizer
+        jinja = tok.chat_template or ""
+        try:  # this server's template holds BOS itself, so the Go one writes it too
+            return go_template(jinja, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "",
+                               add_bos_token=False).text
+        except DeployKitError:
+            return jinja
 
     def version(self) -> dict:
         """Return GET /api/version."""
