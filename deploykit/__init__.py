@@ -6,9 +6,9 @@ name from the module that defines it.
 
 from .errors import (DeployKitError, EngineArgumentError, EngineOverloadedError, EngineRunError,
                      EngineStepError, EngineStoppedError, InvalidArgumentError, InvalidRequestError,
-                     MetricNotFoundError, MissingExtraError, ModelBuildError, NotebookNotFoundError,
-                     RecipeKeyError, ServerStartError, UnknownGPUError, UnknownModelError,
-                     UnknownRecipeError, VLLMEnvError)
+                     MetricNotFoundError, MissingCredentialError, MissingExtraError,
+                     ModelBuildError, NotebookNotFoundError, RecipeKeyError, ServerStartError,
+                     UnknownGPUError, UnknownModelError, UnknownRecipeError, VLLMEnvError)
 from .cookbook import NotebookResult, Recipe, load_recipe, run_cookbook
 from .launch import Job, Server, free_port, launch_server, run_job, stop_all
 from .generate import (Arrivals, Generation, generate, measure_throughput, memory_footprint,
@@ -27,7 +27,14 @@ from .engines import (EngineArgs, LlamaCppArgs, OfflineResult, PrefixCacheResult
 from .engines.ollama import create_command, modelfile, ollama_available, write_modelfile
 from .engines.tgi import TGIArgs, openai_equivalent, start_tgi, tgi_runnable
 from .plots import plot_bars, plot_kv_growth, plot_plan_knobs, plot_trace
-from .client import tgi_client
+from .client import (PROVIDER_ENDPOINTS, ProviderEndpoint, hosted_key_status, openai_client,
+                     provider_endpoints, tgi_client)
+from .hosted import (DIALECTS, GPU_PRICES, KINDS, PLATFORMS, PRICES, GPUPrice, Platform,
+                     PredictionRequest, SelfHostedCost, TokenPrice, bedrock_client, break_even,
+                     break_even_table, converse_request, converse_text, converse_usage, gpu_price,
+                     hosted_cost_per_day, platform_browser, platform_table, plot_break_even,
+                     prediction_request, prediction_text, self_hosted_cost_per_day,
+                     send_prediction, token_price)
 from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, plot_sweeps, probe_during_load,
                             run_load, summary_rows, sweep)
 
@@ -37,9 +44,9 @@ __all__ = [
     # errors
     "DeployKitError", "EngineArgumentError", "EngineOverloadedError", "EngineRunError",
     "EngineStepError", "EngineStoppedError", "InvalidArgumentError", "InvalidRequestError",
-    "MetricNotFoundError", "MissingExtraError", "ModelBuildError", "NotebookNotFoundError",
-    "RecipeKeyError", "ServerStartError", "UnknownGPUError", "UnknownModelError",
-    "UnknownRecipeError", "VLLMEnvError",
+    "MetricNotFoundError", "MissingCredentialError", "MissingExtraError", "ModelBuildError",
+    "NotebookNotFoundError", "RecipeKeyError", "ServerStartError", "UnknownGPUError",
+    "UnknownModelError", "UnknownRecipeError", "VLLMEnvError",
     # cookbook runner
     "NotebookResult", "Recipe", "load_recipe", "run_cookbook",
     # processes
@@ -62,7 +69,15 @@ __all__ = [
     "TGIArgs", "openai_equivalent", "start_tgi", "tgi_runnable",
     "create_command", "modelfile", "ollama_available", "write_modelfile",
     # clients
-    "tgi_client",
+    "tgi_client", "PROVIDER_ENDPOINTS", "ProviderEndpoint", "hosted_key_status", "openai_client",
+    "provider_endpoints",
+    # hosted endpoints: platforms, request builders, costs
+    "DIALECTS", "KINDS", "PLATFORMS", "Platform", "platform_browser", "platform_table",
+    "bedrock_client", "converse_request", "converse_text", "converse_usage",
+    "PredictionRequest", "prediction_request", "prediction_text", "send_prediction",
+    "GPU_PRICES", "PRICES", "GPUPrice", "SelfHostedCost", "TokenPrice", "break_even",
+    "break_even_table", "gpu_price", "hosted_cost_per_day", "plot_break_even",
+    "self_hosted_cost_per_day", "token_price",
     # plots
     "plot_bars", "plot_kv_growth", "plot_plan_knobs", "plot_trace",
     # load generation

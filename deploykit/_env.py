@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import MissingCredentialError
+
 
 def cache_dir() -> Path:
     """Return the folder where built toy models are cached."""
@@ -47,3 +49,25 @@ def llamacpp_sdist() -> Path | None:
     """Return the llama-cpp-python source distribution named by DEPLOYKIT_LLAMACPP_SDIST, if set."""
     path = os.environ.get("DEPLOYKIT_LLAMACPP_SDIST")
     return Path(path).expanduser() if path else None
+
+
+def credential(name: str) -> str | None:
+    """Return the credential in environment variable `name`, or None when it is unset or empty."""
+    return os.environ.get(name) or None
+
+
+def credentials_set(names) -> dict[str, bool]:
+    """Return {name: True/False} for whether each credential variable is set (never the values)."""
+    return {name: bool(os.environ.get(name)) for name in names}
+
+
+def require_credential(name: str, purpose: str) -> str:
+    """Return the credential in `name`; raise MissingCredentialError naming it if unset or empty."""
+    value = credential(name)
+    if value is None:
+        # the message names the variable only: a value never reaches an error, a log or a traceback
+        raise MissingCredentialError(
+            f"{purpose} needs a key in the environment variable {name}, which is not set (or is "
+            f"empty). Set it in the shell that starts Jupyter or Python, then restart the kernel: "
+            f"`export {name}=...` (keep keys out of notebook cells, which get saved and shared).")
+    return value

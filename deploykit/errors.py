@@ -83,3 +83,7 @@ class ModelBuildError(DeployKitError, RuntimeError):
 
 class InvalidArgumentError(DeployKitError, ValueError):
     """An argument is out of range or not one of its choices; the message lists the valid ones."""
+
+
+class MissingCredentialError(DeployKitError, RuntimeError):
+    """A credential's environment variable is unset or empty; the message names it and how to set it."""
