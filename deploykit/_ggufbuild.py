@@ -265,14 +265,7 @@ def _convert(folder: Path, progress: bool):
 
     tokenizer.model_max_length = config.max_position_embeddings
     tokenizer.save_pretrained(folder)
-    path = folder / "tokenizer_config.json"
-    settings = json.loads(path.read_text())
-    # Upstream's class: transformers 4 and 5 both read it from tokenizer.json, whereas the
-    # "TokenizersBackend" that transformers 5 writes is unknown to transformers 4.
-    settings["tokenizer_class"] = "GPT2Tokenizer"
-    for junk in ("is_local", "local_files_only"):
-        settings.pop(junk, None)
-    path.write_text(json.dumps(settings, indent=2))
+    _toybuild.set_tokenizer_class(folder, "GPT2Tokenizer")  # upstream's class
     return model, AutoTokenizer.from_pretrained(folder)  # as users will load it
 
 

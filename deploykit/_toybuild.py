@@ -148,17 +148,17 @@ def _write_sentencepiece_exact_json(out: Path) -> None:
                                                normalizers.Replace(" ", "\u2581")])
     backend.pre_tokenizer = None
     backend.save(str(out / "tokenizer.json"))
-    _set_tokenizer_class(out)
+    set_tokenizer_class(out)
 
 
-def _set_tokenizer_class(out: Path) -> None:
-    """Name the generic tokenizer class in tokenizer_config.json, which loads tokenizer.json as is.
+def set_tokenizer_class(out: Path, name: str = "PreTrainedTokenizerFast") -> None:
+    """Name a class in tokenizer_config.json that loads tokenizer.json as is.
 
     ("TokenizersBackend", which transformers 5 writes, is unknown to transformers 4.)
     """
     path = out / "tokenizer_config.json"
     settings = json.loads(path.read_text())
-    settings["tokenizer_class"] = "PreTrainedTokenizerFast"
+    settings["tokenizer_class"] = name
     for junk in ("is_local", "local_files_only"):
         settings.pop(junk, None)
     path.write_text(json.dumps(settings, indent=2))
@@ -241,7 +241,7 @@ def build(spec: "ToySpec", dest: Path, progress: bool = True) -> dict:
         model.generation_config.pad_token_id = tokenizer.eos_token_id
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        _set_tokenizer_class(tmp)
+        set_tokenizer_class(tmp)
         report = {
             "spec": asdict(spec),
             "num_parameters": sum(p.numel() for p in model.parameters()),
