@@ -35,6 +35,14 @@ from .hosted import (DIALECTS, GPU_PRICES, KINDS, PLATFORMS, PRICES, GPUPrice, P
                      hosted_cost_per_day, platform_browser, platform_table, plot_break_even,
                      prediction_request, prediction_text, self_hosted_cost_per_day,
                      send_prediction, token_price)
+from .deploy import (COMPOSE_SCHEMA_SOURCE, KUBERNETES_VERSION, SEED_DOCKERFILE, Check,
+                     DeploymentConfig, DrainResult, HostCommand, Substitution, compose_file,
+                     compose_yaml, container_command, docker_commands, docker_differences,
+                     dockerfile, exec_form, hadolint_version, healthcheck_command, host_command,
+                     image_command, kubernetes_commands, kubernetes_differences,
+                     lint_dockerfile, manifests, manifests_yaml, plot_pod_timeline,
+                     probe_timeline, probes, run_healthcheck, sigterm_drain, validate_compose,
+                     validate_manifests, write_docker_files, write_manifests)
 from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, plot_sweeps, probe_during_load,
                             run_load, summary_rows, sweep)
 
@@ -80,6 +88,14 @@ __all__ = [
     "self_hosted_cost_per_day", "token_price",
     # plots
     "plot_bars", "plot_kv_growth", "plot_plan_knobs", "plot_trace",
+    # container files: Dockerfile, Compose, Kubernetes, and their checks
+    "DeploymentConfig", "dockerfile", "image_command", "container_command", "healthcheck_command",
+    "compose_file", "compose_yaml", "write_docker_files", "docker_commands", "exec_form",
+    "HostCommand", "Substitution", "host_command", "run_healthcheck", "DrainResult",
+    "sigterm_drain", "manifests", "manifests_yaml", "write_manifests", "kubernetes_commands",
+    "probe_timeline", "probes", "plot_pod_timeline", "KUBERNETES_VERSION", "Check",
+    "lint_dockerfile", "validate_compose", "validate_manifests", "hadolint_version",
+    "COMPOSE_SCHEMA_SOURCE", "SEED_DOCKERFILE", "docker_differences", "kubernetes_differences",
     # load generation
     "LoadResult", "LoadSpec", "RequestResult", "plot_sweeps", "probe_during_load", "run_load",
     "summary_rows", "sweep",

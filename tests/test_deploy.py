@@ -1,0 +1,226 @@
+"""Container files from one DeploymentConfig: checked by hadolint, the Compose schema and
+kubernetes-validate, wrong combinations refused, and the CPU image's CMD run here for real."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+import deploykit as dk
+from deploykit.deploy import DeploymentConfig
+
+PRESETS = DeploymentConfig.presets
+# every Dockerfile the issue names: deploykit CPU and GPU, vLLM GPU, TGI GPU (+ the default)
+CONFIGS = {name: DeploymentConfig.from_name(name) for name in PRESETS}
+CONFIGS["default"] = DeploymentConfig()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_rendered_dockerfile_passes_hadolint(name):
+    check = dk.lint_dockerfile(dk.dockerfile(CONFIGS[name]), name)
+    assert check.ok, str(check)
+
+
+def test_hadolint_really_runs_it_flags_the_seeds_dockerfile():
+    check = dk.lint_dockerfile(dk.SEED_DOCKERFILE, "seed")
+    assert any("DL3008" in p for p in check.problems), str(check)
+    assert "2.15" in dk.hadolint_version()
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_compose_file_validates_against_the_compose_spec(name):
+    config = CONFIGS[name]
+    check = dk.validate_compose(dk.compose_yaml(config), name)
+    assert check.ok, str(check)
+    service = dk.compose_file(config)["services"][config.name]
+    assert service["environment"] == ["HF_TOKEN"]  # by name: no value in the file
+    assert service["volumes"] == ["model-cache:/models"]
+    assert service["restart"] == "unless-stopped"
+    assert int(service["stop_grace_period"].rstrip("s")) > config.drain_timeout_s
+    assert service["healthcheck"]["start_period"] == f"{config.model_load_s}s"
+    devices = service["deploy"]["resources"].get("reservations", {}).get("devices", [])
+    assert [d["count"] for d in devices] == ([config.gpus] if config.gpus else [])
+
+
+def test_compose_schema_is_enforced():
+    doc = dk.compose_file(DeploymentConfig())
+    doc["services"]["llm"]["healthchek"] = doc["services"]["llm"].pop("healthcheck")
+    doc["services"]["llm"]["restart"] = 3
+    check = dk.validate_compose(doc)
+    assert len(check.problems) == 2, str(check)
+    assert "healthchek" in str(check)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_manifests_pass_kubernetes_validate_strict(name):
+    check = dk.validate_manifests(dk.manifests(CONFIGS[name]), target=name)
+    assert check.ok, str(check)
+    assert dk.KUBERNETES_VERSION in check.tool and "strict" in check.tool
+
+
+def test_kubernetes_validate_is_enforced_and_its_cli_agrees(tmp_path):
+    config = CONFIGS["vllm-gpu"]
+    path = dk.write_manifests(config, tmp_path)
+    cli = Path(sys.executable).with_name("kubernetes-validate")
+    done = subprocess.run([str(cli), "--strict", "-k", dk.KUBERNETES_VERSION, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.count("passed") == 5, done.stdout + done.stderr
+    bad = dk.manifests(config)
+    bad[1]["spec"]["template"]["spec"]["containers"][0]["startupprobe"] = {}
+    bad[2]["spec"]["ports"][0]["port"] = "80"  # a string where the Service wants an integer
+    check = dk.validate_manifests(bad)
+    assert len(check.problems) == 2 and "startupprobe" in str(check), str(check)
+
+
+def test_manifest_kinds_and_probe_sizes():
+    config = CONFIGS["vllm-gpu"]
+    docs = dk.manifests(config)
+    assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "Deployment", "Service",
+                                         "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    pod = docs[1]["spec"]["template"]["spec"]
+    [server] = pod["containers"]
+    startup = server["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= config.model_load_s
+    assert server["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert server["readinessProbe"]["httpGet"]["path"] == "/health"  # vLLM has no /ready
+    assert pod["terminationGracePeriodSeconds"] > config.drain_timeout_s + config.prestop_sleep_s
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert server["resources"]["requests"]["memory"] == server["resources"]["limits"]["memory"]
+    assert "replicas" not in docs[1]["spec"]  # the HPA owns it
+    assert docs[3]["spec"]["metrics"][0]["pods"]["metric"]["name"] == config.queue_metric
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert server["args"][:1] == [config.model] and "--shutdown-timeout" in server["args"]
+
+    own = dk.manifests(DeploymentConfig())[1]["spec"]
+    assert own["replicas"] == 1
+    probes = own["template"]["spec"]["containers"][0]
+    assert probes["readinessProbe"]["httpGet"]["path"] == "/ready"
+
+
+def test_images_run_as_non_root_and_hold_no_model():
+    for name, config in CONFIGS.items():
+        text = dk.dockerfile(config)
+        users = [line for line in text.splitlines() if line.startswith("USER ")]
+        assert users and users[-1] != "USER root" and not users[-1].startswith("USER 0"), name
+        assert "from_pretrained" not in text and "HF_TOKEN" not in text, name
+        assert dk.exec_form(text, "HEALTHCHECK")[-1].endswith(":" + str(config.port) + "/health") \
+            or "/health" in dk.exec_form(text, "HEALTHCHECK")[-1], name
+    assert dk.exec_form(dk.dockerfile(CONFIGS["vllm-gpu"]))[0] == CONFIGS["vllm-gpu"].model
+    assert dk.container_command(CONFIGS["vllm-gpu"])[:3] == ["vllm", "serve",
+                                                             CONFIGS["vllm-gpu"].model]
+    assert "FROM vllm/vllm-openai:v" in dk.dockerfile(CONFIGS["vllm-gpu"])
+    assert "FROM ghcr.io/huggingface/text-generation-inference:3.3.7" in dk.dockerfile(
+        CONFIGS["tgi-gpu"])
+    assert "FROM nvidia/cuda:" in dk.dockerfile(CONFIGS["deploykit-gpu"])
+    assert "slim" in dk.dockerfile(CONFIGS["deploykit-cpu"]).split("AS wheel")[1]
+
+
+WRONG = [
+    (dict(engine="vllm", model="org/m", gpus=0), "GPU image but gpus=0", "gpus=1"),
+    (dict(base_image="nvidia/cuda:12.9.1-runtime-ubuntu24.04"), "GPU image but gpus=0", "gpus=1"),
+    (dict(gpus=1, base_image="python:3.11-slim"), "no CUDA runtime", "base_image=''"),
+    (dict(model_load_s=600, startup_failure_threshold=30), "shorter than model_load_s",
+     "startup_failure_threshold >= 60"),
+    (dict(drain_timeout_s=60, grace_period_s=30), "SIGKILL", "grace_period_s >= 75"),
+    (dict(port=80), "privileged", "8000"),
+    (dict(image="me/llm:latest"), "not pinned", "version tag"),
+    (dict(replicas=1, max_replicas=3), "ReadWriteOnce", "ReadWriteMany"),
+    (dict(engine="vllm", model="org/m", gpus=1, max_replicas=2,
+          cache_access_mode="ReadWriteMany"), "CPU utilization", "queue_metric"),
+    (dict(model="/data/weights"), "outside the model volume", "/models/"),
+    (dict(engine="vllm", model="toy-tiny", gpus=1), "built-in", "hub id"),
+    (dict(gpus=2, base_image="nvidia/cuda:12.9.1-runtime-ubuntu24.04"), "one device",
+     "engine='vllm'"),
+    (dict(engine="helm"), "not one deploykit renders", "deploykit, vllm, tgi"),
+    (dict(name="LLM_1"), "DNS label", "lowercase"),
+]
+
+
+@pytest.mark.parametrize("changes,problem,fix", WRONG, ids=[w[1] for w in WRONG])
+def test_wrong_combination_is_rejected_saying_what_to_change(changes, problem, fix):
+    with pytest.raises(dk.DeployKitError) as info:
+        DeploymentConfig(**changes)
+    assert problem in str(info.value) and fix in str(info.value), str(info.value)
+
+
+def test_probe_and_grace_defaults_follow_the_timings():
+    config = DeploymentConfig(model_load_s=601, probe_period_s=10, drain_timeout_s=45)
+    assert config.startup_threshold == 62 and config.grace_s == 5 + 45 + 10
+    assert dk.probe_timeline(config)["startup_budget_s"] >= 601
+    with pytest.raises(dk.InvalidArgumentError):
+        config.replace(startup_failure_threshold=60)
+    with pytest.raises(dk.InvalidArgumentError):
+        DeploymentConfig.from_name("no-such-preset")
+
+
+def test_written_files_point_compose_at_the_checkout(tmp_path):
+    paths = dk.write_docker_files(DeploymentConfig(), tmp_path / "out")
+    compose = yaml.safe_load(paths["compose.yaml"].read_text())
+    build = compose["services"]["llm"]["build"]
+    context = (paths["compose.yaml"].parent / build["context"]).resolve()
+    assert (context / "pyproject.toml").is_file() and (context / "deploykit").is_dir()
+    assert (context / build["dockerfile"]).resolve() == paths["Dockerfile"].resolve()
+    assert paths["dockerignore"].read_text().startswith("*\n!pyproject.toml")
+    commands = dk.docker_commands(DeploymentConfig(), tmp_path / "out")
+    assert commands[0].startswith("docker build -f ") and "docker compose" in commands[2]
+
+
+def test_host_command_changes_only_what_cannot_exist_here():
+    config = DeploymentConfig(model="/models/llama", dtype="float32", drain_timeout_s=45)
+    cmd = dk.exec_form(dk.dockerfile(config), "CMD")
+    host = dk.host_command(cmd, model="toy-tiny")
+    assert [s.part for s in host.substitutions] == ["executable", "--model", "--host", "--port"]
+    assert host.argv[:3] == (sys.executable, "-m", "deploykit.cli")
+    kept = dict(zip(host.argv[4::2], host.argv[5::2]))
+    assert kept == {"--model": "toy-tiny", "--host": "{host}", "--port": "{port}",
+                    "--device": "cpu", "--dtype": "float32", "--drain-timeout-s": "45"}
+    with pytest.raises(dk.InvalidArgumentError):
+        dk.host_command(dk.exec_form(dk.dockerfile(CONFIGS["vllm-gpu"])))
+
+
+def test_cpu_image_cmd_serves_passes_its_healthcheck_and_drains_on_sigterm():
+    config = DeploymentConfig(model="/models/smollm2-135m", dtype="float32", drain_timeout_s=60)
+    text = dk.dockerfile(config)
+    host = dk.host_command(dk.exec_form(text, "CMD"), model="toy-tiny")  # read back from the file
+    server = host.start(env={"OMP_NUM_THREADS": "1"})
+    with server:
+        assert httpx.get(server.url + "/health").status_code == 200
+        assert httpx.get(server.url + "/ready").status_code == 200
+        assert dk.run_healthcheck(text, server.port) == 0  # the image's own HEALTHCHECK command
+        drain = dk.sigterm_drain(server, model="toy-tiny", requests=6, max_tokens=300)
+        assert drain.ready_status in (503, 0)  # draining: load balancers stop sending new work
+        assert drain.all_completed, drain.statuses
+        assert drain.completion_tokens == (300,) * 6  # finished, not cut short
+        assert drain.exit_code == 0, server.log_tail()
+        assert drain.drain_s < config.drain_timeout_s
+        assert dk.run_healthcheck(text, server.port) != 0  # gone: Docker would see it unhealthy
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "gpu-24gb", "gpu-80gb"])
+def test_every_recipe_renders_valid_files_in_notebooks_14_and_15(recipe):
+    """The GPU recipes never run in CI: build their configs as the notebooks do, and check them."""
+    import ast
+    import dataclasses
+
+    from deploykit import cookbook
+
+    root = Path(__file__).resolve().parent.parent
+    paths = [root / "notebooks" / f"{stem}.ipynb" for stem in ("14_docker_compose", "15_kubernetes")]
+    resolved = cookbook.resolve(cookbook.load_recipe(recipe, root), paths,
+                                cookbook.list_notebooks(root))
+    fields = {f.name for f in dataclasses.fields(DeploymentConfig)}
+    for path in paths:
+        declared = cookbook.notebook_parameters(path)
+        values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
+        values.update(resolved[path.stem])
+        values["queue_metric"] = values.get("queue_metric") or None
+        config = DeploymentConfig(**{k: v for k, v in values.items() if k in fields})
+        assert config.engine != "deploykit" or recipe == "cpu"
+        assert dk.lint_dockerfile(dk.dockerfile(config)).ok
+        assert dk.validate_compose(dk.compose_file(config)).ok
+        assert dk.validate_manifests(dk.manifests(config)).ok
