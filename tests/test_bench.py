@@ -10,11 +10,13 @@ import textwrap
 import psutil
 import pytest
 
+from deploykit.bench import add_cli
 from deploykit.bench.harness import (Measured, _Turns, add_arguments, idle_cpu_percent,
                                      paired_ratio, run_all)
+from deploykit.bench.llamacpp import llamacpp_args
 from deploykit.bench.loadgen import LoadResult, LoadSpec, RequestResult
 from deploykit.bench.servers import SERVERS
-from deploykit.cli import main
+from deploykit.cli import _Parser, main
 from deploykit.errors import InvalidArgumentError
 from deploykit.launch import launch_server
 
@@ -86,11 +88,24 @@ def test_run_all_refuses_empty_settings_before_starting_anything():
         run_all(args, start=None, spec_for=None)  # start is never reached
 
 
-@pytest.mark.parametrize("flags", [["--rounds", "0"], ["--concurrency", "8", "-1"],
-                                   ["--num-requests", "many"], ["--servers", "nginx"]])
-def test_bench_cli_rejects_bad_numbers_in_one_line(flags, capsys):
+@pytest.mark.parametrize("bench, flags", [
+    ("servers", ["--rounds", "0"]), ("servers", ["--concurrency", "8", "-1"]),
+    ("servers", ["--num-requests", "many"]), ("servers", ["--servers", "nginx"]),
+    ("llamacpp", ["--rounds", "0"]), ("llamacpp", ["--servers", "vllm"])])
+def test_bench_cli_rejects_bad_numbers_in_one_line(bench, flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "servers", *flags])
+        main(["bench", bench, *flags])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("deploykit bench servers: error:"), err
+    assert len(err.splitlines()) == 1 and err.startswith(f"deploykit bench {bench}: error:"), err
+
+
+def test_bench_llamacpp_has_its_own_model_and_one_slot_per_request_in_flight():
+    root = _Parser(prog="deploykit")
+    add_cli(root.add_subparsers(dest="cmd"))
+    args = root.parse_args(["bench", "llamacpp", "--concurrency", "1", "8", "--max-tokens", "32"])
+    assert args.models == ["smollm2-135m"] and args.servers == ["deploykit", "llamacpp"]
+    engine = llamacpp_args(args.models[0], args)
+    # every request in flight gets a slot, and each slot room for its prompt and output
+    assert engine.n_parallel == 8 and engine.ctx_size // engine.n_parallel > 32
+    assert engine.threads == args.threads == 1

@@ -1,4 +1,4 @@
-"""`python -m deploykit.bench servers|vllm ...`: the same as `deploykit bench ...`."""
+"""`python -m deploykit.bench servers|vllm|llamacpp ...`: the same as `deploykit bench ...`."""
 
 import sys
 

