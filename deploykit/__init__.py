@@ -17,6 +17,9 @@ from .server.process import serve_command, start_server
 from .models import (BUILTIN_MODELS, TOY_MODELS, LoadedModel, ModelSource, build_report, describe,
                      dtype_names, load_model, resolve_model, smollm2_path, toy_path)
 from .gguf import export_gguf
+from .quantize import (QUANTIZATIONS, Quantization, WeightBytes, available_quantizations,
+                       measure_quantization, plot_quantization, quantization_table, serving_table,
+                       weight_bytes)
 from .plan import (GPU, GPUS, MemoryPlan, ModelConfig, cache_bytes, memory_plan, memory_plans,
                    model_config, plan_table, smallest_fit)
 from .prometheus import (Metrics, MetricsTrace, metrics_delta, parse_metrics, scrape_metrics,
@@ -65,6 +68,10 @@ __all__ = [
     "dtype_names", "load_model", "resolve_model", "smollm2_path", "toy_path", "export_gguf",
     "Arrivals", "Generation", "generate", "measure_throughput", "memory_footprint",
     "record_arrivals", "stream",
+    # quantization
+    "QUANTIZATIONS", "Quantization", "WeightBytes", "available_quantizations",
+    "measure_quantization", "plot_quantization", "quantization_table", "serving_table",
+    "weight_bytes",
     # memory planner
     "GPU", "GPUS", "MemoryPlan", "ModelConfig", "cache_bytes", "memory_plan", "memory_plans",
     "model_config", "plan_table", "smallest_fit",

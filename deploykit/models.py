@@ -20,10 +20,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _env
-from .errors import InvalidArgumentError, MissingExtraError, UnknownModelError
+from .errors import InvalidArgumentError, UnknownModelError
+
+if TYPE_CHECKING:
+    from .quantize.methods import Quantization
 
 # bump when the build recipe changes: old caches are ignored. 2: tokenizer.json splits text
 # exactly as sentencepiece and llama.cpp do (see _toybuild.train_tokenizer)
@@ -219,7 +222,7 @@ class LoadedModel:
     path: str
     device: str
     dtype: Any
-    quantization: str | None = None
+    quantization: Quantization | None = None  # how the weights are stored, when asked for
     info: dict[str, Any] = field(default_factory=dict)
     gguf_file: Path | None = None  # the GGUF file the weights came from, if any
 
@@ -287,37 +290,22 @@ def dtype_names(dtype: Any) -> tuple[str, str]:
                                    "or 'auto'") from None
 
 
-QUANTIZATIONS = ("int8", "nf4", "fp4")
-
-
-def _quantization_config(quantization: str | None, dtype):
-    if quantization is None:
-        return None
-    if quantization not in QUANTIZATIONS:
-        raise InvalidArgumentError(f"unknown quantization {quantization!r}; use None or one of "
-                                   f"{', '.join(QUANTIZATIONS)}")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise MissingExtraError(
-            f"quantization={quantization!r} needs bitsandbytes: pip install 'deploykit[quant]'"
-        ) from None
-    from transformers import BitsAndBytesConfig
-
-    if quantization == "int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quantization,
-                              bnb_4bit_compute_dtype=dtype)
-
-
 def load_model(name_or_path: str | Path | ModelSource, device: str = "auto", dtype: Any = "auto",
-               quantization: str | None = None, progress: bool = True) -> LoadedModel:
-    """Load a built-in model, a local folder, or a hub id with its tokenizer, ready to generate."""
+               quantization: str | Quantization | None = None, progress: bool = True) -> LoadedModel:
+    """Load a built-in model, a local folder, or a hub id with its tokenizer, ready to generate.
+
+    quantization is a preset name (fp32, bf16, fp16, int8, nf4, nf4-dq, fp4; see
+    `dk.QUANTIZATIONS`) or a `dk.Quantization`; a plain-dtype one sets the dtype, a
+    bitsandbytes one computes in dtype.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from .quantize.methods import Quantization
+
     device = resolve_device(device)  # check every argument before a possible build
-    torch_dtype = resolve_dtype(dtype, device)
-    qconfig = _quantization_config(quantization, torch_dtype)
+    quant = None if quantization is None else Quantization.from_name(quantization)
+    torch_dtype = resolve_dtype(dtype, device) if quant is None else quant.torch_dtype(device, dtype)
+    qconfig = None if quant is None else quant.bnb_config(torch_dtype)
     source = resolve_model(name_or_path, progress=progress)
     path = source.location
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
@@ -338,7 +326,7 @@ def load_model(name_or_path: str | Path | ModelSource, device: str = "auto", dty
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedModel(model=model, tokenizer=tokenizer, name=source.name, path=path,
-                       device=device, dtype=torch_dtype, quantization=quantization,
+                       device=device, dtype=torch_dtype, quantization=quant,
                        info=source.info, gguf_file=source.gguf_file)
 
 
