@@ -276,6 +276,14 @@ def pair_table(results: dict[tuple[str, str], list[Measured]], labels: dict[str,
     return "\n".join(lines)
 
 
+def publish(body: str, doc: Path | None, section: str) -> None:
+    """Print a benchmark's section and, when doc is given, write it there."""
+    print(body)
+    if doc:
+        write_section(doc, body, section)
+        print(f"wrote section {section!r} of {doc}")
+
+
 def write_section(doc: Path, body: str, section: str) -> None:
     """Replace (or append) one benchmark's section of doc, leaving other sections alone."""
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"

@@ -25,7 +25,7 @@ from ..launch import Server
 from ..models import resolve_model
 from . import servers
 from .harness import (Measured, add_arguments, command_line, conditions, fixed_load, pair_table,
-                      run_all, standalone_parser, write_section)
+                      run_all, standalone_parser, publish)
 
 SECTION = "## deploykit vs llama.cpp"
 _LABELS = {"deploykit": "deploykit `serve`", "llamacpp": "llama.cpp server (xllamacpp)"}
@@ -182,10 +182,7 @@ def run(args: argparse.Namespace) -> int:
         "compare the two servers within one run (the ratio column), not across runs.",
         f"- Run {before['date']} to {after['date']}.",
         f"- Command: `{command}`", ""])
-    print(body)
-    if args.write_doc:
-        write_section(args.write_doc, body, SECTION)
-        print(f"wrote section {SECTION!r} of {args.write_doc}")
+    publish(body, args.write_doc, SECTION)
     return 0
 
 

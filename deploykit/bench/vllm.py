@@ -20,7 +20,7 @@ from ..engines.vllm_env import find_vllm_env
 from ..launch import Server
 from . import servers
 from .harness import (add_arguments, command_line, conditions, fixed_load, pair_table, run_all,
-                      standalone_parser, write_section)
+                      standalone_parser, publish)
 
 SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
@@ -76,10 +76,7 @@ def run(args: argparse.Namespace) -> int:
         "and CUDA graphs are the point: run the GPU recipes for that.",
         f"- Run {before['date']} to {after['date']}.",
         f"- Command: `{command}`", ""])
-    print(body)
-    if args.write_doc:
-        write_section(args.write_doc, body, SECTION)
-        print(f"wrote section {SECTION!r} of {args.write_doc}")
+    publish(body, args.write_doc, SECTION)
     return 0
 
 

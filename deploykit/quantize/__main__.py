@@ -15,7 +15,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..bench.harness import standalone_parser, write_section
+from ..bench.harness import publish, standalone_parser
 from ..cli import positive_int
 from .measure import GGUF_TYPES, measure_quantization, quantization_table
 from .methods import QUANTIZATIONS
@@ -134,11 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         seq_len=args.seq_len, max_tokens=args.max_tokens, batch_sizes=args.batch_sizes,
         repeats=args.repeats, threads=args.threads, interleave=not args.no_interleave)
     text = body(df, "HF_HUB_OFFLINE=1 python -m deploykit.quantize " + shlex.join(argv))
-    print(text)
-    if args.write_doc:
-        section = text.splitlines()[0]
-        write_section(args.write_doc, text, section)
-        print(f"wrote section {section!r} of {args.write_doc}")
+    publish(text, args.write_doc, text.splitlines()[0])
     return 0
 
 
