@@ -116,7 +116,6 @@ class Server:
         self._owner_pid = os.getpid()
         self._stopped = False
         _running.add(self)
-        atexit.register(self._stop_at_exit)
 
     @property
     def pid(self) -> int:
@@ -188,17 +187,11 @@ class Server:
         code = self._process.wait()
         self._stopped = True
         _running.discard(self)
-        atexit.unregister(self._stop_at_exit)
         return code
 
     def _signal_group(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, sig)  # start_new_session made the pid the group id
-
-    def _stop_at_exit(self) -> None:
-        # a forked child inherits atexit handlers; only the launching process may stop
-        if os.getpid() == self._owner_pid:
-            self.stop()
 
     def __enter__(self) -> Server:
         return self
@@ -214,12 +207,18 @@ class Server:
 
 def stop_all(timeout_s: float = 10.0) -> None:
     """Stop every server this process started, all within one grace period of timeout_s."""
-    servers = list(_running)
+    # a forked child inherits _running (and this atexit handler); only the launcher stops
+    servers = [server for server in _running if server._owner_pid == os.getpid()]
     for server in servers:
         server._signal_group(signal.SIGTERM)  # signal all first so they shut down in parallel
     deadline = time.monotonic() + timeout_s
     for server in servers:
         server.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+
+
+# One handler for all servers, signalled at once: a Jupyter kernel gets about 5 s to exit,
+# not one grace period per server in turn.
+atexit.register(stop_all)
 
 
 def _probe(client: httpx.Client, server: Server, health_path: str | None,
