@@ -4,11 +4,12 @@ Notebooks import this package only (`import deploykit as dk`); every name below 
 name from the module that defines it.
 """
 
-from .errors import (DeployKitError, EngineArgumentError, EngineOverloadedError, EngineRunError,
-                     EngineStepError, EngineStoppedError, InvalidArgumentError, InvalidRequestError,
-                     MetricNotFoundError, MissingCredentialError, MissingExtraError,
-                     ModelBuildError, NotebookNotFoundError, RecipeKeyError, ServerStartError,
-                     UnknownGPUError, UnknownModelError, UnknownRecipeError, VLLMEnvError)
+from .errors import (DeployKitError, EndpointUnreachableError, EngineArgumentError,
+                     EngineOverloadedError, EngineRunError, EngineStepError, EngineStoppedError,
+                     InvalidArgumentError, InvalidRequestError, MetricNotFoundError,
+                     MissingCredentialError, MissingExtraError, ModelBuildError,
+                     NotebookNotFoundError, RecipeKeyError, ServerStartError, UnknownGPUError,
+                     UnknownModelError, UnknownRecipeError, VLLMEnvError)
 from .cookbook import NotebookResult, Recipe, load_recipe, run_cookbook
 from .launch import Job, Server, free_port, launch_server, run_job, stop_all
 from .generate import (Arrivals, Generation, generate, measure_throughput, memory_footprint,
@@ -46,8 +47,16 @@ from .deploy import (COMPOSE_SCHEMA_SOURCE, KUBERNETES_VERSION, SEED_DOCKERFILE,
                      lint_dockerfile, manifests, manifests_yaml, plot_pod_timeline,
                      probe_timeline, probes, run_healthcheck, sigterm_drain, validate_compose,
                      validate_manifests, write_docker_files, write_manifests)
-from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, plot_sweeps, probe_during_load,
-                            run_load, summary_rows, sweep)
+from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, arrival_times_s,
+                            probe_during_load, run_load, summary_rows, sweep)
+from .bench.metrics import completed_latencies_s, goodput, serve_metrics
+from .bench.plots import plot_bench, plot_sweeps
+from .bench.serve import (RESULT_FIELDS, bench_serve, bench_table, failure_reasons, format_result,
+                          save_results, synthetic_prompts)
+from .batching import (BATCHING_PROMPTS, BATCHING_STRATEGIES, BatchingOutcome, BatchingRequest,
+                       BatchingResult, BatchingWorkload, ForwardPass, answer_agreement,
+                       batching_conditions, batching_table, batching_workload, compare_batching,
+                       plot_batch_sizes, plot_batching, run_batching)
 
 __version__ = "0.1.0"
 
@@ -57,7 +66,7 @@ __all__ = [
     "EngineStepError", "EngineStoppedError", "InvalidArgumentError", "InvalidRequestError",
     "MetricNotFoundError", "MissingCredentialError", "MissingExtraError", "ModelBuildError",
     "NotebookNotFoundError", "RecipeKeyError", "ServerStartError", "UnknownGPUError",
-    "UnknownModelError", "UnknownRecipeError", "VLLMEnvError",
+    "UnknownModelError", "UnknownRecipeError", "VLLMEnvError", "EndpointUnreachableError",
     # cookbook runner
     "NotebookResult", "Recipe", "load_recipe", "run_cookbook",
     # processes
@@ -105,5 +114,14 @@ __all__ = [
     "COMPOSE_SCHEMA_SOURCE", "SEED_DOCKERFILE", "docker_differences", "kubernetes_differences",
     # load generation
     "LoadResult", "LoadSpec", "RequestResult", "plot_sweeps", "probe_during_load", "run_load",
-    "summary_rows", "sweep",
+    "summary_rows", "sweep", "arrival_times_s",
+    # serving benchmark (vLLM's `bench serve` metrics and field names)
+    "RESULT_FIELDS", "bench_serve", "bench_table", "completed_latencies_s", "failure_reasons",
+    "format_result", "goodput", "plot_bench", "save_results", "serve_metrics",
+    "synthetic_prompts",
+    # batching strategies in-process: none, static, dynamic, continuous
+    "BATCHING_PROMPTS", "BATCHING_STRATEGIES", "BatchingOutcome", "BatchingRequest",
+    "BatchingResult", "BatchingWorkload", "ForwardPass", "answer_agreement",
+    "batching_conditions", "batching_table",
+    "batching_workload", "compare_batching", "plot_batch_sizes", "plot_batching", "run_batching",
 ]

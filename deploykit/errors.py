@@ -87,3 +87,7 @@ class InvalidArgumentError(DeployKitError, ValueError):
 
 class MissingCredentialError(DeployKitError, RuntimeError):
     """A credential's environment variable is unset or empty; the message names it and how to set it."""
+
+
+class EndpointUnreachableError(DeployKitError, ConnectionError):
+    """Nothing answers at an endpoint's URL; the message says what to check."""

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from deploykit.launch import free_port, launch_server
-from deploykit.bench.loadgen import LoadSpec, probe_during_load, run_load
+from deploykit.bench.loadgen import LoadSpec, _token_chunk, probe_during_load, run_load
 
 from _servers import MODEL, start_server
 
@@ -124,3 +124,27 @@ def test_keep_alive_reuses_connections_unless_turned_off(keep_alive, most_connec
         ports = httpx.get(srv.url + "/ports", trust_env=False).json()
     assert load.num_ok == 8
     assert len(ports) <= most_connections and (keep_alive or len(ports) == 8), ports
+
+
+@pytest.mark.parametrize("event, chat, is_token", [
+    ({"choices": [{"text": " the", "finish_reason": None}]}, False, True),
+    ({"choices": [{"text": "", "finish_reason": None}]}, False, True),  # half a character
+    ({"choices": [{"text": "", "finish_reason": "length"}], "usage": {}}, False, False),
+    ({"choices": [], "usage": {"completion_tokens": 8}}, False, False),
+    ({"choices": [{"delta": {"role": "assistant", "content": ""}}]}, True, False),
+    ({"choices": [{"delta": {"content": " hi"}, "finish_reason": None}]}, True, True),
+])
+def test_only_chunks_that_carry_a_token_count_as_arrivals(event, chat, is_token):
+    # llama.cpp closes with an empty, finished chunk; a chat stream opens with a role-only one
+    assert _token_chunk(event, chat) is is_token
+
+
+def test_streamed_requests_record_token_arrivals_and_prompt_lengths(server):
+    spec = LoadSpec(model=MODEL, max_tokens=6, stream=True)
+    load = run_load(server.url, spec, num_requests=3, concurrency=3,
+                    prompts=["def main():", "import os"], prompt_tokens=[99, 99])
+    assert load.num_ok == 3 and [r.output_tokens for r in load.results] == [6] * 3
+    for r in load.results:
+        assert r.input_tokens not in (None, 99)  # the server's usage wins over the estimate
+        assert r.time_to_first_token_s + sum(r.itl_s) == pytest.approx(r.latency_s)
+    assert load.serve_metrics()["output_throughput"] == load.output_tokens_per_s

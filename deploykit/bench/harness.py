@@ -7,7 +7,8 @@ neighbour, a busy core) from landing on one server only; ratios are the medians 
 per-round ratios. Servers not under load sit idle; their idle CPU is measured and
 reported, and a server that burns CPU while idle is paused (SIGSTOP) while another takes
 its turn. The benchmarks themselves are `servers` (deploykit vs baselines), `vllm` and
-`llamacpp`.
+`llamacpp`. Their load comes from `loadgen` and their figures from `metrics`, the same code
+as `deploykit bench --url`, so a throughput means the same in every table.
 """
 
 from __future__ import annotations
@@ -63,19 +64,22 @@ def idle_cpu_percent(servers: dict[str, Server], seconds: float = 2.0) -> dict[s
             for kind, server in servers.items()}
 
 
+def cpu_name() -> str:
+    """Return the CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown"
+
+
 def conditions() -> dict[str, str]:
     """Return the machine and software facts a reader needs to judge the figures."""
     import torch
     import transformers
 
-    cpu = platform.processor() or "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-    return {"cpu": f"{cpu}, {os.cpu_count()} cores",
+    return {"cpu": f"{cpu_name()}, {os.cpu_count()} cores",
             "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(),
             "load_average": " / ".join(f"{x:.2f}" for x in load),

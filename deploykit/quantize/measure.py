@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._runtime import torch_threads as _torch_threads
 from ..errors import InvalidArgumentError
 from .methods import Quantization, available_quantizations, require_bitsandbytes, weight_bytes
 
@@ -150,20 +151,6 @@ def _no_transformers_bars() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int | None) -> Iterator[int]:
-    """Set torch's intra-op threads for the block (None: leave them); yield the count."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def _gguf_files(model: str, types: Sequence[str], progress: bool) -> dict[str, Path]:
