@@ -9,7 +9,15 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test install vllm-env models clean
+.PHONY: cookbook test install vllm-env models system-packages clean
+
+# Debian packages that the monitoring and load-balancing recipes run for real: Prometheus
+# (with promtool) and nginx. Installed with apt-get (as root, or through sudo) only when
+# missing; the package scripts do not start either service here (each recipe starts its own
+# on a loopback port). Without apt-get, the message says what to install.
+DEBIAN_PACKAGES := prometheus nginx
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,13 +40,27 @@ vllm-env: $(STAMP)
 models: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit models toy-tiny smollm2-135m
 
+system-packages:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
+	    && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then :; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  $(SUDO) apt-get update -qq \
+	    && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	       $(DEBIAN_PACKAGES) >/dev/null; \
+	else \
+	  echo "make: the monitoring and load-balancing recipes need Prometheus (prometheus, promtool)"; \
+	  echo "and nginx on PATH; this machine has no apt-get: install them with its package manager."; \
+	  exit 1; \
+	fi
+
 # Every notebook on the cpu recipe; executed copies and summary under build/cookbook/.
-cookbook: $(STAMP) vllm-env models
+cookbook: $(STAMP) vllm-env models system-packages
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
 # Unit, server and notebook tests (CI runs exactly this). The built-in models are built
 # first, outside pytest's per-test timeout.
-test: $(STAMP) vllm-env models
+test: $(STAMP) vllm-env models system-packages
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
 clean:

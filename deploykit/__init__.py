@@ -8,8 +8,8 @@ from .errors import (DeployKitError, EndpointUnreachableError, EngineArgumentErr
                      EngineOverloadedError, EngineRunError, EngineStepError, EngineStoppedError,
                      InvalidArgumentError, InvalidRequestError, MetricNotFoundError,
                      MissingCredentialError, MissingExtraError, ModelBuildError,
-                     NotebookNotFoundError, RecipeKeyError, ServerStartError, UnknownGPUError,
-                     UnknownModelError, UnknownRecipeError, VLLMEnvError)
+                     NotebookNotFoundError, PrometheusError, RecipeKeyError, ServerStartError,
+                     UnknownGPUError, UnknownModelError, UnknownRecipeError, VLLMEnvError)
 from .cookbook import NotebookResult, Recipe, load_recipe, run_cookbook
 from .launch import Job, Server, free_port, launch_server, run_job, stop_all
 from .generate import (Arrivals, Generation, generate, measure_throughput, memory_footprint,
@@ -23,8 +23,13 @@ from .quantize import (QUANTIZATIONS, Quantization, WeightBytes, available_quant
                        weight_bytes)
 from .plan import (GPU, GPUS, MemoryPlan, ModelConfig, cache_bytes, memory_plan, memory_plans,
                    model_config, plan_table, smallest_fit)
-from .prometheus import (Metrics, MetricsTrace, metrics_delta, parse_metrics, scrape_metrics,
-                         watch_metrics)
+from .monitor import (ENGINES, AlertRules, Metrics, MetricsTrace, Panel, Prometheus, check_rules,
+                      error_ratio, errors_per_s, generation_tokens_per_s, kv_cache_usage,
+                      metric_selector, metrics_delta, parse_metrics, prometheus_config,
+                      requests_running, requests_waiting, scrape_metrics, standard_panels,
+                      start_prometheus, test_rules, ttft_quantile, watch_metrics,
+                      grafana_dashboard, write_grafana_dashboard, LiveTrace, live_panels,
+                      plot_panels, read_panels, watch_live, write_prometheus_config)
 from .engines import (EngineArgs, LlamaCppArgs, OfflineResult, PrefixCacheResult, VLLMArgs,
                       VLLMEnv, ensure_vllm_env, find_vllm_env, measure_prefix_cache,
                       median_ttft_s, offline_generate, start_engine, start_llamacpp, start_vllm)
@@ -67,6 +72,7 @@ __all__ = [
     "MetricNotFoundError", "MissingCredentialError", "MissingExtraError", "ModelBuildError",
     "NotebookNotFoundError", "RecipeKeyError", "ServerStartError", "UnknownGPUError",
     "UnknownModelError", "UnknownRecipeError", "VLLMEnvError", "EndpointUnreachableError",
+    "PrometheusError",
     # cookbook runner
     "NotebookResult", "Recipe", "load_recipe", "run_cookbook",
     # processes
@@ -86,6 +92,13 @@ __all__ = [
     "model_config", "plan_table", "smallest_fit",
     # metrics
     "Metrics", "MetricsTrace", "metrics_delta", "parse_metrics", "scrape_metrics", "watch_metrics",
+    # monitoring: PromQL for deploykit and vLLM alike, Prometheus, alert rules
+    "ENGINES", "Panel", "metric_selector", "ttft_quantile", "generation_tokens_per_s",
+    "requests_waiting", "requests_running", "kv_cache_usage", "errors_per_s", "error_ratio",
+    "standard_panels", "AlertRules", "check_rules", "test_rules", "Prometheus",
+    "prometheus_config", "start_prometheus", "grafana_dashboard", "write_grafana_dashboard",
+    "LiveTrace", "live_panels", "plot_panels", "read_panels", "watch_live",
+    "write_prometheus_config",
     # engines
     "EngineArgs", "LlamaCppArgs", "OfflineResult", "PrefixCacheResult", "VLLMArgs", "VLLMEnv",
     "ensure_vllm_env", "find_vllm_env", "measure_prefix_cache", "median_ttft_s",

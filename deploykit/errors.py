@@ -89,5 +89,9 @@ class MissingCredentialError(DeployKitError, RuntimeError):
     """A credential's environment variable is unset or empty; the message names it and how to set it."""
 
 
+class PrometheusError(DeployKitError, ValueError):
+    """Prometheus or promtool refused a config, rule file, rule test or query; the message has its report."""
+
+
 class EndpointUnreachableError(DeployKitError, ConnectionError):
     """Nothing answers at an endpoint's URL; the message says what to check."""

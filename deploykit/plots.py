@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from .plan import ModelConfig, memory_plan
-from .prometheus import MetricsTrace
+from .monitor.scrape import MetricsTrace
 
 _GIB = 1 << 30
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import openai
 import pytest
 import torch
@@ -79,7 +78,11 @@ def test_server_on_the_gpu_answers_the_openai_sdk_and_batches():
         load = run_load(srv.url, spec, num_requests=64, concurrency=32)
         assert load.num_ok == 64 and all(r.output_tokens == 32 for r in load.results)
         print(f"cuda server, 64 x 32 tokens at concurrency 32: {load.summary()}")
-        metrics = httpx.get(srv.url + "/metrics").text
-        generated = next(float(line.split()[1]) for line in metrics.splitlines()
-                         if line.startswith("deploykit_generation_tokens_total "))
-        assert generated == 12 + 64 * 32
+        metrics = dk.scrape_metrics(srv.url)
+        assert metrics.value("deploykit:generation_tokens_total") == 12 + 64 * 32
+        # GPU series through NVML (nvidia-ml-py), one per visible device
+        assert metrics.value("deploykit:gpu_memory_used_bytes") > 0
+        assert metrics.value("deploykit:gpu_memory_total_bytes") >= \
+            metrics.value("deploykit:gpu_memory_used_bytes")
+        assert 0 <= metrics.value("deploykit:gpu_utilization_perc") <= len(
+            [s for s in metrics.samples if s.name == "deploykit:gpu_utilization_perc"])

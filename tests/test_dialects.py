@@ -210,10 +210,15 @@ def test_ollama_empty_prompt_loads(ol):
 # ---- the same engine behind all three -----------------------------------------------------
 
 def test_three_dialects_one_engine(server, hf, ol):
-    metrics = httpx.get(server.url + "/metrics").text
-    routes = {line.split('route="')[1].split('"')[0] for line in metrics.splitlines()
-              if line.startswith("deploykit_request_latency_seconds_count")}
-    assert {"completions", "generate", "api_generate", "api_chat"} <= routes
+    metrics = dk.scrape_metrics(server.url)
+    routes = {dict(s.labels)["handler"] for s in metrics.samples
+              if s.name == "http_requests_total" and ("status", "2xx") in s.labels}
+    # huggingface_hub's InferenceClient(base_url) posts to TGI's root route, "/"
+    assert {"/v1/completions", "/", "/api/generate", "/api/chat"} <= routes
+    # the engine measures every dialect's requests under one served model name
+    assert metrics.value("deploykit:e2e_request_latency_seconds_count", model_name=MODEL) >= 4
+    assert {dict(s.labels)["model_name"] for s in metrics.samples
+            if s.name.startswith("deploykit:")} == {MODEL}
 
 
 def test_midstream_errors_in_each_dialect_shape():

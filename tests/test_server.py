@@ -180,11 +180,12 @@ def test_health_ready_metrics(server, client):
     assert httpx.get(server.url + "/ready").status_code == 200
     client.completions.create(model=MODEL, prompt="hi", max_tokens=4)
     text = httpx.get(server.url + "/metrics").text
-    for name in ("deploykit_requests_total{", "deploykit_time_to_first_token_seconds_bucket",
-                 "deploykit_request_latency_seconds_bucket", "deploykit_generation_tokens_total",
-                 "deploykit_requests_running", "deploykit_requests_waiting"):
+    for name in ("http_requests_total{", "deploykit:time_to_first_token_seconds_bucket",
+                 "deploykit:e2e_request_latency_seconds_bucket",
+                 "deploykit:generation_tokens_total", "deploykit:num_requests_running",
+                 "deploykit:num_requests_waiting"):
         assert name in text
-    assert 'status="200"' in text
+    assert 'handler="/v1/completions"' in text and 'status="2xx"' in text
 
 
 def test_tokenize(server):

@@ -10,6 +10,7 @@ import time
 
 import httpx
 
+import deploykit as dk
 from _servers import MODEL, start_server
 
 LONG = {"model": MODEL, "prompt": "def main():", "max_tokens": 1500, "ignore_eos": True,
@@ -17,10 +18,7 @@ LONG = {"model": MODEL, "prompt": "def main():", "max_tokens": 1500, "ignore_eos
 
 
 def metric(server, name: str) -> float:
-    for line in httpx.get(server.url + "/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
+    return dk.scrape_metrics(server.url).value(name)  # MetricNotFoundError when absent
 
 
 def wait_for(condition, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
@@ -50,8 +48,8 @@ def test_clients_that_leave_are_dropped():
         resp = httpx.post(srv.url + "/v1/completions", timeout=30,
                           json={"model": MODEL, "prompt": "hi", "max_tokens": 16})
         assert resp.status_code == 200 and time.monotonic() - start < 5.0
-        wait_for(lambda: metric(srv, "deploykit_requests_running") == 0
-                 and metric(srv, "deploykit_requests_waiting") == 0, timeout_s=10)
+        wait_for(lambda: metric(srv, "deploykit:num_requests_running") == 0
+                 and metric(srv, "deploykit:num_requests_waiting") == 0, timeout_s=10)
 
 
 def test_overload_gets_503_with_retry_after_and_recovers():
@@ -76,8 +74,8 @@ def test_sigterm_drains_in_flight_requests_then_exits():
 
         async def scenario():
             inflight = asyncio.ensure_future(send_many(srv.url, body, 10, timeout_s=120))
-            await asyncio.to_thread(wait_for, lambda: metric(srv, "deploykit_requests_running")
-                                    + metric(srv, "deploykit_requests_waiting") >= 10)
+            await asyncio.to_thread(wait_for, lambda: metric(srv, "deploykit:num_requests_running")
+                                    + metric(srv, "deploykit:num_requests_waiting") >= 10)
             os.kill(srv.pid, signal.SIGTERM)
             await asyncio.sleep(0.2)
             try:

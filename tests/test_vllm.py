@@ -18,7 +18,7 @@ from deploykit import plan
 from deploykit.errors import EngineArgumentError, UnknownModelError, VLLMEnvError
 from deploykit.engines.vllm import VLLMArgs, offline_generate, start_vllm
 from deploykit.engines.vllm_env import find_vllm_env
-from deploykit.prometheus import parse_metrics, scrape_metrics
+from deploykit.monitor.scrape import parse_metrics, scrape_metrics
 
 API_KEY = "deploykit-test-key"
 

@@ -307,7 +307,7 @@ class ContainerVLLMArgs(VLLMArgs):
 
 
 # the waiting-requests gauge of each engine, as a Prometheus adapter typically exposes it
-_QUEUE_METRICS = {"deploykit": "deploykit_requests_waiting",
+_QUEUE_METRICS = {"deploykit": "deploykit_num_requests_waiting",  # deploykit:num_requests_waiting
                   "vllm": "vllm_num_requests_waiting",  # vLLM exports vllm:num_requests_waiting
                   "tgi": "tgi_queue_size"}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from ..bench.loadgen import _run_sync
+from .._runtime import run_sync as _run_sync
 from ..errors import InvalidArgumentError
 from ..launch import Server
 
@@ -40,8 +40,10 @@ class DrainResult:
 
 def _admitted(metrics: str) -> float:
     """Return running + waiting requests from a deploykit /metrics scrape."""
-    gauges = ("deploykit_requests_running ", "deploykit_requests_waiting ")
-    return sum(float(line.split()[1]) for line in metrics.splitlines() if line.startswith(gauges))
+    gauges = ("deploykit:num_requests_running{", "deploykit:num_requests_waiting{")
+    # "name{labels} value": a label value may hold spaces, the value never does
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(gauges))
 
 
 def sigterm_drain(server: Server, *, model: str, requests: int = 4, max_tokens: int = 200,

@@ -266,7 +266,7 @@ def measure_prefix_cache(url: str, model: str, prompts: list[str],
     Nothing else should use the server meanwhile: the counts are /metrics deltas.
     """
     from ..bench.loadgen import LoadSpec, run_load
-    from ..prometheus import metrics_delta
+    from ..monitor.scrape import metrics_delta
 
     names = ["vllm:prefix_cache_hits", "vllm:prefix_cache_queries"]
     replies, grew = metrics_delta(url, names, lambda: [

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -20,7 +21,7 @@ from pydantic.json_schema import models_json_schema
 
 from ..errors import EngineStoppedError
 from .engine import Engine, EngineConfig
-from .metrics import ServerMetrics
+from .metrics import UNCOUNTED_PATHS, ServerMetrics, route_template
 from . import ollama, tgi
 from . import protocol as p
 from .serving import (APIError, OpenAIServing, add_error_handlers, parse_body, read_body,
@@ -141,7 +142,7 @@ async def _until_disconnected(request: Request) -> None:
 
 def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
     """Return the FastAPI app serving engine under config.model_name."""
-    metrics = ServerMetrics.create(engine)
+    metrics = ServerMetrics.create(engine, config.model_name)
     serving = OpenAIServing(engine, config.model_name, metrics, config.retry_after_s)
     app = FastAPI(title="deploykit reference server", docs_url=None, redoc_url=None)
     app.state.engine, app.state.draining, app.state.metrics = engine, False, metrics
@@ -282,29 +283,32 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
     # app.openapi() caches the document it builds, and /openapi.json serves that same dict
     _complete_openapi(app.openapi(), config.model_name, len(serving.tokenizer),
                       engine.context_length, guarded=api_key is not None)
-    app.add_middleware(_Guard, api_key=api_key, metrics=metrics)
+    app.add_middleware(_Guard, api_key=api_key, metrics=metrics, routes=app.routes)
     return app
 
 
 class _Guard:
-    """ASGI middleware: check the API key, count responses by route and status.
+    """ASGI middleware: check the API key, count responses by route template and status.
 
     Pure ASGI rather than @app.middleware("http"), which would wrap every streamed
     chunk and add per-request overhead.
     """
 
-    def __init__(self, app, api_key: bytes | None, metrics: ServerMetrics) -> None:
-        self.app, self.api_key, self.metrics = app, api_key, metrics
+    def __init__(self, app, api_key: bytes | None, metrics: ServerMetrics, routes) -> None:
+        self.app, self.api_key, self.metrics, self.routes = app, api_key, metrics, routes
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope["path"]
+        path, start = scope["path"], time.perf_counter()
+        # a template, never the raw path: made-up paths must not each add a series
+        handler = None if path in UNCOUNTED_PATHS else route_template(self.routes, scope)
         if self.api_key is not None and path not in _OPEN_PATHS:
             auth = dict(scope["headers"]).get(b"authorization", b"")
             token = auth[7:] if auth[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(token, self.api_key):  # constant time: no timing oracle
-                self.metrics.requests.labels(path, "401").inc()
+                self.metrics.observe_http(handler, scope["method"], 401,
+                                          time.perf_counter() - start)
                 response = _error(APIError(
                     401, "missing or wrong API key; send the header 'Authorization: Bearer "
                     "<key>' with the key the server was started with.", "authentication_error"))
@@ -320,8 +324,9 @@ class _Guard:
         try:
             await self.app(scope, receive, send_and_note)
         finally:
-            if path not in _OPEN_PATHS:
-                self.metrics.requests.labels(path, str(status)).inc()
+            if handler is not None:
+                self.metrics.observe_http(handler, scope["method"], status,
+                                          time.perf_counter() - start)
 
 
 class _DrainingServer(uvicorn.Server):

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,6 +30,7 @@ from ..errors import (InvalidArgumentError, EngineOverloadedError, EngineStepErr
 from .detok import IncrementalDetokenizer
 from .kvbatch import KVBatch, check_model
 from .sampling import SamplingParams, check_fits, sample, token_logprobs
+from .stats import FinishedRequest, StepStats
 
 log = logging.getLogger("deploykit.engine")
 
@@ -81,7 +82,10 @@ class _Request:
     generator: torch.Generator | None = None
     arrival_step: int = 0
     arrival_s: float = field(default_factory=time.perf_counter)
+    scheduled_s: float | None = None  # admitted into the running batch
     first_token_s: float | None = None
+    last_token_s: float | None = None
+    text_stopped: bool = False  # a stop string ended it on the event-loop side
     output_ids: list[int] = field(default_factory=list)  # appended by the engine thread only
     output_logprobs: list[float] = field(default_factory=list)  # when params.logprobs
     finish_reason: str | None = None  # set after the last token is appended
@@ -116,6 +120,9 @@ class Engine:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self.steps = 0
+        # told what each step did, on the engine thread, before clients wake (metrics)
+        self.observer: Callable[[StepStats], None] | None = None
+        self._stats = StepStats()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -229,18 +236,25 @@ class Engine:
                     log.exception("engine step failed")
                     err = EngineStepError(f"generation failed in the model step: {exc!r}; the "
                                           "server keeps running, retry the request.")
+                    for req in dict.fromkeys(r for r in [*self._running, *new]
+                                             if r.finish_reason is None):
+                        self._finished(req, "error")
                     for req in [*self._running, *new]:
                         req.error, req.finish_reason = err, "error"
                         touched.append(req)
                     self._running = []
                     batch = KVBatch(self.lm.device)
+                # before the wake-up: a client that has its answer finds it in the metrics
+                self._report(batch)
                 self._publish(touched)
         err = EngineStoppedError("the engine stopped before this request finished; retry it "
                                  "on a running server.")
         leftovers = [*self._running, *self._waiting]
         for req in leftovers:
             req.error, req.finish_reason = err, "error"
+            self._finished(req, "abort")
         self._running, self._waiting = [], deque()
+        self._report(KVBatch(self.lm.device))
         self._publish(leftovers)
 
     def _admit(self) -> list[_Request] | None:
@@ -252,6 +266,8 @@ class Engine:
                 return None
             if self._abort_pending:
                 self._abort_pending = False
+                for req in [r for r in self._waiting if r.aborted]:
+                    self._finished(req, "abort")
                 self._waiting = deque(r for r in self._waiting if not r.aborted)
             new: list[_Request] = []
             longest = 0
@@ -264,33 +280,45 @@ class Engine:
                 if new and longest * (len(new) + 1) > self.config.max_prefill_tokens:
                     break
                 new.append(self._waiting.popleft())
+            now = time.perf_counter()
+            for req in new:
+                req.scheduled_s = now
             return new
 
     def _step(self, batch: KVBatch, new: list[_Request], touched: list[_Request]) -> None:
         """Drop aborted rows, prefill the new ones (their first token), decode everyone."""
         model = self.lm.model
-        self._drop(batch, lambda r: r.aborted)
+        for req in self._drop(batch, lambda r: r.aborted):
+            self._finished(req, "stop" if req.text_stopped else "abort")
         if new:
             first_row = batch.size
             logits = batch.prefill(model, [r.prompt_ids for r in new], self.pad_token_id)
+            self._stats.prompt_tokens += sum(len(r.prompt_ids) for r in new)
             tokens = self._sample(logits, new)
             batch.set_last_tokens(tokens, first_row)
             self._running.extend(new)
             self._record(new, tokens, touched)
-            self._drop(batch, lambda r: r.finish_reason is not None)
+            for req in self._drop(batch, lambda r: r.finish_reason is not None):
+                self._finished(req, req.finish_reason)
         if self._running:
             logits = batch.decode(model)
             tokens = self._sample(logits, self._running)
             batch.set_last_tokens(tokens)
             self._record(self._running, tokens, touched)
-            self._drop(batch, lambda r: r.finish_reason is not None)
+            for req in self._drop(batch, lambda r: r.finish_reason is not None):
+                self._finished(req, req.finish_reason)
         self.steps += 1
 
-    def _drop(self, batch: KVBatch, gone) -> None:
+    def _drop(self, batch: KVBatch, gone) -> list[_Request]:
+        """Remove the rows for which gone(request) holds; return their requests."""
         keep = [i for i, r in enumerate(self._running) if not gone(r)]
-        if len(keep) != len(self._running):
-            batch.keep(keep)
-            self._running = [self._running[i] for i in keep]
+        if len(keep) == len(self._running):
+            return []
+        kept = set(keep)
+        dropped = [r for i, r in enumerate(self._running) if i not in kept]
+        batch.keep(keep)
+        self._running = [self._running[i] for i in keep]
+        return dropped
 
     def _sample(self, logits: torch.Tensor, reqs: list[_Request]) -> list[int]:
         banned, penalties, want_logprobs = [], [], []
@@ -314,11 +342,17 @@ class Engine:
 
     def _record(self, reqs: list[_Request], tokens: list[int], touched: list[_Request]) -> None:
         now = time.perf_counter()
+        stats = self._stats
         for req, token in zip(reqs, tokens):
             if req.aborted:
                 continue
             if req.first_token_s is None:
                 req.first_token_s = now
+                stats.ttfts_s.append(now - req.arrival_s)
+            else:
+                stats.itls_s.append(now - req.last_token_s)
+            req.last_token_s = now
+            stats.generation_tokens += 1
             req.output_ids.append(token)
             p = req.params
             is_eos = token in self.eos_token_ids and not p.ignore_eos
@@ -329,6 +363,27 @@ class Engine:
                 req.finish_reason = "length"
             if req.wake_each_step or req.finish_reason is not None:
                 touched.append(req)
+
+    def _finished(self, req: _Request, reason: str) -> None:
+        """Note a request leaving the engine, for the next _report."""
+        now = time.perf_counter()
+        tokens = len(req.output_ids)
+        decode_s = (req.last_token_s - req.first_token_s) if tokens > 1 else 0.0
+        self._stats.finished.append(FinishedRequest(
+            reason, now - req.arrival_s, (req.scheduled_s or now) - req.arrival_s,
+            decode_s / (tokens - 1) if tokens > 1 else 0.0))
+
+    def _report(self, batch: KVBatch) -> None:
+        """Hand this step's stats to the observer (metrics) and start new ones."""
+        stats, self._stats = self._stats, StepStats()
+        if self.observer is None:
+            return
+        stats.kv_cache_usage = (batch.size * batch.columns
+                                / (self.config.max_batch_size * self.context_length))
+        try:
+            self.observer(stats)
+        except Exception:  # metrics must never stop generation
+            log.exception("the engine's step observer failed")
 
     def _publish(self, touched: list[_Request]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
@@ -402,6 +457,7 @@ class GenerationStream:
                     return
         finally:
             if req.finish_reason is None or detok.stopped:
+                req.text_stopped = detok.stopped  # counted as "stop", not "abort"
                 self._engine._abort(req)
 
 

@@ -302,7 +302,6 @@ class OllamaServing(BaseServing):
                         prompt_eval_duration=int(ttft * NS_PER_S),
                         eval_count=out.completion_tokens,
                         eval_duration=max(int((end - start - ttft) * NS_PER_S), 1))
-            self._observe(route, start, out.prompt_tokens, out.completion_tokens, ttft)
             return done
 
         out_ids: list[int] = []

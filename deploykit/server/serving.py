@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ValidationError
@@ -199,7 +198,11 @@ def sampling_params(req: p.CompletionRequest | p.ChatCompletionRequest, max_toke
 
 
 class BaseServing:
-    """What every dialect's handlers share: one engine, one served model name, the metrics."""
+    """What every dialect's handlers share: one engine, one served model name, the metrics.
+
+    The engine records the generation metrics itself (`ServerMetrics.on_step`), so handlers
+    of every dialect are measured alike.
+    """
 
     def __init__(self, engine: Engine, model_name: str, metrics: ServerMetrics,
                  retry_after_s: int = 1) -> None:
@@ -214,15 +217,6 @@ class BaseServing:
             return self.engine.generate(ids, params, stream=stream)
         except Exception as exc:
             raise to_api_error(exc, self.retry_after_s) from exc
-
-    def _observe(self, route: str, start_s: float, prompt_tokens: int, completion_tokens: int,
-                 ttft_s: float | None) -> None:
-        m = self.metrics
-        m.latency.labels(route).observe(time.perf_counter() - start_s)
-        if ttft_s is not None:
-            m.time_to_first_token.labels(route).observe(ttft_s)
-        m.prompt_tokens.inc(prompt_tokens)
-        m.generation_tokens.inc(completion_tokens)
 
 
 class OpenAIServing(BaseServing):
@@ -260,8 +254,8 @@ class OpenAIServing(BaseServing):
 
         rid = f"cmpl-{gen.request_id}"
         if req.stream:
-            return self._stream(gen, "completions", chunk, req.stream_options, first=None)
-        out = await self._collect(gen, "completions")
+            return self._stream(gen, chunk, req.stream_options, first=None)
+        out = await self._collect(gen)
         text = (req.prompt if req.echo and isinstance(req.prompt, str) else "") + out[0]
         return p.CompletionResponse(id=rid, model=self.model_name, usage=out[2],
                                     choices=[p.CompletionChoice(text=text, finish_reason=out[1])])
@@ -283,8 +277,8 @@ class OpenAIServing(BaseServing):
 
         if req.stream:
             first = chunk("", None, role="assistant")
-            return self._stream(gen, "chat", chunk, req.stream_options, first=first)
-        text, finish, usage = await self._collect(gen, "chat")
+            return self._stream(gen, chunk, req.stream_options, first=first)
+        text, finish, usage = await self._collect(gen)
         return p.ChatCompletionResponse(id=rid, model=self.model_name, usage=usage, choices=[
             p.ChatChoice(message=p.ChatResponseMessage(content=text), finish_reason=finish)])
 
@@ -309,8 +303,7 @@ class OpenAIServing(BaseServing):
                            "invalid_request_error", param="stop_token_ids")
         return sampling_params(req, max_tokens, len(ids), self.engine.context_length)
 
-    async def _collect(self, gen: GenerationStream, route: str) -> tuple[str, str, p.Usage]:
-        start = time.perf_counter()
+    async def _collect(self, gen: GenerationStream) -> tuple[str, str, p.Usage]:
         parts, finish, out = [], None, None
         try:
             async with gen:
@@ -321,14 +314,11 @@ class OpenAIServing(BaseServing):
             raise to_api_error(exc, self.retry_after_s) from exc
         usage = p.Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
                         total_tokens=out.prompt_tokens + out.completion_tokens)
-        self._observe(route, start, out.prompt_tokens, out.completion_tokens,
-                      out.time_to_first_token_s)
         return "".join(parts), finish, usage
 
-    async def _stream(self, gen: GenerationStream, route: str, chunk, options,
+    async def _stream(self, gen: GenerationStream, chunk, options,
                       first) -> AsyncIterator[str]:
         """Yield SSE events; a failure midway becomes an error event, then [DONE]."""
-        start = time.perf_counter()
         out = None
         try:
             async with gen:
@@ -341,9 +331,6 @@ class OpenAIServing(BaseServing):
                                 completion_tokens=out.completion_tokens,
                                 total_tokens=out.prompt_tokens + out.completion_tokens)
                 yield _sse(chunk(None, None, usage=usage))
-            if out is not None:
-                self._observe(route, start, out.prompt_tokens, out.completion_tokens,
-                              out.time_to_first_token_s)
         except Exception as exc:
             yield _sse(to_api_error(exc, self.retry_after_s).body())
         yield "data: [DONE]\n\n"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -232,7 +231,6 @@ class TGIServing(BaseServing):
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
         """Return the whole generation (with details when asked)."""
         ids, params, seed = self._prepare(req)
-        start = time.perf_counter()
         gen = self._start(ids, params, stream=False)
         text, out_ids, logprobs, last = "", [], [], None
         async with gen:
@@ -240,8 +238,6 @@ class TGIServing(BaseServing):
                 text += last.text
                 out_ids += last.token_ids
                 logprobs += last.logprobs or []
-        self._observe("generate", start, last.prompt_tokens, last.completion_tokens,
-                      last.time_to_first_token_s)
         details = None
         if req.parameters.details:
             details = Details(finish_reason=finish_reason(last), generated_tokens=len(out_ids),
@@ -258,12 +254,10 @@ class TGIServing(BaseServing):
     async def _events(self, req: GenerateRequest, prompt_ids: list[int], gen,
                       seed: int | None) -> AsyncIterator[str]:
         special = set(self.tokenizer.all_special_ids)
-        start = time.perf_counter()
-        index, text, last = 0, "", None
+        index, text = 0, ""
         try:
             async with gen:
                 async for out in gen:
-                    last = out
                     text += out.text
                     pairs = list(zip(out.token_ids, out.logprobs or [0.0] * len(out.token_ids)))
                     for n, (token_id, logprob) in enumerate(pairs):
@@ -281,9 +275,6 @@ class TGIServing(BaseServing):
                                 finish_reason=finish_reason(out), generated_tokens=index,
                                 seed=seed, input_length=len(prompt_ids))
                         yield f"data:{event.model_dump_json()}\n\n"
-            if last is not None:
-                self._observe("generate_stream", start, last.prompt_tokens,
-                              last.completion_tokens, last.time_to_first_token_s)
         except Exception as exc:
             _, body, _ = error_body(exc, self.retry_after_s)
             yield f"data:{json.dumps(body)}\n\n"

@@ -1,4 +1,4 @@
-"""Read a server's Prometheus `/metrics` page into numbers (vLLM's `vllm:*` metrics).
+"""Read a server's Prometheus `/metrics` page into numbers (`vllm:*` and `deploykit:*` metrics).
 
 Parsing is prometheus_client's text parser; this module only flattens it into samples
 and sums them over label sets, which is what a notebook asks ("how many prefix-cache
@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import httpx
 
-from .errors import EngineRunError, MetricNotFoundError
+from ..errors import EngineRunError, MetricNotFoundError
 
 T = TypeVar("T")
 
@@ -34,10 +34,19 @@ class Metrics:
     """All samples of one scrape."""
 
     samples: tuple[Sample, ...]
+    families: tuple[tuple[str, str], ...] = ()  # (family name, type) as the page declares them
 
     def names(self) -> list[str]:
         """Return the distinct sample names, sorted."""
         return sorted({s.name for s in self.samples})
+
+    def family_types(self, prefix: str = "") -> dict[str, str]:
+        """Return {family name: type} of the families whose name starts with prefix.
+
+        A family is named without its samples' suffixes: `x` for a histogram's `x_bucket`,
+        `x_count` and `x_sum`, or a counter's `x_total`.
+        """
+        return {name: kind for name, kind in self.families if name.startswith(prefix)}
 
     def has(self, name: str) -> bool:
         """Return True when a sample `name` (or counter `name_total`) exists."""
@@ -94,9 +103,10 @@ def parse_metrics(text: str) -> Metrics:
     """Parse Prometheus text exposition format into Metrics."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    families = list(text_string_to_metric_families(text))
     samples = [Sample(s.name, tuple(sorted(s.labels.items())), float(s.value))
-               for family in text_string_to_metric_families(text) for s in family.samples]
-    return Metrics(tuple(samples))
+               for family in families for s in family.samples]
+    return Metrics(tuple(samples), tuple((f.name, f.type) for f in families))
 
 
 def scrape_metrics(base_url: str, *, path: str = "/metrics", timeout_s: float = 10.0,

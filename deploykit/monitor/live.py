@@ -1,0 +1,217 @@
+"""A live dashboard in Jupyter: plots of Prometheus queries, redrawn while a load runs.
+
+`watch_live` runs the work (a load) in a background thread and, every `refresh_s`, reads
+the panels' range queries from Prometheus and redraws them in an ipywidgets Output. When
+the work ends, the live widget is closed and the final figure is displayed as a plain
+image in the widget's place, which is what an executed notebook (papermill) keeps.
+Outside a Jupyter kernel nothing is drawn: plot the returned trace with `plot_panels`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ..errors import EngineRunError, InvalidArgumentError
+from .prom import Prometheus
+from .promql import ENGINES, Panel, standard_panels
+
+T = TypeVar("T")
+
+
+def live_panels(window: str = "15s", by: Sequence[str] = ("job",),
+                engines: Sequence[str] = ENGINES) -> tuple[Panel, ...]:
+    """Return the live view's panels: tokens/s, TTFT p50/p95, queue depth, 5xx errors."""
+    return tuple(p for p in standard_panels(window, by, engines) if p.unit != "percentunit")
+
+
+@dataclass
+class LiveTrace:
+    """What the live view drew: per panel, a table of seconds since start by line."""
+
+    panels: tuple[Panel, ...]
+    start_s: float  # Unix time the work started
+    end_s: float = float("nan")  # Unix time the last work finished
+    frames: dict[str, object] = field(default_factory=dict)  # title -> DataFrame
+    refreshes: int = 0  # how many times the live figure was redrawn
+
+    @property
+    def window(self) -> str:
+        """Return a PromQL duration that covers the work, for queries at end_s."""
+        return f"{math.ceil(self.end_s - self.start_s) + 2}s"
+
+    def peak(self, title: str) -> float:
+        """Return the largest value any line of a panel reached (NaN when it has none)."""
+        frame = self.frames.get(title)
+        return float("nan") if frame is None or frame.empty else float(frame.max().max())
+
+
+def read_panels(prom: Prometheus, panels: Sequence[Panel], start: float,
+                end: float | None = None, step_s: float = 1.0, by: Sequence[str] = ("job",)):
+    """Return per panel title a DataFrame: index seconds since start, one column per line."""
+    import pandas as pd
+
+    out = {}
+    for panel in panels:
+        columns = {}
+        for prefix, promql in panel.queries:
+            long = prom.query_range(promql, start, end, step_s)
+            if long.empty:
+                continue
+            keys = [label for label in by if label in long.columns]
+            for values, rows in (long.groupby(keys) if keys else [((), long)]):
+                values = values if isinstance(values, tuple) else (values,)
+                name = (prefix + " ".join(str(v) for v in values)).strip() or panel.title
+                seconds = (rows["time"] - pd.Timestamp(start, unit="s", tz="UTC")).dt.total_seconds()
+                columns[name] = pd.Series(rows["value"].to_numpy(), index=seconds.to_numpy())
+        out[panel.title] = pd.DataFrame(columns).sort_index()
+    return out
+
+
+def plot_panels(frames: dict, panels: Sequence[Panel], title: str = "",
+                thresholds: dict[str, float] | None = None):
+    """Draw each panel's lines on a grid of axes (two per row); return the figure."""
+    import matplotlib.pyplot as plt
+
+    rows = (len(panels) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.2 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        frame = frames.get(panel.title)
+        if frame is not None and not frame.empty:
+            for column in frame.columns:
+                ax.plot(frame.index, frame[column], label=column)
+            ax.legend(fontsize=8, loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
+        limit = (thresholds or {}).get(panel.title)
+        if limit is not None:
+            ax.axhline(limit, color="red", ls="--", lw=1)
+        ax.set_ylim(bottom=0)  # every panel is a rate, a latency or a count
+        unit = {"s": " (s)", "percentunit": " (fraction)"}.get(panel.unit, "")
+        ax.set_title(panel.title + unit, fontsize=10)
+        ax.set_xlabel("seconds since start")
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _in_kernel() -> bool:
+    """Return True inside a Jupyter kernel (where widgets can be drawn)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T]], *,
+               panels: Sequence[Panel] | None = None, refresh_s: float = 1.5, step_s: float = 1.0,
+               by: Sequence[str] = ("job",), title: str = "",
+               thresholds: dict[str, float] | None = None, timeout_s: float = 600.0,
+               settle_s: float = 2.0) -> tuple[T | list[T], LiveTrace]:
+    """Run work() (or several, at once) in threads; redraw the panels every refresh_s until done.
+
+    After the work, it waits settle_s (a scrape or two) so the last figure holds the end of
+    the load, then shows that figure as an image. Returns work's result (a list for a list
+    of works) and the trace; an exception in a work is raised here.
+    """
+    if not refresh_s > 0 or not timeout_s > 0:
+        raise InvalidArgumentError("refresh_s and timeout_s must be above 0 seconds.")
+    works = [work] if callable(work) else list(work)
+    if not works or not all(callable(w) for w in works):
+        raise InvalidArgumentError("work must be a function of no arguments (e.g. a lambda "
+                                   "that runs dk.run_load), or a list of them.")
+    panels = tuple(panels or live_panels(by=by))
+    trace = LiveTrace(panels, start_s=time.time())
+    boxes: list[list] = [[] for _ in works]
+    threads = [threading.Thread(target=lambda w=w, b=b: b.append(_capture(w)), daemon=True)
+               for w, b in zip(works, boxes)]
+    widget = _LiveWidget() if _in_kernel() else None
+    for thread in threads:
+        thread.start()
+    deadline = trace.start_s + timeout_s
+    try:
+        while any(t.is_alive() for t in threads) and time.time() < deadline:
+            next(t for t in threads if t.is_alive()).join(refresh_s)
+            if widget is not None:
+                trace.frames = read_panels(prom, panels, trace.start_s, None, step_s, by)
+                widget.show(plot_panels(trace.frames, panels, title, thresholds),
+                            f"running for {time.time() - trace.start_s:.0f} s")
+                trace.refreshes += 1
+        trace.end_s = time.time()
+        if not all(boxes):
+            raise EngineRunError(f"the watched work did not finish within {timeout_s:g} s; "
+                                 "raise timeout_s")
+        for box in boxes:
+            ok, result = box[0]
+            if not ok:
+                raise result
+        time.sleep(settle_s)
+        trace.frames = read_panels(prom, panels, trace.start_s, None, step_s, by)
+        if widget is not None:  # its place now holds the final figure as a plain image
+            widget.finish(plot_panels(trace.frames, panels, title, thresholds))
+            widget = None
+    finally:
+        if widget is not None:
+            widget.finish(None)
+    results = [box[0][1] for box in boxes]
+    return (results[0] if callable(work) else results), trace
+
+
+class _LiveWidget:
+    """An Output widget showing the latest figure, with a status line above it."""
+
+    def __init__(self) -> None:
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        self.status = widgets.HTML("starting...")
+        self.output = widgets.Output()
+        self.box = widgets.VBox([self.status, self.output])
+        self.handle = display(self.box, display_id=True)
+
+    def show(self, fig, status: str) -> None:
+        import matplotlib.pyplot as plt
+        from IPython.display import clear_output, display
+
+        self.status.value = status
+        with self.output:
+            clear_output(wait=True)
+            display(_image(fig))
+        plt.close(fig)
+
+    def finish(self, fig) -> None:
+        """Replace the widget by fig as a plain image (what papermill keeps); None: just close."""
+        import matplotlib.pyplot as plt
+
+        if fig is not None:
+            self.handle.update(_image(fig))
+            plt.close(fig)
+        self.box.close()
+
+
+def _image(fig):
+    """Return fig as a PNG image for IPython's display, whatever matplotlib's backend."""
+    import io
+
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    return Image(data=buffer.getvalue(), format="png")
+
+
+def _capture(work: Callable[[], T]) -> tuple[bool, object]:
+    try:
+        return True, work()
+    except BaseException as exc:  # handed to the caller's thread
+        return False, exc
