@@ -7,11 +7,13 @@ name from the module that defines it.
 from .errors import (DeployKitError, EndpointUnreachableError, EngineArgumentError,
                      EngineOverloadedError, EngineRunError, EngineStepError, EngineStoppedError,
                      InvalidArgumentError, InvalidRequestError, MetricNotFoundError,
-                     MissingCredentialError, MissingExtraError, ModelBuildError,
-                     NotebookNotFoundError, PrometheusError, RecipeKeyError, ServerStartError,
+                     MissingCredentialError, MissingExtraError, ModelBuildError, NginxConfigError,
+                     NotebookNotFoundError, PrometheusError, RecipeKeyError, RequestRejectedError,
+                     RetryBudgetExhaustedError, ServerStartError, StreamInterruptedError,
                      UnknownGPUError, UnknownModelError, UnknownRecipeError, VLLMEnvError)
 from .cookbook import NotebookResult, Recipe, load_recipe, run_cookbook
 from .launch import Job, Server, free_port, launch_server, run_job, stop_all
+from .faults import Fault, FaultProxy, start_fault_proxy
 from .generate import (Arrivals, Generation, generate, measure_throughput, memory_footprint,
                        record_arrivals, stream)
 from .server.process import serve_command, start_server
@@ -38,6 +40,15 @@ from .engines.tgi import TGIArgs, openai_equivalent, start_tgi, tgi_runnable
 from .plots import plot_bars, plot_kv_growth, plot_plan_knobs, plot_trace
 from .client import (PROVIDER_ENDPOINTS, ProviderEndpoint, hosted_key_status, openai_client,
                      provider_endpoints, tgi_client)
+from .client import (RETRY_STATUSES, AsyncResilientClient, AsyncTextStream, CacheMetrics,
+                     ClientStats, Completion, MemoryCache, ModelIdentity, ResilientClient,
+                     ResponseCache, ResponseCacheMiddleware, RetryPolicy, SQLiteCache, StreamInfo,
+                     TextStream, Timeouts, cache_key, is_deterministic, model_digest,
+                     model_identity, parse_retry_after)
+from .client.scenarios import (ScenarioResult, StreamOutcome, consume_stream, kill_replica,
+                               plot_fault_results, resilient_requester, results_table,
+                               retry_gaps_s, run_scenario, seed_call, seed_requester,
+                               seed_stream)
 from .hosted import (DIALECTS, GPU_PRICES, KINDS, PLATFORMS, PRICES, GPUPrice, Platform,
                      PredictionRequest, SelfHostedCost, TokenPrice, bedrock_client, break_even,
                      break_even_table, converse_request, converse_text, converse_usage, gpu_price,
@@ -52,6 +63,11 @@ from .deploy import (COMPOSE_SCHEMA_SOURCE, KUBERNETES_VERSION, SEED_DOCKERFILE,
                      lint_dockerfile, manifests, manifests_yaml, plot_pod_timeline,
                      probe_timeline, probes, run_healthcheck, sigterm_drain, validate_compose,
                      validate_manifests, write_docker_files, write_manifests)
+from .deploy.nginx import (check_nginx_config, nginx_config, nginx_path, nginx_worker_user,
+                          start_nginx, write_nginx_config)
+from .router import (REPLICA_HEADER, DrillRequest, DrillResult, RouterConfig, drill_table,
+                     failover_drill, plot_drills, router_command, router_stats, served_by_replica,
+                     start_replicas, start_router, time_to_rejoin)
 from .bench.loadgen import (LoadResult, LoadSpec, RequestResult, arrival_times_s,
                             probe_during_load, run_load, summary_rows, sweep)
 from .bench.metrics import completed_latencies_s, goodput, serve_metrics
@@ -72,12 +88,14 @@ __all__ = [
     "MetricNotFoundError", "MissingCredentialError", "MissingExtraError", "ModelBuildError",
     "NotebookNotFoundError", "RecipeKeyError", "ServerStartError", "UnknownGPUError",
     "UnknownModelError", "UnknownRecipeError", "VLLMEnvError", "EndpointUnreachableError",
-    "PrometheusError",
+    "PrometheusError", "RequestRejectedError", "RetryBudgetExhaustedError",
+    "StreamInterruptedError", "NginxConfigError",
     # cookbook runner
     "NotebookResult", "Recipe", "load_recipe", "run_cookbook",
     # processes
     "Job", "Server", "free_port", "launch_server", "run_job", "stop_all",
     "serve_command", "start_server",
+    "Fault", "FaultProxy", "start_fault_proxy",
     # models and generation
     "BUILTIN_MODELS", "TOY_MODELS", "LoadedModel", "ModelSource", "build_report", "describe",
     "dtype_names", "load_model", "resolve_model", "smollm2_path", "toy_path", "export_gguf",
@@ -108,6 +126,15 @@ __all__ = [
     # clients
     "tgi_client", "PROVIDER_ENDPOINTS", "ProviderEndpoint", "hosted_key_status", "openai_client",
     "provider_endpoints",
+    # resilient client and response cache
+    "RETRY_STATUSES", "AsyncResilientClient", "CacheMetrics", "ClientStats", "Completion",
+    "MemoryCache", "ModelIdentity", "ResilientClient", "ResponseCache", "ResponseCacheMiddleware",
+    "RetryPolicy", "SQLiteCache", "Timeouts", "cache_key", "is_deterministic", "model_digest",
+    "model_identity", "parse_retry_after", "AsyncTextStream", "StreamInfo", "TextStream",
+    # fault scenarios: the seed's client against ours
+    "ScenarioResult", "StreamOutcome", "consume_stream", "kill_replica", "plot_fault_results",
+    "resilient_requester", "results_table", "retry_gaps_s", "run_scenario", "seed_call",
+    "seed_requester", "seed_stream",
     # hosted endpoints: platforms, request builders, costs
     "DIALECTS", "KINDS", "PLATFORMS", "Platform", "platform_browser", "platform_table",
     "bedrock_client", "converse_request", "converse_text", "converse_usage",
@@ -137,4 +164,10 @@ __all__ = [
     "BatchingResult", "BatchingWorkload", "ForwardPass", "answer_agreement",
     "batching_conditions", "batching_table",
     "batching_workload", "compare_batching", "plot_batch_sizes", "plot_batching", "run_batching",
+    # load balancing over replicas: deploykit's router and nginx
+    "REPLICA_HEADER", "RouterConfig", "router_command", "router_stats", "start_router",
+    "DrillRequest", "DrillResult", "drill_table", "failover_drill", "plot_drills",
+    "served_by_replica", "start_replicas", "time_to_rejoin",
+    "check_nginx_config", "nginx_config", "nginx_path", "nginx_worker_user", "start_nginx",
+    "write_nginx_config",
 ]

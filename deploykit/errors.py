@@ -89,9 +89,38 @@ class MissingCredentialError(DeployKitError, RuntimeError):
     """A credential's environment variable is unset or empty; the message names it and how to set it."""
 
 
+class NginxConfigError(DeployKitError, ValueError):
+    """`nginx -t` rejected a configuration; the message carries nginx's own report."""
+
+
 class PrometheusError(DeployKitError, ValueError):
     """Prometheus or promtool refused a config, rule file, rule test or query; the message has its report."""
 
 
 class EndpointUnreachableError(DeployKitError, ConnectionError):
     """Nothing answers at an endpoint's URL; the message says what to check."""
+
+
+class RetryBudgetExhaustedError(DeployKitError, RuntimeError):
+    """Every attempt a retry policy allowed failed; the message has the count and the last cause."""
+
+    def __init__(self, message: str, attempts: int = 0, last_error: str = "",
+                 status: int | None = None) -> None:
+        super().__init__(message)
+        self.attempts, self.last_error, self.status = attempts, last_error, status
+
+
+class StreamInterruptedError(DeployKitError, RuntimeError):
+    """A stream broke after text had arrived; it is not restarted, which would repeat that text."""
+
+    def __init__(self, message: str, chunks: int = 0, text: str = "") -> None:
+        super().__init__(message)
+        self.chunks, self.text = chunks, text  # content chunks received, and their text
+
+
+class RequestRejectedError(DeployKitError, RuntimeError):
+    """A server refused a request with a status that retrying cannot change (400, 401, 404, 422...)."""
+
+    def __init__(self, message: str, status: int = 0, body: str = "") -> None:
+        super().__init__(message)
+        self.status, self.body = status, body

@@ -1,4 +1,4 @@
-"""Dockerfile, Compose and Kubernetes files rendered from one DeploymentConfig, and checked."""
+"""Dockerfile, Compose, Kubernetes and nginx files rendered from one config, and checked."""
 
 from .config import ENGINES, DeploymentConfig
 from .docker import (HostCommand, Substitution, compose_file, compose_yaml, container_command,
@@ -7,6 +7,8 @@ from .docker import (HostCommand, Substitution, compose_file, compose_yaml, cont
 from .drain import DrainResult, sigterm_drain
 from .kubernetes import (KUBERNETES_VERSION, deployment, kubernetes_commands, manifests,
                          manifests_yaml, plot_pod_timeline, probe_timeline, probes, write_manifests)
+from .nginx import (check_nginx_config, nginx_config, nginx_path, nginx_worker_user, start_nginx,
+                    write_nginx_config)
 from .seed import SEED_DOCKERFILE, docker_differences, kubernetes_differences
 from .validate import (COMPOSE_SCHEMA_SOURCE, Check, hadolint_version, lint_dockerfile,
                        validate_compose, validate_manifests)
@@ -18,6 +20,8 @@ __all__ = [
     "image_command", "run_healthcheck", "write_docker_files", "DrainResult", "sigterm_drain",
     "KUBERNETES_VERSION", "deployment", "kubernetes_commands", "manifests", "manifests_yaml",
     "plot_pod_timeline", "probe_timeline", "probes", "write_manifests",
+    "check_nginx_config", "nginx_config", "nginx_path", "nginx_worker_user", "start_nginx",
+    "write_nginx_config",
     "SEED_DOCKERFILE", "docker_differences", "kubernetes_differences",
     "COMPOSE_SCHEMA_SOURCE", "Check", "hadolint_version", "lint_dockerfile", "validate_compose",
     "validate_manifests",
