@@ -35,7 +35,9 @@ class LiveTrace:
 
     panels: tuple[Panel, ...]
     start_s: float  # Unix time the work started
-    end_s: float = float("nan")  # Unix time the last work finished
+    # Unix time by which the work had finished and Prometheus had scraped every target
+    # since: a query at end_s sees everything the servers counted for the work
+    end_s: float = float("nan")
     frames: dict[str, object] = field(default_factory=dict)  # title -> DataFrame
     refreshes: int = 0  # how many times the live figure was redrawn
 
@@ -120,8 +122,10 @@ def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T
                settle_s: float = 2.0) -> tuple[T | list[T], LiveTrace]:
     """Run work() (or several, at once) in threads; redraw the panels every refresh_s until done.
 
-    After the work, it waits settle_s (a scrape or two) so the last figure holds the end of
-    the load, then shows that figure as an image. Returns work's result (a list for a list
+    After the work, it waits settle_s (a scrape or two, so rates have points after the
+    load) and until Prometheus has scraped every target since the work ended, so the last
+    figure (and a query at trace.end_s) holds the whole load; then it shows that figure as
+    an image. Returns work's result (a list for a list
     of works) and the trace; an exception in a work is raised here.
     """
     if not refresh_s > 0 or not timeout_s > 0:
@@ -147,7 +151,7 @@ def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T
                 widget.show(plot_panels(trace.frames, panels, title, thresholds),
                             f"running for {time.time() - trace.start_s:.0f} s")
                 trace.refreshes += 1
-        trace.end_s = time.time()
+        work_end_s = time.time()
         if not all(boxes):
             raise EngineRunError(f"the watched work did not finish within {timeout_s:g} s; "
                                  "raise timeout_s")
@@ -155,7 +159,11 @@ def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T
             ok, result = box[0]
             if not ok:
                 raise result
+        # A query at the moment the work ended reads the scrape before it, which can miss
+        # the load's last second: wait for a scrape that began after the work ended.
         time.sleep(settle_s)
+        prom.wait_for_scrape(after=work_end_s)
+        trace.end_s = time.time()
         trace.frames = read_panels(prom, panels, trace.start_s, None, step_s, by)
         if widget is not None:  # its place now holds the final figure as a plain image
             widget.finish(plot_panels(trace.frames, panels, title, thresholds))
