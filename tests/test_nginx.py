@@ -102,7 +102,9 @@ async def _load(url: str, requests: int, concurrency: int) -> list[httpx.Respons
 def test_real_nginx_balances_a_real_load(replicas, tmp_path):
     with dk.start_nginx([r.url for r in replicas], prefix_dir=tmp_path) as nginx:
         responses = asyncio.run(_load(nginx.url, requests=30, concurrency=6))
-        access_log = (tmp_path / "access.log").read_text()
+    # read once nginx has stopped: it logs a request after its last byte went out, which can
+    # come after the client already has the whole answer (CI once saw 29 of 30 lines)
+    access_log = (tmp_path / "access.log").read_text()
     assert [r.status_code for r in responses] == [200] * 30
     assert all(r.json()["usage"]["completion_tokens"] > 0 for r in responses)
     served = collections.Counter(r.headers[dk.REPLICA_HEADER] for r in responses)

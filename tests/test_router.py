@@ -214,5 +214,7 @@ def test_killing_one_of_three_under_load_loses_nothing(replicas):
     assert len(whole) == 1 and max(cut) < min(whole)  # greedy: every whole stream is the same
     assert stats["aborted_streams"] == drill.interrupted_streams
     assert stats["replicas"][0]["state"] in (DOWN, COOLING)  # out of rotation
+    # the survivors carried the load; how much the victim served first depends on how far
+    # the load had got at the kill (CI once saw the victim serve 14, as many as a survivor)
     victim = replicas[0].url.split("://")[1]
-    assert drill.served[victim] < min(v for k, v in drill.served.items() if k != victim)
+    assert all(v > 0 for k, v in drill.served.items() if k != victim), drill.served
