@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+from deploykit.router import start_replicas as _start_replicas
 from deploykit.server.process import start_server as _start
 
 MODEL = "toy-tiny"
@@ -22,3 +26,15 @@ def assert_openai_error(response, status: int) -> dict:
     assert set(body["error"]) == {"message", "type", "param", "code"}, body
     assert body["error"]["message"]
     return body["error"]
+
+
+@contextlib.contextmanager
+def three_replicas(name: str):
+    """Start three toy-tiny replicas side by side (one thread each); stop what the list holds."""
+    # each takes ~10 s to load; they load side by side, one thread each on the shared cores
+    servers = _start_replicas(MODEL, 3, device="cpu", threads=1, name=name)
+    try:
+        yield servers  # a test may put a restarted replica in the list: it is stopped too
+    finally:
+        with ThreadPoolExecutor(3) as pool:  # stop them side by side too
+            list(pool.map(lambda server: server.stop(), servers))

@@ -9,14 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
 
 import deploykit as dk
-from _servers import MODEL
+from _servers import MODEL, three_replicas
 
 COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
 URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
@@ -24,11 +23,8 @@ URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
 
 @pytest.fixture(scope="module")
 def replicas():
-    # each takes ~10 s to load; they load side by side, one thread each on the shared cores
-    servers = dk.start_replicas(MODEL, 3, device="cpu", threads=1, name="nginx-replica")
-    yield servers
-    with ThreadPoolExecutor(3) as pool:  # stop them side by side too
-        list(pool.map(lambda server: server.stop(), servers))
+    with three_replicas("nginx-replica") as servers:
+        yield servers
 
 
 def test_config_has_the_settings_that_matter(tmp_path):

@@ -7,13 +7,12 @@ import collections
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 import deploykit as dk
-from _servers import MODEL
+from _servers import MODEL, three_replicas
 from deploykit.router.balancer import COOLING, DOWN, HALF_OPEN, UP, Balancer
 
 COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
@@ -21,11 +20,8 @@ COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "tempe
 
 @pytest.fixture(scope="module")
 def replicas():
-    # each takes ~10 s to load; they load side by side, one thread each on the shared cores
-    servers = dk.start_replicas(MODEL, 3, device="cpu", threads=1, name="router-replica")
-    yield servers
-    with ThreadPoolExecutor(3) as pool:  # stop them side by side too
-        list(pool.map(lambda server: server.stop(), servers))
+    with three_replicas("router-replica") as servers:
+        yield servers
 
 
 @pytest.fixture()
