@@ -268,7 +268,7 @@ class OllamaServing(BaseServing):
                 [Message(role="user", content=prompt)]
             ids = chat_ids(self.tokenizer, messages)
         ids = list(req.context or []) + ids
-        return await self._run(req, ids, "api_generate", lambda text: {"response": text},
+        return await self._run(req, ids, lambda text: {"response": text},
                                with_context=True)
 
     async def chat(self, req: ChatRequest):
@@ -280,10 +280,10 @@ class OllamaServing(BaseServing):
                     "message": {"role": "assistant", "content": ""}, "done": True,
                     "done_reason": "load"}
         ids = chat_ids(self.tokenizer, req.messages)
-        return await self._run(req, ids, "api_chat",
+        return await self._run(req, ids,
                                lambda text: {"message": {"role": "assistant", "content": text}})
 
-    async def _run(self, req: _Request, ids: list[int], route: str, body, with_context=False):
+    async def _run(self, req: _Request, ids: list[int], body, with_context=False):
         vocab = len(self.tokenizer)
         if any(not 0 <= t < vocab for t in ids):
             raise _error(400, f"context must hold token ids in [0, {vocab}).")
