@@ -14,6 +14,7 @@ from _servers import MODEL, start_server
 PROMPT = "The answer is"
 FAST = dk.RetryPolicy(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2, budget_s=10.0)
 LONG_STREAM = {"max_tokens": 400, "ignore_eos": True}  # enough events to cut in the middle
+SHORT = {"max_tokens": 8, "ignore_eos": True}  # sampled text that cannot stop at once and be empty
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def _seen(proxy) -> list[dict]:
 
 
 def test_answers_with_one_attempt(client, faults):
-    answer = client.chat([{"role": "user", "content": "hi"}], max_tokens=8)
+    answer = client.chat([{"role": "user", "content": "hi"}], **SHORT)
     assert answer.text and answer.attempts == 1 and answer.retries == 0
     assert answer.base_url == faults.url + "/v1" and not answer.cached
     streamed = "".join(client.stream_completions(PROMPT, max_tokens=16, temperature=0))
@@ -69,7 +70,7 @@ def test_answers_with_one_attempt(client, faults):
 
 def test_503_burst_is_retried_after_retry_after(client, faults):
     faults.inject(status=503, count=2, retry_after_s=0.5)
-    answer = client.completions(PROMPT, max_tokens=8)
+    answer = client.completions(PROMPT, **SHORT)
     assert answer.attempts == 3 and answer.text
     seen = _seen(faults)
     assert [r["fault"] for r in seen] == ["status 503", "status 503", None]
@@ -130,14 +131,14 @@ def test_stream_cut_after_text_raises_and_is_not_retried(client, faults):
 
 def test_stream_cut_before_any_text_is_retried(client, faults):
     faults.inject(cut_stream_after_chunks=1, count=1)  # only the role event gets through
-    text = "".join(client.stream_chat([{"role": "user", "content": "hi"}], max_tokens=16))
+    text = "".join(client.stream_chat([{"role": "user", "content": "hi"}], **SHORT))
     assert text and [r["fault"] for r in _seen(faults)] == ["cut after 1 events", None]
 
 
 def test_refused_connection_fails_over_to_the_next_url(faults):
     dead = f"http://127.0.0.1:{dk.free_port()}/v1"
     with dk.ResilientClient([dead, faults.url + "/v1"], model=MODEL, retry=FAST) as client:
-        text = "".join(client.stream_completions(PROMPT, max_tokens=8))
+        text = "".join(client.stream_completions(PROMPT, **SHORT))
         assert text and client.stats.failures == {"connect_error": 1}
         with pytest.raises(dk.RetryBudgetExhaustedError, match="could not connect"):
             dk.ResilientClient(dead, model=MODEL, retry=FAST).completions(PROMPT)
@@ -164,7 +165,7 @@ def test_read_timeout_on_a_slow_replica(faults):
         faults.inject(delay_s=0.5, count=1, path_prefix="/v1/")
         slow_start = dk.ResilientClient(faults.url + "/v1", model=MODEL, retry=policy,
                                         timeouts=dk.Timeouts(read_s=5.0, stream_idle_s=0.3))
-        assert "".join(slow_start.stream_completions(PROMPT, max_tokens=8))
+        assert "".join(slow_start.stream_completions(PROMPT, **SHORT))
         assert slow_start.stats.attempts == 1
 
 
@@ -202,14 +203,14 @@ def test_async_client_retries_and_fails_streams_loudly(faults):
     async def scenario():
         async with dk.AsyncResilientClient(faults.url + "/v1", model=MODEL, retry=FAST) as client:
             faults.inject(status=503, count=1, retry_after_s=0.2)
-            answer = await client.completions(PROMPT, max_tokens=8)
+            answer = await client.completions(PROMPT, **SHORT)
             faults.inject(cut_stream_after_chunks=3, count=1)
             received = []
             with pytest.raises(dk.StreamInterruptedError) as caught:
                 async for text in client.stream_chat([{"role": "user", "content": "hi"}],
                                                      **LONG_STREAM):
                     received.append(text)
-            whole = [t async for t in client.stream_completions(PROMPT, max_tokens=8)]
+            whole = [t async for t in client.stream_completions(PROMPT, **SHORT)]
             faults.inject(status=500)
             with pytest.raises(dk.RetryBudgetExhaustedError):
                 await client.chat([{"role": "user", "content": "hi"}])
