@@ -139,6 +139,9 @@ def test_prometheus_scrapes_deploykit_and_llamacpp_and_counts_every_request():
         assert prom.value("sum(deploykit:generation_tokens_total)") == n * 8
         firing = prom.wait_for_alert("HighTimeToFirstTokenP95", timeout_s=20)
         assert firing["job"].tolist() == ["deploykit"]
+        assert prom.wait_for_alert("HighTimeToFirstTokenP95", jobs="deploykit")["job"].tolist() == ["deploykit"]
+        with pytest.raises(PrometheusError, match=r"not firing for jobs \['deploykit', 'nosuch'\]"):
+            prom.wait_for_alert("HighTimeToFirstTokenP95", timeout_s=1, jobs=["deploykit", "nosuch"])
         for panel in dk.grafana_dashboard()["panels"]:  # every dashboard query is valid PromQL
             for target in panel["targets"]:
                 prom.query(target["expr"])

@@ -15,7 +15,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -211,10 +211,17 @@ class Prometheus:
         self._wait(up, timeout_s, lambda: f"not every target is up:\n{self.targets().to_string()}"
                    "\nCheck that each server runs and serves its metrics path.")
 
-    def wait_for_alert(self, alertname: str, state: str = "firing", timeout_s: float = 60.0):
-        """Wait until alert `alertname` is in `state` ('pending' or 'firing'); return its rows."""
+    def wait_for_alert(self, alertname: str, state: str = "firing", timeout_s: float = 60.0,
+                       jobs: Iterable[str] | None = None):
+        """Wait until alert `alertname` is in `state` ('pending' or 'firing'); return its rows.
+
+        With `jobs`, wait until it is in that state for every one of those jobs: alerts grouped
+        by job become active at different scrapes, so the first job's row can come seconds
+        before the others'.
+        """
         if state not in ("pending", "firing"):
             raise InvalidArgumentError(f"state={state!r} must be 'pending' or 'firing'.")
+        wanted = {jobs} if isinstance(jobs, str) else set(jobs or ())
         found: list = []
 
         def reached() -> bool:
@@ -222,9 +229,12 @@ class Prometheus:
             if not frame.empty:
                 frame = frame[(frame["alertname"] == alertname) & (frame["state"] == state)]
             found[:] = [frame]
-            return not frame.empty
+            if frame.empty:
+                return False
+            return not wanted or "job" in frame and wanted <= set(frame["job"])
 
-        self._wait(reached, timeout_s, lambda: f"alert {alertname!r} not {state}; active "
+        for_jobs = f" for jobs {sorted(wanted)}" if wanted else ""
+        self._wait(reached, timeout_s, lambda: f"alert {alertname!r} not {state}{for_jobs}; active "
                    f"alerts:\n{self.alerts().to_string()}\nLower its threshold, send more load, "
                    "or raise timeout_s (an alert fires after its `for` duration).")
         return found[0]
