@@ -1,9 +1,8 @@
 """Thin FastAPI routes over `serving.py`, plus the uvicorn runner with a graceful drain.
 
 Routes parse the body themselves (so malformed JSON or a wrong type is a 400 in OpenAI's
-shape, never FastAPI's 422), call one handler, and return JSON or an SSE stream. As FastAPI
-then sees no body parameter, each route declares its body and its error responses for the
-OpenAPI document (/openapi.json) from the wire models in `protocol.py`.
+shape, never FastAPI's 422), call one handler, and return JSON or an SSE stream; each route
+declares its body and error responses for /openapi.json with `openapi.py`.
 """
 
 from __future__ import annotations
@@ -17,20 +16,17 @@ from dataclasses import dataclass, field
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic.json_schema import models_json_schema
 
 from ..errors import EngineStoppedError
 from .engine import Engine, EngineConfig
 from .metrics import UNCOUNTED_PATHS, ServerMetrics, route_template
+from . import openapi
 from . import ollama, tgi
 from . import protocol as p
 from .serving import (APIError, OpenAIServing, add_error_handlers, parse_body, read_body,
                       to_api_error)
 
 log = logging.getLogger("deploykit.server")
-
-_OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})  # no API key needed
-
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -52,82 +48,6 @@ class ServerConfig:
     def model_name(self) -> str:
         """Return the name clients must send in the "model" field."""
         return self.served_model_name or self.model
-
-
-# ---- the OpenAPI document ----------------------------------------------------------------
-
-_REQUEST_MODELS = (p.CompletionRequest, p.ChatCompletionRequest, p.TokenizeRequest)
-
-_ERROR_WHEN = {  # the statuses the routes answer with an ErrorResponse, and when
-    400: "The body is not a JSON object, a field has the wrong type or is out of range, or "
-         "the prompt and max_tokens do not fit the model's context.",
-    401: "The API key is missing or wrong.",
-    404: "The model named is not the one this server serves (see GET /v1/models).",
-    413: "The body is longer than the server's --max-body-bytes.",
-    503: "Too many requests wait, or the server is shutting down; retry after Retry-After "
-         "seconds (on another replica when shutting down).",
-}
-
-# with stream=true; before Open API 3.2's itemSchema, the schema of an event stream is that of
-# one event (fields data, event, id, retry)
-_STREAM = {"text/event-stream": {"schema": {
-    "type": "object", "required": ["data"], "properties": {"data": {
-        "type": "string", "description": "one chunk's JSON per step (the 200's JSON schema; a "
-        "chat chunk has `delta` for `message`), an ErrorResponse's if generation fails midway, "
-        "then `[DONE]`"}}}}}
-
-
-def _body(model: type[p.BaseModel]) -> dict:
-    """Return openapi_extra declaring model as the route's JSON body (read raw by the route)."""
-    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-def _responses(ok: type[p.BaseModel], *errors: int, stream: bool = False) -> dict:
-    """Return FastAPI's responses= for a 200 of model ok and ErrorResponses of errors."""
-    out: dict = {200: {"model": ok, "content": _STREAM if stream else {}}}
-    for status in errors:
-        out[status] = {"model": p.ErrorResponse, "description": _ERROR_WHEN[status]}
-    if 503 in out:
-        out[503]["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
-                                               "schema": {"type": "integer"}}}
-    return out
-
-
-def _fill_limits(node, limits: dict[str, dict]) -> None:
-    """Replace each protocol.SERVER_LIMIT mark under node with this server's bound."""
-    if isinstance(node, dict):
-        kind = node.pop(p.SERVER_LIMIT, None)
-        if kind is not None:
-            node.update(limits[kind])
-        for value in node.values():
-            _fill_limits(value, limits)
-    elif isinstance(node, list):
-        for value in node:
-            _fill_limits(value, limits)
-
-
-def _complete_openapi(doc: dict, model_name: str, vocab_size: int, context_length: int,
-                      guarded: bool) -> None:
-    """Add the request models (with this server's limits) and, if guarded, the API key."""
-    _, defs = models_json_schema([(m, "validation") for m in _REQUEST_MODELS],
-                                 ref_template="#/components/schemas/{model}")
-    _fill_limits(defs, {
-        "model": {"enum": [model_name]},
-        "token_id": {"maximum": vocab_size - 1},
-        # the prompt takes at least one token of the context
-        "max_tokens": {"maximum": context_length - 1, "description": "at most "
-                       f"{context_length} (the context length) minus the prompt's tokens"}})
-    components = doc.setdefault("components", {})
-    components.setdefault("schemas", {}).update(defs["$defs"])
-    if guarded:
-        components["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
-        error = {"$ref": "#/components/schemas/ErrorResponse"}
-        for path, item in doc["paths"].items():
-            for operation in item.values() if path not in _OPEN_PATHS else ():
-                operation["security"] = [{"apiKey": []}]
-                operation["responses"]["401"] = {"description": _ERROR_WHEN[401], "content": {
-                    "application/json": {"schema": error}}}
 
 
 def _error(err: APIError) -> JSONResponse:
@@ -184,22 +104,22 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
         return StreamingResponse(result, media_type=media_type,
                                  headers={"Cache-Control": "no-cache"})
 
-    @app.post("/v1/completions", openapi_extra=_body(p.CompletionRequest),
-              responses=_responses(p.CompletionResponse, 400, 404, 413, 503, stream=True))
+    @app.post("/v1/completions", openapi_extra=openapi.body(p.CompletionRequest),
+              responses=openapi.responses(p.CompletionResponse, 400, 404, 413, 503, stream=True))
     async def completions(request: Request) -> Response:
         return await _generate(request, p.CompletionRequest, serving.completions)
 
-    @app.post("/v1/chat/completions", openapi_extra=_body(p.ChatCompletionRequest),
-              responses=_responses(p.ChatCompletionResponse, 400, 404, 413, 503, stream=True))
+    @app.post("/v1/chat/completions", openapi_extra=openapi.body(p.ChatCompletionRequest),
+              responses=openapi.responses(p.ChatCompletionResponse, 400, 404, 413, 503, stream=True))
     async def chat_completions(request: Request) -> Response:
         return await _generate(request, p.ChatCompletionRequest, serving.chat)
 
-    @app.get("/v1/models", responses=_responses(p.ModelList))
+    @app.get("/v1/models", responses=openapi.responses(p.ModelList))
     async def models() -> JSONResponse:
         return JSONResponse(serving.models().model_dump())
 
-    @app.post("/tokenize", openapi_extra=_body(p.TokenizeRequest),
-              responses=_responses(p.TokenizeResponse, 400, 404, 413))
+    @app.post("/tokenize", openapi_extra=openapi.body(p.TokenizeRequest),
+              responses=openapi.responses(p.TokenizeResponse, 400, 404, 413))
     async def tokenize(request: Request) -> JSONResponse:
         req = parse_body(await read_body(request, config.max_body_bytes), p.TokenizeRequest)
         return JSONResponse(serving.tokenize(req).model_dump())
@@ -262,12 +182,12 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
     async def ollama_version() -> JSONResponse:
         return JSONResponse(ollama_serving.version())
 
-    @app.get("/health", responses=_responses(p.HealthResponse))
+    @app.get("/health", responses=openapi.responses(p.HealthResponse))
     async def health() -> JSONResponse:
         # liveness only: answering proves the event loop runs; the model is not touched
         return JSONResponse(p.HealthResponse().model_dump())
 
-    @app.get("/ready", responses={**_responses(p.ReadyResponse),
+    @app.get("/ready", responses={**openapi.responses(p.ReadyResponse),
                                   503: {"model": p.ReadyResponse, "description": "Draining, or "
                                         "the engine has stopped: send no traffic here."}})
     async def ready() -> JSONResponse:
@@ -281,7 +201,7 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
     # app.openapi() caches the document it builds, and /openapi.json serves that same dict
-    _complete_openapi(app.openapi(), config.model_name, len(serving.tokenizer),
+    openapi.complete(app.openapi(), config.model_name, len(serving.tokenizer),
                       engine.context_length, guarded=api_key is not None)
     app.add_middleware(_Guard, api_key=api_key, metrics=metrics, routes=app.routes)
     return app
@@ -303,7 +223,7 @@ class _Guard:
         path, start = scope["path"], time.perf_counter()
         # a template, never the raw path: made-up paths must not each add a series
         handler = None if path in UNCOUNTED_PATHS else route_template(self.routes, scope)
-        if self.api_key is not None and path not in _OPEN_PATHS:
+        if self.api_key is not None and path not in openapi.OPEN_PATHS:
             auth = dict(scope["headers"]).get(b"authorization", b"")
             token = auth[7:] if auth[:7].lower() == b"bearer " else b""
             if not hmac.compare_digest(token, self.api_key):  # constant time: no timing oracle

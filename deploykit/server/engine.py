@@ -4,7 +4,8 @@ The model forward never runs on the event loop: a dedicated engine thread owns t
 and the running batch (`kvbatch.KVBatch`). Between two decode steps it drops rows that
 finished or whose client went away and prefills waiting requests into the batch. Requests
 arrive through a bounded deque (full: `EngineOverloadedError` at once, never a growing
-queue); tokens go back to the event loop with one `call_soon_threadsafe` per step.
+queue); tokens go back to the event loop with one `call_soon_threadsafe` per step, where
+each request's `request.GenerationStream` turns them into text.
 
 Why not transformers' own continuous batching (`generate_batch`, paged|sdpa)? Measured on
 the 2-core CPU with toy-tiny it gave about 2,300 tokens/s at 32 sequences against about
@@ -20,15 +21,15 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import (InvalidArgumentError, EngineOverloadedError, EngineStepError, EngineStoppedError,
                       InvalidRequestError)
-from .detok import IncrementalDetokenizer
 from .kvbatch import KVBatch, check_model
+from .request import GenerationStream, RequestState, wake
 from .sampling import SamplingParams, check_fits, sample, token_logprobs
 from .stats import FinishedRequest, StepStats
 
@@ -53,51 +54,6 @@ class EngineConfig:
                              f"max_prefill_tokens >= 1; got {self}")
 
 
-@dataclass(frozen=True)
-class RequestOutput:
-    """What one request produced since its previous output (text and ids are deltas)."""
-
-    request_id: str
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None  # "stop", "length", or None while running
-    prompt_tokens: int
-    completion_tokens: int
-    time_to_first_token_s: float | None
-    # with finish_reason "stop": the stop string or stop token id that ended the request
-    # (None: the model's EOS), as vLLM's stop_reason
-    stop_reason: str | int | None = None
-    logprobs: list[float] | None = None  # one per token id, when the request asked for them
-
-
-@dataclass(eq=False)
-class _Request:
-    """Mutable state of one request, shared by the event loop and the engine thread."""
-
-    id: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    loop: asyncio.AbstractEventLoop
-    wake_each_step: bool  # streaming or stop strings; else wake only when finished
-    generator: torch.Generator | None = None
-    arrival_step: int = 0
-    arrival_s: float = field(default_factory=time.perf_counter)
-    scheduled_s: float | None = None  # admitted into the running batch
-    first_token_s: float | None = None
-    last_token_s: float | None = None
-    text_stopped: bool = False  # a stop string ended it on the event-loop side
-    output_ids: list[int] = field(default_factory=list)  # appended by the engine thread only
-    output_logprobs: list[float] = field(default_factory=list)  # when params.logprobs
-    finish_reason: str | None = None  # set after the last token is appended
-    stop_token: int | None = None  # the stop_token_ids entry that ended it, if one did
-    # (token ids, finish_reason) as of the last wake-up, set together by the engine thread so
-    # that the event loop never sees a token whose finish_reason is not set yet
-    visible: tuple[int, str | None] = (0, None)
-    error: Exception | None = None
-    aborted: bool = False
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class Engine:
     """Continuous-batching generation over a `LoadedModel`; `generate` is the only entry."""
 
@@ -111,8 +67,8 @@ class Engine:
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = frozenset(i for i in [*eos, tok.eos_token_id] if i is not None)
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self._waiting: deque[_Request] = deque()
-        self._running: list[_Request] = []
+        self._waiting: deque[RequestState] = deque()
+        self._running: list[RequestState] = []
         self._cond = threading.Condition()
         self._abort_pending = False
         self._accepting = True
@@ -194,12 +150,12 @@ class Engine:
         return GenerationStream(self, req, stream)
 
     def _submit(self, prompt_ids: list[int], params: SamplingParams, stream: bool,
-                request_id: str | None) -> _Request:
+                request_id: str | None) -> RequestState:
         if not self.accepting:
             raise EngineStoppedError("the server is shutting down and takes no new requests; "
                                      "send the request to another replica or retry later.")
         self.check_request(prompt_ids, params)
-        req = _Request(id=request_id or f"req-{next(self._ids)}", prompt_ids=list(prompt_ids),
+        req = RequestState(id=request_id or f"req-{next(self._ids)}", prompt_ids=list(prompt_ids),
                        params=params, loop=asyncio.get_running_loop(),
                        wake_each_step=stream or bool(params.stop), arrival_step=self.steps)
         if params.seed is not None:
@@ -214,7 +170,7 @@ class Engine:
             self._cond.notify()
         return req
 
-    def _abort(self, req: _Request) -> None:
+    def _abort(self, req: RequestState) -> None:
         req.aborted = True
         with self._cond:
             self._abort_pending = True
@@ -229,7 +185,7 @@ class Engine:
                 new = self._admit()
                 if new is None:
                     break
-                touched: list[_Request] = []
+                touched: list[RequestState] = []
                 try:
                     self._step(batch, new, touched)
                 except Exception as exc:  # a failed forward ends its batch, not the server
@@ -257,7 +213,7 @@ class Engine:
         self._report(KVBatch(self.lm.device))
         self._publish(leftovers)
 
-    def _admit(self) -> list[_Request] | None:
+    def _admit(self) -> list[RequestState] | None:
         """Block until there is work; return newly admitted requests (None: stop)."""
         with self._cond:
             while not (self._stop or self._waiting or self._running or self._abort_pending):
@@ -269,7 +225,7 @@ class Engine:
                 for req in [r for r in self._waiting if r.aborted]:
                     self._finished(req, "abort")
                 self._waiting = deque(r for r in self._waiting if not r.aborted)
-            new: list[_Request] = []
+            new: list[RequestState] = []
             longest = 0
             free = self.config.max_batch_size - len(self._running)
             if (self._running and self._waiting and len(self._waiting) < free and
@@ -285,7 +241,7 @@ class Engine:
                 req.scheduled_s = now
             return new
 
-    def _step(self, batch: KVBatch, new: list[_Request], touched: list[_Request]) -> None:
+    def _step(self, batch: KVBatch, new: list[RequestState], touched: list[RequestState]) -> None:
         """Drop aborted rows, prefill the new ones (their first token), decode everyone."""
         model = self.lm.model
         for req in self._drop(batch, lambda r: r.aborted):
@@ -309,7 +265,7 @@ class Engine:
                 self._finished(req, req.finish_reason)
         self.steps += 1
 
-    def _drop(self, batch: KVBatch, gone) -> list[_Request]:
+    def _drop(self, batch: KVBatch, gone) -> list[RequestState]:
         """Remove the rows for which gone(request) holds; return their requests."""
         keep = [i for i, r in enumerate(self._running) if not gone(r)]
         if len(keep) == len(self._running):
@@ -320,7 +276,7 @@ class Engine:
         self._running = [self._running[i] for i in keep]
         return dropped
 
-    def _sample(self, logits: torch.Tensor, reqs: list[_Request]) -> list[int]:
+    def _sample(self, logits: torch.Tensor, reqs: list[RequestState]) -> list[int]:
         banned, penalties, want_logprobs = [], [], []
         for row, req in enumerate(reqs):
             p = req.params
@@ -340,7 +296,7 @@ class Engine:
             reqs[row].output_logprobs.append(logprob)
         return tokens
 
-    def _record(self, reqs: list[_Request], tokens: list[int], touched: list[_Request]) -> None:
+    def _record(self, reqs: list[RequestState], tokens: list[int], touched: list[RequestState]) -> None:
         now = time.perf_counter()
         stats = self._stats
         for req, token in zip(reqs, tokens):
@@ -364,7 +320,7 @@ class Engine:
             if req.wake_each_step or req.finish_reason is not None:
                 touched.append(req)
 
-    def _finished(self, req: _Request, reason: str) -> None:
+    def _finished(self, req: RequestState, reason: str) -> None:
         """Note a request leaving the engine, for the next _report."""
         now = time.perf_counter()
         tokens = len(req.output_ids)
@@ -385,82 +341,13 @@ class Engine:
         except Exception:  # metrics must never stop generation
             log.exception("the engine's step observer failed")
 
-    def _publish(self, touched: list[_Request]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+    def _publish(self, touched: list[RequestState]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[RequestState]] = {}
         for req in touched:
             req.visible = (len(req.output_ids), req.finish_reason)
             by_loop.setdefault(req.loop, []).append(req)
         for loop, reqs in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_wake, reqs)
+                loop.call_soon_threadsafe(wake, reqs)
             except RuntimeError:  # that event loop is closed: nobody is waiting any more
                 pass
-
-
-class GenerationStream:
-    """The outputs of one admitted request, as an async iterator; aclose() aborts it."""
-
-    def __init__(self, engine: Engine, req: _Request, stream: bool) -> None:
-        self.request_id = req.id
-        self._engine = engine
-        self._req = req
-        self._outputs = self._iterate(engine.lm.tokenizer, stream)
-
-    def __aiter__(self) -> GenerationStream:
-        return self
-
-    async def __anext__(self) -> RequestOutput:
-        return await self._outputs.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop early: the engine drops the request before its next step."""
-        await self._outputs.aclose()
-        if self._req.finish_reason is None:
-            self._engine._abort(self._req)
-
-    async def __aenter__(self) -> GenerationStream:
-        return self
-
-    async def __aexit__(self, *exc_info) -> None:
-        await self.aclose()
-
-    async def _iterate(self, tokenizer, stream: bool) -> AsyncIterator[RequestOutput]:
-        req = self._req
-        detok = IncrementalDetokenizer(tokenizer, req.prompt_ids, req.params.stop)
-        read, sent = 0, 0  # token ids decoded, token ids handed out
-        text = ""  # decoded but not handed out yet
-        try:
-            while True:
-                await req.event.wait()
-                req.event.clear()
-                count, finish = req.visible
-                if req.error is not None:
-                    raise req.error
-                new_ids = req.output_ids[read:count]
-                read = count
-                text += detok.add(new_ids) if new_ids else ""
-                if detok.stopped:
-                    finish = "stop"
-                if finish is not None:
-                    text += detok.finish()
-                elif not stream or not (read > sent or text):
-                    continue
-                ttft = None if req.first_token_s is None else req.first_token_s - req.arrival_s
-                stop_reason = None
-                if finish == "stop":
-                    stop_reason = detok.stop_hit if detok.stopped else req.stop_token
-                logprobs = req.output_logprobs[sent:read] if req.params.logprobs else None
-                yield RequestOutput(req.id, text, req.output_ids[sent:read], finish,
-                                    len(req.prompt_ids), read, ttft, stop_reason, logprobs)
-                text, sent = "", read
-                if finish is not None:
-                    return
-        finally:
-            if req.finish_reason is None or detok.stopped:
-                req.text_stopped = detok.stopped  # counted as "stop", not "abort"
-                self._engine._abort(req)
-
-
-def _wake(reqs: list[_Request]) -> None:
-    for req in reqs:
-        req.event.set()

@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 from ..errors import (EngineOverloadedError, EngineStepError, EngineStoppedError,
                       InvalidRequestError)
 from . import protocol as p
-from .engine import Engine, GenerationStream
+from .engine import Engine
+from .request import GenerationStream
 from .metrics import ServerMetrics
 from .sampling import SamplingParams
 

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .. import __version__
 from .detok import IncrementalDetokenizer
-from .engine import RequestOutput
+from .request import RequestOutput
 from .sampling import SamplingParams
 from .serving import APIError, BaseServing, to_api_error
 
