@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import tenacity
 
-from ..errors import RequestRejectedError, RetryBudgetExhaustedError
-from .policy import AttemptFailed, StreamState, status_failure, transport_failure
-from .resilient import Completion, StreamInfo, _ClientBase, _text
+from . import _stream
+from .policy import StreamState
+from .resilient import Completion, StreamInfo, _ClientBase
 
 
 class AsyncTextStream:
@@ -34,6 +34,8 @@ class AsyncTextStream:
 
 class AsyncResilientClient(_ClientBase):
     """The asyncio twin of ResilientClient: the same policy, awaited."""
+
+    _text_stream = AsyncTextStream
 
     def __init__(self, base_url: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
@@ -57,15 +59,9 @@ class AsyncResilientClient(_ClientBase):
         """Stream a completion's text; retried only before the first text arrives."""
         return self._stream("/completions", self._completion_body(prompt, params), False)
 
-    def _stream(self, path: str, body: dict, chat: bool) -> AsyncTextStream:
-        body = self._stream_body(body)  # checked now, before the generator is first iterated
-        info = StreamInfo(idempotency_key=uuid.uuid4().hex)
-        return AsyncTextStream(self._stream_iter(path, body, chat, info), info)
-
     async def _complete(self, path: str, body: dict, chat: bool) -> Completion:
         started = time.perf_counter()
-        self._count(requests=1)
-        key, found = self._lookup(path, body)
+        key, found = self._begin(path, body)
         if found is not None:
             return self._cached(found, chat, started)
         idempotency_key, urls, latencies = uuid.uuid4().hex, self._urls(), []
@@ -74,116 +70,74 @@ class AsyncResilientClient(_ClientBase):
             url, begun = next(urls), time.perf_counter()
             self._count(attempts=1)
             try:
-                return await self._post_once(url, path, body, idempotency_key), url
+                return await self._post_once(url + path, body, idempotency_key), url
             finally:
                 latencies.append((time.perf_counter() - begun) * 1e3)
 
-        try:
+        with self._giveups_counted(key):
             answer, url = await tenacity.AsyncRetrying(
                 **self._retry_kwargs(f"POST {path}"))(attempt)
-        except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
-            self._giving_up(exc)
-            if key is not None:
-                self.cache.metrics.skipped("error")
-            raise
-        if key is not None:
-            self.cache.store(key, answer)
-        return Completion(answer, _text(answer, chat), len(latencies), tuple(latencies),
-                          (time.perf_counter() - started) * 1e3, url, idempotency_key)
+        return self._answered(key, answer, chat, latencies, started, url, idempotency_key)
 
-    async def _post_once(self, url: str, path: str, body: dict, idempotency_key: str) -> dict:
+    async def _post_once(self, target: str, body: dict, idempotency_key: str) -> dict:
         try:
-            response = await self._http.post(url + path, json=body,
+            response = await self._http.post(target, json=body,
                                              headers=self._request_headers(idempotency_key))
         except httpx.TransportError as exc:
-            raise transport_failure(exc, url + path, self.timeouts) or exc from exc
-        if not response.is_success:
-            raise status_failure(response.status_code, response.headers, response.text,
-                                 url + path, self.retry)
-        try:
-            return response.json()
-        except ValueError:
-            raise AttemptFailed(f"HTTP 200 from {url + path} with a body that is not JSON",
-                                "bad_body") from None
+            raise self._transport_error(exc, target) from exc
+        return self._answer(response, target)
 
     async def _stream_iter(self, path: str, body: dict, chat: bool,
                            info: StreamInfo) -> AsyncIterator[str]:
-        self._count(requests=1)
-        key, found = self._lookup(path, body)
+        key, found = self._begin(path, body)
         if found is not None:
-            info.cached, info.chunks = True, 1
-            yield _text(found, chat)
+            yield self._cached_text(found, chat, info)
             return
         urls = self._urls()
 
         async def attempt():
-            self._count(attempts=1)
-            info.attempts += 1
-            info.base_url = next(urls)
-            return await self._open_stream(info.base_url, path, body, info.idempotency_key,
-                                           chat)
+            url = self._stream_attempt(urls, info)
+            return await self._open_stream(url, path, body, info.idempotency_key, chat)
 
-        try:
+        with self._giveups_counted():
             response, lines, state, url = await tenacity.AsyncRetrying(
                 **self._retry_kwargs(f"stream POST {path}"))(attempt)
-        except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
-            self._giving_up(exc)
-            raise
         try:
-            if state.parts:
-                info.chunks += 1
-                yield state.parts[0]
-            while not state.done:
-                try:
-                    line = await lines.__anext__()
-                except StopAsyncIteration:
-                    break
-                except httpx.TransportError as exc:
-                    if state.complete:
-                        break  # the answer was whole: only [DONE] or the usage chunk is missing
-                    failure = transport_failure(exc, url + path, self.timeouts, streaming=True)
-                    self._failure_after_text(url, state, failure.reason if failure else str(exc))
-                try:
-                    text = state.feed(line, url + path, self.retry)
-                except (AttemptFailed, RequestRejectedError) as exc:
-                    self._failure_after_text(url, state, f"the server sent an error: {exc}")
-                if text:
-                    info.chunks += 1
-                    yield text
-            if not state.complete:
-                self._failure_after_text(url, state, "it ended without a finish_reason")
+            for text in state.parts[:1]:  # what the attempt read before it handed over
+                yield self._delivered(text, info)
+            with self._reading(url, path, state):
+                async for line in lines:
+                    if text := self._feed(line, url, path, state, info):
+                        yield text
+                    if state.done:
+                        break
         finally:
             await response.aclose()
-        if key is not None:
-            self.cache.store(key, state.response(body["model"]))
+        self._store_stream(key, state, body)
 
     async def _open_stream(self, url: str, path: str, body: dict, idempotency_key: str,
                            chat: bool):
         """Send one stream request and read it up to its first text (or its end)."""
-        request = self._http.build_request("POST", url + path, json=body,
+        target = url + path
+        request = self._http.build_request("POST", target, json=body,
                                            headers=self._request_headers(idempotency_key))
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise transport_failure(exc, url + path, self.timeouts) or exc from exc
+            raise self._transport_error(exc, target) from exc
         try:
             if not response.is_success:
                 await response.aread()
-                raise status_failure(response.status_code, response.headers, response.text,
-                                     url + path, self.retry)
+                raise self._status_error(response, target)
             self._switch_to_idle_timeout(response)
             state, lines = StreamState(chat), response.aiter_lines()
             async for line in lines:  # nothing reached the caller yet: failures are retried
-                if state.feed(line, url + path, self.retry) or state.complete:
+                if _stream.ready(state, line, target, self.retry):
                     return response, lines, state, url
-                if state.done:
-                    break
-            raise AttemptFailed(f"the stream from {url + path} ended before any text, "
-                                f"without a finish_reason", "empty_stream")
+            raise _stream.empty_stream(target)
         except httpx.TransportError as exc:
             await response.aclose()
-            raise transport_failure(exc, url + path, self.timeouts, streaming=True) or exc \
-                from exc
+            raise self._transport_error(exc, target, streaming=True) from exc
         except BaseException:
             await response.aclose()
             raise

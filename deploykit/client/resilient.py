@@ -15,6 +15,7 @@ words twice, and ending quietly would pass a cut answer off as whole.
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import threading
 import time
@@ -27,8 +28,8 @@ import httpx
 import tenacity
 
 from .. import _env
-from ..errors import (InvalidArgumentError, RequestRejectedError, RetryBudgetExhaustedError,
-                      StreamInterruptedError)
+from ..errors import InvalidArgumentError, RequestRejectedError, RetryBudgetExhaustedError
+from . import _stream
 from .cache import ModelIdentity, ResponseCache
 from .hub import _is_loopback
 from .openai_compat import _check_url
@@ -111,7 +112,7 @@ def _text(body: dict, chat: bool) -> str:
     return ((choice.get("message") or {}).get("content") if chat else choice.get("text")) or ""
 
 
-class _ClientBase:
+class _ClientBase(_stream.StreamSteps):
     """Configuration, validation and bookkeeping shared by the sync and async clients."""
 
     def __init__(self, base_url: str | Sequence[str], *, model: str | None = None,
@@ -170,12 +171,6 @@ class _ClientBase:
             raise InvalidArgumentError("prompt must be a non-empty string (or a list of them).")
         return self._body({"prompt": prompt}, extra)
 
-    def _stream_body(self, body: dict) -> dict:
-        if body.get("n", 1) != 1:
-            raise InvalidArgumentError("A stream yields one text: use n=1, or chat()/"
-                                       "completions() for several choices.")
-        return {**body, "stream": True}
-
     def _request_headers(self, idempotency_key: str) -> dict[str, str]:
         return {**self._headers, "Idempotency-Key": idempotency_key}
 
@@ -183,6 +178,27 @@ class _ClientBase:
         """Return the base URLs one request tries in turn (its start rotates per request)."""
         start = next(self._next)
         return (self.base_urls[(start + i) % len(self.base_urls)] for i in itertools.count())
+
+    # ---- what one attempt's outcome means -------------------------------------------------
+
+    def _transport_error(self, exc: httpx.TransportError, target: str,
+                         streaming: bool = False) -> Exception:
+        """Return what a failed send or read means: retried, or raised as it is."""
+        return transport_failure(exc, target, self.timeouts, streaming=streaming) or exc
+
+    def _status_error(self, response: httpx.Response, target: str) -> Exception:
+        return status_failure(response.status_code, response.headers, response.text, target,
+                              self.retry)
+
+    def _answer(self, response: httpx.Response, target: str) -> dict:
+        """Return the JSON of a non-streamed response; raise what a failed one means."""
+        if not response.is_success:
+            raise self._status_error(response, target)
+        try:
+            return response.json()
+        except ValueError:
+            raise AttemptFailed(f"HTTP 200 from {target} with a body that is not JSON",
+                                "bad_body") from None
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
@@ -200,16 +216,26 @@ class _ClientBase:
     def _retry_kwargs(self, what: str) -> dict:
         return retrying_kwargs(self.retry, what, before_sleep=self._before_sleep)
 
-    def _giving_up(self, exc: Exception) -> None:
-        if isinstance(exc, RetryBudgetExhaustedError):
-            failure = exc.__cause__
-            with self._lock:
-                self.stats.giveups += 1
-                self.stats.failures[getattr(failure, "kind", "unknown")] += 1
-        elif isinstance(exc, RequestRejectedError):
-            self._count(rejected=1)
+    @contextlib.contextmanager
+    def _giveups_counted(self, key: str | None = None) -> Iterator[None]:
+        """Count a request that fails for good; a cache (key) learns it stored nothing."""
+        try:
+            yield
+        except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
+            if isinstance(exc, RetryBudgetExhaustedError):
+                failure = exc.__cause__
+                with self._lock:
+                    self.stats.giveups += 1
+                    self.stats.failures[getattr(failure, "kind", "unknown")] += 1
+            else:
+                self._count(rejected=1)
+            if key is not None:
+                self.cache.metrics.skipped("error")
+            raise
 
-    def _lookup(self, path: str, body: dict) -> tuple[str | None, dict | None]:
+    def _begin(self, path: str, body: dict) -> tuple[str | None, dict | None]:
+        """Count one request; return its cache key and cached answer (None: no cache, a miss)."""
+        self._count(requests=1)
         if self.cache is None:
             return None, None
         key, found = self.cache.lookup(path, body, self.model_identity)
@@ -221,21 +247,23 @@ class _ClientBase:
         return Completion(found, _text(found, chat), 0, (), (time.perf_counter() - started) * 1e3,
                           "", "", cached=True)
 
-    def _failure_after_text(self, url: str, state: StreamState, reason: str) -> None:
-        self._count(streams_interrupted=1)
-        if self.cache is not None:
-            self.cache.metrics.skipped("partial_stream")
-        text = "".join(state.parts)
-        raise StreamInterruptedError(
-            f"The stream from {url} broke after {len(state.parts)} chunk(s) of text "
-            f"({len(text)} characters) had arrived: {reason}. It was not retried: a restart "
-            f"would repeat the text you already have. Show the answer as failed, or resend the "
-            f"whole request and replace the partial text.", chunks=len(state.parts), text=text)
+    def _answered(self, key: str | None, answer: dict, chat: bool, latencies: list[float],
+                  started: float, url: str, idempotency_key: str) -> Completion:
+        if key is not None:
+            self.cache.store(key, answer)
+        return Completion(answer, _text(answer, chat), len(latencies), tuple(latencies),
+                          (time.perf_counter() - started) * 1e3, url, idempotency_key)
 
-    def _switch_to_idle_timeout(self, response: httpx.Response) -> None:
-        # httpcore reads the read timeout when the body starts, from this very dict: from now
-        # on each wait for the next event is bounded by stream_idle_s instead of read_s
-        response.request.extensions["timeout"]["read"] = self.timeouts.stream_idle_s
+    # ---- streams --------------------------------------------------------------------------
+
+    def _stream(self, path: str, body: dict, chat: bool):
+        body = self._stream_body(body)  # checked now, before the generator is first iterated
+        info = StreamInfo(idempotency_key=uuid.uuid4().hex)
+        return self._text_stream(self._stream_iter(path, body, chat, info), info)
+
+    def _cached_text(self, found: dict, chat: bool, info: StreamInfo) -> str:
+        info.cached, info.chunks = True, 1
+        return _text(found, chat)
 
 
 class ResilientClient(_ClientBase):
@@ -245,6 +273,8 @@ class ResilientClient(_ClientBase):
     each request starts on the next one in turn and retries on the others. The key comes from
     $api_key_env (needed unless every URL is on this machine). A cache needs model_identity.
     """
+
+    _text_stream = TextStream
 
     def __init__(self, base_url: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
@@ -270,8 +300,7 @@ class ResilientClient(_ClientBase):
 
     def _complete(self, path: str, body: dict, chat: bool) -> Completion:
         started = time.perf_counter()
-        self._count(requests=1)
-        key, found = self._lookup(path, body)
+        key, found = self._begin(path, body)
         if found is not None:
             return self._cached(found, chat, started)
         idempotency_key, urls, latencies = uuid.uuid4().hex, self._urls(), []
@@ -280,117 +309,71 @@ class ResilientClient(_ClientBase):
             url, begun = next(urls), time.perf_counter()
             self._count(attempts=1)
             try:
-                return self._post_once(url, path, body, idempotency_key), url
+                return self._post_once(url + path, body, idempotency_key), url
             finally:
                 latencies.append((time.perf_counter() - begun) * 1e3)
 
-        try:
+        with self._giveups_counted(key):
             answer, url = tenacity.Retrying(**self._retry_kwargs(f"POST {path}"))(attempt)
-        except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
-            self._giving_up(exc)
-            if key is not None:
-                self.cache.metrics.skipped("error")
-            raise
-        if key is not None:
-            self.cache.store(key, answer)
-        return Completion(answer, _text(answer, chat), len(latencies), tuple(latencies),
-                          (time.perf_counter() - started) * 1e3, url, idempotency_key)
+        return self._answered(key, answer, chat, latencies, started, url, idempotency_key)
 
-    def _post_once(self, url: str, path: str, body: dict, idempotency_key: str) -> dict:
+    def _post_once(self, target: str, body: dict, idempotency_key: str) -> dict:
         try:
-            response = self._http.post(url + path, json=body,
+            response = self._http.post(target, json=body,
                                        headers=self._request_headers(idempotency_key))
         except httpx.TransportError as exc:
-            raise transport_failure(exc, url + path, self.timeouts) or exc from exc
-        if not response.is_success:
-            raise status_failure(response.status_code, response.headers, response.text,
-                                 url + path, self.retry)
-        try:
-            return response.json()
-        except ValueError:
-            raise AttemptFailed(f"HTTP 200 from {url + path} with a body that is not JSON",
-                                "bad_body") from None
-
-    def _stream(self, path: str, body: dict, chat: bool) -> TextStream:
-        body = self._stream_body(body)  # checked now, before the generator is first iterated
-        info = StreamInfo(idempotency_key=uuid.uuid4().hex)
-        return TextStream(self._stream_iter(path, body, chat, info), info)
+            raise self._transport_error(exc, target) from exc
+        return self._answer(response, target)
 
     def _stream_iter(self, path: str, body: dict, chat: bool, info: StreamInfo) -> Iterator[str]:
-        self._count(requests=1)
-        key, found = self._lookup(path, body)
+        key, found = self._begin(path, body)
         if found is not None:
-            info.cached, info.chunks = True, 1
-            yield _text(found, chat)
+            yield self._cached_text(found, chat, info)
             return
         urls = self._urls()
 
         def attempt():
-            self._count(attempts=1)
-            info.attempts += 1
-            info.base_url = next(urls)
-            return self._open_stream(info.base_url, path, body, info.idempotency_key, chat)
+            url = self._stream_attempt(urls, info)
+            return self._open_stream(url, path, body, info.idempotency_key, chat)
 
-        try:
+        with self._giveups_counted():
             response, lines, state, url = tenacity.Retrying(
                 **self._retry_kwargs(f"stream POST {path}"))(attempt)
-        except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
-            self._giving_up(exc)
-            raise
         try:
-            if state.parts:
-                info.chunks += 1
-                yield state.parts[0]
-            while not state.done:
-                try:
-                    line = next(lines)
-                except StopIteration:
-                    break
-                except httpx.TransportError as exc:
-                    if state.complete:
-                        break  # the answer was whole: only [DONE] or the usage chunk is missing
-                    failure = transport_failure(exc, url + path, self.timeouts, streaming=True)
-                    self._failure_after_text(url, state, failure.reason if failure else str(exc))
-                try:
-                    text = state.feed(line, url + path, self.retry)
-                except (AttemptFailed, RequestRejectedError) as exc:
-                    self._failure_after_text(url, state, f"the server sent an error: {exc}")
-                if text:
-                    info.chunks += 1
-                    yield text
-            if not state.complete:
-                self._failure_after_text(url, state, "it ended without a finish_reason")
+            for text in state.parts[:1]:  # what the attempt read before it handed over
+                yield self._delivered(text, info)
+            with self._reading(url, path, state):
+                for line in lines:
+                    if text := self._feed(line, url, path, state, info):
+                        yield text
+                    if state.done:
+                        break
         finally:
             response.close()
-        if key is not None:
-            self.cache.store(key, state.response(body["model"]))
+        self._store_stream(key, state, body)
 
     def _open_stream(self, url: str, path: str, body: dict, idempotency_key: str, chat: bool):
         """Send one stream request and read it up to its first text (or its end)."""
-        request = self._http.build_request("POST", url + path, json=body,
+        target = url + path
+        request = self._http.build_request("POST", target, json=body,
                                            headers=self._request_headers(idempotency_key))
         try:
             response = self._http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise transport_failure(exc, url + path, self.timeouts) or exc from exc
+            raise self._transport_error(exc, target) from exc
         try:
             if not response.is_success:
                 response.read()
-                raise status_failure(response.status_code, response.headers, response.text,
-                                     url + path, self.retry)
+                raise self._status_error(response, target)
             self._switch_to_idle_timeout(response)
             state, lines = StreamState(chat), response.iter_lines()
             for line in lines:  # nothing reached the caller yet: any failure here is retried
-                if state.feed(line, url + path, self.retry) or state.complete:
+                if _stream.ready(state, line, target, self.retry):
                     return response, lines, state, url
-                if state.done:
-                    break
-            raise AttemptFailed(f"the stream from {url + path} ended before any text, "
-                                f"without a finish_reason", "empty_stream")
+            raise _stream.empty_stream(target)
         except httpx.TransportError as exc:
             response.close()
-            raise transport_failure(exc, url + path, self.timeouts, streaming=True) or exc \
-                from exc
+            raise self._transport_error(exc, target, streaming=True) from exc
         except BaseException:
             response.close()
             raise
