@@ -208,6 +208,42 @@ def run_all(args: argparse.Namespace, start, spec_for) -> Run:
     return run
 
 
+@dataclass(frozen=True)
+class Measurement:
+    """A benchmark's run with the conditions read before and after it, and its command line."""
+
+    run: Run
+    before: dict[str, str]
+    after: dict[str, str]
+    command: str
+
+    def software_line(self, extra: str = "") -> str:
+        """Return the doc line with the software versions; extra ("xllamacpp 0.2, ") adds one."""
+        return (f"- Software: torch {self.before['torch']}, transformers "
+                f"{self.before['transformers']}, {extra}Python {self.before['python']}.")
+
+    def load_line(self, advice: str = "") -> str:
+        """Return the doc line with the load average before and after; advice ends its sentence."""
+        return (f"- Load average (1/5/15 min) before: {self.before['load_average']}; after: "
+                f"{self.after['load_average']}. Other work shared the machine if these exceed "
+                f"0.5{advice}.")
+
+    def closing_lines(self) -> list[str]:
+        """Return the doc's last lines: when it ran and the command that reproduces it."""
+        return [f"- Run {self.before['date']} to {self.after['date']}.",
+                f"- Command: `{self.command}`", ""]
+
+
+def measure(name: str, args: argparse.Namespace, start, spec_for) -> Measurement:
+    """Run run_all(args, start, spec_for) between two readings of the conditions.
+
+    name is the benchmark's `deploykit bench` command, for the command line in the doc.
+    """
+    before = conditions()
+    run = run_all(args, start, spec_for)
+    return Measurement(run, before, conditions(), command_line(name, args))
+
+
 def _rounds(args: argparse.Namespace, model: str, turns: _Turns,
             specs: dict[str, LoadSpec]) -> dict[str, list[Measured]]:
     """Run args.rounds interleaved rounds per server at each concurrency; print each result."""

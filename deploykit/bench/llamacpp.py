@@ -24,8 +24,8 @@ from ..errors import MissingExtraError
 from ..launch import Server
 from ..models import resolve_model
 from . import servers
-from .harness import (Measured, add_arguments, command_line, conditions, fixed_load, pair_table,
-                      run_all, standalone_parser, publish)
+from .harness import (Measured, add_arguments, fixed_load, measure, pair_table, publish,
+                      standalone_parser)
 
 SECTION = "## deploykit vs llama.cpp"
 _LABELS = {"deploykit": "deploykit `serve`", "llamacpp": "llama.cpp server (xllamacpp)"}
@@ -139,10 +139,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     version, features = (llamacpp_build() if "llamacpp" in args.servers
                          else ("-", "-"))  # fail before any server starts
-    before = conditions()
-    result = run_all(args, start_server, fixed_load)
-    after = conditions()
-    command = command_line("llamacpp", args)
+    measured = measure("llamacpp", args, start_server, fixed_load)
+    result, before = measured.run, measured.before
     slots = llamacpp_args(args.models[0], args)
     body = "\n".join([
         SECTION, "",
@@ -174,14 +172,10 @@ def run(args: argparse.Namespace) -> int:
         f"concurrency; KV cache `ctx_size={slots.ctx_size}`, split over the slots), deploykit "
         "with its default batch of up to 32 sequences: every request in flight is decoded at "
         "once by both, and neither queues differently.",
-        result.idle_line(),
-        f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
-        f"xllamacpp {version}, Python {before['python']}.",
-        f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
-        f"{after['load_average']}. Other work shared the machine if these exceed 0.5, so "
-        "compare the two servers within one run (the ratio column), not across runs.",
-        f"- Run {before['date']} to {after['date']}.",
-        f"- Command: `{command}`", ""])
+        result.idle_line(), measured.software_line(f"xllamacpp {version}, "),
+        measured.load_line(", so compare the two servers within one run (the ratio column), "
+                           "not across runs"),
+        *measured.closing_lines()])
     publish(body, args.write_doc, SECTION)
     return 0
 

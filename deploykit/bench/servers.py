@@ -17,8 +17,8 @@ from ..errors import InvalidArgumentError
 from ..launch import Server, launch_server
 from ..models import resolve_model
 from ..server.process import serve_command
-from .harness import (Measured, add_arguments, command_line, conditions, paired_ratio, row,
-                      run_all, standalone_parser, write_section)
+from .harness import (Measured, add_arguments, measure, paired_ratio, row, standalone_parser,
+                      write_section)
 from .loadgen import LoadSpec
 
 SECTION = "## Reference server vs baseline vs transformers serve"
@@ -107,10 +107,7 @@ THREADS_HELP = ("OMP_NUM_THREADS of every server (default 1: tiny models gain no
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
-    before = conditions()
-    result = run_all(args, start_server, load_spec)
-    after = conditions()
-    command = command_line("servers", args)
+    measured = measure("servers", args, start_server, load_spec)
     body = "\n".join([
         SECTION, "",
         f"{args.num_requests} requests x {args.max_tokens} greedy output tokens per round "
@@ -120,15 +117,11 @@ def run(args: argparse.Namespace) -> int:
         f"at the same time on loopback ({args.device}, {args.dtype}, same threads) and took "
         "turns round by round; the table gives the median round, the range over rounds, and the "
         "ratios as the median of per-round ratios. Load from `deploykit.bench.loadgen` (aiohttp).", "",
-        table(result.results), "", NOTES,
-        f"- Machine: {before['cpu']}; every server ran with OMP_NUM_THREADS={args.threads}.",
-        result.idle_line(),
-        f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
-        f"Python {before['python']}.",
-        f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
-        f"{after['load_average']}. Other work shared the machine if these exceed 0.5.",
-        f"- Run {before['date']} to {after['date']}.",
-        f"- Command: `{command}`", ""])
+        table(measured.run.results), "", NOTES,
+        f"- Machine: {measured.before['cpu']}; every server ran with "
+        f"OMP_NUM_THREADS={args.threads}.",
+        measured.run.idle_line(), measured.software_line(), measured.load_line(),
+        *measured.closing_lines()])
     print(body)
     if args.write_doc:
         write_section(args.write_doc, body, SECTION)

