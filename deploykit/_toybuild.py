@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import sysconfig
 import time
 from collections.abc import Iterator
@@ -65,24 +66,36 @@ def building(dest: Path) -> Iterator[Path]:
         tmp.rename(dest)
 
 
-def corpus() -> tuple[list[str], list[str]]:
-    """Return (train, held_out) docstrings of the installed standard library."""
+def _corpus_files() -> Iterator[Path]:
+    """Yield the standard library's .py files that the corpus reads, in a stable order."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    docs: list[str] = []
     for root, dirs, files in os.walk(stdlib):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for name in sorted(files):
-            if not name.endswith(".py"):
-                continue
-            try:
-                tree = ast.parse(Path(root, name).read_text(encoding="utf-8"))
-            except (SyntaxError, UnicodeDecodeError, ValueError):
-                continue
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(node)
-                    if doc and len(doc) >= 40:
-                        docs.append(doc)
+        yield from (Path(root, name) for name in sorted(files) if name.endswith(".py"))
+
+
+def corpus_fingerprint() -> str:
+    """Return a hash of the corpus files' paths, sizes and times: cheap, unlike parsing them."""
+    h = hashlib.sha256(sys.version.encode())
+    for path in _corpus_files():
+        stat = path.stat()
+        h.update(f"{path}\x00{stat.st_size}\x00{stat.st_mtime_ns}\x00".encode())
+    return h.hexdigest()[:16]
+
+
+def corpus() -> tuple[list[str], list[str]]:
+    """Return (train, held_out) docstrings of the installed standard library."""
+    docs: list[str] = []
+    for path in _corpus_files():
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= 40:
+                    docs.append(doc)
     # Held-out split by content hash: stable whatever the walk order.
     train, held_out = [], []
     for doc in docs:

@@ -194,10 +194,15 @@ def _cached_build(name: str, key: str, build: Callable[[Path], Any], kind: str =
 
 @functools.lru_cache(maxsize=1)
 def _corpus_digest() -> str:
-    """Hash the training corpus once per process (reading it takes seconds)."""
-    from . import _toybuild
+    """Return the training corpus's hash, remembered on disk by the files' fingerprint.
 
-    return _toybuild.corpus_digest(*_toybuild.corpus())
+    Parsing the standard library takes seconds, and every server process that loads a toy
+    model asks once; the fingerprint (paths, sizes, times) takes milliseconds.
+    """
+    from . import _memo, _toybuild
+
+    return _memo.remembered("corpus-digests.json", _toybuild.corpus_fingerprint(),
+                            lambda: _toybuild.corpus_digest(*_toybuild.corpus()))
 
 
 def build_report(path: str | Path) -> dict[str, Any]:

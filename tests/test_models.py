@@ -43,6 +43,23 @@ def test_cached_build_is_reused(tiny):
     assert dk.toy_path("toy-tiny", progress=False) == Path(tiny.path)
 
 
+def test_slow_hashes_are_remembered_on_disk(tmp_path, monkeypatch):
+    from deploykit import _memo
+
+    monkeypatch.setenv("DEPLOYKIT_CACHE", str(tmp_path))
+    calls = []
+    compute = lambda: calls.append(1) or f"digest-{len(calls)}"  # noqa: E731
+    assert _memo.remembered("memo.json", "k1", compute) == "digest-1"
+    assert _memo.remembered("memo.json", "k1", compute) == "digest-1" and len(calls) == 1
+    assert _memo.remembered("memo.json", "k2", compute) == "digest-2"  # another fingerprint
+    assert json.loads((tmp_path / "memo.json").read_text()) == {"k1": "digest-1", "k2": "digest-2"}
+    (tmp_path / "memo.json").write_text("{half a fi")  # a torn or foreign file is recomputed
+    assert _memo.remembered("memo.json", "k1", compute) == "digest-3"
+    assert [p.name for p in tmp_path.iterdir()] == ["memo.json"]  # no scratch file left
+    # the toy models' cache key holds what parsing the corpus gives
+    assert dk.models._corpus_digest() == _toybuild.corpus_digest(*_toybuild.corpus())
+
+
 def test_build_is_deterministic(tmp_path, monkeypatch):
     # A shortened spec, built twice from scratch, gives identical weights.
     spec = dk.models.ToySpec("toy-test", vocab_size=512, hidden_size=32, intermediate_size=64,

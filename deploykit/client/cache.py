@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from .. import _env
+from .. import _memo
 from ..errors import InvalidArgumentError
 
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user"})
@@ -81,19 +81,14 @@ def model_digest(name_or_path: str | Path) -> str:
     memo_key = (str(folder), signature)
     if memo_key not in _digests:
         # hashing a 7B model's 15 GB takes a minute: keep digests on disk, keyed by size and mtime
-        disk = _env.cache_dir() / "model-digests.json"
-        known = json.loads(disk.read_text()) if disk.exists() else {}
-        disk_key = hashlib.sha256(json.dumps(memo_key).encode()).hexdigest()
-        if disk_key not in known:
+        def digest() -> str:
             total = hashlib.sha256()
             for path in files:
                 total.update(path.name.encode() + b"\0" + _file_sha256(path).encode())
-            known[disk_key] = total.hexdigest()
-            disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_suffix(f".{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps(known))
-            tmp.replace(disk)
-        _digests[memo_key] = known[disk_key]
+            return total.hexdigest()
+
+        disk_key = hashlib.sha256(json.dumps(memo_key).encode()).hexdigest()
+        _digests[memo_key] = _memo.remembered("model-digests.json", disk_key, digest)
     return _digests[memo_key]
 
 
