@@ -204,6 +204,8 @@ def failover_drill(front: Server, victim: Server, *, model: str, front_name: str
                                                max_tokens, streams, stream_max_tokens,
                                                kill_after_s, timeout_s))
     victim.wait(10)  # reap it, so is_running() is False at once
+    if _is_nginx(front):
+        time.sleep(0.2)  # nginx logs a request a few ms after its client has the answer
     after = served_by_replica(front)
     served = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     return DrillResult(name, _host_port(victim.url), kill_at, wall, tuple(requests), served)
