@@ -1,14 +1,34 @@
-"""Start `deploykit serve` processes for the server tests (real processes, health polled)."""
+"""Start `deploykit serve` processes for the server tests (real processes, health polled),
+load them, and wait for what they do in the background."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
+
+import httpx
 
 from deploykit.router import start_replicas as _start_replicas
 from deploykit.server.process import start_server as _start
 
 MODEL = "toy-tiny"
+
+COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
+
+
+def post_completions(url: str, requests: int, concurrency: int) -> list[httpx.Response]:
+    """POST COMPLETION to url's /v1/completions `requests` times, `concurrency` at a time."""
+    async def load() -> list[httpx.Response]:
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as client:
+            async def one():
+                async with sem:
+                    return await client.post("/v1/completions", json=COMPLETION)
+            return await asyncio.gather(*(one() for _ in range(requests)))
+
+    return asyncio.run(load())
 
 
 def start_server(*flags: str, name: str = "serve-test", device: str = "cpu"):
@@ -26,6 +46,15 @@ def assert_openai_error(response, status: int) -> dict:
     assert set(body["error"]) == {"message", "type", "param", "code"}, body
     assert body["error"]["message"]
     return body["error"]
+
+
+def wait_for(condition, timeout_s: float = 30.0, poll_s: float = 0.05,
+             message: str = "condition not met in time") -> None:
+    """Poll condition() until it is true; fail the test with message after timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(poll_s)
 
 
 @contextlib.contextmanager

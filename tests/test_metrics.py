@@ -6,14 +6,13 @@ import ast
 import asyncio
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from _servers import MODEL, start_server
+from _servers import MODEL, start_server, wait_for
 from deploykit.engines.vllm_env import find_vllm_env
 from deploykit.server import metrics as m
 
@@ -66,13 +65,6 @@ def sse_json(line: str) -> dict:
     import json
 
     return json.loads(line[len("data: "):])
-
-
-def wait_until(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
 
 
 # ---- names, types, units, buckets ---------------------------------------------------------
@@ -152,7 +144,7 @@ def test_histogram_counts_move_by_exactly_n(server):
     assert grew("deploykit:request_success", finished_reason="length") == n
     assert grew("deploykit:request_success", finished_reason="abort") == 0
     # the middleware counts a response once its last byte is sent: poll briefly
-    wait_until(lambda: value(families(server), "http_requests", handler="/v1/completions",
+    wait_for(lambda: value(families(server), "http_requests", handler="/v1/completions",
                              status="2xx") - value(before, "http_requests",
                                                    handler="/v1/completions", status="2xx") >= n)
     assert value(families(server), "http_requests", handler="/v1/completions", status="2xx") \
@@ -176,7 +168,7 @@ def test_stop_strings_and_clients_that_leave_are_counted_by_reason(server):
         return (value(families(server), "deploykit:request_success", finished_reason=reason)
                 - value(before, "deploykit:request_success", finished_reason=reason))
 
-    wait_until(lambda: grew("abort") == 1)
+    wait_for(lambda: grew("abort") == 1)
     assert grew("stop") == 1 and grew("length") == 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import os
 import signal
@@ -15,9 +14,8 @@ import psutil
 import pytest
 
 import deploykit as dk
-from _servers import MODEL, three_replicas
+from _servers import COMPLETION, MODEL, post_completions, three_replicas, wait_for
 
-COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
 URLS = ["http://127.0.0.1:8001", "http://127.0.0.1:8002"]
 
 
@@ -86,29 +84,15 @@ def test_bad_options_are_refused(tmp_path, option):
         dk.nginx_config(URLS, **{"listen_port": 8080, "prefix_dir": tmp_path, **option})
 
 
-def _logged(path, needle: str, count: int, timeout_s: float = 10.0) -> str:
-    """Return the log once it has count lines with needle in them (or at the deadline)."""
-    deadline = time.monotonic() + timeout_s
-    while path.read_text().count(needle) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return path.read_text()
-
-
-async def _load(url: str, requests: int, concurrency: int) -> list[httpx.Response]:
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as client:
-        async def one():
-            async with sem:
-                return await client.post("/v1/completions", json=COMPLETION)
-        return await asyncio.gather(*(one() for _ in range(requests)))
-
-
 def test_real_nginx_balances_a_real_load(replicas, tmp_path):
     with dk.start_nginx([r.url for r in replicas], prefix_dir=tmp_path) as nginx:
-        responses = asyncio.run(_load(nginx.url, requests=30, concurrency=6))
+        responses = post_completions(nginx.url, requests=30, concurrency=6)
         # nginx logs a request when it frees it, a few ms after the client has the whole
         # answer, and a stop in between loses the line (CI saw 29 of 30): wait for them
-        access_log = _logged(tmp_path / "access.log", "/v1/completions", 30)
+        log = tmp_path / "access.log"
+        wait_for(lambda: log.read_text().count("/v1/completions") >= 30, timeout_s=10,
+                 message="nginx logged fewer than the 30 requests it answered, 10 s on")
+        access_log = log.read_text()
     assert [r.status_code for r in responses] == [200] * 30
     assert all(r.json()["usage"]["completion_tokens"] > 0 for r in responses)
     served = collections.Counter(r.headers[dk.REPLICA_HEADER] for r in responses)

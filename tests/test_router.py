@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import subprocess
 import sys
@@ -12,10 +11,9 @@ import httpx
 import pytest
 
 import deploykit as dk
-from _servers import MODEL, three_replicas
+from _servers import COMPLETION, MODEL, post_completions, three_replicas
 from deploykit.router.balancer import COOLING, DOWN, HALF_OPEN, UP, Balancer
 
-COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
 
 
 @pytest.fixture(scope="module")
@@ -109,21 +107,12 @@ def test_dead_replica_is_failed_over_without_client_retries(replicas, http):
     assert stats["failovers"] == dead_row["failures"] and stats["no_replica_503"] == 0
 
 
-async def _load(url: str, requests: int, concurrency: int) -> list[httpx.Response]:
-    sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as client:
-        async def one():
-            async with sem:
-                return await client.post("/v1/completions", json=COMPLETION)
-        return await asyncio.gather(*(one() for _ in range(requests)))
-
-
 def test_a_slow_replica_gets_fewer_requests(replicas):
     fast = [r.url for r in replicas[1:]]
     with dk.start_fault_proxy(replicas[0].url) as slow, \
             dk.start_router([slow.url, *fast]) as router:
         slow.inject(delay_s=1.0, path_prefix="/v1")  # every completion waits 1 s there
-        answers = asyncio.run(_load(router.url, requests=24, concurrency=6))
+        answers = post_completions(router.url, requests=24, concurrency=6)
     assert [a.status_code for a in answers] == [200] * 24
     served = _served_by(answers)
     assert served[slow.url] >= 1, served  # still in rotation

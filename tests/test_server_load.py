@@ -11,7 +11,7 @@ import time
 import httpx
 
 import deploykit as dk
-from _servers import MODEL, start_server
+from _servers import MODEL, start_server, wait_for
 
 LONG = {"model": MODEL, "prompt": "def main():", "max_tokens": 1500, "ignore_eos": True,
         "temperature": 0}
@@ -19,13 +19,6 @@ LONG = {"model": MODEL, "prompt": "def main():", "max_tokens": 1500, "ignore_eos
 
 def metric(server, name: str) -> float:
     return dk.scrape_metrics(server.url).value(name)  # MetricNotFoundError when absent
-
-
-def wait_for(condition, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(poll_s)
 
 
 async def send_many(url: str, body: dict, n: int, timeout_s: float) -> list:
