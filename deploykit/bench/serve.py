@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from ..errors import EndpointUnreachableError, InvalidArgumentError
 from .harness import cpu_name
 from .loadgen import LoadSpec, check_load, run_load
-from .metrics import check_slo
+from .metrics import METRICS, check_slo
 
 # The fields of each result, named as in vLLM's `vllm bench serve --save-result
 # --save-detailed` JSON (p99 stands for every percentile asked for).
@@ -46,7 +46,7 @@ RESULT_FIELDS = (
     "total_output_tokens", "request_throughput", "request_goodput", "output_throughput",
     "total_token_throughput", "input_lens", "output_lens", "ttfts", "itls", "latencies",
     "start_times", "errors", "max_output_tokens_per_s", "max_concurrent_requests",
-    *(f"{stat}_{m}_ms" for m in ("ttft", "tpot", "itl", "e2el")
+    *(f"{stat}_{m}_ms" for m in METRICS
       for stat in ("mean", "median", "std", "p99")))
 # ...and what deploykit adds: the load's settings and the machine it ran on
 EXTRA_FIELDS = ("input_len", "output_len", "num_warmups", "seed", "ignore_eos", "stream",

@@ -68,12 +68,6 @@ class ClientStats:
     cache_hits: int = 0
     failures: collections.Counter = field(default_factory=collections.Counter)  # by kind
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"requests": self.requests, "attempts": self.attempts, "retries": self.retries,
-                "giveups": self.giveups, "rejected": self.rejected,
-                "streams_interrupted": self.streams_interrupted, "cache_hits": self.cache_hits,
-                "failures": dict(self.failures)}
-
 
 @dataclass
 class StreamInfo:

@@ -101,17 +101,25 @@ def _is_nginx(front: Server) -> bool:
     return any(Path(arg).name == "nginx" for arg in front.command)
 
 
-def served_by_replica(front: Server) -> dict[str, int]:
-    """Return requests answered per replica (host:port) from a router's stats or nginx's log."""
+def served_by_replica(front: Server, at_least: int = 0, timeout_s: float = 5.0) -> dict[str, int]:
+    """Return requests answered per replica (host:port) from a router's stats or nginx's log.
+
+    nginx writes a request's log line a few ms after its client has the answer: with
+    at_least, wait up to timeout_s until the log counts that many answered requests.
+    """
     if _is_nginx(front):
         log = front.log_path.parent / "access.log"  # start_nginx keeps both in its prefix
-        counts: collections.Counter = collections.Counter()
-        for line in log.read_text().splitlines() if log.exists() else ():
-            if "/v1/" in line and " 200 " in line:
-                # upstream=a:1, b:2 lists each replica tried; the last one answered
-                counts[line.split("upstream=", 1)[1].split(" upstream_status=")[0]
-                       .split(", ")[-1]] += 1
-        return dict(counts)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            counts: collections.Counter = collections.Counter()
+            for line in log.read_text().splitlines() if log.exists() else ():
+                if "/v1/" in line and " 200 " in line:
+                    # upstream=a:1, b:2 lists each replica tried; the last one answered
+                    counts[line.split("upstream=", 1)[1].split(" upstream_status=")[0]
+                           .split(", ")[-1]] += 1
+            if sum(counts.values()) >= at_least or time.monotonic() > deadline:
+                return dict(counts)
+            time.sleep(0.05)
     stats = httpx.get(front.url + "/router/stats", timeout=10, trust_env=False).json()
     return {_host_port(r["url"]): r["served"] for r in stats["replicas"]}
 
@@ -204,9 +212,8 @@ def failover_drill(front: Server, victim: Server, *, model: str, front_name: str
                                                max_tokens, streams, stream_max_tokens,
                                                kill_after_s, timeout_s))
     victim.wait(10)  # reap it, so is_running() is False at once
-    if _is_nginx(front):
-        time.sleep(0.2)  # nginx logs a request a few ms after its client has the answer
-    after = served_by_replica(front)
+    answered = sum(r.outcome != LOST for r in requests)  # each got a 200 from the front
+    after = served_by_replica(front, at_least=sum(before.values()) + answered)
     served = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     return DrillResult(name, _host_port(victim.url), kill_at, wall, tuple(requests), served)
 
