@@ -9,7 +9,7 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test install vllm-env models system-packages clean
+.PHONY: cookbook test check install vllm-env models system-packages clean
 
 # Debian packages that the monitoring and load-balancing recipes run for real: Prometheus
 # (with promtool) and nginx. Installed with apt-get (as root, or through sudo) only when
@@ -58,9 +58,17 @@ system-packages:
 cookbook: $(STAMP) vllm-env models system-packages
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
-# Unit, server and notebook tests (CI runs exactly this). The built-in models are built
-# first, outside pytest's per-test timeout.
-test: $(STAMP) vllm-env models system-packages
+# The static checks: lint and format (ruff), types (mypy on deploykit/), and the import
+# layers (import-linter's contracts in pyproject.toml). Seconds; the tests run after them.
+check: $(STAMP)
+	$(BIN)/ruff check deploykit tests
+	$(BIN)/ruff format --check deploykit tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# Checks, then unit, server and notebook tests (CI runs exactly this). The built-in models
+# are built first, outside pytest's per-test timeout.
+test: $(STAMP) check vllm-env models system-packages
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
 clean:

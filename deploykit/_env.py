@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import MissingCredentialError
+from .errors import MissingCredentialError, NotebookNotFoundError
 
 
 def cache_dir() -> Path:
@@ -26,6 +26,23 @@ def project_root() -> Path | None:
     """Return the cookbook checkout named by DEPLOYKIT_ROOT, if set."""
     root = os.environ.get("DEPLOYKIT_ROOT")
     return Path(root).expanduser() if root else None
+
+
+def find_root(start: str | Path | None = None) -> Path:
+    """Return the cookbook checkout: DEPLOYKIT_ROOT, else the nearest folder with notebooks/ and recipes/."""
+    env_root = project_root()
+    if env_root is not None:
+        return env_root
+    candidates = [Path(start or Path.cwd()).resolve()]
+    candidates += list(candidates[0].parents)
+    candidates.append(Path(__file__).resolve().parent.parent)  # editable install
+    for path in candidates:
+        if (path / "notebooks").is_dir() and (path / "recipes").is_dir():
+            return path
+    raise NotebookNotFoundError(
+        "no cookbook found: run from a deploykit checkout (a folder with "
+        "notebooks/ and recipes/), or pass --root / set DEPLOYKIT_ROOT."
+    )
 
 
 def vllm_python() -> Path | None:
@@ -69,5 +86,6 @@ def require_credential(name: str, purpose: str) -> str:
         raise MissingCredentialError(
             f"{purpose} needs a key in the environment variable {name}, which is not set (or is "
             f"empty). Set it in the shell that starts Jupyter or Python, then restart the kernel: "
-            f"`export {name}=...` (keep keys out of notebook cells, which get saved and shared).")
+            f"`export {name}=...` (keep keys out of notebook cells, which get saved and shared)."
+        )
     return value

@@ -25,6 +25,8 @@ from typing import Any
 from . import _env
 from .errors import NotebookNotFoundError, RecipeKeyError, UnknownRecipeError
 
+__all__ = ["NotebookResult", "Recipe", "load_recipe", "run_cookbook"]
+
 _LEFTOVER_GRACE_S = 10.0  # servers stop via atexit when the kernel exits; give them this long
 
 
@@ -51,21 +53,6 @@ class NotebookResult:
     error: str | None = None
 
 
-def find_root(start: str | Path | None = None) -> Path:
-    """Return the cookbook checkout: DEPLOYKIT_ROOT, else the nearest folder with notebooks/ and recipes/."""
-    env_root = _env.project_root()
-    if env_root is not None:
-        return env_root
-    candidates = [Path(start or Path.cwd()).resolve()]
-    candidates += list(candidates[0].parents)
-    candidates.append(Path(__file__).resolve().parent.parent)  # editable install
-    for path in candidates:
-        if (path / "notebooks").is_dir() and (path / "recipes").is_dir():
-            return path
-    raise NotebookNotFoundError("no cookbook found: run from a deploykit checkout (a folder with "
-                                "notebooks/ and recipes/), or pass --root / set DEPLOYKIT_ROOT.")
-
-
 def list_notebooks(root: Path) -> list[Path]:
     """Return the cookbook's notebooks in order."""
     return sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -82,16 +69,23 @@ def load_recipe(name: str, root: Path) -> Recipe:
 
     path = root / "recipes" / f"{name}.yaml"
     if not path.exists():
-        raise UnknownRecipeError(f"unknown recipe {name!r}; available: "
-                                 f"{', '.join(list_recipes(root)) or '(none)'} (files in {root / 'recipes'})")
+        raise UnknownRecipeError(
+            f"unknown recipe {name!r}; available: "
+            f"{', '.join(list_recipes(root)) or '(none)'} (files in {root / 'recipes'})"
+        )
     data = yaml.safe_load(path.read_text()) or {}
     unknown = set(data) - {"description", "parameters", "notebooks"}
     if unknown:
-        raise RecipeKeyError(f"recipe {name!r}: unknown top-level key(s) {sorted(unknown)}; "
-                             "valid: description, parameters, notebooks")
-    return Recipe(name=name, description=data.get("description", ""),
-                  parameters=dict(data.get("parameters") or {}),
-                  notebooks={k: dict(v or {}) for k, v in (data.get("notebooks") or {}).items()})
+        raise RecipeKeyError(
+            f"recipe {name!r}: unknown top-level key(s) {sorted(unknown)}; "
+            "valid: description, parameters, notebooks"
+        )
+    return Recipe(
+        name=name,
+        description=data.get("description", ""),
+        parameters=dict(data.get("parameters") or {}),
+        notebooks={k: dict(v or {}) for k, v in (data.get("notebooks") or {}).items()},
+    )
 
 
 def notebook_parameters(path: Path) -> dict[str, dict[str, Any]]:
@@ -109,33 +103,47 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise RecipeKeyError(f"-p {pair!r}: write parameters as key=value, e.g. -p max_tokens=16")
+            raise RecipeKeyError(
+                f"-p {pair!r}: write parameters as key=value, e.g. -p max_tokens=16"
+            )
         out[key.strip()] = yaml.safe_load(value) if value else ""
     return out
 
 
-def resolve(recipe: Recipe, notebooks: list[Path], all_notebooks: list[Path],
-            overrides: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+def resolve(
+    recipe: Recipe,
+    notebooks: list[Path],
+    all_notebooks: list[Path],
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Return each selected notebook's parameters; reject any key no notebook declares."""
     declared = {p.stem: notebook_parameters(p) for p in all_notebooks}
     everywhere = sorted({k for params in declared.values() for k in params})
     for key in recipe.parameters:
         if key not in everywhere:
-            raise RecipeKeyError(f"recipe {recipe.name!r}: unknown key {key!r}; valid keys are the "
-                                 f"notebooks' parameters: {', '.join(everywhere)}")
+            raise RecipeKeyError(
+                f"recipe {recipe.name!r}: unknown key {key!r}; valid keys are the "
+                f"notebooks' parameters: {', '.join(everywhere)}"
+            )
     for nb, values in recipe.notebooks.items():
         if nb not in declared:
-            raise RecipeKeyError(f"recipe {recipe.name!r}: section {nb!r} names no notebook; "
-                                 f"notebooks: {', '.join(sorted(declared))}")
+            raise RecipeKeyError(
+                f"recipe {recipe.name!r}: section {nb!r} names no notebook; "
+                f"notebooks: {', '.join(sorted(declared))}"
+            )
         for key in values:
             if key not in declared[nb]:
-                raise RecipeKeyError(f"recipe {recipe.name!r}, notebook {nb}: unknown key {key!r}; "
-                                     f"valid: {', '.join(sorted(declared[nb]))}")
+                raise RecipeKeyError(
+                    f"recipe {recipe.name!r}, notebook {nb}: unknown key {key!r}; "
+                    f"valid: {', '.join(sorted(declared[nb]))}"
+                )
     selected = sorted({k for p in notebooks for k in declared[p.stem]})
     for key in overrides or {}:
         if key not in selected:
-            raise RecipeKeyError(f"-p {key}: no selected notebook has a parameter {key!r}; "
-                                 f"valid: {', '.join(selected)}")
+            raise RecipeKeyError(
+                f"-p {key}: no selected notebook has a parameter {key!r}; "
+                f"valid: {', '.join(selected)}"
+            )
     resolved = {}
     for path in notebooks:
         names = declared[path.stem]
@@ -205,8 +213,14 @@ def _source_index(path: Path, executed_index: int, parameters: dict[str, Any]) -
     return executed_index - 1 if tagged and executed_index > tagged[0] else executed_index
 
 
-def run_notebook(path: Path, output: Path, parameters: dict[str, Any], root: Path,
-                 timeout_s: float = 1800.0, progress: bool = True) -> NotebookResult:
+def run_notebook(
+    path: Path,
+    output: Path,
+    parameters: dict[str, Any],
+    root: Path,
+    timeout_s: float = 1800.0,
+    progress: bool = True,
+) -> NotebookResult:
     """Execute one notebook with papermill; record where it failed and what it left running."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -217,17 +231,30 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any], root: Pat
     os.environ["DEPLOYKIT_ROOT"] = str(root)
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    result = NotebookResult(notebook=path.stem, status="ok", seconds=0.0,
-                            output_path=str(output), parameters=parameters)
+    result = NotebookResult(
+        notebook=path.stem, status="ok", seconds=0.0, output_path=str(output), parameters=parameters
+    )
     try:
-        papermill.execute_notebook(str(path), str(output), parameters=parameters,
-                                   kernel_name="python3", progress_bar=progress,
-                                   execution_timeout=timeout_s, cwd=str(output.parent))
+        papermill.execute_notebook(
+            str(path),
+            str(output),
+            parameters=parameters,
+            kernel_name="python3",
+            progress_bar=progress,
+            execution_timeout=timeout_s,
+            cwd=str(output.parent),
+        )
     except PapermillExecutionError as exc:
-        result.status, result.failing_cell = "failed", _source_index(path, exc.cell_index, parameters)
+        result.status, result.failing_cell = (
+            "failed",
+            _source_index(path, exc.cell_index, parameters),
+        )
         result.error = f"{exc.ename}: {exc.evalue}"
-        print(f"\n--- {path.stem} failed in cell {exc.cell_index} ---\n{exc.source}\n"
-              + "\n".join(exc.traceback), file=sys.stderr)
+        print(
+            f"\n--- {path.stem} failed in cell {exc.cell_index} ---\n{exc.source}\n"
+            + "\n".join(exc.traceback),
+            file=sys.stderr,
+        )
     except Exception as exc:  # kernel died, timeout, bad notebook: still report, keep going
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
         print(f"\n--- {path.stem} failed: {result.error}", file=sys.stderr)
@@ -240,18 +267,24 @@ def run_notebook(path: Path, output: Path, parameters: dict[str, Any], root: Pat
     left = _reap_leftovers(run_id)
     if left:
         result.status = "failed"
-        result.error = ((result.error + "; ") if result.error else "") + \
-            f"left processes running after the kernel exited: {', '.join(left)} (killed)"
+        result.error = (
+            (result.error + "; ") if result.error else ""
+        ) + f"left processes running after the kernel exited: {', '.join(left)} (killed)"
     result.seconds = round(time.perf_counter() - started, 1)
     return result
 
 
-def run_cookbook(notebooks: list[str] | None = None, recipe: str = "cpu",
-                 overrides: dict[str, Any] | None = None, out_dir: str | Path | None = None,
-                 root: str | Path | None = None, timeout_s: float = 1800.0,
-                 progress: bool = True) -> list[NotebookResult]:
+def run_cookbook(
+    notebooks: list[str] | None = None,
+    recipe: str = "cpu",
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    root: str | Path | None = None,
+    timeout_s: float = 1800.0,
+    progress: bool = True,
+) -> list[NotebookResult]:
     """Run notebooks on a recipe; write executed copies and summary.{json,md} to out_dir."""
-    root = Path(root).resolve() if root else find_root()
+    root = Path(root).resolve() if root else _env.find_root()
     all_nbs = list_notebooks(root)
     chosen = select(notebooks or [], all_nbs)
     rec = load_recipe(recipe, root)
@@ -261,8 +294,16 @@ def run_cookbook(notebooks: list[str] | None = None, recipe: str = "cpu",
     results = []
     for i, path in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] {path.stem} (recipe {recipe})", file=sys.stderr, flush=True)
-        results.append(run_notebook(path, out / path.name, params[path.stem], root,
-                                    timeout_s=timeout_s, progress=progress))
+        results.append(
+            run_notebook(
+                path,
+                out / path.name,
+                params[path.stem],
+                root,
+                timeout_s=timeout_s,
+                progress=progress,
+            )
+        )
     (out / "summary.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
     (out / "summary.md").write_text(summary_table(results) + "\n")
     return results
@@ -270,8 +311,7 @@ def run_cookbook(notebooks: list[str] | None = None, recipe: str = "cpu",
 
 def summary_table(results: list[NotebookResult]) -> str:
     """Format results as a Markdown table: notebook, status, seconds, failing cell."""
-    lines = ["| notebook | status | seconds | failing cell | error |",
-             "|---|---|---:|---:|---|"]
+    lines = ["| notebook | status | seconds | failing cell | error |", "|---|---|---:|---:|---|"]
     for r in results:
         cell = "" if r.failing_cell is None else str(r.failing_cell)
         error = (r.error or "").replace("|", "\\|").replace("\n", " ")[:160]
@@ -281,7 +321,7 @@ def summary_table(results: list[NotebookResult]) -> str:
 
 def add_cli(sub) -> None:
     """Add `deploykit cookbook list|run` to the CLI."""
-    from .cli import positive_float
+    from .argtypes import positive_float
 
     p = sub.add_parser("cookbook", help="list or run the cookbook's notebooks")
     csub = p.add_subparsers(dest="cookbook_cmd", required=True)
@@ -289,9 +329,17 @@ def add_cli(sub) -> None:
     run = csub.add_parser("run", help="execute notebooks with papermill")
     run.add_argument("notebooks", nargs="*", help="names such as 01_quickstart (default: all)")
     run.add_argument("--recipe", default="cpu", help="recipe name from recipes/ (default: cpu)")
-    run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a notebook parameter (YAML value)")
-    run.add_argument("--out", default=None, help="folder for executed copies (default: build/cookbook/<recipe>)")
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a notebook parameter (YAML value)",
+    )
+    run.add_argument(
+        "--out", default=None, help="folder for executed copies (default: build/cookbook/<recipe>)"
+    )
     run.add_argument("--root", default=None, help="cookbook checkout (default: found from here)")
     run.add_argument("--timeout-s", type=positive_float, default=1800.0, help="per-cell timeout")
     run.set_defaults(func=cli_run)
@@ -299,7 +347,7 @@ def add_cli(sub) -> None:
 
 def cli_list(args) -> int:
     """`deploykit cookbook list`: notebooks with their parameters, and recipes."""
-    root = find_root()
+    root = _env.find_root()
     for path in list_notebooks(root):
         print(f"{path.stem}: {', '.join(notebook_parameters(path))}")
     print(f"recipes: {', '.join(list_recipes(root))}")
@@ -308,12 +356,21 @@ def cli_list(args) -> int:
 
 def cli_run(args) -> int:
     """`deploykit cookbook run`: exit 1 when any notebook failed."""
-    results = run_cookbook(args.notebooks, recipe=args.recipe, overrides=parse_overrides(args.param),
-                           out_dir=args.out, root=args.root, timeout_s=args.timeout_s)
+    results = run_cookbook(
+        args.notebooks,
+        recipe=args.recipe,
+        overrides=parse_overrides(args.param),
+        out_dir=args.out,
+        root=args.root,
+        timeout_s=args.timeout_s,
+    )
     print(summary_table(results))
     failed = [r.notebook for r in results if r.status != "ok"]
     if failed:
-        print(f"{len(failed)} of {len(results)} notebooks failed: {', '.join(failed)}", file=sys.stderr)
+        print(
+            f"{len(failed)} of {len(results)} notebooks failed: {', '.join(failed)}",
+            file=sys.stderr,
+        )
         return 1
     print(f"all {len(results)} notebooks passed", file=sys.stderr)
     return 0

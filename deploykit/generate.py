@@ -17,6 +17,15 @@ from typing import Any
 from .errors import InvalidArgumentError
 from .models import LoadedModel
 
+__all__ = [
+    "Generation",
+    "generate",
+    "measure_throughput",
+    "memory_footprint",
+    "record_arrivals",
+    "stream",
+]
+
 
 @dataclass(frozen=True)
 class Generation:
@@ -33,8 +42,9 @@ class Generation:
         return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def _sampling_kwargs(temperature: float, top_p: float, seed: int | None,
-                     max_tokens: int) -> dict[str, Any]:
+def _sampling_kwargs(
+    temperature: float, top_p: float, seed: int | None, max_tokens: int
+) -> dict[str, Any]:
     import torch
 
     if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
@@ -55,17 +65,21 @@ Prompt = str | list[dict[str, str]]  # text to continue, or chat messages [{"rol
 
 def _encode(lm: LoadedModel, prompt: Prompt):
     if not prompt:
-        raise InvalidArgumentError("prompt is empty; pass some text to continue, or chat "
-                                   "messages such as [{'role': 'user', 'content': 'Hi'}]")
+        raise InvalidArgumentError(
+            "prompt is empty; pass some text to continue, or chat "
+            "messages such as [{'role': 'user', 'content': 'Hi'}]"
+        )
     if isinstance(prompt, list):  # chat: the model's own template, with the assistant's turn open
         if not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in prompt):
-            raise InvalidArgumentError("chat messages must be dicts with 'role' and 'content', "
-                                       "e.g. [{'role': 'user', 'content': 'Hi'}]")
+            raise InvalidArgumentError(
+                "chat messages must be dicts with 'role' and 'content', "
+                "e.g. [{'role': 'user', 'content': 'Hi'}]"
+            )
         if not lm.tokenizer.chat_template:
             raise InvalidArgumentError(f"{lm.name} has no chat template; pass plain text instead")
-        return lm.tokenizer.apply_chat_template(prompt, add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True
-                                                ).to(lm.model.device)
+        return lm.tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        ).to(lm.model.device)
     return lm.tokenizer(prompt, return_tensors="pt").to(lm.model.device)
 
 
@@ -76,8 +90,15 @@ def _sync(lm: LoadedModel) -> None:
         torch.cuda.synchronize()
 
 
-def generate(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature: float = 0.0,
-             top_p: float = 1.0, seed: int | None = 0, ignore_eos: bool = False) -> Generation:
+def generate(
+    lm: LoadedModel,
+    prompt: Prompt,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+    ignore_eos: bool = False,
+) -> Generation:
     """Complete `prompt` (text, or chat messages); return only the new text and token counts."""
     import torch
 
@@ -88,33 +109,49 @@ def generate(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature:
     _sync(lm)
     started = time.perf_counter()
     with torch.inference_mode():
-        out = lm.model.generate(**inputs, max_new_tokens=max_tokens,
-                                pad_token_id=lm.tokenizer.pad_token_id, **kwargs)
+        out = lm.model.generate(
+            **inputs, max_new_tokens=max_tokens, pad_token_id=lm.tokenizer.pad_token_id, **kwargs
+        )
     _sync(lm)
     seconds = time.perf_counter() - started
-    new = out[0, inputs.input_ids.shape[1]:]  # [T_new]: drop the echoed prompt
-    return Generation(text=lm.tokenizer.decode(new, skip_special_tokens=True),
-                      prompt_tokens=int(inputs.input_ids.shape[1]),
-                      completion_tokens=int(new.shape[0]), seconds=seconds)
+    new = out[0, inputs.input_ids.shape[1] :]  # [T_new]: drop the echoed prompt
+    return Generation(
+        text=lm.tokenizer.decode(new, skip_special_tokens=True),
+        prompt_tokens=int(inputs.input_ids.shape[1]),
+        completion_tokens=int(new.shape[0]),
+        seconds=seconds,
+    )
 
 
-def stream(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature: float = 0.0,
-           top_p: float = 1.0, seed: int | None = 0) -> Iterator[str]:
+def stream(
+    lm: LoadedModel,
+    prompt: Prompt,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int | None = 0,
+) -> Iterator[str]:
     """Yield text pieces as the model produces them (generation runs in a thread)."""
     import torch
     from transformers import TextIteratorStreamer
 
     inputs = _encode(lm, prompt)
     kwargs = _sampling_kwargs(temperature, top_p, seed, max_tokens)
-    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True,
-                                    timeout=300.0)
+    streamer = TextIteratorStreamer(
+        lm.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300.0
+    )
     errors: list[BaseException] = []
 
     def work() -> None:
         try:
             with torch.inference_mode():
-                lm.model.generate(**inputs, max_new_tokens=max_tokens, streamer=streamer,
-                                  pad_token_id=lm.tokenizer.pad_token_id, **kwargs)
+                lm.model.generate(
+                    **inputs,
+                    max_new_tokens=max_tokens,
+                    streamer=streamer,
+                    pad_token_id=lm.tokenizer.pad_token_id,
+                    **kwargs,
+                )
         except BaseException as exc:  # surfaced to the caller below, not lost in the thread
             errors.append(exc)
             streamer.end()
@@ -127,8 +164,14 @@ def stream(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, temperature: f
         raise errors[0]
 
 
-def measure_throughput(lm: LoadedModel, prompt: Prompt, max_tokens: int = 64, runs: int = 5,
-                       warmup: int = 1, progress: bool = True) -> dict[str, Any]:
+def measure_throughput(
+    lm: LoadedModel,
+    prompt: Prompt,
+    max_tokens: int = 64,
+    runs: int = 5,
+    warmup: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Time greedy generation of exactly `max_tokens` tokens; report median tokens/s and conditions."""
     import torch
     from tqdm.auto import tqdm
@@ -203,8 +246,10 @@ def memory_footprint(lm: LoadedModel) -> dict[str, int]:
     import psutil
     import torch
 
-    report = {"weights_bytes": lm.weight_bytes,
-              "process_rss_bytes": psutil.Process().memory_info().rss}
+    report = {
+        "weights_bytes": lm.weight_bytes,
+        "process_rss_bytes": psutil.Process().memory_info().rss,
+    }
     if str(lm.model.device).startswith("cuda"):
         report["cuda_allocated_bytes"] = torch.cuda.memory_allocated(lm.model.device)
         report["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(lm.model.device)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
-import shlex
-import signal
 import re
+import shlex
+import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import time
@@ -25,9 +27,37 @@ from pathlib import Path
 import httpx
 import psutil
 
-from .errors import InvalidArgumentError, ServerStartError
+from .errors import InvalidArgumentError, MissingExtraError, ServerStartError
+
+__all__ = ["Job", "Server", "free_port", "launch_server", "run_job", "stop_all"]
 
 _running: set[Server] = set()  # servers this process started and has not stopped yet
+
+
+def find_executable(
+    name: str,
+    install_hint: str,
+    dirs: Sequence[str] = ("/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin"),
+) -> str:
+    """Return the path of program `name` (on PATH, else in dirs), or raise saying how to install it.
+
+    The sbin folders are searched too: Debian puts nginx there, and a non-root PATH lacks them.
+    """
+    found = shutil.which(name) or next(
+        (p for p in (os.path.join(d, name) for d in dirs) if os.access(p, os.X_OK)), None
+    )
+    if found is None:
+        raise MissingExtraError(f"{name} is not installed. {install_hint}")
+    return found
+
+
+def deploykit_command(*args: str) -> list[str]:
+    """Return the command line of a `deploykit` subcommand run by this interpreter.
+
+    `python -m deploykit` rather than the console script, so a process started from a
+    kernel or a test runs the same deploykit, installed on PATH or not.
+    """
+    return [sys.executable, "-m", "deploykit", *args]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -92,21 +122,37 @@ def log_tail(path: str | os.PathLike[str], lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def failure_report(what: str, command: Sequence[str], log_path: str | os.PathLike[str],
-                   advice: str, lines: int = 40, exit_code: int | None = None) -> str:
+def failure_report(
+    what: str,
+    command: Sequence[str],
+    log_path: str | os.PathLike[str],
+    advice: str,
+    lines: int = 40,
+    exit_code: int | None = None,
+) -> str:
     """Return the message of a failed process: what happened, command, log tail, what to do."""
     tail = log_tail(log_path, lines) or "(empty)"
     code = "" if exit_code is None else f"  exit code: {exit_code}\n"
-    return (f"{what}.\n  command:   {shlex.join(str(c) for c in command)}\n{code}"
-            f"  log:       {log_path} (last {lines} lines below)\n"
-            f"{textwrap.indent(tail, '    | ')}\n{advice}")
+    return (
+        f"{what}.\n  command:   {shlex.join(str(c) for c in command)}\n{code}"
+        f"  log:       {log_path} (last {lines} lines below)\n"
+        f"{textwrap.indent(tail, '    | ')}\n{advice}"
+    )
 
 
 class Server:
     """A server process started by launch(); stop it with stop() or a with block."""
 
-    def __init__(self, process: subprocess.Popen[bytes], *, command: list[str], host: str,
-                 port: int, name: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        *,
+        command: list[str],
+        host: str,
+        port: int,
+        name: str,
+        log_path: Path,
+    ) -> None:
         self.command = command
         self.host = host
         self.port = port
@@ -158,8 +204,9 @@ class Server:
         """
         self._signal_group(signal.SIGSTOP)
         deadline = time.monotonic() + timeout_s
-        while any(proc.info["status"] != psutil.STATUS_STOPPED
-                  for proc in _group_processes(self.pid)):
+        while any(
+            proc.info["status"] != psutil.STATUS_STOPPED for proc in _group_processes(self.pid)
+        ):
             if time.monotonic() >= deadline:
                 break
             time.sleep(0.005)
@@ -221,8 +268,13 @@ def stop_all(timeout_s: float = 10.0) -> None:
 atexit.register(stop_all)
 
 
-def _probe(client: httpx.Client, server: Server, health_path: str | None,
-           expect_status: Collection[int], timeout_s: float) -> str | None:
+def _probe(
+    client: httpx.Client,
+    server: Server,
+    health_path: str | None,
+    expect_status: Collection[int],
+    timeout_s: float,
+) -> str | None:
     """Return None when the server is healthy, else what the health check saw."""
     if health_path is None:
         return None if _port_open(server.host, server.port, timeout_s) else "port closed"
@@ -233,8 +285,13 @@ def _probe(client: httpx.Client, server: Server, health_path: str | None,
     return None if status in expect_status else f"HTTP {status}"
 
 
-def _wait_healthy(server: Server, health_path: str | None, expect_status: Collection[int],
-                  timeout_s: float, poll_interval_s: float) -> str | None:
+def _wait_healthy(
+    server: Server,
+    health_path: str | None,
+    expect_status: Collection[int],
+    timeout_s: float,
+    poll_interval_s: float,
+) -> str | None:
     """Poll until the server is healthy; return why not if it dies or the deadline passes."""
     deadline = time.monotonic() + timeout_s
     target = server.url + health_path if health_path is not None else f"port {server.port}"
@@ -246,8 +303,10 @@ def _wait_healthy(server: Server, health_path: str | None, expect_status: Collec
                 return "exited while starting"
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return (f"did not become healthy at {target} within {timeout_s:g} s "
-                        f"(last check: {seen})")
+                return (
+                    f"did not become healthy at {target} within {timeout_s:g} s "
+                    f"(last check: {seen})"
+                )
             seen = _probe(client, server, health_path, expect_status, min(remaining, 2.0))
             if seen is None:
                 return None
@@ -257,40 +316,58 @@ def _wait_healthy(server: Server, health_path: str | None, expect_status: Collec
 
 def _failure_message(server: Server, problem: str, code: int, exited: bool) -> str:
     """Return a ServerStartError message: what happened, the log tail, and what to check."""
-    hint = ("Run the command by hand to reproduce; look for a missing package, a wrong model "
-            "path or flag, or the port already in use." if exited else
-            "If the log shows it still loading, raise timeout_s. If it is serving, check "
-            "health_path and expect_status, or pass health_path=None to wait for the port only.")
+    hint = (
+        "Run the command by hand to reproduce; look for a missing package, a wrong model "
+        "path or flag, or the port already in use."
+        if exited
+        else "If the log shows it still loading, raise timeout_s. If it is serving, check "
+        "health_path and expect_status, or pass health_path=None to wait for the port only."
+    )
     killed = "" if exited else " (stopped by deploykit at the deadline)"
-    return failure_report(f"Server {server.name!r} {problem}{killed}", server.command,
-                          server.log_path, f"Check the log above first. {hint}", exit_code=code)
+    return failure_report(
+        f"Server {server.name!r} {problem}{killed}",
+        server.command,
+        server.log_path,
+        f"Check the log above first. {hint}",
+        exit_code=code,
+    )
 
 
-def launch_server(command: Sequence[str | os.PathLike[str]], *, port: int = 0, host: str = "127.0.0.1",
-           health_path: str | None = "/health", expect_status: Collection[int] = (200,),
-           timeout_s: float = 120.0, env: Mapping[str, str] | None = None,
-           cwd: str | os.PathLike[str] | None = None, name: str | None = None,
-           log_path: str | os.PathLike[str] | None = None,
-           poll_interval_s: float = 0.1) -> Server:
+def launch_server(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    health_path: str | None = "/health",
+    expect_status: Collection[int] = (200,),
+    timeout_s: float = 120.0,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    name: str | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    poll_interval_s: float = 0.1,
+) -> Server:
     """Start command as a server in its own process group and wait until it is healthy.
 
     `{port}` and `{host}` in the arguments are replaced once the port is chosen (port=0
     picks a free one). health_path=None waits only for the TCP port to accept.
     """
     if isinstance(command, (str, bytes)):
-        raise InvalidArgumentError("launch_server() takes the command as a list of arguments, "
-                        "e.g. shlex.split('python -m http.server {port}').")
+        raise InvalidArgumentError(
+            "launch_server() takes the command as a list of arguments, "
+            "e.g. shlex.split('python -m http.server {port}')."
+        )
     port = port or free_port(host)
     # str.replace, not str.format: arguments may hold JSON braces
-    argv = [os.fspath(arg).replace("{port}", str(port)).replace("{host}", host)
-            for arg in command]
+    argv = [os.fspath(arg).replace("{port}", str(port)).replace("{host}", host) for arg in command]
     name = name or Path(argv[0]).name
     if health_path is not None:
         health_path = "/" + health_path.lstrip("/")
     if _port_open(host, port, timeout_s=1.0):
         raise ServerStartError(
             f"Port {port} on {host} already accepts connections, so health checks would reach "
-            f"another server. Stop that server, or pass port=0 to pick a free port.")
+            f"another server. Stop that server, or pass port=0 to pick a free port."
+        )
     if log_path is None:
         # a name may hold a hub id ("org/model"): keep the file in the temp folder
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
@@ -303,13 +380,20 @@ def launch_server(command: Sequence[str | os.PathLike[str]], *, port: int = 0, h
     child_env = {"PYTHONUNBUFFERED": "1", **os.environ, **extra_env}
     with open(log_path, "wb") as log:
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, env=child_env, cwd=cwd,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                cwd=cwd,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise ServerStartError(
                 f"Could not start {shlex.join(argv)}: {exc}. Check that {argv[0]!r} is installed "
-                f"and on PATH (or give its full path), and that cwd exists.") from exc
+                f"and on PATH (or give its full path), and that cwd exists."
+            ) from exc
     server = Server(process, command=argv, host=host, port=port, name=name, log_path=log_path)
     try:
         problem = _wait_healthy(server, health_path, expect_status, timeout_s, poll_interval_s)
@@ -342,9 +426,14 @@ class Job:
         return log_tail(self.log_path, lines)
 
 
-def run_job(command: Sequence[str | os.PathLike[str]], *, log_path: str | os.PathLike[str],
-            timeout_s: float, env: Mapping[str, str] | None = None,
-            cwd: str | os.PathLike[str] | None = None) -> Job:
+def run_job(
+    command: Sequence[str | os.PathLike[str]],
+    *,
+    log_path: str | os.PathLike[str],
+    timeout_s: float,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Job:
     """Run a one-shot command in its own process group, output to log_path, and wait.
 
     Whatever it forked is killed when it returns, times out or the caller is interrupted
@@ -356,12 +445,19 @@ def run_job(command: Sequence[str | os.PathLike[str]], *, log_path: str | os.Pat
     started = time.monotonic()
     with open(log_path, "wb") as log:
         try:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
-                                       env={"PYTHONUNBUFFERED": "1", **os.environ, **extra_env})
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                start_new_session=True,
+                env={"PYTHONUNBUFFERED": "1", **os.environ, **extra_env},
+            )
         except OSError as exc:
-            raise ServerStartError(f"Could not start {shlex.join(argv)}: {exc}. Check that "
-                                   f"{argv[0]!r} is installed.") from exc
+            raise ServerStartError(
+                f"Could not start {shlex.join(argv)}: {exc}. Check that {argv[0]!r} is installed."
+            ) from exc
         try:
             code: int | None = process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

@@ -20,12 +20,15 @@ COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "tempe
 
 def post_completions(url: str, requests: int, concurrency: int) -> list[httpx.Response]:
     """POST COMPLETION to url's /v1/completions `requests` times, `concurrency` at a time."""
+
     async def load() -> list[httpx.Response]:
         sem = asyncio.Semaphore(concurrency)
         async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as client:
+
             async def one():
                 async with sem:
                     return await client.post("/v1/completions", json=COMPLETION)
+
             return await asyncio.gather(*(one() for _ in range(requests)))
 
     return asyncio.run(load())
@@ -34,8 +37,14 @@ def post_completions(url: str, requests: int, concurrency: int) -> list[httpx.Re
 def start_server(*flags: str, name: str = "serve-test", device: str = "cpu"):
     """Start `deploykit serve --model toy-tiny` on a free loopback port with extra flags."""
     # one thread each: several test servers and the test process share two cores
-    return _start(MODEL, device=device, args=flags, name=name, timeout_s=180.0,
-                  env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    return _start(
+        MODEL,
+        device=device,
+        args=flags,
+        name=name,
+        timeout_s=180.0,
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
 
 
 def assert_openai_error(response, status: int) -> dict:
@@ -48,8 +57,12 @@ def assert_openai_error(response, status: int) -> dict:
     return body["error"]
 
 
-def wait_for(condition, timeout_s: float = 30.0, poll_s: float = 0.05,
-             message: str = "condition not met in time") -> None:
+def wait_for(
+    condition,
+    timeout_s: float = 30.0,
+    poll_s: float = 0.05,
+    message: str = "condition not met in time",
+) -> None:
     """Poll condition() until it is true; fail the test with message after timeout_s."""
     deadline = time.monotonic() + timeout_s
     while not condition():

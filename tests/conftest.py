@@ -1,22 +1,13 @@
-"""Shared test set-up: never reach a model hub; expose the checkout and the toy model."""
+"""Shared test set-up: never reach a model hub; the toy model and smollm2 loaded once."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="session")
-def root() -> Path:
-    """The cookbook checkout under test."""
-    return ROOT
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import deploykit as dk
+from deploykit.batching.workload import BATCHING_PROMPTS, BatchingRequest, BatchingWorkload
 from deploykit.errors import InvalidArgumentError
 
 BATCH = 4
@@ -29,14 +30,16 @@ def one_thread():
 @pytest.fixture(scope="module")
 def workload():
     # all at once, mixed prompt and output lengths: static batches must pad and wait
-    return dk.batching_workload(num_requests=10, rate_per_s=0.0, min_new_tokens=3,
-                                max_new_tokens=40, seed=1)
+    return dk.batching_workload(
+        num_requests=10, rate_per_s=0.0, min_new_tokens=3, max_new_tokens=40, seed=1
+    )
 
 
 @pytest.fixture(scope="module")
 def results(tiny, workload):
-    return dk.compare_batching(tiny, workload, batch_size=BATCH, max_wait_ms=5.0, threads=1,
-                               progress=False)
+    return dk.compare_batching(
+        tiny, workload, batch_size=BATCH, max_wait_ms=5.0, threads=1, progress=False
+    )
 
 
 def greedy_reference(lm, prompt: str, n: int) -> list[int]:
@@ -49,15 +52,21 @@ def greedy_reference(lm, prompt: str, n: int) -> list[int]:
 
 
 def sparse(arrivals_s, max_new_tokens=4):
-    reqs = tuple(dk.BatchingRequest(i, t, dk.BATCHING_PROMPTS[i % len(dk.BATCHING_PROMPTS)], max_new_tokens)
-                 for i, t in enumerate(arrivals_s))
-    return dk.BatchingWorkload(reqs, rate_per_s=1.0)
+    reqs = tuple(
+        BatchingRequest(i, t, BATCHING_PROMPTS[i % len(BATCHING_PROMPTS)], max_new_tokens)
+        for i, t in enumerate(arrivals_s)
+    )
+    return BatchingWorkload(reqs, rate_per_s=1.0)
 
 
 def test_workload_is_seeded_and_bounded():
     a = dk.batching_workload(20, rate_per_s=50.0, min_new_tokens=8, max_new_tokens=16, seed=3)
-    assert a == dk.batching_workload(20, rate_per_s=50.0, min_new_tokens=8, max_new_tokens=16, seed=3)
-    assert a != dk.batching_workload(20, rate_per_s=50.0, min_new_tokens=8, max_new_tokens=16, seed=4)
+    assert a == dk.batching_workload(
+        20, rate_per_s=50.0, min_new_tokens=8, max_new_tokens=16, seed=3
+    )
+    assert a != dk.batching_workload(
+        20, rate_per_s=50.0, min_new_tokens=8, max_new_tokens=16, seed=4
+    )
     assert all(8 <= r.max_new_tokens <= 16 for r in a.requests)
     arrivals = [r.arrival_s for r in a.requests]
     assert arrivals == sorted(arrivals) and arrivals[0] == 0.0 and arrivals[-1] > 0
@@ -68,8 +77,9 @@ def test_every_strategy_returns_every_request_with_its_token_count(results, work
     assert list(results) == ["none", "static", "dynamic", "continuous"]
     for name, result in results.items():
         assert [o.index for o in result.outcomes] == list(range(len(workload))), name
-        assert [len(o.output_ids) for o in result.outcomes] == \
-            [r.max_new_tokens for r in workload.requests], name
+        assert [len(o.output_ids) for o in result.outcomes] == [
+            r.max_new_tokens for r in workload.requests
+        ], name
         assert all(0 < o.ttft_s <= o.latency_s for o in result.outcomes), name
         assert result.output_tokens == workload.output_tokens
 
@@ -81,9 +91,15 @@ def test_greedy_answers_match_across_strategies_and_a_cache_free_reference(tiny,
     for name in ("static", "dynamic", "continuous"):
         assert answers[name] == answers["none"], name
     assert dk.answer_agreement(results) == {name: 1.0 for name in results}
-    truncated = dk.BatchingResult("truncated", tuple(
-        dataclasses.replace(o, output_ids=o.output_ids[:2]) for o in results["none"].outcomes),
-        (), 1.0, 1.0)
+    truncated = dk.BatchingResult(
+        "truncated",
+        tuple(
+            dataclasses.replace(o, output_ids=o.output_ids[:2]) for o in results["none"].outcomes
+        ),
+        (),
+        1.0,
+        1.0,
+    )
     mixed = {"none": results["none"], "truncated": truncated}
     assert dk.answer_agreement(mixed, first_tokens=2)["truncated"] == 1.0
     longer = sum(len(o.output_ids) > 2 for o in results["none"].outcomes) / len(workload)
@@ -97,7 +113,9 @@ def test_forward_records_account_for_every_token(results):
     for name, result in results.items():
         assert sum(f.useful_tokens for f in result.forwards) == result.output_tokens, name
         assert all(f.rows <= BATCH for f in result.forwards), name
-        assert result.tokens_per_forward == pytest.approx(result.output_tokens / len(result.forwards))
+        assert result.tokens_per_forward == pytest.approx(
+            result.output_tokens / len(result.forwards)
+        )
 
 
 def test_static_pays_for_padding_and_none_wastes_nothing(results, workload):
@@ -110,7 +128,7 @@ def test_static_pays_for_padding_and_none_wastes_nothing(results, workload):
     prefills = [f.rows for f in static.forwards if f.is_prefill]
     assert prefills == [BATCH, BATCH, len(workload) - 2 * BATCH]
     for start in range(0, len(workload), BATCH):
-        ends = {o.arrival_s + o.latency_s for o in static.outcomes[start:start + BATCH]}
+        ends = {o.arrival_s + o.latency_s for o in static.outcomes[start : start + BATCH]}
         assert len(ends) == 1
 
 
@@ -123,23 +141,32 @@ def test_continuous_batch_size_changes_as_requests_leave(results):
 
 def test_dynamic_without_wait_degenerates_to_batch_size_one_on_sparse_arrivals(tiny):
     # requests 250 ms apart, each done in a few ms: nothing else is there when one arrives
-    result = dk.run_batching("dynamic", tiny, sparse([0.0, 0.25, 0.5, 0.75]), batch_size=8,
-                             max_wait_ms=0.0, threads=1, progress=False)
+    result = dk.run_batching(
+        "dynamic",
+        tiny,
+        sparse([0.0, 0.25, 0.5, 0.75]),
+        batch_size=8,
+        max_wait_ms=0.0,
+        threads=1,
+        progress=False,
+    )
     assert set(result.batch_sizes) == {1}
     assert [len(o.output_ids) for o in result.outcomes] == [4] * 4
 
 
 def test_dynamic_waits_for_arrivals_within_its_window(tiny):
     workload = sparse([0.0, 0.01, 0.02, 0.6])
-    result = dk.run_batching("dynamic", tiny, workload, batch_size=8, max_wait_ms=300.0,
-                             threads=1, progress=False)
+    result = dk.run_batching(
+        "dynamic", tiny, workload, batch_size=8, max_wait_ms=300.0, threads=1, progress=False
+    )
     assert [f.rows for f in result.forwards if f.is_prefill] == [3, 1]
     assert result.outcomes[0].latency_s >= 0.3  # the window stays open until it is full or over
 
 
 def test_static_waits_for_a_full_batch(tiny):
-    result = dk.run_batching("static", tiny, sparse([0.0, 0.05, 0.1]), batch_size=3,
-                             threads=1, progress=False)
+    result = dk.run_batching(
+        "static", tiny, sparse([0.0, 0.05, 0.1]), batch_size=3, threads=1, progress=False
+    )
     assert [f.rows for f in result.forwards if f.is_prefill] == [3]
     assert result.outcomes[0].ttft_s >= 0.1  # the first request waited for the last
 
@@ -165,19 +192,29 @@ def test_table_and_plots(results):
     assert conditions["model"] == "toy-tiny" and conditions["torch_threads"] == 1
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"strategy": "greedy"}, "unknown batching strategy 'greedy'; use one of none, static"),
-    ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
-    ({"max_wait_ms": -1.0}, "max_wait_ms must be >= 0"),
-    ({"workload": dk.BatchingWorkload(())}, "the workload is empty"),
-    ({"threads": 0}, "threads must be a whole number >= 1"),
-    ({"workload": [("Hello", 8)]}, "workload must be a BatchingWorkload, got list"),
-    ({"workload": dk.batching_workload(2, min_new_tokens=4000, max_new_tokens=4000)},
-     "more than toy-tiny's context of 2048; lower max_new_tokens"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"strategy": "greedy"}, "unknown batching strategy 'greedy'; use one of none, static"),
+        ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
+        ({"max_wait_ms": -1.0}, "max_wait_ms must be >= 0"),
+        ({"workload": BatchingWorkload(())}, "the workload is empty"),
+        ({"threads": 0}, "threads must be a whole number >= 1"),
+        ({"workload": [("Hello", 8)]}, "workload must be a BatchingWorkload, got list"),
+        (
+            {"workload": dk.batching_workload(2, min_new_tokens=4000, max_new_tokens=4000)},
+            "more than toy-tiny's context of 2048; lower max_new_tokens",
+        ),
+    ],
+)
 def test_bad_arguments_raise_before_any_work(tiny, kwargs, match):
-    args = {"strategy": "static", "model": tiny, "workload": dk.batching_workload(2),
-            "progress": False, **kwargs}
+    args = {
+        "strategy": "static",
+        "model": tiny,
+        "workload": dk.batching_workload(2),
+        "progress": False,
+        **kwargs,
+    }
     calls = []
     handle = tiny.model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
@@ -188,12 +225,15 @@ def test_bad_arguments_raise_before_any_work(tiny, kwargs, match):
     assert calls == []
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"num_requests": 0}, "num_requests must be a whole number >= 1"),
-    ({"rate_per_s": -1.0}, "rate_per_s must be >= 0"),
-    ({"min_new_tokens": 9, "max_new_tokens": 8}, "need 1 <= min_new_tokens <= max_new_tokens"),
-    ({"prompts": ()}, "prompts must be a non-empty tuple"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_requests": 0}, "num_requests must be a whole number >= 1"),
+        ({"rate_per_s": -1.0}, "rate_per_s must be >= 0"),
+        ({"min_new_tokens": 9, "max_new_tokens": 8}, "need 1 <= min_new_tokens <= max_new_tokens"),
+        ({"prompts": ()}, "prompts must be a non-empty tuple"),
+    ],
+)
 def test_bad_workloads_raise(kwargs, match):
     with pytest.raises(InvalidArgumentError, match=match):
         dk.batching_workload(**kwargs)
@@ -201,5 +241,6 @@ def test_bad_workloads_raise(kwargs, match):
 
 def test_compare_checks_every_strategy_first(tiny):
     with pytest.raises(InvalidArgumentError, match="unknown batching strategy 'paged'"):
-        dk.compare_batching(tiny, dk.batching_workload(2), strategies=["none", "paged"],
-                            progress=False)
+        dk.compare_batching(
+            tiny, dk.batching_workload(2), strategies=["none", "paged"], progress=False
+        )

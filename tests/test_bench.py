@@ -9,18 +9,25 @@ import textwrap
 
 import psutil
 import pytest
+from _servers import MODEL, start_server
 
-from deploykit.bench import add_cli
-from deploykit.bench.harness import (Measured, _Turns, add_arguments, idle_cpu_percent,
-                                     paired_ratio, run_all)
+from deploykit.argtypes import Parser as _Parser
+from deploykit.bench.cli import add_cli
+from deploykit.bench.harness import (
+    IDLE_PAUSE_PERCENT,
+    Measured,
+    _Turns,
+    add_arguments,
+    idle_cpu_percent,
+    paired_ratio,
+    run_all,
+)
 from deploykit.bench.llamacpp import llamacpp_args
 from deploykit.bench.loadgen import LoadResult, LoadSpec, RequestResult
 from deploykit.bench.servers import SERVERS
-from deploykit.cli import _Parser, main
+from deploykit.cli import main
 from deploykit.errors import InvalidArgumentError
 from deploykit.launch import launch_server
-
-from _servers import MODEL, start_server
 
 # Serves /health and, with argv[2] == "spin", burns CPU in a thread while "idle".
 IDLE_SERVER = textwrap.dedent("""
@@ -39,8 +46,9 @@ IDLE_SERVER = textwrap.dedent("""
 
 
 def _round(tokens_per_s: float) -> LoadResult:
-    return LoadResult(concurrency=1, wall_s=1.0,
-                      results=(RequestResult(200, 1.0, None, int(tokens_per_s)),))
+    return LoadResult(
+        concurrency=1, wall_s=1.0, results=(RequestResult(200, 1.0, None, int(tokens_per_s)),)
+    )
 
 
 def test_measured_reports_the_median_round_and_the_range():
@@ -60,10 +68,14 @@ def test_paired_ratio_compares_rounds_run_side_by_side():
 
 def test_idle_cpu_tells_a_spinning_server_from_a_quiet_one():
     command = [sys.executable, "-c", IDLE_SERVER, "{port}"]
-    with launch_server([*command, "quiet"], health_path="/", name="idle-quiet") as quiet, \
-            launch_server([*command, "spin"], health_path="/", name="idle-spin") as spin:
+    with (
+        launch_server([*command, "quiet"], health_path="/", name="idle-quiet") as quiet,
+        launch_server([*command, "spin"], health_path="/", name="idle-spin") as spin,
+    ):
         idle = idle_cpu_percent({"quiet": quiet, "spin": spin}, seconds=1.0)
-    assert idle["quiet"] < 10 and idle["spin"] > 40, idle
+    # the contract: the spinning one is above the pause threshold, the quiet one below it (how
+    # much of a core the spinner gets depends on what else the machine runs)
+    assert idle["quiet"] < IDLE_PAUSE_PERCENT < idle["spin"], idle
 
 
 def test_turns_pause_the_noisy_server_while_another_runs_and_resume_it():
@@ -88,10 +100,17 @@ def test_run_all_refuses_empty_settings_before_starting_anything():
         run_all(args, start=None, spec_for=None)  # start is never reached
 
 
-@pytest.mark.parametrize("bench, flags", [
-    ("servers", ["--rounds", "0"]), ("servers", ["--concurrency", "8", "-1"]),
-    ("servers", ["--num-requests", "many"]), ("servers", ["--servers", "nginx"]),
-    ("llamacpp", ["--rounds", "0"]), ("llamacpp", ["--servers", "vllm"])])
+@pytest.mark.parametrize(
+    "bench, flags",
+    [
+        ("servers", ["--rounds", "0"]),
+        ("servers", ["--concurrency", "8", "-1"]),
+        ("servers", ["--num-requests", "many"]),
+        ("servers", ["--servers", "nginx"]),
+        ("llamacpp", ["--rounds", "0"]),
+        ("llamacpp", ["--servers", "vllm"]),
+    ],
+)
 def test_bench_cli_rejects_bad_numbers_in_one_line(bench, flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", bench, *flags])

@@ -9,13 +9,14 @@ import textwrap
 
 import httpx
 import pytest
+from _servers import MODEL, start_server
 
 import deploykit as dk
-from deploykit.bench.serve import EXTRA_FIELDS
+from deploykit.bench.loadgen import arrival_times_s
+from deploykit.bench.metrics import completed_latencies_s
+from deploykit.bench.serve import EXTRA_FIELDS, failure_reasons
 from deploykit.cli import main
 from deploykit.launch import free_port, launch_server
-
-from _servers import MODEL, start_server
 
 # An OpenAI-style streaming server with known timing: after 100 ms the first token, then
 # one token per chunk every 20 ms. argv[2]: "ok", "nousage" (no usage chunk), "500" (every
@@ -73,8 +74,11 @@ FIXTURE = textwrap.dedent("""
 
 def fixture_server(mode: str):
     """Start the fixture server in mode; healthy once /v1/models answers."""
-    return launch_server([sys.executable, "-c", FIXTURE, "{port}", mode],
-                         health_path="/v1/models", name=f"fixture-{mode}")
+    return launch_server(
+        [sys.executable, "-c", FIXTURE, "{port}", mode],
+        health_path="/v1/models",
+        name=f"fixture-{mode}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +88,20 @@ def server():
 
 
 def test_closed_loop_writes_vllms_fields_with_consistent_values(server, tmp_path):
-    results = dk.bench_serve(server.url, concurrency=[1, 4], num_prompts=8, input_tokens=16,
-                             output_tokens=8, warmups=1, result_dir=tmp_path, progress=False)
-    saved_by_level = {r["max_concurrency"]: r for r in
-                      (json.loads(p.read_text()) for p in tmp_path.glob("*.json"))}
+    results = dk.bench_serve(
+        server.url,
+        concurrency=[1, 4],
+        num_prompts=8,
+        input_tokens=16,
+        output_tokens=8,
+        warmups=1,
+        result_dir=tmp_path,
+        progress=False,
+    )
+    saved_by_level = {
+        r["max_concurrency"]: r
+        for r in (json.loads(p.read_text()) for p in tmp_path.glob("*.json"))
+    }
     assert [r["max_concurrency"] for r in results] == [1, 4] and len(saved_by_level) == 2
     for result in results:
         saved = saved_by_level[result["max_concurrency"]]
@@ -111,22 +125,31 @@ def test_closed_loop_writes_vllms_fields_with_consistent_values(server, tmp_path
 
 
 def test_open_loop_sends_on_the_seeded_poisson_schedule(server):
-    [result] = dk.bench_serve(server.url, request_rate=20.0, num_prompts=8, input_tokens=8,
-                              output_tokens=4, warmups=0, seed=3, progress=False)
-    planned = dk.arrival_times_s(8, 20.0, 1.0, seed=3)
+    [result] = dk.bench_serve(
+        server.url,
+        request_rate=20.0,
+        num_prompts=8,
+        input_tokens=8,
+        output_tokens=4,
+        warmups=0,
+        seed=3,
+        progress=False,
+    )
+    planned = arrival_times_s(8, 20.0, 1.0, seed=3)
     assert planned[-1] == pytest.approx(8 / 20.0)  # scaled to the offered load, as in vLLM
     assert result["request_rate"] == 20.0 and result["max_concurrency"] is None
     assert result["completed"] == 8 and result["duration"] >= planned[-1]
     for sent, due in zip(result["start_times"], planned):
         assert due <= sent < due + 0.25  # sent on time, whether or not earlier ones ended
-    assert dk.arrival_times_s(8, 20.0, 1.0, seed=3) == planned != dk.arrival_times_s(8, 20.0, 1.0)
+    assert arrival_times_s(8, 20.0, 1.0, seed=3) == planned != arrival_times_s(8, 20.0, 1.0)
 
 
 def test_gamma_burstiness_bunches_arrivals_and_keeps_the_rate():
-    even = dk.arrival_times_s(400, 10.0, burstiness=50.0)
-    bursty = dk.arrival_times_s(400, 10.0, burstiness=0.2)
-    gaps = {name: [b - a for a, b in zip(t, t[1:])] for name, t in (("even", even),
-                                                                   ("bursty", bursty))}
+    even = arrival_times_s(400, 10.0, burstiness=50.0)
+    bursty = arrival_times_s(400, 10.0, burstiness=0.2)
+    gaps = {
+        name: [b - a for a, b in zip(t, t[1:])] for name, t in (("even", even), ("bursty", bursty))
+    }
     assert even[-1] == pytest.approx(40.0) and bursty[-1] == pytest.approx(40.0)
     spread = {k: max(v) / (sum(v) / len(v)) for k, v in gaps.items()}
     assert spread["bursty"] > 5 * spread["even"], spread
@@ -135,8 +158,15 @@ def test_gamma_burstiness_bunches_arrivals_and_keeps_the_rate():
 @pytest.mark.parametrize("mode, tokens_from", [("ok", "usage"), ("nousage", "chunks")])
 def test_one_token_per_chunk_gives_known_ttft_and_itls(mode, tokens_from):
     with fixture_server(mode) as srv:
-        [result] = dk.bench_serve(srv.url, concurrency=2, num_prompts=4, input_tokens=8,
-                                  output_tokens=5, warmups=0, progress=False)
+        [result] = dk.bench_serve(
+            srv.url,
+            concurrency=2,
+            num_prompts=4,
+            input_tokens=8,
+            output_tokens=5,
+            warmups=0,
+            progress=False,
+        )
     assert result["model_id"] == "fixture" and result["completed"] == 4
     assert result["output_lens"] == [5] * 4  # from usage, or one token per chunk without it
     assert result["input_lens"] == ([7] * 4 if tokens_from == "usage" else [8] * 4)
@@ -147,21 +177,36 @@ def test_one_token_per_chunk_gives_known_ttft_and_itls(mode, tokens_from):
 
 
 def test_a_server_that_cannot_stream_is_measured_without_streaming(server):
-    [result] = dk.bench_serve(server.url, concurrency=2, num_prompts=4, input_tokens=8,
-                              output_tokens=5, warmups=0, stream=False, keep_alive=False,
-                              progress=False)
+    [result] = dk.bench_serve(
+        server.url,
+        concurrency=2,
+        num_prompts=4,
+        input_tokens=8,
+        output_tokens=5,
+        warmups=0,
+        stream=False,
+        keep_alive=False,
+        progress=False,
+    )
     assert result["completed"] == 4 and result["output_lens"] == [5] * 4
     assert result["stream"] is False and result["keep_alive"] is False
     # nothing reaches the user before the whole body: TTFT is E2EL, no TPOT or ITL exists
     assert result["ttfts"] == result["latencies"] and result["itls"] == [[]] * 4
     assert result["mean_tpot_ms"] == 0 and result["mean_ttft_ms"] == result["mean_e2el_ms"]
-    assert dk.completed_latencies_s(result)["tpot"] == [None] * 4
+    assert completed_latencies_s(result)["tpot"] == [None] * 4
 
 
 def test_goodput_counts_requests_within_the_latency_targets(server):
-    [result] = dk.bench_serve(server.url, concurrency=2, num_prompts=6, input_tokens=8,
-                              output_tokens=6, warmups=0, progress=False,
-                              goodput_slo_ms={"ttft": 60_000, "tpot": 60_000})
+    [result] = dk.bench_serve(
+        server.url,
+        concurrency=2,
+        num_prompts=6,
+        input_tokens=8,
+        output_tokens=6,
+        warmups=0,
+        progress=False,
+        goodput_slo_ms={"ttft": 60_000, "tpot": 60_000},
+    )
     assert result["request_goodput"] == pytest.approx(result["request_throughput"])
     assert dk.goodput(result, ttft_ms=60_000, tpot_ms=60_000) == result["request_goodput"]
     assert dk.goodput(result, ttft_ms=0) == 0.0  # no request answers in zero time
@@ -173,16 +218,31 @@ def test_goodput_counts_requests_within_the_latency_targets(server):
 
 def test_rejected_model_and_server_errors_are_failures_with_reasons(server):
     with pytest.warns(UserWarning, match="serves"):
-        [wrong] = dk.bench_serve(server.url, model="no-such-model", tokenizer=MODEL,
-                                 concurrency=2, num_prompts=3, input_tokens=8, output_tokens=4,
-                                 warmups=0, progress=False)
+        [wrong] = dk.bench_serve(
+            server.url,
+            model="no-such-model",
+            tokenizer=MODEL,
+            concurrency=2,
+            num_prompts=3,
+            input_tokens=8,
+            output_tokens=4,
+            warmups=0,
+            progress=False,
+        )
     assert wrong["completed"] == 0 and wrong["failed"] == 3
     assert all("does not exist" in e for e in wrong["errors"])
     assert wrong["output_throughput"] == 0 and wrong["mean_ttft_ms"] == 0
     with fixture_server("500") as srv:
-        [broken] = dk.bench_serve(srv.url, concurrency=2, num_prompts=3, input_tokens=8,
-                                  output_tokens=4, warmups=0, progress=False)
-    assert broken["failed"] == 3 and dk.failure_reasons(broken) == {"internal server error": 3}
+        [broken] = dk.bench_serve(
+            srv.url,
+            concurrency=2,
+            num_prompts=3,
+            input_tokens=8,
+            output_tokens=4,
+            warmups=0,
+            progress=False,
+        )
+    assert broken["failed"] == 3 and failure_reasons(broken) == {"internal server error": 3}
     assert "failed x3: internal server error" in dk.format_result(broken)
 
 
@@ -190,32 +250,43 @@ def test_rejected_model_and_server_errors_are_failures_with_reasons(server):
 def test_an_empty_answer_counts_but_a_stream_cut_short_fails(mode, ok):
     with fixture_server(mode) as srv:
         load = dk.run_load(srv.url, dk.LoadSpec(model="fixture", max_tokens=4, stream=True), 2, 2)
-    assert [(r.ok, r.output_tokens, r.time_to_first_token_s) for r in load.results] == \
-        [(ok, 0, None)] * 2
+    assert [(r.ok, r.output_tokens, r.time_to_first_token_s) for r in load.results] == [
+        (ok, 0, None)
+    ] * 2
     if not ok:
         assert "without a token or a finish_reason" in load.results[0].error
 
 
 def test_a_server_that_goes_away_mid_run_leaves_failures_not_a_crash():
     with fixture_server("die") as srv:
-        [result] = dk.bench_serve(srv.url, concurrency=1, num_prompts=6, input_tokens=8,
-                                  output_tokens=2, warmups=0, progress=False)
+        [result] = dk.bench_serve(
+            srv.url,
+            concurrency=1,
+            num_prompts=6,
+            input_tokens=8,
+            output_tokens=2,
+            warmups=0,
+            progress=False,
+        )
     assert result["completed"] == 3 and result["failed"] == 3
     assert all("Connect" in e for e in result["errors"][3:]), result["errors"]
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"concurrency": 0}, "concurrency=0 must be a whole number >= 1"),
-    ({"concurrency": [1, 0]}, "concurrency=0"),
-    ({"request_rate": -2.0}, "request_rate=-2.0 must be a number above 0"),
-    ({"request_rate": math.inf}, "must be finite"),
-    ({"concurrency": 4, "request_rate": 2.0}, "exactly one of concurrency .* not both"),
-    ({}, "exactly one of concurrency"),
-    ({"concurrency": 2, "burstiness": 0.5}, "burstiness shapes open-loop arrivals"),
-    ({"request_rate": 2.0, "burstiness": 0}, "burstiness=0 must be a number above 0"),
-    ({"concurrency": 2, "num_prompts": 0}, "num_prompts=0"),
-    ({"concurrency": 2, "goodput_slo_ms": {"latency": 5}}, "not one of ttft, tpot, e2el"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"concurrency": 0}, "concurrency=0 must be a whole number >= 1"),
+        ({"concurrency": [1, 0]}, "concurrency=0"),
+        ({"request_rate": -2.0}, "request_rate=-2.0 must be a number above 0"),
+        ({"request_rate": math.inf}, "must be finite"),
+        ({"concurrency": 4, "request_rate": 2.0}, "exactly one of concurrency .* not both"),
+        ({}, "exactly one of concurrency"),
+        ({"concurrency": 2, "burstiness": 0.5}, "burstiness shapes open-loop arrivals"),
+        ({"request_rate": 2.0, "burstiness": 0}, "burstiness=0 must be a number above 0"),
+        ({"concurrency": 2, "num_prompts": 0}, "num_prompts=0"),
+        ({"concurrency": 2, "goodput_slo_ms": {"latency": 5}}, "not one of ttft, tpot, e2el"),
+    ],
+)
 def test_bad_arguments_fail_before_any_load(options, message):
     with fixture_server("ok") as srv:
         with pytest.raises(dk.InvalidArgumentError, match=message):
@@ -240,10 +311,31 @@ def test_synthetic_prompts_are_seeded_and_exactly_as_long_as_asked():
 
 
 def test_cli_runs_a_sweep_saves_json_and_plots(server, tmp_path, capsys):
-    code = main(["bench", "--url", server.url, "--concurrency", "1,2", "--num-prompts", "4",
-                 "--input-tokens", "8", "--output-tokens", "4", "--warmups", "0",
-                 "--metric-percentiles", "50,90", "--goodput", "ttft:60000",
-                 "--result-dir", str(tmp_path), "--plot", str(tmp_path / "bench.png")])
+    code = main(
+        [
+            "bench",
+            "--url",
+            server.url,
+            "--concurrency",
+            "1,2",
+            "--num-prompts",
+            "4",
+            "--input-tokens",
+            "8",
+            "--output-tokens",
+            "4",
+            "--warmups",
+            "0",
+            "--metric-percentiles",
+            "50,90",
+            "--goodput",
+            "ttft:60000",
+            "--result-dir",
+            str(tmp_path),
+            "--plot",
+            str(tmp_path / "bench.png"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and out.count("Serving Benchmark Result") == 2
     assert "P90 TTFT (ms):" in out and "Request goodput (req/s):" in out
@@ -253,14 +345,21 @@ def test_cli_runs_a_sweep_saves_json_and_plots(server, tmp_path, capsys):
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["bench"], "give --url URL"),
-    (["bench", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "concurrency=0"),
-    (["bench", "--url", "http://127.0.0.1:9", "--concurrency", "1", "--request-rate", "2"],
-     "exactly one of"),
-    (["bench", "--url", "http://127.0.0.1:9", "--concurrency", "1", "servers"],
-     "takes no --url"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench"], "give --url URL"),
+        (["bench", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "concurrency=0"),
+        (
+            ["bench", "--url", "http://127.0.0.1:9", "--concurrency", "1", "--request-rate", "2"],
+            "exactly one of",
+        ),
+        (
+            ["bench", "--url", "http://127.0.0.1:9", "--concurrency", "1", "servers"],
+            "takes no --url",
+        ),
+    ],
+)
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -268,12 +367,26 @@ def test_cli_errors_are_one_line(argv, message, capsys):
 
 
 def test_plot_bench_draws_each_server_and_refuses_mixed_loads(server):
-    closed = dk.bench_serve(server.url, concurrency=[1, 2], num_prompts=2, input_tokens=8,
-                            output_tokens=3, warmups=0, progress=False)
+    closed = dk.bench_serve(
+        server.url,
+        concurrency=[1, 2],
+        num_prompts=2,
+        input_tokens=8,
+        output_tokens=3,
+        warmups=0,
+        progress=False,
+    )
     fig = dk.plot_bench({"a": closed, "b": closed})
     assert len(fig.axes) == 4 and len(fig.axes[0].lines) == 2
     assert len(fig.axes[1].lines) == 2  # one TTFT CDF per server
-    opened = dk.bench_serve(server.url, request_rate=50.0, num_prompts=2, input_tokens=8,
-                            output_tokens=3, warmups=0, progress=False)
+    opened = dk.bench_serve(
+        server.url,
+        request_rate=50.0,
+        num_prompts=2,
+        input_tokens=8,
+        output_tokens=3,
+        warmups=0,
+        progress=False,
+    )
     with pytest.raises(dk.InvalidArgumentError, match="mix closed-loop"):
         dk.plot_bench({"closed": closed, "open": opened})

@@ -8,13 +8,15 @@ import sys
 import time
 
 import pytest
+from _servers import MODEL, start_server
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
 import deploykit as dk
-from _servers import MODEL, start_server
+from deploykit.client.cache import cache_key, model_digest
+from deploykit.models.toy import toy_path
 
 GREEDY = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
 IDENTITY = dk.ModelIdentity(MODEL, "digest-a")
@@ -41,22 +43,30 @@ def _forwarded(proxy) -> int:
 
 
 def _client(proxy, cache, identity=IDENTITY) -> dk.ResilientClient:
-    return dk.ResilientClient(proxy.url + "/v1", model=MODEL, cache=cache,
-                              model_identity=identity, retry=FAST)
+    return dk.ResilientClient(
+        proxy.url + "/v1", model=MODEL, cache=cache, model_identity=identity, retry=FAST
+    )
 
 
 def test_keys_follow_the_answer_not_the_spelling():
-    key = dk.cache_key("/v1/completions", GREEDY, IDENTITY)
-    same = {"temperature": 0.0, "max_tokens": 8, "prompt": "The answer is", "model": MODEL,
-            "stream": True, "user": "u1", "top_p": None}
-    assert dk.cache_key("/completions", same, IDENTITY) == key
-    assert dk.cache_key("/v1/completions", {**GREEDY, "max_tokens": 9}, IDENTITY) != key
-    assert dk.cache_key("/v1/chat/completions", GREEDY, IDENTITY) != key
-    assert dk.cache_key("/v1/completions", GREEDY, dk.ModelIdentity(MODEL, "digest-b")) != key
-    assert dk.cache_key("/v1/completions", {**GREEDY, "temperature": 0.8}, IDENTITY) is None
+    key = cache_key("/v1/completions", GREEDY, IDENTITY)
+    same = {
+        "temperature": 0.0,
+        "max_tokens": 8,
+        "prompt": "The answer is",
+        "model": MODEL,
+        "stream": True,
+        "user": "u1",
+        "top_p": None,
+    }
+    assert cache_key("/completions", same, IDENTITY) == key
+    assert cache_key("/v1/completions", {**GREEDY, "max_tokens": 9}, IDENTITY) != key
+    assert cache_key("/v1/chat/completions", GREEDY, IDENTITY) != key
+    assert cache_key("/v1/completions", GREEDY, dk.ModelIdentity(MODEL, "digest-b")) != key
+    assert cache_key("/v1/completions", {**GREEDY, "temperature": 0.8}, IDENTITY) is None
     no_temperature = {k: v for k, v in GREEDY.items() if k != "temperature"}
-    assert dk.cache_key("/v1/completions", no_temperature, IDENTITY) is None  # default samples
-    assert dk.cache_key("/v1/completions", {**GREEDY, "temperature": 0.8, "seed": 7}, IDENTITY)
+    assert cache_key("/v1/completions", no_temperature, IDENTITY) is None  # default samples
+    assert cache_key("/v1/completions", {**GREEDY, "temperature": 0.8, "seed": 7}, IDENTITY)
 
 
 def test_memory_cache_is_lru_with_ttl():
@@ -72,19 +82,19 @@ def test_memory_cache_is_lru_with_ttl():
 
 
 def test_model_digest_changes_with_the_weights(tmp_path):
-    digest = dk.model_digest(MODEL)
-    assert len(digest) == 64 and dk.model_digest(MODEL) == digest
+    digest = model_digest(MODEL)
+    assert len(digest) == 64 and model_digest(MODEL) == digest
     folder = tmp_path / "copy"
-    shutil.copytree(dk.toy_path(MODEL, progress=False), folder)
-    assert dk.model_digest(folder) == digest  # same bytes, another path: same model
+    shutil.copytree(toy_path(MODEL, progress=False), folder)
+    assert model_digest(folder) == digest  # same bytes, another path: same model
     weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1
     weights.write_bytes(bytes(data))
-    assert dk.model_digest(folder) != digest
+    assert model_digest(folder) != digest
     assert dk.model_identity(folder, name=MODEL).name == MODEL
     with pytest.raises(dk.InvalidArgumentError, match="no local folder"):
-        dk.model_digest("some-org/some-model")
+        model_digest("some-org/some-model")
 
 
 def test_identical_greedy_requests_hit_and_sampling_never_caches(faults):
@@ -130,12 +140,15 @@ def test_sqlite_cache_survives_a_restart_and_a_new_digest_misses(faults, tmp_pat
     with dk.SQLiteCache(path) as cache, _client(faults, cache) as client:
         stored = client.completions(GREEDY["prompt"], max_tokens=8, temperature=0).text
     # a new process, with no server at all: the answer comes from the file
-    script = (f"import deploykit as dk; c = dk.ResilientClient('http://127.0.0.1:1/v1', "
-              f"model={MODEL!r}, cache=dk.SQLiteCache({str(path)!r}), model_identity="
-              f"dk.ModelIdentity({MODEL!r}, 'digest-a')); a = c.completions("
-              f"{GREEDY['prompt']!r}, max_tokens=8, temperature=0); print(a.cached, a.text)")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120)
+    script = (
+        f"import deploykit as dk; c = dk.ResilientClient('http://127.0.0.1:1/v1', "
+        f"model={MODEL!r}, cache=dk.SQLiteCache({str(path)!r}), model_identity="
+        f"dk.ModelIdentity({MODEL!r}, 'digest-a')); a = c.completions("
+        f"{GREEDY['prompt']!r}, max_tokens=8, temperature=0); print(a.cached, a.text)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"True {stored}".strip()
     with dk.SQLiteCache(path) as cache:
@@ -164,8 +177,9 @@ def _tiny_app() -> Starlette:
         calls.append(body)
         if body.get("prompt") == "fail":
             return JSONResponse({"error": {"message": "boom"}}, status_code=500)
-        return JSONResponse({"choices": [{"text": f"answer {len(calls)}",
-                                          "finish_reason": "stop"}]})
+        return JSONResponse(
+            {"choices": [{"text": f"answer {len(calls)}", "finish_reason": "stop"}]}
+        )
 
     app = Starlette(routes=[Route("/v1/completions", completions, methods=["POST"])])
     app.state.calls = calls
@@ -179,13 +193,15 @@ def test_middleware_caches_200_deterministic_answers_only():
         hit = http.post("/v1/completions", json=dict(reversed(GREEDY.items())))
         assert first.headers["x-deploykit-cache"] == "miss"
         assert hit.headers["x-deploykit-cache"] == "hit" and hit.json() == first.json()
-        sampled = [http.post("/v1/completions", json={**GREEDY, "temperature": 1.0})
-                   for _ in range(2)]
+        sampled = [
+            http.post("/v1/completions", json={**GREEDY, "temperature": 1.0}) for _ in range(2)
+        ]
         assert "x-deploykit-cache" not in sampled[0].headers
         assert sampled[0].json() != sampled[1].json()
         for _ in range(2):
-            assert http.post("/v1/completions", json={**GREEDY, "prompt": "fail"}
-                             ).status_code == 500
+            assert (
+                http.post("/v1/completions", json={**GREEDY, "prompt": "fail"}).status_code == 500
+            )
         streamed = http.post("/v1/completions", json={**GREEDY, "stream": True})
         assert "x-deploykit-cache" not in streamed.headers
     assert len(app.state.calls) == 1 + 2 + 2 + 1  # the hit never reached the app

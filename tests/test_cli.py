@@ -13,18 +13,21 @@ from deploykit import errors
 from deploykit.cli import build_parser, main
 
 
-@pytest.mark.parametrize("argv", [
-    ["plan", "Llama-2-7B", "--gpu-memory-utilization", "1.5"],
-    ["plan", "Llama-2-7B", "--gpu-memory-utilization", "zero"],
-    ["plan", "Llama-2-7B", "--context", "-4"],
-    ["vllm", "serve", "--gpu-memory-utilization", "0"],
-    ["vllm", "serve", "--max-model-len", "0"],
-    ["serve", "--port", "70000"],
-    ["serve", "--max-batch-size", "0"],
-    ["serve", "--drain-timeout-s", "nan"],
-    ["cookbook", "run", "--timeout-s", "-1"],
-    ["bench", "vllm", "--rounds", "0"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan", "Llama-2-7B", "--gpu-memory-utilization", "1.5"],
+        ["plan", "Llama-2-7B", "--gpu-memory-utilization", "zero"],
+        ["plan", "Llama-2-7B", "--context", "-4"],
+        ["vllm", "serve", "--gpu-memory-utilization", "0"],
+        ["vllm", "serve", "--max-model-len", "0"],
+        ["serve", "--port", "70000"],
+        ["serve", "--max-batch-size", "0"],
+        ["serve", "--drain-timeout-s", "nan"],
+        ["cookbook", "run", "--timeout-s", "-1"],
+        ["bench", "vllm", "--rounds", "0"],
+    ],
+)
 def test_bad_numbers_are_one_line_and_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -36,8 +39,12 @@ def test_bad_numbers_are_one_line_and_exit_2(argv, capsys):
 
 def test_library_errors_are_one_line_without_traceback():
     # a real process, as a user runs it: the error line and exit status 2, nothing else
-    done = subprocess.run([sys.executable, "-m", "deploykit.cli", "plan", "no-such-model"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "deploykit", "plan", "no-such-model"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("deploykit: error: unknown model 'no-such-model'")
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
@@ -46,12 +53,25 @@ def test_library_errors_are_one_line_without_traceback():
 def test_every_subcommand_registers_through_its_module():
     parser = build_parser()
     commands = next(a for a in parser._actions if a.dest == "command").choices
-    assert set(commands) == {"cookbook", "models", "gguf", "serve", "vllm", "plan", "bench"}
+    assert set(commands) == {
+        "cookbook",
+        "models",
+        "gguf",
+        "serve",
+        "vllm",
+        "plan",
+        "bench",
+        "router",
+        "faults",
+    }
 
 
 def test_every_error_class_is_exported():
-    classes = {name for name, obj in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(obj, errors.DeployKitError)}
+    classes = {
+        name
+        for name, obj in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(obj, errors.DeployKitError)
+    }
     assert classes <= set(dk.__all__), classes - set(dk.__all__)
     for name in classes:
         assert inspect.getdoc(getattr(errors, name)), f"{name} has no docstring"
@@ -65,7 +85,16 @@ def test_public_names_are_not_renamed_on_export():
 
 
 def test_import_is_light():
-    done = subprocess.run([sys.executable, "-c", "import sys, deploykit; print(sorted(m for m in "
-                           "('torch', 'transformers', 'fastapi', 'aiohttp', 'matplotlib') "
-                           "if m in sys.modules))"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, deploykit; print(sorted(m for m in "
+            "('torch', 'transformers', 'fastapi', 'aiohttp', 'matplotlib') "
+            "if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -7,9 +7,10 @@ import socket
 import threading
 
 import pytest
+from _servers import MODEL, start_server
 
 import deploykit as dk
-from _servers import MODEL, start_server
+from deploykit.client.policy import parse_retry_after
 
 PROMPT = "The answer is"
 FAST = dk.RetryPolicy(max_attempts=3, backoff_initial_s=0.05, backoff_max_s=0.2, budget_s=10.0)
@@ -118,12 +119,18 @@ def test_never_retries_earlier_than_retry_after_it_gives_up_instead(faults):
 
 
 def test_stream_cut_after_text_raises_and_is_not_retried(client, faults):
-    faults.inject(cut_stream_after_chunks=3, count=1)  # role event + 2 text events
+    # role event + 4 token events. A token event may carry no text yet (a character split over
+    # two tokens), and greedy decoding makes which ones do the same on every run.
+    faults.inject(cut_stream_after_chunks=5, count=1)
     received = []
     with pytest.raises(dk.StreamInterruptedError) as caught:
-        for text in client.stream_chat([{"role": "user", "content": "hi"}], **LONG_STREAM):
+        for text in client.stream_chat(
+            [{"role": "user", "content": "hi"}], temperature=0, **LONG_STREAM
+        ):
             received.append(text)
-    assert caught.value.chunks == 2 == len(received)
+    # the contract: the text the caller got is exactly what the error reports, and the
+    # break came after text, so nothing was retried (how many reads it took is not the contract)
+    assert received and caught.value.chunks == len(received)
     assert caught.value.text == "".join(received) and "not retried" in str(caught.value)
     assert len(_seen(faults)) == 1  # the proxy saw exactly one request: no silent restart
     assert client.stats.streams_interrupted == 1
@@ -156,15 +163,20 @@ def test_read_timeout_on_a_slow_replica(faults):
     faults.inject(delay_s=2.0, count=2, path_prefix="/v1/")
     timeouts = dk.Timeouts(read_s=0.3)
     policy = dk.RetryPolicy(max_attempts=2, backoff_initial_s=0.01)
-    with dk.ResilientClient(faults.url + "/v1", model=MODEL, timeouts=timeouts,
-                            retry=policy) as client:
+    with dk.ResilientClient(
+        faults.url + "/v1", model=MODEL, timeouts=timeouts, retry=policy
+    ) as client:
         with pytest.raises(dk.RetryBudgetExhaustedError, match="read_s=0.3"):
             client.completions(PROMPT, max_tokens=4)
         assert client.stats.failures == {"read_timeout": 2}
         # stream headers wait under read_s, not stream_idle_s
         faults.inject(delay_s=0.5, count=1, path_prefix="/v1/")
-        slow_start = dk.ResilientClient(faults.url + "/v1", model=MODEL, retry=policy,
-                                        timeouts=dk.Timeouts(read_s=5.0, stream_idle_s=0.3))
+        slow_start = dk.ResilientClient(
+            faults.url + "/v1",
+            model=MODEL,
+            retry=policy,
+            timeouts=dk.Timeouts(read_s=5.0, stream_idle_s=0.3),
+        )
         assert "".join(slow_start.stream_completions(PROMPT, **SHORT))
         assert slow_start.stats.attempts == 1
 
@@ -184,8 +196,9 @@ def test_stream_idle_timeout_when_the_server_stalls(upstream, faults):
         assert stream.info.attempts == 1 and stream.info.chunks >= 1
 
     async def stalled() -> None:
-        async with dk.AsyncResilientClient(faults.url + "/v1", model=MODEL,
-                                           timeouts=timeouts) as client:
+        async with dk.AsyncResilientClient(
+            faults.url + "/v1", model=MODEL, timeouts=timeouts
+        ) as client:
             chunks = client.stream_completions(PROMPT, **LONG_STREAM)
             assert await chunks.__anext__()
             upstream.pause()
@@ -207,8 +220,9 @@ def test_async_client_retries_and_fails_streams_loudly(faults):
             faults.inject(cut_stream_after_chunks=3, count=1)
             received = []
             with pytest.raises(dk.StreamInterruptedError) as caught:
-                async for text in client.stream_chat([{"role": "user", "content": "hi"}],
-                                                     **LONG_STREAM):
+                async for text in client.stream_chat(
+                    [{"role": "user", "content": "hi"}], **LONG_STREAM
+                ):
                     received.append(text)
             whole = [t async for t in client.stream_completions(PROMPT, **SHORT)]
             faults.inject(status=500)
@@ -226,25 +240,30 @@ def test_async_client_retries_and_fails_streams_loudly(faults):
 def test_threads_share_one_client(client, faults):
     faults.inject(status=503, count=4, retry_after_s=0.1)
     answers = []
-    threads = [threading.Thread(target=lambda: answers.append(client.completions(PROMPT)))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: answers.append(client.completions(PROMPT)))
+        for _ in range(4)
+    ]
     [t.start() for t in threads]
     [t.join(30) for t in threads]
     assert len(answers) == 4 and client.stats.requests == 4 and client.stats.retries == 4
 
 
-@pytest.mark.parametrize("call", [
-    lambda c: c.chat([{"role": "user", "content": "hi"}], stream=True),
-    lambda c: c.chat([]),
-    lambda c: c.completions(""),
-    lambda c: c.stream_chat([{"role": "user", "content": "hi"}], n=2),
-    lambda c: dk.ResilientClient("localhost:8000"),
-    lambda c: dk.ResilientClient("http://127.0.0.1:1/v1").completions("hi"),  # no model
-    lambda c: dk.ResilientClient("http://127.0.0.1:1/v1", cache=dk.MemoryCache()),
-    lambda c: dk.Timeouts(connect_s=0),
-    lambda c: dk.RetryPolicy(max_attempts=0),
-    lambda c: dk.RetryPolicy(retry_statuses={200}),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.chat([{"role": "user", "content": "hi"}], stream=True),
+        lambda c: c.chat([]),
+        lambda c: c.completions(""),
+        lambda c: c.stream_chat([{"role": "user", "content": "hi"}], n=2),
+        lambda c: dk.ResilientClient("localhost:8000"),
+        lambda c: dk.ResilientClient("http://127.0.0.1:1/v1").completions("hi"),  # no model
+        lambda c: dk.ResilientClient("http://127.0.0.1:1/v1", cache=dk.MemoryCache()),
+        lambda c: dk.Timeouts(connect_s=0),
+        lambda c: dk.RetryPolicy(max_attempts=0),
+        lambda c: dk.RetryPolicy(retry_statuses={200}),
+    ],
+)
 def test_bad_arguments_fail_before_any_request(call):
     client = dk.ResilientClient("http://127.0.0.1:1/v1", model=MODEL)
     with pytest.raises(dk.InvalidArgumentError):
@@ -259,9 +278,9 @@ def test_a_hosted_url_needs_its_key(monkeypatch):
 
 
 def test_parse_retry_after():
-    assert dk.parse_retry_after("2") == 2.0 and dk.parse_retry_after("0.5") == 0.5
-    assert dk.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
-    assert dk.parse_retry_after("soon") is None and dk.parse_retry_after(None) is None
+    assert parse_retry_after("2") == 2.0 and parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
 # ---- the notebook's scenario helpers: the seed's client against ours ------------------------
@@ -271,10 +290,18 @@ BODY = {"model": MODEL, "prompt": PROMPT, "max_tokens": 8}
 
 def test_scenario_503_burst_seed_loses_silently_ours_retries(client, faults):
     burst = dk.Fault(status=503, count=2, retry_after_s=0.2)
-    seed, ours = dk.run_scenario("503 burst", {
-        "seed": dk.seed_requester(faults.url + "/v1/completions"),
-        "ours": dk.resilient_requester(client)}, BODY, requests=3, concurrency=1,
-        proxy=faults, fault=burst)
+    seed, ours = dk.run_scenario(
+        "503 burst",
+        {
+            "seed": dk.seed_requester(faults.url + "/v1/completions"),
+            "ours": dk.resilient_requester(client),
+        },
+        BODY,
+        requests=3,
+        concurrency=1,
+        proxy=faults,
+        fault=burst,
+    )
     assert (seed.lost, seed.silent, seed.retries) == (2, 2, 0)
     assert (ours.lost, ours.silent, ours.retries) == (0, 0, 2)
     gaps = dk.retry_gaps_s(ours.proxy_stats)
@@ -299,12 +326,22 @@ def test_scenario_seed_stream_repeats_text_ours_does_not(client, faults):
 def test_scenario_replica_killed_during_load(upstream, faults):
     victim = dk.start_fault_proxy(upstream.url, name="victim")  # a replica's front, killed
     urls = [victim.url + "/v1", faults.url + "/v1"]
-    with dk.ResilientClient(urls, model=MODEL, retry=FAST) as failover, \
-            dk.ResilientClient(urls, model=MODEL, retry=FAST) as streaming:
-        ours, streams = dk.run_scenario("replica killed", {
-            "ours": dk.resilient_requester(failover),
-            "streams": dk.resilient_requester(streaming, stream=True, max_tokens=64)},
-            BODY, requests=8, concurrency=2, together=True, kill_during=victim.server)
+    with (
+        dk.ResilientClient(urls, model=MODEL, retry=FAST) as failover,
+        dk.ResilientClient(urls, model=MODEL, retry=FAST) as streaming,
+    ):
+        ours, streams = dk.run_scenario(
+            "replica killed",
+            {
+                "ours": dk.resilient_requester(failover),
+                "streams": dk.resilient_requester(streaming, stream=True, max_tokens=64),
+            },
+            BODY,
+            requests=8,
+            concurrency=2,
+            together=True,
+            kill_during=victim.server,
+        )
     assert not victim.server.is_running()
     assert ours.lost == 0 and ours.retries >= 1  # requests sent to the dead replica went to B
     assert streams.silent == 0 and streams.requests == 8

@@ -14,7 +14,11 @@ from deploykit import cookbook
 
 def _notebook(path: Path, params: str, body: list[str]) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     cell = nbformat.v4.new_code_cell(params)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# Test: a notebook"), cell]
@@ -27,18 +31,30 @@ def mini(tmp_path):
     """A cookbook with two small notebooks and a cpu recipe."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "recipes").mkdir()
-    _notebook(tmp_path / "notebooks" / "01_hello.ipynb", "greeting: str = 'hi'  # text\nn: int = 1  # count",
-              ["print(greeting * n)"])
-    _notebook(tmp_path / "notebooks" / "02_boom.ipynb", "n: int = 1  # count",
-              ["x = n + 1", "raise RuntimeError('boom at cell three')", "print('never')"])
+    _notebook(
+        tmp_path / "notebooks" / "01_hello.ipynb",
+        "greeting: str = 'hi'  # text\nn: int = 1  # count",
+        ["print(greeting * n)"],
+    )
+    _notebook(
+        tmp_path / "notebooks" / "02_boom.ipynb",
+        "n: int = 1  # count",
+        ["x = n + 1", "raise RuntimeError('boom at cell three')", "print('never')"],
+    )
     (tmp_path / "recipes" / "cpu.yaml").write_text(
-        "description: test\nparameters:\n  n: 2\nnotebooks:\n  01_hello:\n    greeting: yo\n")
+        "description: test\nparameters:\n  n: 2\nnotebooks:\n  01_hello:\n    greeting: yo\n"
+    )
     return tmp_path
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "deploykit.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "deploykit", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_resolve_merges_shared_per_notebook_and_flags(mini):
@@ -109,10 +125,15 @@ def test_unknown_notebook_name(mini):
 
 
 def test_leftover_server_fails_the_notebook(mini, tmp_path_factory):
-    _notebook(mini / "notebooks" / "03_leaky.ipynb", "n: int = 1  # count",
-              ["import subprocess, sys\n"
-               "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
-               " start_new_session=True)"])
+    _notebook(
+        mini / "notebooks" / "03_leaky.ipynb",
+        "n: int = 1  # count",
+        [
+            "import subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+            " start_new_session=True)"
+        ],
+    )
     out = tmp_path_factory.mktemp("leaky")
     [result] = dk.run_cookbook(["03_leaky"], root=mini, out_dir=out, progress=False)
     assert result.status == "failed" and "left processes running" in result.error

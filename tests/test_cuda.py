@@ -11,13 +11,12 @@ import asyncio
 import openai
 import pytest
 import torch
+from _servers import MODEL, start_server
 
 import deploykit as dk
 from deploykit.bench.loadgen import LoadSpec, run_load
 from deploykit.server.engine import Engine, EngineConfig
 from deploykit.server.sampling import SamplingParams
-
-from _servers import MODEL, start_server
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -39,10 +38,15 @@ def test_load_model_puts_every_weight_on_the_gpu(lm):
 
 def _greedy(lm, prompt_ids: list[int], n: int) -> list[int]:
     inputs = torch.tensor([prompt_ids], device=lm.model.device)
-    out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
-                            max_new_tokens=n, min_new_tokens=n,
-                            pad_token_id=lm.tokenizer.pad_token_id)
-    return out[0, len(prompt_ids):].tolist()
+    out = lm.model.generate(
+        inputs,
+        attention_mask=torch.ones_like(inputs),
+        do_sample=False,
+        max_new_tokens=n,
+        min_new_tokens=n,
+        pad_token_id=lm.tokenizer.pad_token_id,
+    )
+    return out[0, len(prompt_ids) :].tolist()
 
 
 def test_engine_batches_on_the_gpu_like_generate(lm):
@@ -56,6 +60,7 @@ def test_engine_batches_on_the_gpu_like_generate(lm):
             async for out in engine.generate(ids, params, stream=False):
                 tokens += out.token_ids
             return tokens
+
         return await asyncio.gather(*(one(ids) for ids in prompts))
 
     try:
@@ -71,8 +76,13 @@ def test_engine_batches_on_the_gpu_like_generate(lm):
 def test_server_on_the_gpu_answers_the_openai_sdk_and_batches():
     with start_server(name="serve-cuda", device="cuda") as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
-        out = client.completions.create(model=MODEL, prompt="def main():", max_tokens=12,
-                                        temperature=0, extra_body={"ignore_eos": True})
+        out = client.completions.create(
+            model=MODEL,
+            prompt="def main():",
+            max_tokens=12,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
         assert out.usage.completion_tokens == 12 and out.choices[0].text
         spec = LoadSpec(model=MODEL, prompt="def main():", max_tokens=32)
         load = run_load(srv.url, spec, num_requests=64, concurrency=32)
@@ -82,7 +92,11 @@ def test_server_on_the_gpu_answers_the_openai_sdk_and_batches():
         assert metrics.value("deploykit:generation_tokens_total") == 12 + 64 * 32
         # GPU series through NVML (nvidia-ml-py), one per visible device
         assert metrics.value("deploykit:gpu_memory_used_bytes") > 0
-        assert metrics.value("deploykit:gpu_memory_total_bytes") >= \
-            metrics.value("deploykit:gpu_memory_used_bytes")
-        assert 0 <= metrics.value("deploykit:gpu_utilization_perc") <= len(
-            [s for s in metrics.samples if s.name == "deploykit:gpu_utilization_perc"])
+        assert metrics.value("deploykit:gpu_memory_total_bytes") >= metrics.value(
+            "deploykit:gpu_memory_used_bytes"
+        )
+        assert (
+            0
+            <= metrics.value("deploykit:gpu_utilization_perc")
+            <= len([s for s in metrics.samples if s.name == "deploykit:gpu_utilization_perc"])
+        )

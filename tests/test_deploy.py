@@ -13,6 +13,8 @@ import yaml
 
 import deploykit as dk
 from deploykit.deploy import DeploymentConfig
+from deploykit.deploy.docker import compose_file, compose_yaml, container_command
+from deploykit.deploy.kubernetes import KUBERNETES_VERSION
 
 PRESETS = DeploymentConfig.presets
 # every Dockerfile the issue names: deploykit CPU and GPU, vLLM GPU, TGI GPU (+ the default)
@@ -35,9 +37,9 @@ def test_hadolint_really_runs_it_flags_the_seeds_dockerfile():
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_compose_file_validates_against_the_compose_spec(name):
     config = CONFIGS[name]
-    check = dk.validate_compose(dk.compose_yaml(config), name)
+    check = dk.validate_compose(compose_yaml(config), name)
     assert check.ok, str(check)
-    service = dk.compose_file(config)["services"][config.name]
+    service = compose_file(config)["services"][config.name]
     assert service["environment"] == ["HF_TOKEN"]  # by name: no value in the file
     assert service["volumes"] == ["model-cache:/models"]
     assert service["restart"] == "unless-stopped"
@@ -48,7 +50,7 @@ def test_compose_file_validates_against_the_compose_spec(name):
 
 
 def test_compose_schema_is_enforced():
-    doc = dk.compose_file(DeploymentConfig())
+    doc = compose_file(DeploymentConfig())
     doc["services"]["llm"]["healthchek"] = doc["services"]["llm"].pop("healthcheck")
     doc["services"]["llm"]["restart"] = 3
     check = dk.validate_compose(doc)
@@ -60,15 +62,19 @@ def test_compose_schema_is_enforced():
 def test_manifests_pass_kubernetes_validate_strict(name):
     check = dk.validate_manifests(dk.manifests(CONFIGS[name]), target=name)
     assert check.ok, str(check)
-    assert dk.KUBERNETES_VERSION in check.tool and "strict" in check.tool
+    assert KUBERNETES_VERSION in check.tool and "strict" in check.tool
 
 
 def test_kubernetes_validate_is_enforced_and_its_cli_agrees(tmp_path):
     config = CONFIGS["vllm-gpu"]
     path = dk.write_manifests(config, tmp_path)
     cli = Path(sys.executable).with_name("kubernetes-validate")
-    done = subprocess.run([str(cli), "--strict", "-k", dk.KUBERNETES_VERSION, str(path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [str(cli), "--strict", "-k", KUBERNETES_VERSION, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and done.stdout.count("passed") == 5, done.stdout + done.stderr
     bad = dk.manifests(config)
     bad[1]["spec"]["template"]["spec"]["containers"][0]["startupprobe"] = {}
@@ -80,8 +86,13 @@ def test_kubernetes_validate_is_enforced_and_its_cli_agrees(tmp_path):
 def test_manifest_kinds_and_probe_sizes():
     config = CONFIGS["vllm-gpu"]
     docs = dk.manifests(config)
-    assert [d["kind"] for d in docs] == ["PersistentVolumeClaim", "Deployment", "Service",
-                                         "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    assert [d["kind"] for d in docs] == [
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
     pod = docs[1]["spec"]["template"]["spec"]
     [server] = pod["containers"]
     startup = server["startupProbe"]
@@ -108,14 +119,20 @@ def test_images_run_as_non_root_and_hold_no_model():
         users = [line for line in text.splitlines() if line.startswith("USER ")]
         assert users and users[-1] != "USER root" and not users[-1].startswith("USER 0"), name
         assert "from_pretrained" not in text and "HF_TOKEN" not in text, name
-        assert dk.exec_form(text, "HEALTHCHECK")[-1].endswith(":" + str(config.port) + "/health") \
-            or "/health" in dk.exec_form(text, "HEALTHCHECK")[-1], name
+        assert (
+            dk.exec_form(text, "HEALTHCHECK")[-1].endswith(":" + str(config.port) + "/health")
+            or "/health" in dk.exec_form(text, "HEALTHCHECK")[-1]
+        ), name
     assert dk.exec_form(dk.dockerfile(CONFIGS["vllm-gpu"]))[0] == CONFIGS["vllm-gpu"].model
-    assert dk.container_command(CONFIGS["vllm-gpu"])[:3] == ["vllm", "serve",
-                                                             CONFIGS["vllm-gpu"].model]
+    assert container_command(CONFIGS["vllm-gpu"])[:3] == [
+        "vllm",
+        "serve",
+        CONFIGS["vllm-gpu"].model,
+    ]
     assert "FROM vllm/vllm-openai:v" in dk.dockerfile(CONFIGS["vllm-gpu"])
     assert "FROM ghcr.io/huggingface/text-generation-inference:3.3.7" in dk.dockerfile(
-        CONFIGS["tgi-gpu"])
+        CONFIGS["tgi-gpu"]
+    )
     assert "FROM nvidia/cuda:" in dk.dockerfile(CONFIGS["deploykit-gpu"])
     assert "slim" in dk.dockerfile(CONFIGS["deploykit-cpu"]).split("AS wheel")[1]
 
@@ -124,18 +141,29 @@ WRONG = [
     (dict(engine="vllm", model="org/m", gpus=0), "GPU image but gpus=0", "gpus=1"),
     (dict(base_image="nvidia/cuda:12.9.1-runtime-ubuntu24.04"), "GPU image but gpus=0", "gpus=1"),
     (dict(gpus=1, base_image="python:3.11-slim"), "no CUDA runtime", "base_image=''"),
-    (dict(model_load_s=600, startup_failure_threshold=30), "shorter than model_load_s",
-     "startup_failure_threshold >= 60"),
+    (
+        dict(model_load_s=600, startup_failure_threshold=30),
+        "shorter than model_load_s",
+        "startup_failure_threshold >= 60",
+    ),
     (dict(drain_timeout_s=60, grace_period_s=30), "SIGKILL", "grace_period_s >= 75"),
     (dict(port=80), "privileged", "8000"),
     (dict(image="me/llm:latest"), "not pinned", "version tag"),
     (dict(replicas=1, max_replicas=3), "ReadWriteOnce", "ReadWriteMany"),
-    (dict(engine="vllm", model="org/m", gpus=1, max_replicas=2,
-          cache_access_mode="ReadWriteMany"), "CPU utilization", "queue_metric"),
+    (
+        dict(
+            engine="vllm", model="org/m", gpus=1, max_replicas=2, cache_access_mode="ReadWriteMany"
+        ),
+        "CPU utilization",
+        "queue_metric",
+    ),
     (dict(model="/data/weights"), "outside the model volume", "/models/"),
     (dict(engine="vllm", model="toy-tiny", gpus=1), "built-in", "hub id"),
-    (dict(gpus=2, base_image="nvidia/cuda:12.9.1-runtime-ubuntu24.04"), "one device",
-     "engine='vllm'"),
+    (
+        dict(gpus=2, base_image="nvidia/cuda:12.9.1-runtime-ubuntu24.04"),
+        "one device",
+        "engine='vllm'",
+    ),
     (dict(engine="helm"), "not one deploykit renders", "deploykit, vllm, tgi"),
     (dict(name="LLM_1"), "DNS label", "lowercase"),
 ]
@@ -175,10 +203,16 @@ def test_host_command_changes_only_what_cannot_exist_here():
     cmd = dk.exec_form(dk.dockerfile(config), "CMD")
     host = dk.host_command(cmd, model="toy-tiny")
     assert [s.part for s in host.substitutions] == ["executable", "--model", "--host", "--port"]
-    assert host.argv[:3] == (sys.executable, "-m", "deploykit.cli")
+    assert host.argv[:3] == (sys.executable, "-m", "deploykit")
     kept = dict(zip(host.argv[4::2], host.argv[5::2]))
-    assert kept == {"--model": "toy-tiny", "--host": "{host}", "--port": "{port}",
-                    "--device": "cpu", "--dtype": "float32", "--drain-timeout-s": "45"}
+    assert kept == {
+        "--model": "toy-tiny",
+        "--host": "{host}",
+        "--port": "{port}",
+        "--device": "cpu",
+        "--dtype": "float32",
+        "--drain-timeout-s": "45",
+    }
     with pytest.raises(dk.InvalidArgumentError):
         dk.host_command(dk.exec_form(dk.dockerfile(CONFIGS["vllm-gpu"])))
 
@@ -210,9 +244,12 @@ def test_every_recipe_renders_valid_files_in_notebooks_14_and_15(recipe):
     from deploykit import cookbook
 
     root = Path(__file__).resolve().parent.parent
-    paths = [root / "notebooks" / f"{stem}.ipynb" for stem in ("14_docker_compose", "15_kubernetes")]
-    resolved = cookbook.resolve(cookbook.load_recipe(recipe, root), paths,
-                                cookbook.list_notebooks(root))
+    paths = [
+        root / "notebooks" / f"{stem}.ipynb" for stem in ("14_docker_compose", "15_kubernetes")
+    ]
+    resolved = cookbook.resolve(
+        cookbook.load_recipe(recipe, root), paths, cookbook.list_notebooks(root)
+    )
     fields = {f.name for f in dataclasses.fields(DeploymentConfig)}
     for path in paths:
         declared = cookbook.notebook_parameters(path)
@@ -222,5 +259,5 @@ def test_every_recipe_renders_valid_files_in_notebooks_14_and_15(recipe):
         config = DeploymentConfig(**{k: v for k, v in values.items() if k in fields})
         assert config.engine != "deploykit" or recipe == "cpu"
         assert dk.lint_dockerfile(dk.dockerfile(config)).ok
-        assert dk.validate_compose(dk.compose_file(config)).ok
+        assert dk.validate_compose(compose_file(config)).ok
         assert dk.validate_manifests(dk.manifests(config)).ok

@@ -14,10 +14,10 @@ import httpx
 import ollama
 import openai
 import pytest
+from _servers import MODEL, start_server
 from huggingface_hub.errors import ValidationError as HFValidationError
 
 import deploykit as dk
-from _servers import MODEL, start_server
 
 PROMPT = "The cat sat on the"
 
@@ -40,17 +40,20 @@ def ol(server):
 
 def openai_text(server, prompt: str = PROMPT, max_tokens: int = 8) -> str:
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    out = client.completions.create(model=MODEL, prompt=prompt, max_tokens=max_tokens,
-                                    temperature=0)
+    out = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=max_tokens, temperature=0
+    )
     return out.choices[0].text
 
 
 # ---- OpenAI --------------------------------------------------------------------------------
 
+
 def test_openai_chat_and_its_400(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    out = client.chat.completions.create(model=MODEL, max_tokens=6, temperature=0,
-                                         messages=[{"role": "user", "content": "Hello"}])
+    out = client.chat.completions.create(
+        model=MODEL, max_tokens=6, temperature=0, messages=[{"role": "user", "content": "Hello"}]
+    )
     assert out.choices[0].message.content and out.usage.completion_tokens <= 6
     with pytest.raises(openai.BadRequestError) as err:
         client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=4, temperature=5)
@@ -59,15 +62,24 @@ def test_openai_chat_and_its_400(server):
 
 def test_repetition_penalty_changes_greedy_text(server):
     client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
-    plain, penalized = (client.completions.create(
-        model=MODEL, prompt=PROMPT, max_tokens=24, temperature=0,
-        extra_body={"ignore_eos": True, **({"repetition_penalty": rp} if rp else {})}
-    ).choices[0].text for rp in (None, 2.0))
+    plain, penalized = (
+        client.completions.create(
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=24,
+            temperature=0,
+            extra_body={"ignore_eos": True, **({"repetition_penalty": rp} if rp else {})},
+        )
+        .choices[0]
+        .text
+        for rp in (None, 2.0)
+    )
     assert plain.startswith(openai_text(server))
     assert penalized != plain
 
 
 # ---- TGI through huggingface_hub's InferenceClient ----------------------------------------
+
 
 def test_tgi_text_generation_matches_openai(server, hf):
     text = hf.text_generation(PROMPT, max_new_tokens=8)  # greedy: do_sample defaults to off
@@ -80,15 +92,16 @@ def test_tgi_details(hf):
     d = out.details
     assert d.finish_reason in ("length", "eos_token") and d.generated_tokens == len(d.tokens)
     assert all(t.logprob <= 0 for t in d.tokens)
-    assert out.generated_text[len(PROMPT):] == "".join(t.text for t in d.tokens)
+    assert out.generated_text[len(PROMPT) :] == "".join(t.text for t in d.tokens)
     assert d.seed is None  # greedy
 
 
 def test_tgi_sampling_reports_its_seed(hf):
     a = hf.text_generation(PROMPT, max_new_tokens=8, temperature=0.9, details=True)
     assert a.details.seed is not None  # temperature alone turns sampling on, as in TGI
-    b = hf.text_generation(PROMPT, max_new_tokens=8, temperature=0.9, seed=a.details.seed,
-                           details=True)
+    b = hf.text_generation(
+        PROMPT, max_new_tokens=8, temperature=0.9, seed=a.details.seed, details=True
+    )
     assert b.generated_text == a.generated_text
 
 
@@ -113,8 +126,9 @@ def test_tgi_stop_sequence(hf):
 
 
 def test_tgi_chat_completion(hf):
-    out = hf.chat_completion([{"role": "user", "content": "Hello"}], model=MODEL, max_tokens=6,
-                             temperature=0)
+    out = hf.chat_completion(
+        [{"role": "user", "content": "Hello"}], model=MODEL, max_tokens=6, temperature=0
+    )
     assert out.choices[0].message.content
 
 
@@ -129,43 +143,64 @@ def test_tgi_422_validation(hf, server):
         hf.text_generation(PROMPT, max_new_tokens=4, temperature=-1.0)
     with pytest.raises(HFValidationError, match="max_new_tokens"):
         hf.text_generation(PROMPT, max_new_tokens=5000)
-    r = httpx.post(server.url + "/generate", json={"inputs": PROMPT,
-                                                     "parameters": {"grammar": {"type": "json"}}})
+    r = httpx.post(
+        server.url + "/generate",
+        json={"inputs": PROMPT, "parameters": {"grammar": {"type": "json"}}},
+    )
     assert r.status_code == 422 and r.json()["error_type"] == "validation"
     assert "grammar" in r.json()["error"]
-    r = httpx.post(server.url + "/generate", content=b"{not json",
-                   headers={"Content-Type": "application/json"})
+    r = httpx.post(
+        server.url + "/generate", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 422 and set(r.json()) == {"error", "error_type"}
 
 
 def test_tgi_truncate_keeps_the_end(hf):
     long_prompt = "one two three four five six seven eight nine ten " * 30
-    events = list(hf.text_generation(long_prompt, max_new_tokens=4, truncate=8, stream=True,
-                                     details=True))
+    events = list(
+        hf.text_generation(long_prompt, max_new_tokens=4, truncate=8, stream=True, details=True)
+    )
     assert events[-1].details.input_length == 8
 
 
 # ---- Ollama through the ollama client -----------------------------------------------------
 
+
 def test_ollama_generate_matches_openai_when_raw(server, ol):
-    out = ol.generate(model=MODEL, prompt=PROMPT, raw=True, stream=False,
-                      options={"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0})
+    out = ol.generate(
+        model=MODEL,
+        prompt=PROMPT,
+        raw=True,
+        stream=False,
+        options={"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0},
+    )
     assert out.response == openai_text(server)
     assert out.done and out.done_reason in ("length", "stop")
     assert out.eval_count == 8 or out.done_reason == "stop"
     assert out.prompt_eval_count > 0 and out.eval_duration > 0 and out.total_duration > 0
-    assert out.load_duration == 0 and out.context[-out.eval_count:]
+    assert out.load_duration == 0 and out.context[-out.eval_count :]
 
 
 def test_ollama_generate_stream_and_context(ol):
-    parts = list(ol.generate(model=f"{MODEL}:latest", prompt="Tell me a story.", stream=True,
-                             options={"temperature": 0, "num_predict": 12}))
+    parts = list(
+        ol.generate(
+            model=f"{MODEL}:latest",
+            prompt="Tell me a story.",
+            stream=True,
+            options={"temperature": 0, "num_predict": 12},
+        )
+    )
     assert all(not p.done for p in parts[:-1]) and parts[-1].done
     text = "".join(p.response for p in parts)
     assert text and parts[-1].eval_count <= 12
     # the returned context continues the conversation
-    more = ol.generate(model=MODEL, prompt="And then?", context=parts[-1].context, stream=False,
-                       options={"temperature": 0, "num_predict": 4})
+    more = ol.generate(
+        model=MODEL,
+        prompt="And then?",
+        context=parts[-1].context,
+        stream=False,
+        options={"temperature": 0, "num_predict": 4},
+    )
     assert more.prompt_eval_count > parts[-1].prompt_eval_count
 
 
@@ -194,8 +229,12 @@ def test_ollama_404_and_400(ol):
         ol.generate(model="llama3", prompt="hi")
     assert err.value.status_code == 404 and "llama3" in err.value.error
     with pytest.raises(ollama.ResponseError) as err:
-        ol.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}],
-                options={"mirostat": 2}, stream=False)
+        ol.chat(
+            model=MODEL,
+            messages=[{"role": "user", "content": "hi"}],
+            options={"mirostat": 2},
+            stream=False,
+        )
     assert err.value.status_code == 400 and "mirostat" in err.value.error
     with pytest.raises(ollama.ResponseError) as err:
         ol.generate(model=MODEL, prompt="word " * 3000, stream=False)
@@ -209,16 +248,21 @@ def test_ollama_empty_prompt_loads(ol):
 
 # ---- the same engine behind all three -----------------------------------------------------
 
+
 def test_three_dialects_one_engine(server, hf, ol):
     metrics = dk.scrape_metrics(server.url)
-    routes = {dict(s.labels)["handler"] for s in metrics.samples
-              if s.name == "http_requests_total" and ("status", "2xx") in s.labels}
+    routes = {
+        dict(s.labels)["handler"]
+        for s in metrics.samples
+        if s.name == "http_requests_total" and ("status", "2xx") in s.labels
+    }
     # huggingface_hub's InferenceClient(base_url) posts to TGI's root route, "/"
     assert {"/v1/completions", "/", "/api/generate", "/api/chat"} <= routes
     # the engine measures every dialect's requests under one served model name
     assert metrics.value("deploykit:e2e_request_latency_seconds_count", model_name=MODEL) >= 4
-    assert {dict(s.labels)["model_name"] for s in metrics.samples
-            if s.name.startswith("deploykit:")} == {MODEL}
+    assert {
+        dict(s.labels)["model_name"] for s in metrics.samples if s.name.startswith("deploykit:")
+    } == {MODEL}
 
 
 def test_midstream_errors_in_each_dialect_shape():
@@ -226,15 +270,35 @@ def test_midstream_errors_in_each_dialect_shape():
     # far past the 0.01 s drain, while a TGI and an Ollama stream wait behind it (their 200
     # and headers already sent). When the engine stops, each dialect reports the failure in
     # its own shape.
-    with start_server("--drain-timeout-s", "0.01", "--max-batch-size", "1",
-                      name="serve-dialects-drain") as srv, httpx.Client(timeout=60) as client:
-        with client.stream("POST", srv.url + "/v1/completions", json={
-                "model": MODEL, "prompt": PROMPT, "max_tokens": 2000, "ignore_eos": True,
-                "stream": True}) as blocker, \
-            client.stream("POST", srv.url + "/generate_stream", json={
-                "inputs": PROMPT, "parameters": {"max_new_tokens": 8}}) as tgi_stream, \
-            client.stream("POST", srv.url + "/api/generate", json={
-                "model": MODEL, "prompt": PROMPT, "options": {"num_predict": 8}}) as ollama_stream:
+    with (
+        start_server(
+            "--drain-timeout-s", "0.01", "--max-batch-size", "1", name="serve-dialects-drain"
+        ) as srv,
+        httpx.Client(timeout=60) as client,
+    ):
+        with (
+            client.stream(
+                "POST",
+                srv.url + "/v1/completions",
+                json={
+                    "model": MODEL,
+                    "prompt": PROMPT,
+                    "max_tokens": 2000,
+                    "ignore_eos": True,
+                    "stream": True,
+                },
+            ) as blocker,
+            client.stream(
+                "POST",
+                srv.url + "/generate_stream",
+                json={"inputs": PROMPT, "parameters": {"max_new_tokens": 8}},
+            ) as tgi_stream,
+            client.stream(
+                "POST",
+                srv.url + "/api/generate",
+                json={"model": MODEL, "prompt": PROMPT, "options": {"num_predict": 8}},
+            ) as ollama_stream,
+        ):
             blocker_lines = blocker.iter_lines()  # kept: dropping it would close the stream
             assert next(blocker_lines)  # running; the other two wait
             os.kill(srv.pid, signal.SIGTERM)  # drain 0.01 s, then the engine stops
@@ -265,44 +329,67 @@ def test_tgi_client_keeps_the_hub_offline(monkeypatch):
 
 
 BAD_BODIES = [b"{not json", b"[1, 2]", b'"text"', b"{}", b'{"\\ud800": 1}']
-TGI_BAD = [{"inputs": 5}, {"inputs": ""}, {"inputs": "hi", "parameters": "x"},
-           {"inputs": "hi", "parameters": {"max_new_tokens": 0}},
-           {"inputs": "hi", "parameters": {"temperature": "hot"}},
-           {"inputs": "hi", "parameters": {"top_p": 1.0}},
-           {"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}},
-           {"inputs": "hi", "parameters": {"stop": [""]}},
-           {"inputs": "hi", "parameters": {"seed": -1}},
-           {"inputs": "hi", "parameters": {"repetition_penalty": 1e-300}},
-           {"inputs": "hi", "parameters": {"temperature": 50.0}},
-           {"inputs": "hi", "parameters": {"truncate": 0}}]
+TGI_BAD = [
+    {"inputs": 5},
+    {"inputs": ""},
+    {"inputs": "hi", "parameters": "x"},
+    {"inputs": "hi", "parameters": {"max_new_tokens": 0}},
+    {"inputs": "hi", "parameters": {"temperature": "hot"}},
+    {"inputs": "hi", "parameters": {"top_p": 1.0}},
+    {"inputs": "hi", "parameters": {"stop": ["a", "b", "c", "d", "e"]}},
+    {"inputs": "hi", "parameters": {"stop": [""]}},
+    {"inputs": "hi", "parameters": {"seed": -1}},
+    {"inputs": "hi", "parameters": {"repetition_penalty": 1e-300}},
+    {"inputs": "hi", "parameters": {"temperature": 50.0}},
+    {"inputs": "hi", "parameters": {"truncate": 0}},
+]
 # each is sent with a valid prompt (generate) or messages (chat) unless it sets its own
-OLLAMA_BAD = [{"model": None}, {"model": ""}, {"options": []}, {"options": {"num_ctx": 0}},
-              {"options": {"num_predict": 0}}, {"options": {"temperature": 9.0}},
-              {"options": {"repeat_penalty": 1e-300}}, {"options": {"mirostat": 1}},
-              {"options": {"num_ctx": 4}}, {"format": "json"}, {"think": True},
-              {"prompt": 5}, {"context": [10**9]}, {"images": ["aGk="]},
-              {"messages": "hi"}, {"messages": [{"role": "wizard", "content": "hi"}]},
-              {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]},
-              {"tools": [{"type": "function"}]}]
+OLLAMA_BAD = [
+    {"model": None},
+    {"model": ""},
+    {"options": []},
+    {"options": {"num_ctx": 0}},
+    {"options": {"num_predict": 0}},
+    {"options": {"temperature": 9.0}},
+    {"options": {"repeat_penalty": 1e-300}},
+    {"options": {"mirostat": 1}},
+    {"options": {"num_ctx": 4}},
+    {"format": "json"},
+    {"think": True},
+    {"prompt": 5},
+    {"context": [10**9]},
+    {"images": ["aGk="]},
+    {"messages": "hi"},
+    {"messages": [{"role": "wizard", "content": "hi"}]},
+    {"messages": [{"role": "user", "content": "hi", "images": ["aGk="]}]},
+    {"tools": [{"type": "function"}]},
+]
 
 
 @pytest.mark.parametrize("path", ["/generate", "/generate_stream", "/"])
 @pytest.mark.parametrize("body", BAD_BODIES + TGI_BAD, ids=repr)
 def test_tgi_bad_input_is_a_422_in_tgis_shape(server, path, body):
     kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-    r = httpx.post(server.url + path, headers={"Content-Type": "application/json"}, timeout=60,
-                   **kwargs)
+    r = httpx.post(
+        server.url + path, headers={"Content-Type": "application/json"}, timeout=60, **kwargs
+    )
     assert r.status_code == 422, r.text
     assert set(r.json()) == {"error", "error_type"} and r.json()["error_type"] == "validation"
     assert r.json()["error"].startswith("Input validation error: ")
 
 
-_ROUTE_FIELDS = {"/api/generate": {"prompt", "context", "images"},
-                 "/api/chat": {"messages", "tools"}}
+_ROUTE_FIELDS = {
+    "/api/generate": {"prompt", "context", "images"},
+    "/api/chat": {"messages", "tools"},
+}
 # a field of the other route is ignored, as Ollama ignores unknown fields: not sent there
-OLLAMA_CASES = [(path, body) for path in _ROUTE_FIELDS for body in BAD_BODIES + OLLAMA_BAD
-                if isinstance(body, bytes) or not (set(body) & (
-                    set().union(*_ROUTE_FIELDS.values()) - _ROUTE_FIELDS[path]))]
+OLLAMA_CASES = [
+    (path, body)
+    for path in _ROUTE_FIELDS
+    for body in BAD_BODIES + OLLAMA_BAD
+    if isinstance(body, bytes)
+    or not (set(body) & (set().union(*_ROUTE_FIELDS.values()) - _ROUTE_FIELDS[path]))
+]
 
 
 @pytest.mark.parametrize("path, body", OLLAMA_CASES, ids=repr)
@@ -310,10 +397,17 @@ def test_ollama_bad_input_is_a_400_in_ollamas_shape(server, path, body):
     if isinstance(body, bytes):
         kwargs = {"content": body}
     else:
-        base = {"model": MODEL, **({"prompt": "hi"} if path == "/api/generate" else
-                                   {"messages": [{"role": "user", "content": "hi"}]})}
+        base = {
+            "model": MODEL,
+            **(
+                {"prompt": "hi"}
+                if path == "/api/generate"
+                else {"messages": [{"role": "user", "content": "hi"}]}
+            ),
+        }
         kwargs = {"json": {**base, **body}}
-    r = httpx.post(server.url + path, headers={"Content-Type": "application/json"}, timeout=60,
-                   **kwargs)
+    r = httpx.post(
+        server.url + path, headers={"Content-Type": "application/json"}, timeout=60, **kwargs
+    )
     assert r.status_code == 400, r.text
     assert set(r.json()) == {"error"} and r.json()["error"]

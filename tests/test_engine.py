@@ -46,10 +46,15 @@ def run(coro):
 
 def hf_greedy(lm, prompt_ids, max_new_tokens, **kwargs) -> list[int]:
     inputs = torch.tensor([prompt_ids])
-    out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False,
-                            max_new_tokens=max_new_tokens, pad_token_id=lm.tokenizer.pad_token_id,
-                            **kwargs)
-    return out[0, len(prompt_ids):].tolist()
+    out = lm.model.generate(
+        inputs,
+        attention_mask=torch.ones_like(inputs),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=lm.tokenizer.pad_token_id,
+        **kwargs,
+    )
+    return out[0, len(prompt_ids) :].tolist()
 
 
 def test_greedy_matches_transformers_generate_alone_and_batched(lm, engine):
@@ -81,7 +86,7 @@ def test_requests_join_a_running_batch(lm, engine):
     assert joined and steps_before > 0
     assert len(first[1]) == 80 and first[2] == "length"
     # the late request's output does not depend on joining a batch mid-flight
-    assert late[1] == hf_greedy(lm, ids(lm, PROMPTS[1]), 10)[:len(late[1])]
+    assert late[1] == hf_greedy(lm, ids(lm, PROMPTS[1]), 10)[: len(late[1])]
 
 
 def test_seeded_sampling_is_deterministic_and_seeds_differ(lm, engine):
@@ -94,8 +99,9 @@ def test_seeded_sampling_is_deterministic_and_seeds_differ(lm, engine):
 
     async def beside_others():  # a seeded row gives the same tokens inside a batch
         noise = SamplingParams(max_tokens=20, temperature=1.5)
-        results = await asyncio.gather(collect(engine, p, a),
-                                       *(collect(engine, ids(lm, q), noise) for q in PROMPTS))
+        results = await asyncio.gather(
+            collect(engine, p, a), *(collect(engine, ids(lm, q), noise) for q in PROMPTS)
+        )
         return results[0][1]
 
     assert run(beside_others()) == first
@@ -108,9 +114,13 @@ def test_top_k_one_is_greedy(lm, engine):
 
 
 def test_max_tokens_and_ignore_eos(lm, engine):
-    text, tokens, finish = run(collect(engine, ids(lm, PROMPTS[2]),
-                                       SamplingParams(max_tokens=50, temperature=0.0,
-                                                      ignore_eos=True)))
+    text, tokens, finish = run(
+        collect(
+            engine,
+            ids(lm, PROMPTS[2]),
+            SamplingParams(max_tokens=50, temperature=0.0, ignore_eos=True),
+        )
+    )
     assert len(tokens) == 50 and finish == "length"
 
 
@@ -120,16 +130,19 @@ def test_min_tokens_bans_eos_like_transformers(lm, engine):
     params = SamplingParams(max_tokens=40, temperature=0.0, min_tokens=30)
     tokens = run(collect(engine, p, params))[1]
     assert len(tokens) >= 30 and eos not in tokens[:30]
-    assert tokens == hf_greedy(lm, p, 40, min_new_tokens=30)[:len(tokens)]
+    assert tokens == hf_greedy(lm, p, 40, min_new_tokens=30)[: len(tokens)]
 
 
 def test_stop_token_ids_end_the_request(lm, engine):
     p = ids(lm, PROMPTS[0])
     greedy = hf_greedy(lm, p, 20)
     stop_id = greedy[5]
-    tokens = run(collect(engine, p, SamplingParams(max_tokens=20, temperature=0.0,
-                                                   stop_token_ids=(stop_id,))))[1]
-    assert tokens == greedy[:greedy.index(stop_id) + 1]
+    tokens = run(
+        collect(
+            engine, p, SamplingParams(max_tokens=20, temperature=0.0, stop_token_ids=(stop_id,))
+        )
+    )[1]
+    assert tokens == greedy[: greedy.index(stop_id) + 1]
 
 
 def test_stop_strings_cut_the_text_streamed_or_not(lm, engine):
@@ -137,7 +150,7 @@ def test_stop_strings_cut_the_text_streamed_or_not(lm, engine):
     full, _, _ = run(collect(engine, p, SamplingParams(max_tokens=30, temperature=0.0)))
     stop = full.strip()[6:10]
     assert stop and stop in full
-    expected = full[:full.index(stop)]
+    expected = full[: full.index(stop)]
     for stream in (False, True):
         params = SamplingParams(max_tokens=30, temperature=0.0, stop=(stop,))
         text, _, finish = run(collect(engine, p, params, stream=stream))
@@ -170,6 +183,7 @@ def test_bad_parameters_and_context_length(lm, engine):
 def test_closing_a_stream_frees_its_row_and_a_full_queue_refuses(lm):
     eng = Engine(lm, EngineConfig(max_batch_size=2, max_waiting=2)).start()
     try:
+
         async def scenario():
             long = SamplingParams(max_tokens=1500, temperature=0.0, ignore_eos=True)
             streams = [eng.generate(ids(lm, PROMPTS[0]), long) for _ in range(2)]

@@ -4,10 +4,7 @@ import re
 import tomllib
 
 import yaml
-
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent.parent
+from _paths import ROOT
 
 
 def _name(requirement: str) -> str:
@@ -21,4 +18,18 @@ def test_environment_yml_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     listed = {_name(r) for r in pip if not r.startswith("-")}
-    assert listed == wanted, f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+    assert listed == wanted, (
+        f"only in pyproject: {wanted - listed}; only in environment.yml: {listed - wanted}"
+    )
+
+
+def test_requires_python_is_the_python_the_project_runs_on():
+    """requires-python names the oldest Python that runs it: environment.yml's, and the tests'."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_python = next(
+        d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python=")
+    )
+    oldest = project["requires-python"].removeprefix(">=")
+    assert conda_python == f"python={oldest}"
+    assert f"Python {oldest}+" in (ROOT / "README.md").read_text()

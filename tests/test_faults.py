@@ -6,9 +6,9 @@ import json
 
 import httpx
 import pytest
+from _servers import MODEL, start_server
 
 import deploykit as dk
-from _servers import MODEL, start_server
 
 COMPLETION = {"model": MODEL, "prompt": "The answer is", "max_tokens": 8, "temperature": 0}
 
@@ -33,16 +33,18 @@ def http():
 
 
 def _events(lines) -> list[str]:
-    return [line[len("data: "):] for line in lines if line.startswith("data: ")]
+    return [line[len("data: ") :] for line in lines if line.startswith("data: ")]
 
 
 def test_forwards_requests_and_streams_unchanged(proxy, upstream, http):
     direct = http.post(upstream.url + "/v1/completions", json=COMPLETION).json()
-    via = http.post(proxy.url + "/v1/completions", json=COMPLETION, headers={
-        "Idempotency-Key": "abc"}).json()
+    via = http.post(
+        proxy.url + "/v1/completions", json=COMPLETION, headers={"Idempotency-Key": "abc"}
+    ).json()
     assert via["choices"][0]["text"] == direct["choices"][0]["text"]  # greedy: same text
-    with http.stream("POST", proxy.url + "/v1/completions",
-                     json={**COMPLETION, "max_tokens": 32, "stream": True}) as response:
+    with http.stream(
+        "POST", proxy.url + "/v1/completions", json={**COMPLETION, "max_tokens": 32, "stream": True}
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         events = _events(response.iter_lines())
     assert events[-1] == "[DONE]"
@@ -68,8 +70,9 @@ def test_delay_makes_a_short_read_timeout_fire(proxy, http):
     proxy.inject(delay_s=2.0, count=1, path_prefix="/v1/")
     assert http.get(proxy.url + "/health").status_code == 200  # not under the prefix: no delay
     with pytest.raises(httpx.ReadTimeout):
-        http.post(proxy.url + "/v1/completions", json=COMPLETION, timeout=httpx.Timeout(
-            5.0, read=0.3))
+        http.post(
+            proxy.url + "/v1/completions", json=COMPLETION, timeout=httpx.Timeout(5.0, read=0.3)
+        )
     assert http.post(proxy.url + "/v1/completions", json=COMPLETION).status_code == 200
     assert proxy.stats()["faults_by_kind"] == {"delay": 1}
 
@@ -80,9 +83,17 @@ def test_cut_stream_drops_the_connection_after_k_events(proxy, http):
     assert http.post(proxy.url + "/v1/completions", json=COMPLETION).status_code == 200
     received = []
     with pytest.raises(httpx.RemoteProtocolError):
-        with http.stream("POST", proxy.url + "/v1/chat/completions", json={
-                "model": MODEL, "messages": [{"role": "user", "content": "hi"}],
-                "max_tokens": 200, "ignore_eos": True, "stream": True}) as response:
+        with http.stream(
+            "POST",
+            proxy.url + "/v1/chat/completions",
+            json={
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 200,
+                "ignore_eos": True,
+                "stream": True,
+            },
+        ) as response:
             for line in response.iter_lines():
                 received += _events([line])
     assert len(received) == 2 and "[DONE]" not in received
@@ -97,9 +108,17 @@ def test_unreachable_upstream_is_a_502_and_a_stopped_proxy_refuses(http):
         http.get(proxy.url + "/faults/health")
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"status": 99}, {"retry_after_s": 1},
-                                    {"status": 503, "count": 0}, {"delay_s": -1},
-                                    {"cut_stream_after_chunks": -2}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"status": 99},
+        {"retry_after_s": 1},
+        {"status": 503, "count": 0},
+        {"delay_s": -1},
+        {"cut_stream_after_chunks": -2},
+    ],
+)
 def test_bad_fault_is_refused_before_anything_is_sent(kwargs):
     with pytest.raises(dk.InvalidArgumentError):
         dk.Fault(**kwargs)
@@ -107,8 +126,9 @@ def test_bad_fault_is_refused_before_anything_is_sent(kwargs):
 
 def test_a_stream_shorter_than_the_cut_passes_whole(proxy, http):
     proxy.inject(cut_stream_after_chunks=50, count=1)
-    with http.stream("POST", proxy.url + "/v1/completions",
-                     json={**COMPLETION, "max_tokens": 2, "stream": True}) as response:
+    with http.stream(
+        "POST", proxy.url + "/v1/completions", json={**COMPLETION, "max_tokens": 2, "stream": True}
+    ) as response:
         events = _events(response.iter_lines())
     assert events[-1] == "[DONE]" and len(events) < 50
     assert proxy.stats()["faults_by_kind"] == {}

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 import deploykit as dk
 
@@ -10,7 +9,7 @@ def test_generate_returns_only_new_text(tiny):
     g = dk.generate(tiny, PROMPT, max_tokens=12)
     ids = tiny.tokenizer(PROMPT, return_tensors="pt")
     full = tiny.model.generate(**ids, max_new_tokens=12, do_sample=False)
-    expected = tiny.tokenizer.decode(full[0, ids.input_ids.shape[1]:], skip_special_tokens=True)
+    expected = tiny.tokenizer.decode(full[0, ids.input_ids.shape[1] :], skip_special_tokens=True)
     assert g.text == expected and not g.text.startswith(PROMPT)
     assert g.prompt_tokens == ids.input_ids.shape[1] and 0 < g.completion_tokens <= 12
 
@@ -31,8 +30,14 @@ def test_stream_matches_generate(tiny):
     assert "".join(pieces).strip() == dk.generate(tiny, PROMPT, max_tokens=16).text.strip()
 
 
-@pytest.mark.parametrize("kwargs, match", [({"temperature": -1}, "temperature"),
-                                           ({"top_p": 0}, "top_p"), ({"max_tokens": 0}, "max_tokens")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+    ],
+)
 def test_bad_sampling_arguments(tiny, kwargs, match):
     with pytest.raises(dk.InvalidArgumentError, match=match):
         dk.generate(tiny, PROMPT, **kwargs)

@@ -15,7 +15,8 @@ from deploykit import _env
 from deploykit.cli import main
 from deploykit.engines.llamacpp import LlamaCppArgs, start_llamacpp, tokenize
 from deploykit.errors import InvalidArgumentError, ModelBuildError, UnknownModelError
-from deploykit.gguf import OUTTYPES, SDIST_SHA256, converter_path
+from deploykit.models._build import build_report
+from deploykit.models.gguf import OUTTYPES, SDIST_SHA256, converter_path
 
 TYPES = {"f16": GGMLQuantizationType.F16, "q8_0": GGMLQuantizationType.Q8_0}
 
@@ -47,8 +48,7 @@ def test_sizes_are_plausible(converted):
 
 
 @pytest.mark.parametrize("outtype", list(TYPES))
-def test_header_is_llama_with_the_types_asked_and_the_whole_vocab(converted, hf_tokenizer,
-                                                                  outtype):
+def test_header_is_llama_with_the_types_asked_and_the_whole_vocab(converted, hf_tokenizer, outtype):
     reader = GGUFReader(converted[outtype])
     assert _value(reader, "general.architecture") == "llama"
     assert _value(reader, "general.name") == "toy-tiny"
@@ -64,9 +64,9 @@ def test_second_call_returns_the_cached_file_without_converting(converted, monke
     def no_job(*args, **kwargs):
         raise AssertionError("the converter ran again")
 
-    monkeypatch.setattr("deploykit.gguf.run_job", no_job)
+    monkeypatch.setattr("deploykit.models.gguf.run_job", no_job)
     assert dk.export_gguf("toy-tiny", "q8_0", progress=False) == converted["q8_0"]
-    report = dk.build_report(converted["q8_0"].parent)
+    report = build_report(converted["q8_0"].parent)
     assert report["outtype"] == "q8_0" and report["converter"]["sha256"] == SDIST_SHA256
 
 
@@ -89,8 +89,9 @@ def test_folder_without_config_is_refused_before_any_conversion(tmp_path):
 
 
 def test_converter_failure_carries_its_log_and_leaves_nothing_in_the_cache(tmp_path):
-    folder = shutil.copytree(dk.resolve_model("toy-tiny", progress=False).folder,
-                             tmp_path / "broken-toy")
+    folder = shutil.copytree(
+        dk.resolve_model("toy-tiny", progress=False).folder, tmp_path / "broken-toy"
+    )
     config = json.loads((folder / "config.json").read_text())
     config["architectures"] = ["NoSuchForCausalLM"]
     (folder / "config.json").write_text(json.dumps(config))
@@ -120,6 +121,7 @@ def test_cli_prints_the_path(converted, capsys):
 
 # -- the GGUF on llama.cpp -------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def server(converted):
     args = LlamaCppArgs(model=converted["f16"], ctx_size=512, n_parallel=1, threads=2)
@@ -142,10 +144,12 @@ def test_token_ids_match_transformers(server, hf_tokenizer, text):
 
 
 def test_chat_prompt_token_ids_match_transformers(server, hf_tokenizer):
-    messages = [{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": "What does len() return?"},
-                {"role": "assistant", "content": "The number of items."},
-                {"role": "user", "content": " And  for a café? 😀"}]
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What does len() return?"},
+        {"role": "assistant", "content": "The number of items."},
+        {"role": "user", "content": " And  for a café? 😀"},
+    ]
     prompt = hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     assert re.match(r"<s><<SYS>> Be brief\. <</SYS>>\n\[INST\]", prompt)
     # the template writes BOS (and EOS after an answer) itself: add none
@@ -156,9 +160,9 @@ def test_chat_prompt_token_ids_match_transformers(server, hf_tokenizer):
 
 
 def test_completion_through_openai_sdk(server):
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=60,
-                           max_retries=0)
-    done = client.completions.create(model="toy-tiny", prompt="Return the number of",
-                                     max_tokens=16, temperature=0)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=60, max_retries=0)
+    done = client.completions.create(
+        model="toy-tiny", prompt="Return the number of", max_tokens=16, temperature=0
+    )
     assert done.choices[0].text.strip()
     assert 1 <= done.usage.completion_tokens <= 16

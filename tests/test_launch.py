@@ -13,12 +13,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from _paths import ROOT
 
 from deploykit.errors import ServerStartError
 from deploykit.launch import free_port, launch_server, stop_all
 
 HTTP_SERVER = [sys.executable, "-m", "http.server", "{port}", "--bind", "{host}"]
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Answers every GET with the status in argv[2], after printing its pid.
 STATUS_SERVER = textwrap.dedent("""
@@ -83,12 +83,20 @@ def test_launch_serves_and_stops() -> None:
 def test_explicit_port_env_cwd_and_log_path(tmp_path: Path) -> None:
     port = free_port()
     log_path = tmp_path / "logs" / "server.log"
-    script = ("import os, socket, sys, time; print(os.environ['DK_MARK'], bool(os.environ['PATH']),"
-              " os.getcwd()); s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])));"
-              " s.listen(); time.sleep(600)")
-    with launch_server([sys.executable, "-c", script, "{port}"], port=port, health_path=None,
-                env={"DK_MARK": "marker-42"}, cwd=tmp_path, log_path=log_path,
-                timeout_s=30) as srv:
+    script = (
+        "import os, socket, sys, time; print(os.environ['DK_MARK'], bool(os.environ['PATH']),"
+        " os.getcwd()); s = socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])));"
+        " s.listen(); time.sleep(600)"
+    )
+    with launch_server(
+        [sys.executable, "-c", script, "{port}"],
+        port=port,
+        health_path=None,
+        env={"DK_MARK": "marker-42"},
+        cwd=tmp_path,
+        log_path=log_path,
+        timeout_s=30,
+    ) as srv:
         assert srv.port == port and srv.command[-1] == str(port)
         assert srv.log_path == log_path
         assert srv.log_tail() == f"marker-42 True {tmp_path}"
@@ -133,15 +141,19 @@ def test_never_healthy_raises_after_deadline_and_kills_it() -> None:
 
 
 def test_expect_status_accepts_other_codes() -> None:
-    with launch_server([sys.executable, "-c", STATUS_SERVER, "{port}", "204"],
-                expect_status={204}, timeout_s=30) as srv:
+    with launch_server(
+        [sys.executable, "-c", STATUS_SERVER, "{port}", "204"], expect_status={204}, timeout_s=30
+    ) as srv:
         assert httpx.get(srv.url + "/health", trust_env=False).status_code == 204
 
 
 @pytest.mark.parametrize(("who_ignores", "exit_code"), [("leader-too", -9), ("child-only", -15)])
 def test_stop_kills_group_that_ignores_sigterm(who_ignores: str, exit_code: int) -> None:
-    srv = launch_server([sys.executable, "-c", STUBBORN_SERVER, "{port}", who_ignores],
-                 health_path=None, timeout_s=30)
+    srv = launch_server(
+        [sys.executable, "-c", STUBBORN_SERVER, "{port}", who_ignores],
+        health_path=None,
+        timeout_s=30,
+    )
     child_pid = int(re.search(r"child=(\d+)", srv.log_tail()).group(1))
     try:
         assert psutil.Process(child_pid).is_running()
@@ -168,8 +180,9 @@ def test_server_stops_when_python_exits() -> None:
         srv = launch_server({HTTP_SERVER!r}, health_path="/", timeout_s=30)
         print(srv.pid)
     """)  # exits without stopping the server
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     pid = int(done.stdout.split()[-1])
     try:

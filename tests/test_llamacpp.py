@@ -25,15 +25,43 @@ ARGS = LlamaCppArgs(model=MODEL, ctx_size=512, n_parallel=2, threads=2, metrics=
 
 # -- arguments and command line --------------------------------------------------------
 
+
 def test_command_line_carries_each_setting():
-    args = LlamaCppArgs(model=MODEL, alias="smol", ctx_size=1024, n_parallel=3, threads=2,
-                        n_gpu_layers=0, batch_size=256, ubatch_size=128, metrics=True)
+    args = LlamaCppArgs(
+        model=MODEL,
+        alias="smol",
+        ctx_size=1024,
+        n_parallel=3,
+        threads=2,
+        n_gpu_layers=0,
+        batch_size=256,
+        ubatch_size=128,
+        metrics=True,
+    )
     cmd = args.to_command(host="127.0.0.1", port=8080)
     assert cmd[:3] == [sys.executable, "-m", "deploykit.engines._llamacpp_child"] == list(LAUNCHER)
     assert cmd[3] == "--model" and Path(cmd[4]) == dk.resolve_model(MODEL).gguf_file.resolve()
-    assert cmd[5:] == ["--alias", "smol", "--ctx-size", "1024", "--parallel", "3",
-                       "--threads", "2", "--n-gpu-layers", "0", "--batch-size", "256",
-                       "--ubatch-size", "128", "--metrics", "--host", "127.0.0.1", "--port", "8080"]
+    assert cmd[5:] == [
+        "--alias",
+        "smol",
+        "--ctx-size",
+        "1024",
+        "--parallel",
+        "3",
+        "--threads",
+        "2",
+        "--n-gpu-layers",
+        "0",
+        "--batch-size",
+        "256",
+        "--ubatch-size",
+        "128",
+        "--metrics",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "8080",
+    ]
     assert args.served_name == "smol"
 
 
@@ -41,8 +69,9 @@ def test_defaults_leave_llama_cpp_its_own():
     cmd = LlamaCppArgs(model=MODEL).to_command()
     assert cmd[-4:] == ["--host", "{host}", "--port", "{port}"]  # filled in by launch_server
     assert cmd[5:11] == ["--alias", MODEL, "--ctx-size", "2048", "--parallel", "4"]
-    assert not {"--threads", "--n-gpu-layers", "--batch-size", "--ubatch-size",
-                "--metrics"} & set(cmd)
+    assert not {"--threads", "--n-gpu-layers", "--batch-size", "--ubatch-size", "--metrics"} & set(
+        cmd
+    )
 
 
 def test_a_path_model_is_served_under_the_path_given(tmp_path):
@@ -52,18 +81,21 @@ def test_a_path_model_is_served_under_the_path_given(tmp_path):
     assert args.gguf_path() == gguf.resolve()
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"ctx_size": 0}, "ctx_size=0"),
-    ({"ctx_size": True}, "ctx_size=True"),
-    ({"n_parallel": 0}, "n_parallel=0"),
-    ({"ctx_size": 2, "n_parallel": 4}, "raise ctx_size"),
-    ({"threads": 0}, "threads=0"),
-    ({"batch_size": -1}, "batch_size=-1"),
-    ({"n_gpu_layers": -1}, "n_gpu_layers=-1"),
-    ({"alias": ""}, "alias=''"),
-    ({"model": ""}, "is empty"),
-    ({"model": None}, "model=None"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"ctx_size": 0}, "ctx_size=0"),
+        ({"ctx_size": True}, "ctx_size=True"),
+        ({"n_parallel": 0}, "n_parallel=0"),
+        ({"ctx_size": 2, "n_parallel": 4}, "raise ctx_size"),
+        ({"threads": 0}, "threads=0"),
+        ({"batch_size": -1}, "batch_size=-1"),
+        ({"n_gpu_layers": -1}, "n_gpu_layers=-1"),
+        ({"alias": ""}, "alias=''"),
+        ({"model": ""}, "is empty"),
+        ({"model": None}, "model=None"),
+    ],
+)
 def test_invalid_arguments_fail_at_construction(changes, message):
     with pytest.raises(EngineArgumentError, match=re.escape(message)):
         LlamaCppArgs(**{"model": MODEL, **changes})
@@ -104,9 +136,11 @@ def test_garbage_gguf_ends_the_server_with_llama_cpp_log(tmp_path):
 
 def test_missing_xllamacpp_is_one_line_saying_what_to_install():
     # the child started with xllamacpp unimportable (None in sys.modules blocks the import)
-    code = ("import runpy, sys; sys.modules['xllamacpp'] = None; sys.argv[1:] = "
-            "['--model', 'x.gguf', '--port', '1']; "
-            "runpy.run_module('deploykit.engines._llamacpp_child', run_name='__main__')")
+    code = (
+        "import runpy, sys; sys.modules['xllamacpp'] = None; sys.argv[1:] = "
+        "['--model', 'x.gguf', '--port', '1']; "
+        "runpy.run_module('deploykit.engines._llamacpp_child', run_name='__main__')"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
@@ -114,6 +148,7 @@ def test_missing_xllamacpp_is_one_line_saying_what_to_install():
 
 
 # -- a real llama.cpp server -----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server():
@@ -132,8 +167,11 @@ def test_models_lists_the_alias(client):
 
 def test_chat_completion_through_openai_sdk(client):
     chat = client.chat.completions.create(
-        model=MODEL, max_tokens=24, temperature=0,
-        messages=[{"role": "user", "content": "Why is the sky blue?"}])
+        model=MODEL,
+        max_tokens=24,
+        temperature=0,
+        messages=[{"role": "user", "content": "Why is the sky blue?"}],
+    )
     text = chat.choices[0].message.content
     assert chat.choices[0].message.role == "assistant"
     assert 1 <= chat.usage.completion_tokens <= 24
@@ -144,9 +182,15 @@ def test_chat_completion_through_openai_sdk(client):
 
 def test_streamed_chat_arrives_in_pieces(client):
     stream = client.chat.completions.create(
-        model=MODEL, max_tokens=16, temperature=0, stream=True,
-        messages=[{"role": "user", "content": "Name three colours."}])
-    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+        model=MODEL,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        messages=[{"role": "user", "content": "Name three colours."}],
+    )
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
     assert len(pieces) >= 5 and "".join(pieces).strip()
 
 
@@ -154,15 +198,24 @@ def test_tokenize_matches_the_hugging_face_tokenizer(server):
     text = "Deploy a model, then measure it."
     ids = tokenize(server.url, text, add_special=False)
     folder = dk.resolve_model(MODEL).folder
-    assert ids == Tokenizer.from_file(str(folder / "tokenizer.json")).encode(
-        text, add_special_tokens=False).ids
+    assert (
+        ids
+        == Tokenizer.from_file(str(folder / "tokenizer.json"))
+        .encode(text, add_special_tokens=False)
+        .ids
+    )
     assert tokenize(server.url + "/v1", text) == ids  # SmolLM2's GGUF adds no BOS
 
 
 def test_metrics_count_generated_tokens(client, server):
     before = dk.scrape_metrics(server.url).value("llamacpp:tokens_predicted")
-    client.completions.create(model=MODEL, prompt="The sky is", max_tokens=4, temperature=0,
-                              extra_body={"ignore_eos": True})
+    client.completions.create(
+        model=MODEL,
+        prompt="The sky is",
+        max_tokens=4,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert dk.scrape_metrics(server.url).value("llamacpp:tokens_predicted") == before + 4
 
 
@@ -177,11 +230,17 @@ def test_sigterm_cuts_off_a_request_still_generating():
     first_chunk = threading.Event()
 
     def stream_long_answer():
-        body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 400, "stream": True,
-                "ignore_eos": True}
+        body = {
+            "model": MODEL,
+            "prompt": "Once upon a time",
+            "max_tokens": 400,
+            "stream": True,
+            "ignore_eos": True,
+        }
         try:
-            with httpx.stream("POST", srv.url + "/v1/completions", json=body, trust_env=False,
-                              timeout=60) as response:
+            with httpx.stream(
+                "POST", srv.url + "/v1/completions", json=body, trust_env=False, timeout=60
+            ) as response:
                 for _ in response.iter_lines():
                     first_chunk.set()
         except httpx.HTTPError:

@@ -6,11 +6,10 @@ import sys
 import textwrap
 
 import pytest
-
-from deploykit.launch import free_port, launch_server
-from deploykit.bench.loadgen import LoadSpec, _token_chunk, probe_during_load, run_load
-
 from _servers import MODEL, start_server
+
+from deploykit.bench.loadgen import LoadSpec, _token_chunk, probe_during_load, run_load
+from deploykit.launch import free_port, launch_server
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +46,9 @@ def test_refused_requests_are_recorded_not_raised(server):
 
 def test_probe_answers_while_the_server_generates(server):
     spec = LoadSpec(model=MODEL, prompt="def main():", max_tokens=64)
-    load, probes = probe_during_load(server.url, spec, num_requests=4, concurrency=1,
-                                     interval_s=0.02)
+    load, probes = probe_during_load(
+        server.url, spec, num_requests=4, concurrency=1, interval_s=0.02
+    )
     assert load.num_ok == 4 and probes
     assert max(probes) < load.wall_s  # /health never waits for a whole generation
 
@@ -72,8 +72,9 @@ NO_USAGE_SERVER = textwrap.dedent("""
 
 
 def test_a_200_without_usage_counts_as_failed_and_says_why():
-    with launch_server([sys.executable, "-c", NO_USAGE_SERVER, "{port}"], health_path="/",
-                name="no-usage") as srv:
+    with launch_server(
+        [sys.executable, "-c", NO_USAGE_SERVER, "{port}"], health_path="/", name="no-usage"
+    ) as srv:
         load = run_load(srv.url, LoadSpec(max_tokens=4), 2, 2)
     assert load.num_ok == 0 and [r.status for r in load.results] == [200, 200]
     assert load.results[0].error == "the response has no usage field"
@@ -118,22 +119,26 @@ PORTS_SERVER = textwrap.dedent("""
 def test_keep_alive_reuses_connections_unless_turned_off(keep_alive, most_connections):
     import httpx
 
-    with launch_server([sys.executable, "-c", PORTS_SERVER, "{port}"], health_path="/ports",
-                       name="ports") as srv:
+    with launch_server(
+        [sys.executable, "-c", PORTS_SERVER, "{port}"], health_path="/ports", name="ports"
+    ) as srv:
         load = run_load(srv.url, LoadSpec(max_tokens=1, keep_alive=keep_alive), 8, 2)
         ports = httpx.get(srv.url + "/ports", trust_env=False).json()
     assert load.num_ok == 8
     assert len(ports) <= most_connections and (keep_alive or len(ports) == 8), ports
 
 
-@pytest.mark.parametrize("event, chat, is_token", [
-    ({"choices": [{"text": " the", "finish_reason": None}]}, False, True),
-    ({"choices": [{"text": "", "finish_reason": None}]}, False, True),  # half a character
-    ({"choices": [{"text": "", "finish_reason": "length"}], "usage": {}}, False, False),
-    ({"choices": [], "usage": {"completion_tokens": 8}}, False, False),
-    ({"choices": [{"delta": {"role": "assistant", "content": ""}}]}, True, False),
-    ({"choices": [{"delta": {"content": " hi"}, "finish_reason": None}]}, True, True),
-])
+@pytest.mark.parametrize(
+    "event, chat, is_token",
+    [
+        ({"choices": [{"text": " the", "finish_reason": None}]}, False, True),
+        ({"choices": [{"text": "", "finish_reason": None}]}, False, True),  # half a character
+        ({"choices": [{"text": "", "finish_reason": "length"}], "usage": {}}, False, False),
+        ({"choices": [], "usage": {"completion_tokens": 8}}, False, False),
+        ({"choices": [{"delta": {"role": "assistant", "content": ""}}]}, True, False),
+        ({"choices": [{"delta": {"content": " hi"}, "finish_reason": None}]}, True, True),
+    ],
+)
 def test_only_chunks_that_carry_a_token_count_as_arrivals(event, chat, is_token):
     # llama.cpp closes with an empty, finished chunk; a chat stream opens with a role-only one
     assert _token_chunk(event, chat) is is_token
@@ -141,8 +146,14 @@ def test_only_chunks_that_carry_a_token_count_as_arrivals(event, chat, is_token)
 
 def test_streamed_requests_record_token_arrivals_and_prompt_lengths(server):
     spec = LoadSpec(model=MODEL, max_tokens=6, stream=True)
-    load = run_load(server.url, spec, num_requests=3, concurrency=3,
-                    prompts=["def main():", "import os"], prompt_tokens=[99, 99])
+    load = run_load(
+        server.url,
+        spec,
+        num_requests=3,
+        concurrency=3,
+        prompts=["def main():", "import os"],
+        prompt_tokens=[99, 99],
+    )
     assert load.num_ok == 3 and [r.output_tokens for r in load.results] == [6] * 3
     for r in load.results:
         assert r.input_tokens not in (None, 99)  # the server's usage wins over the estimate

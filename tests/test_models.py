@@ -5,13 +5,21 @@ import pytest
 import torch
 
 import deploykit as dk
-from deploykit import _toybuild
+from deploykit.models import _build, toy
+from deploykit.models.toy import TOY_MODELS, toy_path
 
 
 def test_toy_tiny_is_an_ordinary_hf_folder(tiny):
     path = Path(tiny.path)
-    for name in ("config.json", "model.safetensors", "tokenizer.model", "tokenizer.json",
-                 "tokenizer_config.json", "chat_template.jinja", "deploykit_build.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "deploykit_build.json",
+    ):
         assert (path / name).exists(), name
     config = json.loads((path / "config.json").read_text())
     assert config["architectures"] == ["LlamaForCausalLM"]
@@ -40,7 +48,7 @@ def test_chat_template_renders_roles(tiny):
 
 
 def test_cached_build_is_reused(tiny):
-    assert dk.toy_path("toy-tiny", progress=False) == Path(tiny.path)
+    assert toy_path("toy-tiny", progress=False) == Path(tiny.path)
 
 
 def test_slow_hashes_are_remembered_on_disk(tmp_path, monkeypatch):
@@ -57,15 +65,26 @@ def test_slow_hashes_are_remembered_on_disk(tmp_path, monkeypatch):
     assert _memo.remembered("memo.json", "k1", compute) == "digest-3"
     assert [p.name for p in tmp_path.iterdir()] == ["memo.json"]  # no scratch file left
     # the toy models' cache key holds what parsing the corpus gives
-    assert dk.models._corpus_digest() == _toybuild.corpus_digest(*_toybuild.corpus())
+    assert _build.corpus_key() == _build.corpus_digest(*_build.corpus())
 
 
 def test_build_is_deterministic(tmp_path, monkeypatch):
     # A shortened spec, built twice from scratch, gives identical weights.
-    spec = dk.models.ToySpec("toy-test", vocab_size=512, hidden_size=32, intermediate_size=64,
-                             num_layers=1, num_heads=2, num_kv_heads=1, tie_word_embeddings=True,
-                             steps=3, batch_size=2, seq_len=32, lr=1e-3)
-    reports = [_toybuild.build(spec, tmp_path / f"m{i}", progress=False) for i in range(2)]
+    spec = toy.ToySpec(
+        "toy-test",
+        vocab_size=512,
+        hidden_size=32,
+        intermediate_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        tie_word_embeddings=True,
+        steps=3,
+        batch_size=2,
+        seq_len=32,
+        lr=1e-3,
+    )
+    reports = [toy.build(spec, tmp_path / f"m{i}", progress=False) for i in range(2)]
     from safetensors.torch import load_file
 
     a, b = (load_file(tmp_path / f"m{i}" / "model.safetensors") for i in range(2))
@@ -76,11 +95,16 @@ def test_build_is_deterministic(tmp_path, monkeypatch):
 def test_toy_small_spec_is_in_range():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    spec = dk.TOY_MODELS["toy-small"]
-    config = LlamaConfig(vocab_size=spec.vocab_size, hidden_size=spec.hidden_size,
-                         intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_layers,
-                         num_attention_heads=spec.num_heads, num_key_value_heads=spec.num_kv_heads,
-                         tie_word_embeddings=spec.tie_word_embeddings)
+    spec = TOY_MODELS["toy-small"]
+    config = LlamaConfig(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        tie_word_embeddings=spec.tie_word_embeddings,
+    )
     with torch.device("meta"):
         n = sum(p.numel() for p in LlamaForCausalLM(config).parameters())
     assert 30e6 <= n <= 60e6

@@ -9,37 +9,55 @@ from contextlib import ExitStack
 
 import pytest
 import yaml
+from _servers import MODEL, start_server
 
 import deploykit as dk
-from _servers import MODEL, start_server
 from deploykit.errors import InvalidArgumentError, MissingExtraError, PrometheusError
-from deploykit.monitor.prom import prometheus_path
+from deploykit.monitor.prom import prometheus_config
+from deploykit.monitor.promql import requests_waiting, standard_panels
+from deploykit.monitor.rules import prometheus_path
 
 # ---- PromQL that reads vLLM and deploykit alike -------------------------------------------
 
 
 def test_one_selector_reads_both_engines():
-    assert dk.metric_selector("num_requests_waiting") == \
-        '{__name__=~"(vllm|deploykit):num_requests_waiting"}'
-    assert dk.metric_selector("x", engines=("vllm",), job='a"b') == \
-        '{__name__=~"(vllm):x", job="a\\"b"}'
+    assert (
+        dk.metric_selector("num_requests_waiting")
+        == '{__name__=~"(vllm|deploykit):num_requests_waiting"}'
+    )
+    assert (
+        dk.metric_selector("x", engines=("vllm",), job='a"b')
+        == '{__name__=~"(vllm):x", job="a\\"b"}'
+    )
     assert dk.ttft_quantile(0.95, "1m", by=()) == (
         'histogram_quantile(0.95, sum by (le) (rate({__name__=~"(vllm|deploykit):'
-        'time_to_first_token_seconds_bucket"}[1m])))')
-    for bad in (lambda: dk.metric_selector("vllm:x"), lambda: dk.ttft_quantile(95),
-                lambda: dk.generation_tokens_per_s("1 minute"), lambda: dk.requests_waiting("job")):
+        'time_to_first_token_seconds_bucket"}[1m])))'
+    )
+    for bad in (
+        lambda: dk.metric_selector("vllm:x"),
+        lambda: dk.ttft_quantile(95),
+        lambda: dk.generation_tokens_per_s("1 minute"),
+        lambda: requests_waiting("job"),
+    ):
         with pytest.raises(InvalidArgumentError):
             bad()
 
 
 # ---- the Prometheus config ----------------------------------------------------------------
 
+
 def test_config_scrapes_any_targets_and_promtool_accepts_it(tmp_path):
     rules = dk.AlertRules().write(tmp_path / "rules.yml")
-    config = dk.prometheus_config(
-        {"deploykit": "http://127.0.0.1:8000", "vllm": ["http://127.0.0.1:8001"],
-         "llamacpp": "127.0.0.1:8080/metrics", "tls": "https://10.0.0.5:443/stats"},
-        scrape_interval_s=0.5, rule_files=[rules])
+    config = prometheus_config(
+        {
+            "deploykit": "http://127.0.0.1:8000",
+            "vllm": ["http://127.0.0.1:8001"],
+            "llamacpp": "127.0.0.1:8080/metrics",
+            "tls": "https://10.0.0.5:443/stats",
+        },
+        scrape_interval_s=0.5,
+        rule_files=[rules],
+    )
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert jobs["vllm"]["static_configs"][0]["targets"] == ["127.0.0.1:8001"]
     assert jobs["llamacpp"]["metrics_path"] == "/metrics" and jobs["tls"]["scheme"] == "https"
@@ -47,12 +65,16 @@ def test_config_scrapes_any_targets_and_promtool_accepts_it(tmp_path):
     assert config["global"]["scrape_interval"] == "500ms"
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    done = subprocess.run([prometheus_path("promtool"), "check", "config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [prometheus_path("promtool"), "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     for targets in ({}, {"bad job": "http://x:1"}, {"a": "http://no-port"}, {"a": "ftp://h:1"}):
         with pytest.raises(InvalidArgumentError):
-            dk.prometheus_config(targets)
+            prometheus_config(targets)
 
 
 def test_a_missing_prometheus_says_how_to_install_it():
@@ -62,9 +84,14 @@ def test_a_missing_prometheus_says_how_to_install_it():
 
 # ---- alerting rules and their unit tests ---------------------------------------------------
 
+
 def test_generated_rules_pass_promtool_check_and_their_tests():
-    for rules in (dk.AlertRules(), dk.AlertRules(ttft_p95_s=0.0005, error_ratio=0.5,
-                                                 queue_min_waiting=100, window="30s", for_s=0)):
+    for rules in (
+        dk.AlertRules(),
+        dk.AlertRules(
+            ttft_p95_s=0.0005, error_ratio=0.5, queue_min_waiting=100, window="30s", for_s=0
+        ),
+    ):
         assert "SUCCESS: 3 rules found" in dk.check_rules(rules)
         assert "SUCCESS" in dk.test_rules(rules)
         names = [r["alert"] for r in rules.to_dict()["groups"][0]["rules"]]
@@ -95,11 +122,12 @@ def test_a_broken_rule_file_fails_with_promtools_report(tmp_path):
 
 # ---- Grafana ------------------------------------------------------------------------------
 
+
 def test_grafana_dashboard_has_the_panels_and_a_datasource_variable(tmp_path):
     path = dk.write_grafana_dashboard(tmp_path / "dashboard.json", window="2m")
     board = json.loads(path.read_text())
     titles = [p["title"] for p in board["panels"]]
-    assert titles == [p.title for p in dk.standard_panels()]
+    assert titles == [p.title for p in standard_panels()]
     assert board["templating"]["list"][0]["type"] == "datasource"
     exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
     assert any("histogram_quantile(0.95" in e for e in exprs)
@@ -109,11 +137,13 @@ def test_grafana_dashboard_has_the_panels_and_a_datasource_variable(tmp_path):
 
 # ---- a real Prometheus over a real deploykit server ---------------------------------------
 
+
 def test_prometheus_scrapes_deploykit_and_llamacpp_and_counts_every_request():
     n = 12
     rules = dk.AlertRules(ttft_p95_s=0.0005, window="10s", for_s=0)  # fires on any traffic
-    llama_args = dk.LlamaCppArgs(model="smollm2-135m", ctx_size=256, n_parallel=1, threads=1,
-                                 metrics=True)
+    llama_args = dk.LlamaCppArgs(
+        model="smollm2-135m", ctx_size=256, n_parallel=1, threads=1, metrics=True
+    )
     with ExitStack() as stack:
         # both servers load on one thread each: start them side by side on the two cores
         with ThreadPoolExecutor(1) as pool:
@@ -122,26 +152,40 @@ def test_prometheus_scrapes_deploykit_and_llamacpp_and_counts_every_request():
                 srv = stack.enter_context(start_server(name="serve-monitor"))
             finally:
                 llama = stack.enter_context(starting.result())
-        prom = stack.enter_context(dk.start_prometheus(
-            {"deploykit": srv, "llamacpp": llama}, rules=rules, scrape_interval_s=1))
+        prom = stack.enter_context(
+            dk.start_prometheus(
+                {"deploykit": srv, "llamacpp": llama}, rules=rules, scrape_interval_s=1
+            )
+        )
         assert prom.targets()["health"].tolist() == ["up", "up"]
-        load, trace = dk.watch_live(prom, lambda: dk.run_load(
-            srv.url, dk.LoadSpec(model=MODEL, max_tokens=8), num_requests=n, concurrency=4))
+        load, trace = dk.watch_live(
+            prom,
+            lambda: dk.run_load(
+                srv.url, dk.LoadSpec(model=MODEL, max_tokens=8), num_requests=n, concurrency=4
+            ),
+        )
         assert load.num_ok == n
-        llama_load = dk.run_load(llama.url, dk.LoadSpec(model=llama_args.served_name,
-                                                        max_tokens=4), num_requests=1)
+        llama_load = dk.run_load(
+            llama.url, dk.LoadSpec(model=llama_args.served_name, max_tokens=4), num_requests=1
+        )
         assert llama_load.num_ok == 1
         prom.wait_for_scrape()
         assert prom.value("sum(llamacpp:tokens_predicted_total)") == 4
         assert prom.value("sum(deploykit:request_success_total)") == n
         assert prom.value('sum(http_requests_total{handler="/v1/completions"})') == n
-        assert prom.value("sum(" + dk.metric_selector("e2e_request_latency_seconds_count") + ")") == n
+        assert (
+            prom.value("sum(" + dk.metric_selector("e2e_request_latency_seconds_count") + ")") == n
+        )
         assert prom.value("sum(deploykit:generation_tokens_total)") == n * 8
         firing = prom.wait_for_alert("HighTimeToFirstTokenP95", timeout_s=20)
         assert firing["job"].tolist() == ["deploykit"]
-        assert prom.wait_for_alert("HighTimeToFirstTokenP95", jobs="deploykit")["job"].tolist() == ["deploykit"]
+        assert prom.wait_for_alert("HighTimeToFirstTokenP95", jobs="deploykit")["job"].tolist() == [
+            "deploykit"
+        ]
         with pytest.raises(PrometheusError, match=r"not firing for jobs \['deploykit', 'nosuch'\]"):
-            prom.wait_for_alert("HighTimeToFirstTokenP95", timeout_s=1, jobs=["deploykit", "nosuch"])
+            prom.wait_for_alert(
+                "HighTimeToFirstTokenP95", timeout_s=1, jobs=["deploykit", "nosuch"]
+            )
         for panel in dk.grafana_dashboard()["panels"]:  # every dashboard query is valid PromQL
             for target in panel["targets"]:
                 prom.query(target["expr"])

@@ -19,31 +19,50 @@ from pathlib import Path
 import pytest
 
 import deploykit as dk
-from deploykit._toybuild import CHAT_TEMPLATE as TOY_TEMPLATE
-from deploykit.engines.ollama import (PARAMETERS, create_command, go_template, modelfile,
-                                      ollama_available, write_modelfile)
+from deploykit.engines.ollama import (
+    PARAMETERS,
+    create_command,
+    go_template,
+    modelfile,
+    ollama_available,
+    write_modelfile,
+)
 from deploykit.errors import InvalidArgumentError
+from deploykit.models.toy import CHAT_TEMPLATE as TOY_TEMPLATE
 
 # Ollama's own ChatML template: template/chatml.gotmpl in github.com/ollama/ollama
-OLLAMA_CHATML = ("{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
-                 "{{ end }}<|im_start|>assistant\n")
-CHATML_PLAIN = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
-                "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-                "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
-LLAMA3 = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] "
-          "+ '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-          "{% endif %}")
+OLLAMA_CHATML = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n"
+    "{{ end }}<|im_start|>assistant\n"
+)
+CHATML_PLAIN = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] "
+    "+ '<|end_header_id|>\\n\\n' + message['content'] + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+    "{% endif %}"
+)
 # looks like ChatML, but drops system messages: must not be mistaken for it
-CHATML_NO_SYSTEM = CHATML_PLAIN.replace("{{'<|im_start|>'", "{% if message['role'] != 'system' %}"
-                                        "{{'<|im_start|>'").replace("}}{% endfor %}",
-                                                                    "}}{% endif %}{% endfor %}")
+CHATML_NO_SYSTEM = CHATML_PLAIN.replace(
+    "{{'<|im_start|>'", "{% if message['role'] != 'system' %}{{'<|im_start|>'"
+).replace("}}{% endfor %}", "}}{% endif %}{% endfor %}")
 CONVERSATIONS = [
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi there"},
-     {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "What is 2+2?"}],
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hi there"},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": "What is 2+2?"},
+    ],
     [{"role": "user", "content": "Hi there"}],
-    [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"},
-     {"role": "user", "content": "Bye\nnow"}],
+    [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Yo"},
+        {"role": "user", "content": "Bye\nnow"},
+    ],
 ]
 
 
@@ -57,7 +76,7 @@ def _go_tokens(template: str) -> list[tuple[str, str]]:
     parts: list[list] = []
     pos = 0
     for m in _ACTION.finditer(template):
-        text = template[pos:m.start()]
+        text = template[pos : m.start()]
         parts.append(["text", text.rstrip(_GO_SPACE) if m.group(1) else text])
         parts.append(["action", m.group(2), bool(m.group(3))])
         pos = m.end()
@@ -91,7 +110,7 @@ def _go_parse(tokens, i=0):
                 branches.append((cond, body))
                 if tokens[i][1] == "end":
                     break
-                cond = "true" if tokens[i][1] == "else" else tokens[i][1][len("else if "):]
+                cond = "true" if tokens[i][1] == "else" else tokens[i][1][len("else if ") :]
             nodes.append(("if", branches))
             i += 1
         else:
@@ -100,8 +119,13 @@ def _go_parse(tokens, i=0):
     return nodes, i
 
 
-_FUNCS = {"eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "not": lambda a: not a,
-          "and": lambda *a: all(a), "or": lambda *a: any(a)}
+_FUNCS = {
+    "eq": lambda a, b: a == b,
+    "ne": lambda a, b: a != b,
+    "not": lambda a: not a,
+    "and": lambda *a: all(a),
+    "or": lambda *a: any(a),
+}
 
 
 def _go_operand(tokens, dot, variables):
@@ -156,8 +180,10 @@ def go_render(template: str, messages: list[dict], system: str | None = None) ->
     if system is not None and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
     ollama_messages = [{"Role": m["role"], "Content": m["content"]} for m in messages]
-    data = {"Messages": ollama_messages,
-            "System": "\n\n".join(m["content"] for m in messages if m["role"] == "system")}
+    data = {
+        "Messages": ollama_messages,
+        "System": "\n\n".join(m["content"] for m in messages if m["role"] == "system"),
+    }
     nodes, end = _go_parse(_go_tokens(template))
     assert end == len(_go_tokens(template)), "unbalanced {{ end }}"
     return _go_exec(nodes, data, data, {})
@@ -165,13 +191,25 @@ def go_render(template: str, messages: list[dict], system: str | None = None) ->
 
 def test_the_go_renderer_runs_ollamas_own_chatml_template():
     assert go_render(OLLAMA_CHATML, CONVERSATIONS[1]) == (
-        "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n")
+        "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 # -- Ollama's Modelfile parser -----------------------------------------------------------------
 
-_COMMANDS = {"from", "license", "template", "system", "adapter", "draft", "renderer", "parser",
-             "parameter", "message", "requires"}
+_COMMANDS = {
+    "from",
+    "license",
+    "template",
+    "system",
+    "adapter",
+    "draft",
+    "renderer",
+    "parser",
+    "parameter",
+    "message",
+    "requires",
+}
 
 
 def _unquote(s: str) -> tuple[str, bool]:
@@ -231,6 +269,7 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
 
 # -- GGUF files --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def smollm2_source():
     return dk.resolve_model("smollm2-135m", progress=False)
@@ -276,14 +315,17 @@ def toy_gguf(tmp_path) -> Path:
 
 # -- the Go templates render what the Jinja templates render ----------------------------------
 
+
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 def test_chatml_go_template_matches_smollm2s_jinja(messages, smollm2_tokenizer):
     converted = go_template(smollm2_tokenizer.chat_template)
     assert converted.family == "chatml"
-    assert converted.default_system == ("You are a helpful AI assistant named SmolLM, trained "
-                                        "by Hugging Face")
-    jinja = smollm2_tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+    assert converted.default_system == (
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    )
+    jinja = smollm2_tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True
+    )
     assert go_render(converted.text, messages) == jinja
 
 
@@ -292,18 +334,22 @@ def test_chatml_writes_no_extra_bos_when_bos_is_im_start(messages, smollm2_token
     # smollm2's BOS token is <|im_start|>, which its ChatML template writes in every turn:
     # even when the runtime adds no BOS, the Go template must not write one more
     tok = smollm2_tokenizer
-    converted = go_template(tok.chat_template, bos_token=tok.bos_token, eos_token=tok.eos_token,
-                            add_bos_token=False)
+    converted = go_template(
+        tok.chat_template, bos_token=tok.bos_token, eos_token=tok.eos_token, add_bos_token=False
+    )
     assert go_render(converted.text, messages) == tok.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True)
+        messages, tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_chatml_system_from_the_modelfile_replaces_the_default(smollm2_tokenizer):
     text = go_template(smollm2_tokenizer.chat_template).text
     chat = [{"role": "user", "content": "Hi"}]
     expected = smollm2_tokenizer.apply_chat_template(
-        [{"role": "system", "content": "Be brief."}, *chat], tokenize=False,
-        add_generation_prompt=True)
+        [{"role": "system", "content": "Be brief."}, *chat],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     assert go_render(text, chat, system="Be brief.") == expected
     assert "SmolLM" not in expected
 
@@ -328,11 +374,20 @@ def test_toy_inst_go_template_matches_the_toys_jinja(messages, toy_tokenizer):
     assert added.stops == ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
 
 
-@pytest.mark.parametrize("template", [LLAMA3, CHATML_NO_SYSTEM, "{{ messages[0]['content'] }}",
-                                      "{% for m in messages %}{{ m.nope.deeper }}{% endfor %}",
-                                      "{% if %}"])
+@pytest.mark.parametrize(
+    "template",
+    [
+        LLAMA3,
+        CHATML_NO_SYSTEM,
+        "{{ messages[0]['content'] }}",
+        "{% for m in messages %}{{ m.nope.deeper }}{% endfor %}",
+        "{% if %}",
+    ],
+)
 def test_an_unrecognised_template_says_to_pass_template(template, tmp_path):
-    with pytest.raises(InvalidArgumentError, match=r"pass it as modelfile\(gguf, template=\.\.\.\)"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"pass it as modelfile\(gguf, template=\.\.\.\)"
+    ):
         go_template(template, bos_token="<s>", eos_token="</s>")
     gguf = metadata_gguf(tmp_path / "m.gguf", template)
     with pytest.raises(InvalidArgumentError, match="template="):
@@ -343,12 +398,24 @@ def test_an_unrecognised_template_says_to_pass_template(template, tmp_path):
 
 # -- the Modelfile, field by field ------------------------------------------------------------
 
+
 def test_smollm2_modelfile_reads_back_as_written(smollm2_source, smollm2_tokenizer):
     gguf = smollm2_source.gguf_file
-    text = modelfile(gguf, chat_template=smollm2_tokenizer.chat_template, system="Be brief.",
-                     parameters={"num_ctx": 2048, "temperature": 0.2, "top_p": 0.9, "top_k": 40,
-                                 "seed": 7, "num_predict": 64, "repeat_penalty": 1.1,
-                                 "stop": ["<|im_end|>", "\n\nUser:"]})
+    text = modelfile(
+        gguf,
+        chat_template=smollm2_tokenizer.chat_template,
+        system="Be brief.",
+        parameters={
+            "num_ctx": 2048,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "top_k": 40,
+            "seed": 7,
+            "num_predict": 64,
+            "repeat_penalty": 1.1,
+            "stop": ["<|im_end|>", "\n\nUser:"],
+        },
+    )
     assert text.startswith("# ") and text.endswith("\n")
     assert text.splitlines()[1] == f"FROM {gguf.absolute()}"
     commands = parse_modelfile(text)
@@ -356,9 +423,15 @@ def test_smollm2_modelfile_reads_back_as_written(smollm2_source, smollm2_tokeniz
         ("model", str(gguf.absolute())),
         ("template", go_template(smollm2_tokenizer.chat_template).text),
         ("system", "Be brief."),
-        ("num_ctx", "2048"), ("temperature", "0.2"), ("top_p", "0.9"), ("top_k", "40"),
-        ("seed", "7"), ("num_predict", "64"), ("repeat_penalty", "1.1"),
-        ("stop", "<|im_end|>"), ("stop", "\n\nUser:"),  # stop repeats, one line each
+        ("num_ctx", "2048"),
+        ("temperature", "0.2"),
+        ("top_p", "0.9"),
+        ("top_k", "40"),
+        ("seed", "7"),
+        ("num_predict", "64"),
+        ("repeat_penalty", "1.1"),
+        ("stop", "<|im_end|>"),
+        ("stop", "\n\nUser:"),  # stop repeats, one line each
     ]
 
 
@@ -376,8 +449,10 @@ def test_template_is_used_as_given_and_nothing_is_added(toy_gguf):
     assert parse_modelfile(modelfile(toy_gguf)) == [("model", str(toy_gguf))]
 
 
-@pytest.mark.parametrize("value", ['say "hi" now', "\n", " leading and trailing ", 'ends in "',
-                                   "tab\there", "<|im_end|>"])
+@pytest.mark.parametrize(
+    "value",
+    ['say "hi" now', "\n", " leading and trailing ", 'ends in "', "tab\there", "<|im_end|>"],
+)
 def test_awkward_text_survives_ollamas_parser(value, toy_gguf):
     text = modelfile(toy_gguf, system=value, parameters={"stop": [value, "plain"]})
     assert parse_modelfile(text)[1:] == [("system", value), ("stop", value), ("stop", "plain")]
@@ -392,8 +467,9 @@ def test_toy_modelfile_from_a_gguf_file(toy_gguf, toy_tokenizer, tmp_path):
     assert "</s>" in commands["template"] and not commands["template"].startswith("<s>")
     assert commands["num_ctx"] == "512"
     chat = CONVERSATIONS[0]
-    assert toy_tokenizer.bos_token + go_render(commands["template"], chat) == \
-        toy_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert toy_tokenizer.bos_token + go_render(
+        commands["template"], chat
+    ) == toy_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
 
 
 def test_a_gguf_without_add_bos_gets_bos_in_the_template(tmp_path):
@@ -416,13 +492,16 @@ def test_write_modelfile_for_smollm2_by_name(smollm2_source, tmp_path):
 
 # -- bad input ---------------------------------------------------------------------------------
 
+
 def test_a_toy_without_gguf_says_to_export_one(tmp_path):
     with pytest.raises(InvalidArgumentError, match=r"dk\.export_gguf\('toy-tiny'\)"):
         write_modelfile("toy-tiny", tmp_path / "Modelfile")
 
 
 def test_missing_wrong_or_fake_gguf_files_say_how_to_get_one(tmp_path):
-    with pytest.raises(InvalidArgumentError, match=r"does not exist.*resolve_model\(name\)\.gguf_file"):
+    with pytest.raises(
+        InvalidArgumentError, match=r"does not exist.*resolve_model\(name\)\.gguf_file"
+    ):
         modelfile(tmp_path / "absent.gguf")
     with pytest.raises(InvalidArgumentError, match=r"not a \.gguf file.*dk\.export_gguf\(name\)"):
         modelfile(tmp_path / "model.safetensors")
@@ -445,41 +524,57 @@ def test_unknown_parameter_lists_the_valid_names(toy_gguf):
         modelfile(toy_gguf, parameters={"mirostat": 1})
     message = str(info.value)
     assert "'mirostat' is not an Ollama parameter" in message
-    for name in ("num_ctx", "temperature", "top_p", "top_k", "stop", "num_predict", "seed",
-                 "repeat_penalty", "min_p"):
+    for name in (
+        "num_ctx",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop",
+        "num_predict",
+        "seed",
+        "repeat_penalty",
+        "min_p",
+    ):
         assert name in message and name in PARAMETERS
 
 
-@pytest.mark.parametrize("parameters, match", [
-    ({"num_ctx": "4096"}, "num_ctx='4096' must be an integer"),
-    ({"num_ctx": 4096.0}, "must be an integer"),
-    ({"seed": True}, "must be an integer"),
-    ({"temperature": "hot"}, "finite number"),
-    ({"temperature": float("nan")}, "finite number"),
-    ({"use_mmap": 1}, "True or False"),
-    ({"stop": ""}, "stop"),
-    ({"stop": []}, "stop"),
-    ({"stop": ["ok", 3]}, "stop"),
-    ({"stop": 'x"""y'}, '"""'),
-])
+@pytest.mark.parametrize(
+    "parameters, match",
+    [
+        ({"num_ctx": "4096"}, "num_ctx='4096' must be an integer"),
+        ({"num_ctx": 4096.0}, "must be an integer"),
+        ({"seed": True}, "must be an integer"),
+        ({"temperature": "hot"}, "finite number"),
+        ({"temperature": float("nan")}, "finite number"),
+        ({"use_mmap": 1}, "True or False"),
+        ({"stop": ""}, "stop"),
+        ({"stop": []}, "stop"),
+        ({"stop": ["ok", 3]}, "stop"),
+        ({"stop": 'x"""y'}, '"""'),
+    ],
+)
 def test_bad_parameter_values(parameters, match, toy_gguf):
     with pytest.raises(InvalidArgumentError, match=match):
         modelfile(toy_gguf, parameters=parameters)
 
 
 def test_bool_and_float_parameters_are_written_as_ollama_reads_them(toy_gguf):
-    commands = parse_modelfile(modelfile(toy_gguf, parameters={"use_mmap": False, "min_p": 0,
-                                                               "temperature": 1e-5}))
+    commands = parse_modelfile(
+        modelfile(toy_gguf, parameters={"use_mmap": False, "min_p": 0, "temperature": 1e-5})
+    )
     assert commands[1:] == [("use_mmap", "false"), ("min_p", "0.0"), ("temperature", "1e-05")]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"system": 'He said """no"""'}, '"""'),
-    ({"system": "bell\x07"}, "control characters"),
-    ({"template": '{{ .Prompt }}"""'}, '"""'),
-    ({"template": "  "}, "template is empty"),
-    ({"template": "{{ .Prompt }}", "chat_template": CHATML_PLAIN}, "not both"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"system": 'He said """no"""'}, '"""'),
+        ({"system": "bell\x07"}, "control characters"),
+        ({"template": '{{ .Prompt }}"""'}, '"""'),
+        ({"template": "  "}, "template is empty"),
+        ({"template": "{{ .Prompt }}", "chat_template": CHATML_PLAIN}, "not both"),
+    ],
+)
 def test_text_ollama_cannot_read_back_is_refused(kwargs, match, toy_gguf):
     with pytest.raises(InvalidArgumentError, match=match):
         modelfile(toy_gguf, **kwargs)
@@ -487,9 +582,15 @@ def test_text_ollama_cannot_read_back_is_refused(kwargs, match, toy_gguf):
 
 # -- the ollama command ------------------------------------------------------------------------
 
+
 def test_create_command(tmp_path):
     assert create_command("smollm2-dk", tmp_path / "Modelfile") == [
-        "ollama", "create", "smollm2-dk", "-f", str(tmp_path / "Modelfile")]
+        "ollama",
+        "create",
+        "smollm2-dk",
+        "-f",
+        str(tmp_path / "Modelfile"),
+    ]
     assert create_command("me/toy:q4", "Modelfile")[2] == "me/toy:q4"
     with pytest.raises(InvalidArgumentError, match="model name"):
         create_command("two words", "Modelfile")
@@ -503,11 +604,16 @@ def _tool(folder: Path, script: str) -> None:
 
 def test_ollama_available(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert ollama_available() == (False, "no `ollama` on PATH: install it from "
-                                         "https://ollama.com/download")
+    assert ollama_available() == (
+        False,
+        "no `ollama` on PATH: install it from https://ollama.com/download",
+    )
     # what `ollama --version` prints with no server running: it still exits 0
-    _tool(tmp_path, "print('Warning: could not connect to a running Ollama instance')\n"
-                    "print('Warning: client version is 0.12.3')\n")
+    _tool(
+        tmp_path,
+        "print('Warning: could not connect to a running Ollama instance')\n"
+        "print('Warning: client version is 0.12.3')\n",
+    )
     ok, reason = ollama_available()
     assert ok and "client version is 0.12.3" in reason
     _tool(tmp_path, "import sys\nprint('broken install', file=sys.stderr)\nsys.exit(3)\n")
@@ -516,5 +622,6 @@ def test_ollama_available(tmp_path, monkeypatch):
 
 
 def test_exported_from_deploykit():
-    for name in ("modelfile", "write_modelfile", "ollama_available", "create_command"):
+    for name in ("write_modelfile", "ollama_available", "create_command"):  # what 05 calls
         assert name in dk.__all__ and getattr(dk, name) is getattr(dk.engines.ollama, name)
+    assert dk.engines.ollama.modelfile is modelfile

@@ -13,15 +13,20 @@ import sys
 import httpx
 import pytest
 import schemathesis
-
 from _servers import MODEL, start_server
 
 # Each check is one way the document and the server could disagree. positive_data_acceptance
 # is left out: no JSON schema can say "prompt tokens + max_tokens <= context length" (it needs
 # the tokenizer), so a schema-valid request can be a 400 that says how to shorten it.
-CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
-          "response_headers_conformance", "response_schema_conformance",
-          "negative_data_rejection", "unsupported_method")
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "unsupported_method",
+)
 MAX_EXAMPLES = 50  # per operation in the fuzzing phase; the coverage phase adds its own cases
 # The costliest request the server allows (all 2048 tokens of context, ignore_eos) takes
 # ~15 s on one CPU thread; most fuzzed requests stop after 16 tokens or at EOS, and a run
@@ -84,8 +89,11 @@ def test_server_limits_are_written_in(doc, server, tiny):
     max_tokens, _null = completion["properties"]["max_tokens"]["anyOf"]
     assert max_tokens["minimum"] == 1 and max_tokens["maximum"] == context - 1
     token_ids = completion["properties"]["prompt"]["anyOf"][1]
-    assert token_ids["items"] == {"type": "integer", "minimum": 0,
-                                  "maximum": len(tiny.tokenizer) - 1}
+    assert token_ids["items"] == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": len(tiny.tokenizer) - 1,
+    }
     assert "x-deploykit-limit" not in json.dumps(doc)
 
 
@@ -107,16 +115,36 @@ def test_errors_are_declared_as_they_occur(doc):
 def test_schemathesis_finds_no_server_error_or_mismatch(server, doc, tmp_path):
     report_path = tmp_path / "report.json"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", server.url + "/openapi.json",
-        "--phases", "coverage,fuzzing", "--max-examples", str(MAX_EXAMPLES),
-        "--checks", ",".join(CHECKS), "--request-timeout", str(REQUEST_TIMEOUT_S),
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        server.url + "/openapi.json",
+        "--phases",
+        "coverage,fuzzing",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--checks",
+        ",".join(CHECKS),
+        "--request-timeout",
+        str(REQUEST_TIMEOUT_S),
         # one worker: hypothesis in several threads trips a CPython 3.11 AST bug
         # ("AST constructor recursion depth mismatch"); shrinking would replay slow cases
-        "--workers", "1", "--no-shrink", "--generation-database", "none",
-        "--report", "json", "--report-json-path", str(report_path), "--no-color"]
+        "--workers",
+        "1",
+        "--no-shrink",
+        "--generation-database",
+        "none",
+        "--report",
+        "json",
+        "--report-json-path",
+        str(report_path),
+        "--no-color",
+    ]
     try:  # in tmp_path: schemathesis writes caches into the working directory
-        run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True,
-                             timeout=RUN_TIMEOUT_S)
+        run = subprocess.run(
+            command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"schemathesis did not finish within {RUN_TIMEOUT_S} s")
     assert report_path.exists(), run.stdout[-3000:] + run.stderr[-3000:]
@@ -127,8 +155,9 @@ def test_schemathesis_finds_no_server_error_or_mismatch(server, doc, tmp_path):
     assert report["test_cases"]["generated"] >= 100, why
     assert report["failures"] == [] and report["errors"] == [], why  # no 5xx, no mismatch
     assert report["test_cases"]["errored"] == 0, why  # no request timed out
-    assert {"coverage", "fuzzing"} <= {name for name, phase in report["phases"].items()
-                                       if phase["status"] == "success"}, why
+    assert {"coverage", "fuzzing"} <= {
+        name for name, phase in report["phases"].items() if phase["status"] == "success"
+    }, why
     # schemathesis warns when the server rejects most of what the schema allows
     assert not report["warnings"].get("validation_mismatch"), why
     assert run.returncode == 0, why

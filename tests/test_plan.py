@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploykit import plan as P
 from deploykit.errors import UnknownGPUError, UnknownModelError
+from deploykit.plan import memory as P
 
 # Parameter counts as published with each model (safetensors metadata on the hub).
 PUBLISHED_PARAMETERS = {
@@ -65,7 +65,9 @@ def test_quantized_weights_shrink_in_order():
 def test_plan_budget_adds_up():
     p = P.memory_plan("Llama-3.1-8B", "A100-80GB", context_len_tokens=8192)
     assert p.budget_bytes == int(P.gpu("A100-80GB").memory_bytes * 0.9)
-    assert p.kv_cache_bytes == p.budget_bytes - p.weight_bytes - p.activation_bytes - p.overhead_bytes
+    assert (
+        p.kv_cache_bytes == p.budget_bytes - p.weight_bytes - p.activation_bytes - p.overhead_bytes
+    )
     assert p.kv_capacity_tokens * p.kv_bytes_per_token <= p.kv_cache_bytes
     assert p.max_concurrent_seqs == p.kv_capacity_tokens // 8192
     assert p.fits and "Llama-3.1-8B" in p.summary()
@@ -73,8 +75,12 @@ def test_plan_budget_adds_up():
 
 def test_knobs_move_kv_capacity_the_right_way():
     base = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096)
-    more_memory = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096, gpu_memory_utilization=0.95)
-    bigger_steps = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096, max_num_batched_tokens=32768)
+    more_memory = P.memory_plan(
+        "Llama-3.1-8B", "L4", context_len_tokens=4096, gpu_memory_utilization=0.95
+    )
+    bigger_steps = P.memory_plan(
+        "Llama-3.1-8B", "L4", context_len_tokens=4096, max_num_batched_tokens=32768
+    )
     fp8_kv = P.memory_plan("Llama-3.1-8B", "L4", context_len_tokens=4096, kv_dtype="fp8")
     assert more_memory.kv_capacity_tokens > base.kv_capacity_tokens
     assert bigger_steps.kv_capacity_tokens < base.kv_capacity_tokens

@@ -14,7 +14,8 @@ import pytest
 import deploykit as dk
 from deploykit.engines.tgi import QUANTIZE as TGI_QUANTIZE
 from deploykit.engines.vllm import QUANTIZATIONS as VLLM_QUANTIZATIONS
-from deploykit.quantize import held_out_windows, require_bitsandbytes
+from deploykit.models.quantization import require_bitsandbytes
+from deploykit.quantize.measure import held_out_windows
 
 # Each method's held-out perplexity stays within this factor of float32's (2 windows of 128
 # tokens). Measured: int8 1.05x, nf4 1.33x, fp4 about 1.5x; a broken kernel gives 10x or nan.
@@ -34,8 +35,9 @@ def loaded(smollm2):
     models = {"fp32": smollm2}
     for name in dk.QUANTIZATIONS:
         if name != "fp32":
-            models[name] = dk.load_model("smollm2-135m", device="cpu", quantization=name,
-                                         progress=False)
+            models[name] = dk.load_model(
+                "smollm2-135m", device="cpu", quantization=name, progress=False
+            )
     at_load = {name: dk.weight_bytes(lm) for name, lm in models.items()}
     return models, at_load
 
@@ -72,8 +74,10 @@ def test_quantized_linear_layers_shrink_as_promised(loaded):
     assert fp32.total_bytes == fp32.fp32_bytes == 4 * models["fp32"].num_parameters
     for sizes in (at_load, running):
         for name, size in sizes.items():  # the same parameters, whatever their storage
-            assert (size.fp32_bytes, size.linear_fp32_bytes) == (fp32.fp32_bytes,
-                                                                 fp32.linear_fp32_bytes), name
+            assert (size.fp32_bytes, size.linear_fp32_bytes) == (
+                fp32.fp32_bytes,
+                fp32.linear_fp32_bytes,
+            ), name
         assert sizes["int8"].linear_bytes < 0.40 * fp32.linear_bytes
         assert sizes["nf4"].linear_bytes < 0.25 * fp32.linear_bytes
         assert sizes["bf16"].total_bytes == fp32.total_bytes // 2
@@ -87,8 +91,9 @@ def test_quantized_linear_layers_shrink_as_promised(loaded):
         # on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit layers at their first forward:
         # bf16 scales, and the double quantization undone (so nf4-dq saves nothing there)
         assert running["nf4"].linear_ratio == pytest.approx((0.5 + 2 / 64) / 4, rel=0.01)
-        assert running["nf4-dq"].linear_bytes == pytest.approx(running["nf4"].linear_bytes,
-                                                               rel=1e-4)  # a stale offset each
+        assert running["nf4-dq"].linear_bytes == pytest.approx(
+            running["nf4"].linear_bytes, rel=1e-4
+        )  # a stale offset each
 
 
 def test_perplexity_of_every_method_is_near_float32(loaded, windows):
@@ -100,9 +105,9 @@ def test_perplexity_of_every_method_is_near_float32(loaded, windows):
 
 
 def test_held_out_windows_are_the_build_reports_tokens(smollm2):
-    from deploykit import _toybuild
+    from deploykit.models import _build
 
-    stream = _toybuild._token_stream(smollm2.tokenizer, _toybuild.corpus()[1][:100])
+    stream = _build.token_stream(smollm2.tokenizer, _build.corpus()[1][:100])
     assert held_out_windows(smollm2.tokenizer, 3, 128) == stream[:384].view(3, 128).tolist()
 
 
@@ -124,9 +129,14 @@ def test_int8_threshold_reaches_bitsandbytes(smollm2):
 
     config = dk.Quantization("int8", int8_threshold=0.0).bnb_config(torch.float32)
     assert config.load_in_8bit and config.llm_int8_threshold == 0.0
-    config = dk.Quantization("nf4", double_quant=True, compute_dtype="bf16").bnb_config(torch.bfloat16)
-    assert (config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant,
-            config.bnb_4bit_compute_dtype) == ("nf4", True, torch.bfloat16)
+    config = dk.Quantization("nf4", double_quant=True, compute_dtype="bf16").bnb_config(
+        torch.bfloat16
+    )
+    assert (
+        config.bnb_4bit_quant_type,
+        config.bnb_4bit_use_double_quant,
+        config.bnb_4bit_compute_dtype,
+    ) == ("nf4", True, torch.bfloat16)
 
 
 def test_missing_bitsandbytes_says_what_to_install(monkeypatch):
@@ -157,17 +167,29 @@ def test_broken_or_old_bitsandbytes_says_what_to_do(monkeypatch):
 def test_serving_table_names_real_flags():
     table = dk.serving_table()
     assert list(table.index) == list(dk.QUANTIZATIONS)
-    for method, flag in (("int8", "bitsandbytes"), ("nf4", "bitsandbytes-nf4"),
-                         ("fp4", "bitsandbytes-fp4")):
+    for method, flag in (
+        ("int8", "bitsandbytes"),
+        ("nf4", "bitsandbytes-nf4"),
+        ("fp4", "bitsandbytes-fp4"),
+    ):
         assert f"--quantize {flag}" in table.loc[method, "TGI"] and flag in TGI_QUANTIZE
     assert "--quantization fp8" in table.loc["int8", "vLLM"] and "fp8" in VLLM_QUANTIZATIONS
     assert "bitsandbytes" not in VLLM_QUANTIZATIONS  # why the table offers no vLLM bnb flag
 
 
 def test_measure_quantization_rows_and_llamacpp_logits_agree():
-    df = dk.measure_quantization("smollm2-135m", ["fp32", "nf4"], gguf=["shipped"], device="cpu",
-                                 windows=1, max_tokens=3, repeats=1, answer_tokens=8,
-                                 threads=1, progress=False)
+    df = dk.measure_quantization(
+        "smollm2-135m",
+        ["fp32", "nf4"],
+        gguf=["shipped"],
+        device="cpu",
+        windows=1,
+        max_tokens=3,
+        repeats=1,
+        answer_tokens=8,
+        threads=1,
+        progress=False,
+    )
     assert list(df.index) == ["fp32", "nf4", "gguf Q4_1 (shipped)"]
     assert df.loc["fp32", "weight_ratio"] == 1.0 and df.loc["nf4", "linear_ratio"] < 0.25
     assert (df[["tokens_per_s_batch1", "tokens_per_s_batch8", "load_s"]] > 0).all().all()
@@ -175,14 +197,16 @@ def test_measure_quantization_rows_and_llamacpp_logits_agree():
     # the shipped Q4_1 file holds the very weights of the float32 folder (dequantized from
     # it), so llama.cpp's logits must give nearly the same perplexity on the same tokens
     assert df.loc["gguf Q4_1 (shipped)", "perplexity_ratio"] == pytest.approx(1.0, abs=0.03)
-    assert df.loc["gguf Q4_1 (shipped)", "file_bytes"] > df.loc["gguf Q4_1 (shipped)", "weight_bytes"]
+    assert (
+        df.loc["gguf Q4_1 (shipped)", "file_bytes"] > df.loc["gguf Q4_1 (shipped)", "weight_bytes"]
+    )
     assert df.attrs["conditions"]["scored_tokens"] == 127
     assert "| `nf4` |" in dk.quantization_table(df)
     fig = dk.plot_quantization(df)
     assert len(fig.axes) == 2
-    from deploykit.quantize.__main__ import body
+    from deploykit.bench.quantize import body
 
-    section = body(df, "python -m deploykit.quantize").splitlines()
+    section = body(df, "deploykit bench quantize").splitlines()
     assert section[0] == "## Quantization on smollm2-135m" and section[1] == ""
     table = section.index(next(line for line in section if line.startswith("| method |")))
     assert section[table - 1] == "" and any("Load average" in line for line in section)

@@ -9,11 +9,10 @@ import time
 
 import httpx
 import pytest
+from _servers import COMPLETION, MODEL, post_completions, three_replicas
 
 import deploykit as dk
-from _servers import COMPLETION, MODEL, post_completions, three_replicas
 from deploykit.router.balancer import COOLING, DOWN, HALF_OPEN, UP, Balancer
-
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +33,7 @@ def _served_by(responses) -> collections.Counter:
 
 # ---- the balancer's decisions, on the real class, no processes -----------------------------
 
+
 def test_least_outstanding_with_round_robin_ties():
     bal = Balancer.create(["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"])
     a, b, c = bal.replicas
@@ -47,8 +47,9 @@ def test_least_outstanding_with_round_robin_ties():
 
 
 def test_breaker_cools_down_then_one_trial_decides():
-    bal = Balancer.create(["http://127.0.0.1:1", "http://127.0.0.1:2"], failure_threshold=2,
-                          cooldown_s=10.0)
+    bal = Balancer.create(
+        ["http://127.0.0.1:1", "http://127.0.0.1:2"], failure_threshold=2, cooldown_s=10.0
+    )
     a, b = bal.replicas
     for _ in range(2):
         bal.finish(bal.pick(exclude={b.url}, now=0.0), ok=False, now=0.0)
@@ -69,36 +70,44 @@ def test_breaker_cools_down_then_one_trial_decides():
     assert a.state == UP
 
 
-@pytest.mark.parametrize("urls, options, match", [
-    ([], {}, "non-empty list"),
-    (["localhost:8000"], {}, "http://host:port"),
-    (["http://127.0.0.1:8000/v1"], {}, "path"),
-    (["http://127.0.0.1:8000"], {"failure_threshold": 0}, "failure_threshold"),
-    (["http://127.0.0.1:8000"], {"cooldown_s": 0}, "cooldown_s"),
-    (["http://127.0.0.1:8000"], {"health_interval_s": -1}, "health_interval_s"),
-])
+@pytest.mark.parametrize(
+    "urls, options, match",
+    [
+        ([], {}, "non-empty list"),
+        (["localhost:8000"], {}, "http://host:port"),
+        (["http://127.0.0.1:8000/v1"], {}, "path"),
+        (["http://127.0.0.1:8000"], {"failure_threshold": 0}, "failure_threshold"),
+        (["http://127.0.0.1:8000"], {"cooldown_s": 0}, "cooldown_s"),
+        (["http://127.0.0.1:8000"], {"health_interval_s": -1}, "health_interval_s"),
+    ],
+)
 def test_bad_arguments_are_refused_before_a_process_starts(urls, options, match):
     with pytest.raises(dk.InvalidArgumentError, match=match):
         dk.start_router(urls, **options)
 
 
 def test_command_line_refuses_a_bad_replica_with_one_line():
-    done = subprocess.run([sys.executable, "-m", "deploykit.router", "--replica", "http://x"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "deploykit", "router", "--replica", "http://x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and "http://host:port" in done.stderr
     assert "Traceback" not in done.stderr
 
 
 # ---- real processes --------------------------------------------------------------------------
 
+
 def test_dead_replica_is_failed_over_without_client_retries(replicas, http):
     dead = f"http://127.0.0.1:{dk.free_port()}"  # nothing listens: connection refused
     # checks far apart and a high threshold: the dead replica stays in rotation, so every
     # request routed to it must be moved by the router itself
-    with dk.start_router([dead, *(r.url for r in replicas)], health_interval_s=60,
-                         failure_threshold=100) as router:
-        answers = [http.post(router.url + "/v1/completions", json=COMPLETION)
-                   for _ in range(12)]
+    with dk.start_router(
+        [dead, *(r.url for r in replicas)], health_interval_s=60, failure_threshold=100
+    ) as router:
+        answers = [http.post(router.url + "/v1/completions", json=COMPLETION) for _ in range(12)]
         stats = dk.router_stats(router)
     assert [a.status_code for a in answers] == [200] * 12
     assert set(_served_by(answers)) == {r.url for r in replicas}
@@ -109,8 +118,10 @@ def test_dead_replica_is_failed_over_without_client_retries(replicas, http):
 
 def test_a_slow_replica_gets_fewer_requests(replicas):
     fast = [r.url for r in replicas[1:]]
-    with dk.start_fault_proxy(replicas[0].url) as slow, \
-            dk.start_router([slow.url, *fast]) as router:
+    with (
+        dk.start_fault_proxy(replicas[0].url) as slow,
+        dk.start_router([slow.url, *fast]) as router,
+    ):
         slow.inject(delay_s=1.0, path_prefix="/v1")  # every completion waits 1 s there
         answers = post_completions(router.url, requests=24, concurrency=6)
     assert [a.status_code for a in answers] == [200] * 24
@@ -120,9 +131,15 @@ def test_a_slow_replica_gets_fewer_requests(replicas):
 
 
 def test_replica_answering_503_is_cooled_down_then_tried_again(replicas, http):
-    with dk.start_fault_proxy(replicas[0].url) as flaky, \
-            dk.start_router([flaky.url, *(r.url for r in replicas[1:])], failure_threshold=2,
-                            cooldown_s=3.0, health_interval_s=0.25) as router:
+    with (
+        dk.start_fault_proxy(replicas[0].url) as flaky,
+        dk.start_router(
+            [flaky.url, *(r.url for r in replicas[1:])],
+            failure_threshold=2,
+            cooldown_s=3.0,
+            health_interval_s=0.25,
+        ) as router,
+    ):
         flaky.inject(status=503, retry_after_s=1, path_prefix="/v1")
         post = lambda: http.post(router.url + "/v1/completions", json=COMPLETION)  # noqa: E731
         first = [post() for _ in range(6)]
@@ -148,8 +165,7 @@ def test_replica_answering_503_is_cooled_down_then_tried_again(replicas, http):
 
 
 def test_stream_cut_by_a_replica_reaches_the_client_broken(replicas, http):
-    with dk.start_fault_proxy(replicas[0].url) as cutter, \
-            dk.start_router([cutter.url]) as router:
+    with dk.start_fault_proxy(replicas[0].url) as cutter, dk.start_router([cutter.url]) as router:
         cutter.inject(cut_stream_after_chunks=3, count=1)
         body = {**COMPLETION, "max_tokens": 64, "ignore_eos": True, "stream": True}
         lines = []
@@ -168,8 +184,9 @@ def test_stream_cut_by_a_replica_reaches_the_client_broken(replicas, http):
 def test_a_client_leaving_frees_its_slot_and_blames_no_replica(replicas, http):
     long = {**COMPLETION, "max_tokens": 1500, "ignore_eos": True}
     with dk.start_router([r.url for r in replicas]) as router:
-        with http.stream("POST", router.url + "/v1/completions",
-                         json={**long, "stream": True}) as response:
+        with http.stream(
+            "POST", router.url + "/v1/completions", json={**long, "stream": True}
+        ) as response:
             next(line for line in response.iter_lines() if line.startswith("data: "))
         with pytest.raises(httpx.ReadTimeout):  # gives up on a long non-streamed answer
             http.post(router.url + "/v1/completions", json=long, timeout=0.3)
@@ -185,9 +202,17 @@ def test_a_client_leaving_frees_its_slot_and_blames_no_replica(replicas, http):
 def test_killing_one_of_three_under_load_loses_nothing(replicas):
     """SIGKILL one replica under a steady load: zero requests lost, broken streams reported."""
     with dk.start_router([r.url for r in replicas], health_interval_s=0.5) as router:
-        drill = dk.failover_drill(router, replicas[0], model=MODEL, num_requests=45,
-                                  concurrency=6, max_tokens=16, streams=3,
-                                  stream_max_tokens=600, kill_after_s=1.0)
+        drill = dk.failover_drill(
+            router,
+            replicas[0],
+            model=MODEL,
+            num_requests=45,
+            concurrency=6,
+            max_tokens=16,
+            streams=3,
+            stream_max_tokens=600,
+            kill_after_s=1.0,
+        )
         stats = dk.router_stats(router)
     assert not replicas[0].is_running()
     assert drill.lost == 0, [r.error for r in drill.requests if r.outcome == "lost"]

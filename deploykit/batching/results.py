@@ -116,36 +116,46 @@ class BatchingResult:
                 by_rows.setdefault(f.rows, []).append(_cost_ms(f, self.forward_cost))
         return {rows: float(np.median(ms)) for rows, ms in sorted(by_rows.items())}
 
-    def within(self, latency_target_ms: float | None = None,
-               ttft_target_ms: float | None = None) -> float:
+    def within(
+        self, latency_target_ms: float | None = None, ttft_target_ms: float | None = None
+    ) -> float:
         """Return the share of requests that met every target given (end-to-end, first token)."""
-        met = sum((latency_target_ms is None or o.latency_s * 1e3 <= latency_target_ms) and
-                  (ttft_target_ms is None or o.ttft_s * 1e3 <= ttft_target_ms)
-                  for o in self.outcomes)
+        met = sum(
+            (latency_target_ms is None or o.latency_s * 1e3 <= latency_target_ms)
+            and (ttft_target_ms is None or o.ttft_s * 1e3 <= ttft_target_ms)
+            for o in self.outcomes
+        )
         return met / len(self.outcomes)
 
-    def summary(self, latency_target_ms: float | None = None,
-                ttft_target_ms: float | None = None) -> dict[str, Any]:
+    def summary(
+        self, latency_target_ms: float | None = None, ttft_target_ms: float | None = None
+    ) -> dict[str, Any]:
         """Return one table row: throughput, latency percentiles, and what the batching did."""
         row = {
-            "strategy": self.strategy, "requests": len(self.outcomes),
-            "output_tokens": self.output_tokens, "wall_s": round(self.wall_s, 3),
-            "tokens_per_s": round(self.tokens_per_s, 1), "cpu_s": round(self.cpu_s, 3),
+            "strategy": self.strategy,
+            "requests": len(self.outcomes),
+            "output_tokens": self.output_tokens,
+            "wall_s": round(self.wall_s, 3),
+            "tokens_per_s": round(self.tokens_per_s, 1),
+            "cpu_s": round(self.cpu_s, 3),
             "tokens_per_cpu_s": round(self.tokens_per_cpu_s, 1),
             "forward_passes": len(self.forwards),
             "mean_batch_size": round(float(np.mean(self.batch_sizes)), 2),
             "tokens_per_forward": round(self.tokens_per_forward, 2),
             "padded_prompt_tokens": self.padded_prompt_tokens,
             "wasted_decode_slots": self.wasted_decode_slots,
-            "ttft_p50_ms": round(self.ttft_ms(50), 1), "latency_p50_ms": round(self.latency_ms(50), 1),
+            "ttft_p50_ms": round(self.ttft_ms(50), 1),
+            "latency_p50_ms": round(self.latency_ms(50), 1),
             "latency_p95_ms": round(self.latency_ms(95), 1),
         }
         if latency_target_ms is not None:
             row[f"latency_within_{latency_target_ms:g}_ms_pct"] = round(
-                100 * self.within(latency_target_ms=latency_target_ms), 1)
+                100 * self.within(latency_target_ms=latency_target_ms), 1
+            )
         if ttft_target_ms is not None:
             row[f"ttft_within_{ttft_target_ms:g}_ms_pct"] = round(
-                100 * self.within(ttft_target_ms=ttft_target_ms), 1)
+                100 * self.within(ttft_target_ms=ttft_target_ms), 1
+            )
         return row
 
 
@@ -153,49 +163,72 @@ def _cost_ms(f: ForwardPass, cost: str) -> float:
     return (f.cpu_s if cost == "cpu" else f.duration_s) * 1e3
 
 
-def batching_table(results: Mapping[str, BatchingResult], latency_target_ms: float | None = None,
-                   ttft_target_ms: float | None = None):
+def batching_table(
+    results: Mapping[str, BatchingResult],
+    latency_target_ms: float | None = None,
+    ttft_target_ms: float | None = None,
+):
     """Return a DataFrame, one row per run, with throughput relative to the 'none' run if any."""
     import pandas as pd
 
-    table = pd.DataFrame([r.summary(latency_target_ms, ttft_target_ms) for r in results.values()],
-                         index=list(results)).drop(columns="strategy")
+    table = pd.DataFrame(
+        [r.summary(latency_target_ms, ttft_target_ms) for r in results.values()],
+        index=list(results),
+    ).drop(columns="strategy")
     if "none" in results:
         for column, ratio in (("tokens_per_s", "x_none"), ("tokens_per_cpu_s", "x_none_cpu")):
-            table.insert(table.columns.get_loc(column) + 1, ratio,
-                         (table[column] / table.loc["none", column]).round(2))
+            table.insert(
+                table.columns.get_loc(column) + 1,
+                ratio,
+                (table[column] / table.loc["none", column]).round(2),
+            )
     return table
 
 
-def answer_agreement(results: Mapping[str, BatchingResult], reference: str = "none",
-                     first_tokens: int | None = None) -> dict[str, float]:
+def answer_agreement(
+    results: Mapping[str, BatchingResult], reference: str = "none", first_tokens: int | None = None
+) -> dict[str, float]:
     """Return, per run, the share of requests whose tokens equal the reference run's.
 
     first_tokens compares only that many leading tokens: in bf16 a batched row may round
     differently from the same prompt alone, and a long greedy answer can part late.
     """
     ref = [o.output_ids[:first_tokens] for o in results[reference].outcomes]
-    return {name: sum(o.output_ids[:first_tokens] == want for o, want in zip(r.outcomes, ref))
-            / len(ref) for name, r in results.items()}
+    return {
+        name: sum(o.output_ids[:first_tokens] == want for o, want in zip(r.outcomes, ref))
+        / len(ref)
+        for name, r in results.items()
+    }
 
 
-def plot_batching(results: Mapping[str, BatchingResult], latency_target_ms: float | None = None,
-                  ttft_target_ms: float | None = None):
+def plot_batching(
+    results: Mapping[str, BatchingResult],
+    latency_target_ms: float | None = None,
+    ttft_target_ms: float | None = None,
+):
     """Plot throughput, latency percentiles and wasted work per run; return the figure."""
     import matplotlib.pyplot as plt
 
     names = list(results)
     x = np.arange(len(names))
     fig, (ax_tp, ax_lat, ax_work) = plt.subplots(1, 3, figsize=(15, 3.8))
-    ax_tp.bar(x - 0.2, [r.tokens_per_s for r in results.values()], 0.4, label="per second of wall time")
+    ax_tp.bar(
+        x - 0.2, [r.tokens_per_s for r in results.values()], 0.4, label="per second of wall time"
+    )
     ax_tp.bar(x + 0.2, [r.tokens_per_cpu_s for r in results.values()], 0.4, label="per CPU second")
     ax_tp.set_ylabel("output tokens")
     ax_tp.set_title("Throughput")
     ax_tp.legend(fontsize=8)
-    for i, (label, q, fn) in enumerate((("TTFT p50", 50, "ttft_ms"), ("latency p50", 50, "latency_ms"),
-                                        ("latency p95", 95, "latency_ms"))):
-        ax_lat.bar(x + (i - 1) * 0.27, [getattr(r, fn)(q) for r in results.values()], 0.27,
-                   label=label)
+    for i, (label, q, fn) in enumerate(
+        (
+            ("TTFT p50", 50, "ttft_ms"),
+            ("latency p50", 50, "latency_ms"),
+            ("latency p95", 95, "latency_ms"),
+        )
+    ):
+        ax_lat.bar(
+            x + (i - 1) * 0.27, [getattr(r, fn)(q) for r in results.values()], 0.27, label=label
+        )
     if latency_target_ms is not None:
         ax_lat.axhline(latency_target_ms, color="gray", ls="--", label="latency target")
     if ttft_target_ms is not None:
@@ -238,8 +271,13 @@ def plot_batch_sizes(results: Mapping[str, BatchingResult]):
     for i, (name, r) in enumerate(results.items()):
         decodes = [f for f in r.forwards if not f.is_prefill]
         ax = fig.add_subplot(grid[i, 0], sharex=fig.axes[1] if i else None)
-        ax.step([f.start_s for f in decodes], [f.rows for f in decodes], where="post", lw=1,
-                color=f"C{i}")
+        ax.step(
+            [f.start_s for f in decodes],
+            [f.rows for f in decodes],
+            where="post",
+            lw=1,
+            color=f"C{i}",
+        )
         ax.set_ylim(0, top)
         ax.set_ylabel(name, rotation=0, ha="right", va="center")
         ax.grid(True, alpha=0.3)

@@ -21,13 +21,18 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from .._runtime import run_sync as _run_sync, torch_threads as _torch_threads
+from .._conditions import load_average
+from .._runtime import run_sync as _run_sync
+from .._runtime import torch_threads as _torch_threads
 from ..errors import InvalidArgumentError
 from ..models import LoadedModel, load_model
 from .results import BatchingOutcome, BatchingResult, ForwardPass
 from .workload import BatchingWorkload
+
+# what a strategy's run returns: outcomes, forward passes, wall_s, cpu_s
+_Run = tuple[tuple[BatchingOutcome, ...], tuple[ForwardPass, ...], float, float]
 
 BATCHING_STRATEGIES: dict[str, str] = {
     "none": "one request at a time, in arrival order",
@@ -46,14 +51,16 @@ class _ForwardLog:
         # [start_s, duration_s, rows, input_tokens, padded, wasted, cpu_s]
         self.rows: list[list] = []
         self._started = self._started_cpu = 0.0
-        self._handles = [model.register_forward_pre_hook(self._pre, with_kwargs=True),
-                         model.register_forward_hook(self._post)]
+        self._handles = [
+            model.register_forward_pre_hook(self._pre, with_kwargs=True),
+            model.register_forward_hook(self._post),
+        ]
 
     def _pre(self, module, args, kwargs) -> None:
         self._started, self._started_cpu = time.perf_counter(), time.thread_time()
         ids = kwargs.get("input_ids", args[0] if args else None)  # [B, S]
         mask = kwargs.get("attention_mask")  # [B, T], its last S columns are this input's
-        padded = 0 if mask is None else int((mask[:, -ids.shape[1]:] == 0).sum())
+        padded = 0 if mask is None else int((mask[:, -ids.shape[1] :] == 0).sum())
         self.rows.append([self._started - self.t0, 0.0, ids.shape[0], ids.numel(), padded, 0, 0.0])
 
     def _post(self, module, args, output) -> None:
@@ -76,30 +83,44 @@ class _ForwardLog:
         return tuple(ForwardPass(*row) for row in self.rows)
 
 
-def _check(strategy: str, workload: BatchingWorkload, batch_size: int, max_wait_ms: float,
-           threads: int | None) -> None:
+def _check(
+    strategy: str,
+    workload: BatchingWorkload,
+    batch_size: int,
+    max_wait_ms: float,
+    threads: int | None,
+) -> None:
     if strategy not in BATCHING_STRATEGIES:
-        raise InvalidArgumentError(f"unknown batching strategy {strategy!r}; use one of "
-                                   f"{', '.join(BATCHING_STRATEGIES)}")
+        raise InvalidArgumentError(
+            f"unknown batching strategy {strategy!r}; use one of {', '.join(BATCHING_STRATEGIES)}"
+        )
     if not isinstance(workload, BatchingWorkload):
-        raise InvalidArgumentError(f"workload must be a BatchingWorkload, got "
-                                   f"{type(workload).__name__}; make one with "
-                                   "dk.batching_workload(num_requests=32)")
+        raise InvalidArgumentError(
+            f"workload must be a BatchingWorkload, got "
+            f"{type(workload).__name__}; make one with "
+            "dk.batching_workload(num_requests=32)"
+        )
     if len(workload) == 0:
-        raise InvalidArgumentError("the workload is empty; make one with "
-                                   "dk.batching_workload(num_requests=32)")
+        raise InvalidArgumentError(
+            "the workload is empty; make one with dk.batching_workload(num_requests=32)"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidArgumentError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if not max_wait_ms >= 0:
-        raise InvalidArgumentError(f"max_wait_ms must be >= 0 (0: take whatever has arrived), "
-                                   f"got {max_wait_ms}")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
-                                or threads < 1):
-        raise InvalidArgumentError(f"threads must be a whole number >= 1 or None (torch's "
-                                   f"default), got {threads!r}")
+        raise InvalidArgumentError(
+            f"max_wait_ms must be >= 0 (0: take whatever has arrived), got {max_wait_ms}"
+        )
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise InvalidArgumentError(
+            f"threads must be a whole number >= 1 or None (torch's default), got {threads!r}"
+        )
     if any(b.arrival_s < a.arrival_s for a, b in zip(workload.requests, workload.requests[1:])):
-        raise InvalidArgumentError("workload requests must be in arrival order; build the "
-                                   "workload with dk.batching_workload")
+        raise InvalidArgumentError(
+            "workload requests must be in arrival order; build the "
+            "workload with dk.batching_workload"
+        )
 
 
 def _encode(lm: LoadedModel, workload: BatchingWorkload) -> list[list[int]]:
@@ -110,7 +131,8 @@ def _encode(lm: LoadedModel, workload: BatchingWorkload) -> list[list[int]]:
         if len(ids) + req.max_new_tokens > lm.context_length:
             raise InvalidArgumentError(
                 f"request {req.index} needs {len(ids)} prompt + {req.max_new_tokens} new tokens, "
-                f"more than {lm.name}'s context of {lm.context_length}; lower max_new_tokens")
+                f"more than {lm.name}'s context of {lm.context_length}; lower max_new_tokens"
+            )
         encoded.append(ids)
     return encoded
 
@@ -125,8 +147,9 @@ def _sleep_until(deadline: float) -> None:
         time.sleep(delay)
 
 
-def _run_batch(lm: LoadedModel, prompts: list[list[int]], lengths: list[int],
-               log: _ForwardLog) -> tuple[float, list[list[int]]]:
+def _run_batch(
+    lm: LoadedModel, prompts: list[list[int]], lengths: list[int], log: _ForwardLog
+) -> tuple[float, list[list[int]]]:
     """Prefill the prompts together, decode every row until the longest is done.
 
     Return when the first tokens existed and each row's tokens; finished rows keep
@@ -148,8 +171,14 @@ def _run_batch(lm: LoadedModel, prompts: list[list[int]], lengths: list[int],
     return first_s, outputs
 
 
-def _next_group(strategy: str, workload: BatchingWorkload, start: int, batch_size: int,
-                max_wait_s: float, t0: float) -> list[int]:
+def _next_group(
+    strategy: str,
+    workload: BatchingWorkload,
+    start: int,
+    batch_size: int,
+    max_wait_s: float,
+    t0: float,
+) -> list[int]:
     """Wait as the strategy would; return the indices of the next batch."""
     reqs = workload.requests
     if strategy == "none":
@@ -169,8 +198,15 @@ def _next_group(strategy: str, workload: BatchingWorkload, start: int, batch_siz
         _sleep_until(min(deadline, t0 + reqs[arrived[-1] + 1].arrival_s))
 
 
-def _run_batches(strategy: str, lm: LoadedModel, workload: BatchingWorkload,
-                 encoded: list[list[int]], batch_size: int, max_wait_s: float, bar):
+def _run_batches(
+    strategy: str,
+    lm: LoadedModel,
+    workload: BatchingWorkload,
+    encoded: list[list[int]],
+    batch_size: int,
+    max_wait_s: float,
+    bar,
+) -> _Run:
     import torch
 
     outcomes: list[BatchingOutcome | None] = [None] * len(workload)
@@ -182,24 +218,28 @@ def _run_batches(strategy: str, lm: LoadedModel, workload: BatchingWorkload,
             while start < len(workload):
                 group = _next_group(strategy, workload, start, batch_size, max_wait_s, t0)
                 reqs = [workload.requests[i] for i in group]
-                first_s, outputs = _run_batch(lm, [encoded[i] for i in group],
-                                              [r.max_new_tokens for r in reqs], log)
+                first_s, outputs = _run_batch(
+                    lm, [encoded[i] for i in group], [r.max_new_tokens for r in reqs], log
+                )
                 done_s = time.perf_counter()
                 for i, req, out in zip(group, reqs, outputs):
                     due = t0 + req.arrival_s
-                    outcomes[i] = BatchingOutcome(i, req.arrival_s, len(encoded[i]), tuple(out),
-                                                  first_s - due, done_s - due)
+                    outcomes[i] = BatchingOutcome(
+                        i, req.arrival_s, len(encoded[i]), tuple(out), first_s - due, done_s - due
+                    )
                 start += len(group)
                 bar.update(len(group))
     finally:
         forwards = log.close()
     cpu_s = time.process_time() - cpu0
-    wall_s = max(o.arrival_s + o.latency_s for o in outcomes)
-    return tuple(outcomes), forwards, wall_s, cpu_s
+    done = cast("list[BatchingOutcome]", outcomes)  # the loop filled every index
+    wall_s = max(o.arrival_s + o.latency_s for o in done)
+    return tuple(done), forwards, wall_s, cpu_s
 
 
-async def _drive_engine(engine, workload: BatchingWorkload, encoded: list[list[int]], bar,
-                        log: _ForwardLog) -> list[BatchingOutcome]:
+async def _drive_engine(
+    engine, workload: BatchingWorkload, encoded: list[list[int]], bar, log: _ForwardLog
+) -> list[BatchingOutcome]:
     """Submit each request at its arrival time; collect its tokens and timings."""
     from ..server.sampling import SamplingParams
 
@@ -216,14 +256,16 @@ async def _drive_engine(engine, workload: BatchingWorkload, encoded: list[list[i
             ttft_s = out.time_to_first_token_s if ttft_s is None else ttft_s
         done = time.perf_counter()
         bar.update(1)
-        return BatchingOutcome(req.index, req.arrival_s, len(ids), tuple(tokens),
-                               submitted - due + ttft_s, done - due)
+        return BatchingOutcome(
+            req.index, req.arrival_s, len(ids), tuple(tokens), submitted - due + ttft_s, done - due
+        )
 
     return await asyncio.gather(*(one(r, ids) for r, ids in zip(workload.requests, encoded)))
 
 
-def _run_continuous(lm: LoadedModel, workload: BatchingWorkload, encoded: list[list[int]],
-                    batch_size: int, bar):
+def _run_continuous(
+    lm: LoadedModel, workload: BatchingWorkload, encoded: list[list[int]], batch_size: int, bar
+) -> _Run:
     from ..server.engine import Engine, EngineConfig
 
     engine = Engine(lm, EngineConfig(max_batch_size=batch_size, max_waiting=len(workload)))
@@ -252,9 +294,15 @@ def _warm_up(lm: LoadedModel, encoded: list[list[int]]) -> None:
             log.close()
 
 
-def run_batching(strategy: str, model: LoadedModel | str, workload: BatchingWorkload,
-                 batch_size: int = 8, max_wait_ms: float = 10.0, threads: int | None = None,
-                 progress: bool = True) -> BatchingResult:
+def run_batching(
+    strategy: str,
+    model: LoadedModel | str,
+    workload: BatchingWorkload,
+    batch_size: int = 8,
+    max_wait_ms: float = 10.0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> BatchingResult:
     """Serve the workload with one strategy on one model, greedy; time and record what it did.
 
     batch_size is static's fixed batch and the most rows dynamic and continuous put in one
@@ -266,45 +314,62 @@ def run_batching(strategy: str, model: LoadedModel | str, workload: BatchingWork
     _check(strategy, workload, batch_size, max_wait_ms, threads)
     lm = load_model(model, progress=progress) if not isinstance(model, LoadedModel) else model
     encoded = _encode(lm, workload)
-    load_before = os.getloadavg()[0]
+    load_before = (load_average() or (0.0,))[0]
     with _torch_threads(threads) as torch_threads:
-        bar = tqdm(total=len(workload), desc=f"{strategy} batching", unit="req",
-                   disable=not progress)
+        bar = tqdm(
+            total=len(workload), desc=f"{strategy} batching", unit="req", disable=not progress
+        )
         try:
             if strategy == "continuous":
                 run = _run_continuous(lm, workload, encoded, batch_size, bar)
             else:
                 _warm_up(lm, encoded)
-                run = _run_batches(strategy, lm, workload, encoded, batch_size,
-                                   max_wait_ms / 1e3, bar)
+                run = _run_batches(
+                    strategy, lm, workload, encoded, batch_size, max_wait_ms / 1e3, bar
+                )
         finally:
             bar.close()
-    conditions = {"model": lm.name, "device": lm.device, "dtype": str(lm.dtype).replace("torch.", ""),
-                  "torch_threads": torch_threads, "cpu_count": os.cpu_count(),
-                  "batch_size": batch_size, "max_wait_ms": max_wait_ms,
-                  "workload": workload.describe(),
-                  # other work on the machine skews timings: compare runs made side by side
-                  "load_avg_1m": (round(load_before, 2), round(os.getloadavg()[0], 2))}
+    conditions = {
+        "model": lm.name,
+        "device": lm.device,
+        "dtype": str(lm.dtype).replace("torch.", ""),
+        "torch_threads": torch_threads,
+        "cpu_count": os.cpu_count(),
+        "batch_size": batch_size,
+        "max_wait_ms": max_wait_ms,
+        "workload": workload.describe(),
+        # other work on the machine skews timings: compare runs made side by side
+        "load_avg_1m": (round(load_before, 2), round((load_average() or (0.0,))[0], 2)),
+    }
     return BatchingResult(strategy, *run, conditions=conditions)
 
 
-def compare_batching(model: LoadedModel | str, workload: BatchingWorkload,
-                     strategies: Sequence[str] = tuple(BATCHING_STRATEGIES), batch_size: int = 8,
-                     max_wait_ms: float = 10.0, threads: int | None = None,
-                     progress: bool = True) -> dict[str, BatchingResult]:
+def compare_batching(
+    model: LoadedModel | str,
+    workload: BatchingWorkload,
+    strategies: Sequence[str] = tuple(BATCHING_STRATEGIES),
+    batch_size: int = 8,
+    max_wait_ms: float = 10.0,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, BatchingResult]:
     """Run each strategy on the same model and workload, one after another; key results by name."""
     if not strategies:
-        raise InvalidArgumentError("strategies is empty; pick from "
-                                   f"{', '.join(BATCHING_STRATEGIES)}")
+        raise InvalidArgumentError(
+            f"strategies is empty; pick from {', '.join(BATCHING_STRATEGIES)}"
+        )
     for name in strategies:  # every argument checked before the first run
         _check(name, workload, batch_size, max_wait_ms, threads)
     lm = load_model(model, progress=progress) if not isinstance(model, LoadedModel) else model
-    return {name: run_batching(name, lm, workload, batch_size, max_wait_ms, threads, progress)
-            for name in strategies}
+    return {
+        name: run_batching(name, lm, workload, batch_size, max_wait_ms, threads, progress)
+        for name in strategies
+    }
 
 
 def batching_conditions(results: dict[str, BatchingResult]) -> dict[str, Any]:
     """Return the conditions the runs share (model, device, threads, workload)."""
     first = next(iter(results.values())).conditions
-    return {k: v for k, v in first.items()
-            if all(r.conditions.get(k) == v for r in results.values())}
+    return {
+        k: v for k, v in first.items() if all(r.conditions.get(k) == v for r in results.values())
+    }

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -25,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .._conditions import machine_conditions
+from ..argtypes import positive_int
 from ..errors import InvalidArgumentError
 from ..launch import Server
 from .loadgen import LoadResult, LoadSpec, run_load
@@ -51,8 +50,11 @@ class Measured:
 
 def paired_ratio(a: Measured, b: Measured) -> float:
     """Return the median over rounds of a's throughput / b's in the same round (nan: none)."""
-    ratios = [x.output_tokens_per_s / y.output_tokens_per_s
-              for x, y in zip(a.rounds, b.rounds) if y.output_tokens_per_s]
+    ratios = [
+        x.output_tokens_per_s / y.output_tokens_per_s
+        for x, y in zip(a.rounds, b.rounds)
+        if y.output_tokens_per_s
+    ]
     return statistics.median(ratios) if ratios else float("nan")
 
 
@@ -60,50 +62,39 @@ def idle_cpu_percent(servers: dict[str, Server], seconds: float = 2.0) -> dict[s
     """Return each server's CPU use (percent of one core, its whole process group) while idle."""
     before = {kind: server.cpu_s() for kind, server in servers.items()}
     time.sleep(seconds)
-    return {kind: 100 * (server.cpu_s() - before[kind]) / seconds
-            for kind, server in servers.items()}
+    return {
+        kind: 100 * (server.cpu_s() - before[kind]) / seconds for kind, server in servers.items()
+    }
 
 
-def cpu_name() -> str:
-    """Return the CPU's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown"
-
-
-def conditions() -> dict[str, str]:
-    """Return the machine and software facts a reader needs to judge the figures."""
-    import torch
-    import transformers
-
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-    return {"cpu": f"{cpu_name()}, {os.cpu_count()} cores",
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(),
-            "load_average": " / ".join(f"{x:.2f}" for x in load),
-            "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M")}
-
-
-def add_arguments(ap: argparse.ArgumentParser, servers: tuple[str, ...], threads_help: str,
-                  default_models: tuple[str, ...] = ("toy-tiny", "toy-small")) -> argparse.ArgumentParser:
+def add_arguments(
+    ap: argparse.ArgumentParser,
+    servers: tuple[str, ...],
+    threads_help: str,
+    default_models: tuple[str, ...] = ("toy-tiny", "toy-small"),
+) -> argparse.ArgumentParser:
     """Add the options both benchmarks share: models, servers, load, rounds, threads, doc."""
-    from ..cli import positive_int
-
     ap.add_argument("--models", nargs="+", default=list(default_models))
     ap.add_argument("--servers", nargs="+", default=list(servers), choices=servers)
     ap.add_argument("--concurrency", nargs="+", type=positive_int, default=[1, 8, 32])
     ap.add_argument("--num-requests", type=positive_int, default=64)
     ap.add_argument("--max-tokens", type=positive_int, default=64)
     ap.add_argument("--prompt", default="def main():")
-    ap.add_argument("--rounds", type=positive_int, default=5,
-                    help="timed rounds per server and concurrency; the median one is reported")
+    ap.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=5,
+        help="timed rounds per server and concurrency; the median one is reported",
+    )
     ap.add_argument("--threads", type=positive_int, default=1, help=threads_help)
     ap.add_argument("--device", default="cpu", help="where deploykit's servers run (cpu, cuda)")
     ap.add_argument("--dtype", default="float32", help="model dtype (auto: bf16/fp16 on GPUs)")
-    ap.add_argument("--write-doc", type=Path, default=None,
-                    help="rewrite this benchmark's section of this markdown file")
+    ap.add_argument(
+        "--write-doc",
+        type=Path,
+        default=None,
+        help="rewrite this benchmark's section of this markdown file",
+    )
     return ap
 
 
@@ -111,15 +102,8 @@ def command_line(name: str, args: argparse.Namespace) -> str:
     """Return the command that reproduces this run, for the doc (`deploykit bench NAME ...`)."""
     argv = getattr(args, "argv", None)
     if argv is None:  # from `deploykit bench NAME ...`: what follows NAME on the command line
-        argv = sys.argv[sys.argv.index(name) + 1:] if name in sys.argv else []
+        argv = sys.argv[sys.argv.index(name) + 1 :] if name in sys.argv else []
     return f"HF_HUB_OFFLINE=1 deploykit bench {name} " + shlex.join(argv)
-
-
-def standalone_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """Return a parser for `python -m deploykit.bench.<name>` (same errors as the CLI)."""
-    from ..cli import _Parser
-
-    return _Parser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 IDLE_PAUSE_PERCENT = 5.0  # a server idling above this share of one core is paused meanwhile
@@ -165,14 +149,24 @@ class Run:
 
     def idle_line(self) -> str:
         """Return the doc line with the servers' idle CPU, measured before the timed rounds."""
-        parts = [f"{model}: " + ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
-                 for model, idle in self.idle_cpu.items()]
+        parts = [
+            f"{model}: " + ", ".join(f"{k} {v:.1f}%" for k, v in idle.items())
+            for model, idle in self.idle_cpu.items()
+        ]
         paused = sorted({k for kinds in self.paused.values() for k in kinds})
-        return ("- CPU the servers used while idle (percent of one core, over 2 s, before the "
-                "timed rounds): " + "; ".join(parts) + "." + (
-                    f" Servers idling above {IDLE_PAUSE_PERCENT:.0f}% ({', '.join(paused)}) were "
-                    "paused (SIGSTOP to their process group) while another server took its "
-                    "turn, and resumed (SIGCONT) for their own." if paused else ""))
+        return (
+            "- CPU the servers used while idle (percent of one core, over 2 s, before the "
+            "timed rounds): "
+            + "; ".join(parts)
+            + "."
+            + (
+                f" Servers idling above {IDLE_PAUSE_PERCENT:.0f}% ({', '.join(paused)}) were "
+                "paused (SIGSTOP to their process group) while another server took its "
+                "turn, and resumed (SIGCONT) for their own."
+                if paused
+                else ""
+            )
+        )
 
 
 def run_all(args: argparse.Namespace, start, spec_for) -> Run:
@@ -196,10 +190,12 @@ def run_all(args: argparse.Namespace, start, spec_for) -> Run:
             run.idle_cpu[model] = idle_cpu_percent(servers)
             turns = _Turns(servers, run.idle_cpu[model])
             run.paused[model] = turns.noisy
-            print(f"--- {model}: idle CPU % of one core: " + ", ".join(
-                f"{k} {v:.1f}" for k, v in run.idle_cpu[model].items())
+            print(
+                f"--- {model}: idle CPU % of one core: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in run.idle_cpu[model].items())
                 + (f"; paused while others run: {', '.join(turns.noisy)}" if turns.noisy else ""),
-                flush=True)
+                flush=True,
+            )
             try:
                 for kind, measured in _rounds(args, model, turns, specs).items():
                     run.results[(model, kind)] = measured
@@ -219,19 +215,26 @@ class Measurement:
 
     def software_line(self, extra: str = "") -> str:
         """Return the doc line with the software versions; extra ("xllamacpp 0.2, ") adds one."""
-        return (f"- Software: torch {self.before['torch']}, transformers "
-                f"{self.before['transformers']}, {extra}Python {self.before['python']}.")
+        return (
+            f"- Software: torch {self.before['torch']}, transformers "
+            f"{self.before['transformers']}, {extra}Python {self.before['python']}."
+        )
 
     def load_line(self, advice: str = "") -> str:
         """Return the doc line with the load average before and after; advice ends its sentence."""
-        return (f"- Load average (1/5/15 min) before: {self.before['load_average']}; after: "
-                f"{self.after['load_average']}. Other work shared the machine if these exceed "
-                f"0.5{advice}.")
+        return (
+            f"- Load average (1/5/15 min) before: {self.before['load_average']}; after: "
+            f"{self.after['load_average']}. Other work shared the machine if these exceed "
+            f"0.5{advice}."
+        )
 
     def closing_lines(self) -> list[str]:
         """Return the doc's last lines: when it ran and the command that reproduces it."""
-        return [f"- Run {self.before['date']} to {self.after['date']}.",
-                f"- Command: `{self.command}`", ""]
+        return [
+            f"- Run {self.before['date']} to {self.after['date']}.",
+            f"- Command: `{self.command}`",
+            "",
+        ]
 
 
 def measure(name: str, args: argparse.Namespace, start, spec_for) -> Measurement:
@@ -239,13 +242,14 @@ def measure(name: str, args: argparse.Namespace, start, spec_for) -> Measurement
 
     name is the benchmark's `deploykit bench` command, for the command line in the doc.
     """
-    before = conditions()
+    before = machine_conditions()
     run = run_all(args, start, spec_for)
-    return Measurement(run, before, conditions(), command_line(name, args))
+    return Measurement(run, before, machine_conditions(), command_line(name, args))
 
 
-def _rounds(args: argparse.Namespace, model: str, turns: _Turns,
-            specs: dict[str, LoadSpec]) -> dict[str, list[Measured]]:
+def _rounds(
+    args: argparse.Namespace, model: str, turns: _Turns, specs: dict[str, LoadSpec]
+) -> dict[str, list[Measured]]:
     """Run args.rounds interleaved rounds per server at each concurrency; print each result."""
     from tqdm.auto import tqdm
 
@@ -256,10 +260,11 @@ def _rounds(args: argparse.Namespace, model: str, turns: _Turns,
         for kind in kinds:
             turns.load(kind, specs[kind], concurrency, concurrency)
         rounds: dict[str, list[LoadResult]] = {kind: [] for kind in kinds}
-        bar = tqdm(total=args.rounds * len(kinds), leave=False,
-                   desc=f"{model} concurrency {concurrency}")
+        bar = tqdm(
+            total=args.rounds * len(kinds), leave=False, desc=f"{model} concurrency {concurrency}"
+        )
         for i in range(args.rounds):
-            for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
                 rounds[kind].append(turns.load(kind, specs[kind], args.num_requests, concurrency))
                 bar.update(1)
         bar.close()
@@ -267,10 +272,19 @@ def _rounds(args: argparse.Namespace, model: str, turns: _Turns,
             measured = Measured(tuple(rounds[kind]))
             out[kind].append(measured)
             low, high = measured.tokens_per_s_range
-            print(f"{model} {kind} c={concurrency}: median {measured.median.summary()} "
-                  f"range {low:,.0f}-{high:,.0f} tokens/s", flush=True)
-            errors = sorted({x.error or f"HTTP {x.status}" for r in measured.rounds
-                             for x in r.results if not x.ok})
+            print(
+                f"{model} {kind} c={concurrency}: median {measured.median.summary()} "
+                f"range {low:,.0f}-{high:,.0f} tokens/s",
+                flush=True,
+            )
+            errors = sorted(
+                {
+                    x.error or f"HTTP {x.status}"
+                    for r in measured.rounds
+                    for x in r.results
+                    if not x.ok
+                }
+            )
             if errors:
                 print(f"  failed requests: {errors[:3]}", flush=True)
     return out
@@ -283,35 +297,52 @@ def row(model: str, label: str, m: Measured, ratios: list[str]) -> str:
     failed = sum(len(x.results) - x.num_ok for x in m.rounds)
     errors = f" ({failed} failed)" if failed else ""
     low, high = m.tokens_per_s_range
-    return (f"| {model} | {r.concurrency} | {label} | {r.output_tokens_per_s:,.0f}{errors} | "
-            f"{low:,.0f}-{high:,.0f} | {r.latency_s(0.5):.3f} | {tok:.1f} | "
-            + " | ".join(ratios) + " |")
+    return (
+        f"| {model} | {r.concurrency} | {label} | {r.output_tokens_per_s:,.0f}{errors} | "
+        f"{low:,.0f}-{high:,.0f} | {r.latency_s(0.5):.3f} | {tok:.1f} | "
+        + " | ".join(ratios)
+        + " |"
+    )
 
 
 def fixed_load(kind: str, model: str, args: argparse.Namespace) -> LoadSpec:
     """Return the same load for every server: greedy, ignore_eos, args.max_tokens each."""
-    return LoadSpec(model=model, prompt=args.prompt, max_tokens=args.max_tokens,
-                    temperature=0.0, ignore_eos=True, timeout_s=600.0)
+    return LoadSpec(
+        model=model,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        temperature=0.0,
+        ignore_eos=True,
+        timeout_s=600.0,
+    )
 
 
-def pair_table(results: dict[tuple[str, str], list[Measured]], labels: dict[str, str],
-               ratio_header: str) -> str:
+def pair_table(
+    results: dict[tuple[str, str], list[Measured]], labels: dict[str, str], ratio_header: str
+) -> str:
     """Return a markdown table of two servers per model and concurrency, the second's ratio.
 
     labels maps the two server kinds, baseline first, to their names in the table.
     """
     base, other = labels
-    lines = ["| model | concurrency | server | output tokens/s (median round) | range of rounds "
-             f"| p50 latency (s) | tokens/request | {ratio_header} |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | concurrency | server | output tokens/s (median round) | range of rounds "
+        f"| p50 latency (s) | tokens/request | {ratio_header} |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for model in dict.fromkeys(m for m, _ in results):
         base_res, other_res = results.get((model, base)), results.get((model, other))
-        for i in range(len(base_res or other_res)):
+        runs = base_res or other_res
+        assert runs is not None  # the model came from results' keys
+        for i in range(len(runs)):
             for kind, res in ((base, base_res), (other, other_res)):
                 if res is None:
                     continue
-                ratio = (f"{paired_ratio(other_res[i], base_res[i]):.2f}x"
-                         if kind == other and base_res else "")
+                ratio = (
+                    f"{paired_ratio(res[i], base_res[i]):.2f}x"  # res is other_res
+                    if kind == other and base_res
+                    else ""
+                )
                 lines.append(row(model, labels[kind], res[i], [ratio]))
     return "\n".join(lines)
 
@@ -332,9 +363,7 @@ def write_section(doc: Path, body: str, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + body.rstrip("\n") + "\n"
     else:
         nxt = text.find("\n## ", start + len(section))
-        rest = "" if nxt == -1 else "\n" + text[nxt + 1:]
+        rest = "" if nxt == -1 else "\n" + text[nxt + 1 :]
         text = text[:start] + body.rstrip("\n") + "\n" + rest
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text)
-
-

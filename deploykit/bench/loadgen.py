@@ -24,28 +24,10 @@ from typing import TYPE_CHECKING
 from .._runtime import run_sync as _run_sync
 from ..errors import InvalidArgumentError
 from .metrics import percentile, serve_metrics
+from .records import RequestResult
 
 if TYPE_CHECKING:
     import aiohttp
-
-
-@dataclass(frozen=True)
-class RequestResult:
-    """One request: whether it succeeded, when its tokens came, how many there were."""
-
-    status: int  # HTTP status; 0 when the connection failed or timed out
-    latency_s: float  # to the last token chunk (streamed) or the whole body
-    time_to_first_token_s: float | None  # streamed requests only
-    output_tokens: int
-    error: str | None = None
-    itl_s: tuple[float, ...] = ()  # streamed: gaps between token chunks
-    input_tokens: int | None = None  # prompt tokens: the server's usage, else the expected count
-    start_s: float = 0.0  # when it was sent, seconds after the measured run started
-
-    @property
-    def ok(self) -> bool:
-        """Return True for a 200 without an error event."""
-        return self.status == 200 and self.error is None
 
 
 @dataclass(frozen=True)
@@ -79,23 +61,36 @@ class LoadResult:
 
     def time_to_first_token_s(self, quantile: float = 0.5) -> float:
         """Return a TTFT quantile of successful streamed requests (nan when none)."""
-        return percentile([r.time_to_first_token_s for r in self.results
-                           if r.ok and r.time_to_first_token_s is not None], quantile * 100)
+        return percentile(
+            [
+                r.time_to_first_token_s
+                for r in self.results
+                if r.ok and r.time_to_first_token_s is not None
+            ],
+            quantile * 100,
+        )
 
-    def serve_metrics(self, percentiles: Sequence[float] = (99,),
-                      goodput_slo_ms: Mapping[str, float] | None = None) -> dict:
+    def serve_metrics(
+        self,
+        percentiles: Sequence[float] = (99,),
+        goodput_slo_ms: Mapping[str, float] | None = None,
+    ) -> dict:
         """Return vLLM's `bench serve` figures for this run (see `metrics`)."""
         return serve_metrics(self.results, self.wall_s, percentiles, goodput_slo_ms)
 
     def summary(self) -> dict:
         """Return the headline figures as a flat dict (one table row)."""
-        return {"concurrency": self.concurrency, "requests": len(self.results),
-                "ok": self.num_ok, "wall_s": round(self.wall_s, 3),
-                "output_tokens_per_s": round(self.output_tokens_per_s, 1),
-                "requests_per_s": round(self.requests_per_s, 2),
-                "latency_p50_s": round(self.latency_s(0.5), 4),
-                "latency_p90_s": round(self.latency_s(0.9), 4),
-                "ttft_p50_s": round(self.time_to_first_token_s(0.5), 4)}
+        return {
+            "concurrency": self.concurrency,
+            "requests": len(self.results),
+            "ok": self.num_ok,
+            "wall_s": round(self.wall_s, 3),
+            "output_tokens_per_s": round(self.output_tokens_per_s, 1),
+            "requests_per_s": round(self.requests_per_s, 2),
+            "latency_p50_s": round(self.latency_s(0.5), 4),
+            "latency_p90_s": round(self.latency_s(0.9), 4),
+            "ttft_p50_s": round(self.time_to_first_token_s(0.5), 4),
+        }
 
 
 @dataclass(frozen=True)
@@ -120,8 +115,12 @@ class LoadSpec:
     def body(self, prompt: str | None = None) -> dict:
         """Return the JSON body of one request (prompt: this request's, else spec.prompt)."""
         prompt = self.prompt if prompt is None else prompt
-        body = {"model": self.model, "max_tokens": self.max_tokens,
-                "temperature": self.temperature, "stream": self.stream}
+        body = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "stream": self.stream,
+        }
         if self.ignore_eos:
             body["ignore_eos"] = True
         if self.stream:
@@ -149,11 +148,15 @@ def _token_chunk(event: dict, chat: bool) -> bool:
     return choice.get("finish_reason") is None
 
 
-async def _one(session: aiohttp.ClientSession, url: str, spec: LoadSpec,
-               prompt: str | None = None, prompt_tokens: int | None = None,
-               origin: float | None = None) -> RequestResult:
+async def _one(
+    session: aiohttp.ClientSession,
+    url: str,
+    spec: LoadSpec,
+    prompt: str | None = None,
+    prompt_tokens: int | None = None,
+    origin: float | None = None,
+) -> RequestResult:
     """Send one request; failures of any kind come back as a result with a reason."""
-    import aiohttp  # imported on first use: `import deploykit` stays fast
 
     start = time.perf_counter()
     sent = start - (start if origin is None else origin)
@@ -164,8 +167,16 @@ async def _one(session: aiohttp.ClientSession, url: str, spec: LoadSpec,
         gaps = tuple(b - a for a, b in zip(arrivals, arrivals[1:]))
         count = len(arrivals) if tokens is None else tokens  # no usage: one token per chunk
         latency = arrivals[-1] if arrivals else time.perf_counter() - start
-        return RequestResult(status, latency, arrivals[0] if arrivals else None, count, error,
-                             gaps, prompt_tokens if used_in is None else used_in, sent)
+        return RequestResult(
+            status,
+            latency,
+            arrivals[0] if arrivals else None,
+            count,
+            error,
+            gaps,
+            prompt_tokens if used_in is None else used_in,
+            sent,
+        )
 
     try:
         async with session.post(url, json=spec.body(prompt)) as resp:
@@ -196,7 +207,7 @@ async def _one(session: aiohttp.ClientSession, url: str, spec: LoadSpec,
         if not arrivals and not finished and error is None:  # cut off, not an empty answer
             error = "the stream ended without a token or a finish_reason"
         return done(200, error)
-    except Exception as exc:  # noqa: BLE001 - a load test records failures, it never raises
+    except Exception as exc:
         reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
         return done(0, f"{type(exc).__name__}: {reason}")
 
@@ -206,14 +217,16 @@ def _session(spec: LoadSpec, concurrency: int | None) -> aiohttp.ClientSession:
     import aiohttp
 
     headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
-    return aiohttp.ClientSession(headers=headers,
-                                 connector=aiohttp.TCPConnector(limit=concurrency or 0,
-                                                                force_close=not spec.keep_alive),
-                                 timeout=aiohttp.ClientTimeout(total=spec.timeout_s))
+    return aiohttp.ClientSession(
+        headers=headers,
+        connector=aiohttp.TCPConnector(limit=concurrency or 0, force_close=not spec.keep_alive),
+        timeout=aiohttp.ClientTimeout(total=spec.timeout_s),
+    )
 
 
-def arrival_times_s(num_requests: int, request_rate: float, burstiness: float = 1.0,
-                    seed: int = 0) -> list[float]:
+def arrival_times_s(
+    num_requests: int, request_rate: float, burstiness: float = 1.0, seed: int = 0
+) -> list[float]:
     """Return when each request is sent, in seconds after the first could be (open loop).
 
     The gaps are gamma-distributed with shape `burstiness` and mean 1/request_rate (1:
@@ -225,16 +238,21 @@ def arrival_times_s(num_requests: int, request_rate: float, burstiness: float = 
 
     if math.isinf(request_rate):
         return [0.0] * num_requests
-    gaps = np.random.default_rng(seed).gamma(shape=burstiness,
-                                             scale=1.0 / (request_rate * burstiness),
-                                             size=num_requests)
+    gaps = np.random.default_rng(seed).gamma(
+        shape=burstiness, scale=1.0 / (request_rate * burstiness), size=num_requests
+    )
     times = np.cumsum(gaps)
     return [float(t) for t in times * (num_requests / request_rate / times[-1])]
 
 
-def check_load(num_requests: int, concurrency: int | None, request_rate: float = math.inf,
-               burstiness: float = 1.0) -> None:
+def check_load(
+    num_requests: int,
+    concurrency: int | None,
+    request_rate: float = math.inf,
+    burstiness: float = 1.0,
+) -> None:
     """Raise InvalidArgumentError for a load that cannot run, before anything is sent."""
+
     def whole(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
@@ -242,23 +260,37 @@ def check_load(num_requests: int, concurrency: int | None, request_rate: float =
     if not whole(num_requests) or num_requests < 1:
         raise InvalidArgumentError(f"num_requests={num_requests!r} must be a whole number >= 1")
     if concurrency is not None and (not whole(concurrency) or concurrency < 1):
-        raise InvalidArgumentError(f"concurrency={concurrency!r} must be a whole number >= 1 "
-                                   "(or None: no limit, with a finite request_rate)")
+        raise InvalidArgumentError(
+            f"concurrency={concurrency!r} must be a whole number >= 1 "
+            "(or None: no limit, with a finite request_rate)"
+        )
     for name, value in (("request_rate", request_rate), ("burstiness", burstiness)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise InvalidArgumentError(f"{name}={value!r} must be a number above 0 "
-                                       "(request_rate: requests per second, inf for all at "
-                                       "once; burstiness: 1 for Poisson arrivals)")
+            raise InvalidArgumentError(
+                f"{name}={value!r} must be a number above 0 "
+                "(request_rate: requests per second, inf for all at "
+                "once; burstiness: 1 for Poisson arrivals)"
+            )
     if math.isinf(burstiness):
-        raise InvalidArgumentError("burstiness must be finite; a large value (e.g. 100) "
-                                   "gives nearly even gaps between arrivals")
+        raise InvalidArgumentError(
+            "burstiness must be finite; a large value (e.g. 100) "
+            "gives nearly even gaps between arrivals"
+        )
 
 
-async def run_load_async(url: str, spec: LoadSpec = LoadSpec(), num_requests: int = 64,
-                         concurrency: int | None = 8, progress: bool = False, *,
-                         request_rate: float = math.inf, burstiness: float = 1.0, seed: int = 0,
-                         prompts: Sequence[str] | None = None,
-                         prompt_tokens: Sequence[int] | None = None) -> LoadResult:
+async def run_load_async(
+    url: str,
+    spec: LoadSpec = LoadSpec(),
+    num_requests: int = 64,
+    concurrency: int | None = 8,
+    progress: bool = False,
+    *,
+    request_rate: float = math.inf,
+    burstiness: float = 1.0,
+    seed: int = 0,
+    prompts: Sequence[str] | None = None,
+    prompt_tokens: Sequence[int] | None = None,
+) -> LoadResult:
     """Send num_requests requests and return their results.
 
     Closed loop (request_rate inf): at most `concurrency` requests in flight, the next sent
@@ -272,20 +304,23 @@ async def run_load_async(url: str, spec: LoadSpec = LoadSpec(), num_requests: in
 
     check_load(num_requests, concurrency, request_rate, burstiness)
     if prompts is not None and not prompts:
-        raise InvalidArgumentError("prompts is empty; pass at least one prompt, or None to "
-                                   "send spec.prompt")
+        raise InvalidArgumentError(
+            "prompts is empty; pass at least one prompt, or None to send spec.prompt"
+        )
     texts = list(prompts) if prompts is not None else [spec.prompt]
     lens = list(prompt_tokens) if prompt_tokens is not None else [None] * len(texts)
     url_path = url.rstrip("/") + ("/v1/chat/completions" if spec.chat else "/v1/completions")
     sem = asyncio.Semaphore(concurrency) if concurrency else contextlib.nullcontext()
-    level = (f"concurrency {concurrency}" if math.isinf(request_rate)
-             else f"{request_rate:g} requests/s")
+    level = (
+        f"concurrency {concurrency}" if math.isinf(request_rate) else f"{request_rate:g} requests/s"
+    )
     bar = tqdm(total=num_requests, desc=level, disable=not progress, leave=False)
 
     async def bounded(session: aiohttp.ClientSession, i: int, origin: float) -> RequestResult:
         async with sem:
-            result = await _one(session, url_path, spec, texts[i % len(texts)],
-                                lens[i % len(lens)], origin)
+            result = await _one(
+                session, url_path, spec, texts[i % len(texts)], lens[i % len(lens)], origin
+            )
             bar.update(1)
             return result
 
@@ -300,12 +335,23 @@ async def run_load_async(url: str, spec: LoadSpec = LoadSpec(), num_requests: in
         results = await asyncio.gather(*tasks)
         wall = time.perf_counter() - start
     bar.close()
-    return LoadResult(concurrency=concurrency, wall_s=wall, results=tuple(results),
-                      request_rate=float(request_rate), burstiness=float(burstiness))
+    return LoadResult(
+        concurrency=concurrency,
+        wall_s=wall,
+        results=tuple(results),
+        request_rate=float(request_rate),
+        burstiness=float(burstiness),
+    )
 
 
-def run_load(url: str, spec: LoadSpec = LoadSpec(), num_requests: int = 64,
-             concurrency: int | None = 8, progress: bool = False, **options) -> LoadResult:
+def run_load(
+    url: str,
+    spec: LoadSpec = LoadSpec(),
+    num_requests: int = 64,
+    concurrency: int | None = 8,
+    progress: bool = False,
+    **options,
+) -> LoadResult:
     """Run `run_load_async` to completion, also from inside Jupyter's running event loop.
 
     options are run_load_async's keyword-only ones (request_rate, burstiness, seed, prompts,
@@ -314,9 +360,14 @@ def run_load(url: str, spec: LoadSpec = LoadSpec(), num_requests: int = 64,
     return _run_sync(run_load_async(url, spec, num_requests, concurrency, progress, **options))
 
 
-def sweep(url: str, concurrencies: list[int], spec: LoadSpec = LoadSpec(),
-          num_requests: int = 64, warmup_requests: int = 2,
-          progress: bool = False) -> list[LoadResult]:
+def sweep(
+    url: str,
+    concurrencies: list[int],
+    spec: LoadSpec = LoadSpec(),
+    num_requests: int = 64,
+    warmup_requests: int = 2,
+    progress: bool = False,
+) -> list[LoadResult]:
     """Run the same load at each concurrency, after a few warm-up requests."""
     if warmup_requests:
         run_load(url, spec, warmup_requests, 1)
@@ -328,8 +379,9 @@ def summary_rows(label: str, results: list[LoadResult]) -> list[dict]:
     return [{"server": label, **r.summary()} for r in results]
 
 
-async def _probe_during(url: str, spec: LoadSpec, num_requests: int, concurrency: int,
-                        path: str, interval_s: float) -> tuple[LoadResult, list[float]]:
+async def _probe_during(
+    url: str, spec: LoadSpec, num_requests: int, concurrency: int, path: str, interval_s: float
+) -> tuple[LoadResult, list[float]]:
     load = asyncio.ensure_future(run_load_async(url, spec, num_requests, concurrency))
     probes: list[float] = []
     async with _session(spec, 1) as session:
@@ -343,9 +395,14 @@ async def _probe_during(url: str, spec: LoadSpec, num_requests: int, concurrency
     return await load, probes
 
 
-def probe_during_load(url: str, spec: LoadSpec = LoadSpec(), num_requests: int = 4,
-                      concurrency: int = 1, path: str = "/health",
-                      interval_s: float = 0.05) -> tuple[LoadResult, list[float]]:
+def probe_during_load(
+    url: str,
+    spec: LoadSpec = LoadSpec(),
+    num_requests: int = 4,
+    concurrency: int = 1,
+    path: str = "/health",
+    interval_s: float = 0.05,
+) -> tuple[LoadResult, list[float]]:
     """Run a load and GET path every interval_s meanwhile; return the load and probe latencies.
 
     A server whose event loop is blocked by generation answers the probe only between

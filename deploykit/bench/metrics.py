@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 from ..errors import InvalidArgumentError
-
-if TYPE_CHECKING:
-    from .loadgen import RequestResult
+from .records import RequestResult
 
 METRICS = ("ttft", "tpot", "itl", "e2el")
 SLO_METRICS = ("ttft", "tpot", "e2el")  # what a goodput target may bound, as in vLLM
@@ -54,32 +52,41 @@ def check_slo(slo_ms: Mapping[str, float] | None) -> dict[str, float]:
     slo = dict(slo_ms or {})
     for name, value in slo.items():
         if name not in SLO_METRICS:
-            raise InvalidArgumentError(f"goodput target {name!r} is not one of "
-                                       f"{', '.join(SLO_METRICS)} (values in ms, e.g. "
-                                       "{'ttft': 500, 'tpot': 50}).")
+            raise InvalidArgumentError(
+                f"goodput target {name!r} is not one of "
+                f"{', '.join(SLO_METRICS)} (values in ms, e.g. "
+                "{'ttft': 500, 'tpot': 50})."
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise InvalidArgumentError(f"goodput target {name}={value!r} must be a number of "
-                                       "milliseconds >= 0.")
+            raise InvalidArgumentError(
+                f"goodput target {name}={value!r} must be a number of milliseconds >= 0."
+            )
     return slo
 
 
-def count_good(ttfts_s: Sequence[float], tpots_s: Sequence[float], e2els_s: Sequence[float],
-               slo_ms: Mapping[str, float]) -> int:
+def count_good(
+    ttfts_s: Sequence[float],
+    tpots_s: Sequence[float],
+    e2els_s: Sequence[float],
+    slo_ms: Mapping[str, float],
+) -> int:
     """Return how many requests meet every target (lists: one entry per completed request)."""
     columns = {"ttft": ttfts_s, "tpot": tpots_s, "e2el": e2els_s}
     chosen = [(columns[name], limit / 1000) for name, limit in check_slo(slo_ms).items()]
     if not chosen:
         return 0
-    return sum(all(values[i] <= limit for values, limit in chosen)
-               for i in range(len(ttfts_s)))
+    return sum(all(values[i] <= limit for values, limit in chosen) for i in range(len(ttfts_s)))
 
 
 def _stats(name: str, values_s: Sequence[float], percentiles: Sequence[float]) -> dict:
     import numpy as np
 
     ms = [v * 1000 for v in values_s] or [0.0]  # vLLM: an empty list counts as one 0
-    out = {f"mean_{name}_ms": float(np.mean(ms)), f"median_{name}_ms": float(np.median(ms)),
-           f"std_{name}_ms": float(np.std(ms))}
+    out = {
+        f"mean_{name}_ms": float(np.mean(ms)),
+        f"median_{name}_ms": float(np.median(ms)),
+        f"std_{name}_ms": float(np.std(ms)),
+    }
     for p in percentiles:
         word = str(int(p)) if int(p) == p else str(p)
         out[f"p{word}_{name}_ms"] = percentile(ms, p)
@@ -107,9 +114,12 @@ def _peaks(results: Sequence[RequestResult]) -> tuple[float, int]:
     return float(max(tokens)), max(running)
 
 
-def serve_metrics(results: Sequence[RequestResult], duration_s: float,
-                  percentiles: Sequence[float] = (99,),
-                  goodput_slo_ms: Mapping[str, float] | None = None) -> dict:
+def serve_metrics(
+    results: Sequence[RequestResult],
+    duration_s: float,
+    percentiles: Sequence[float] = (99,),
+    goodput_slo_ms: Mapping[str, float] | None = None,
+) -> dict:
     """Return vLLM's `bench serve` figures and per-request lists for one measured load."""
     if not duration_s > 0:
         raise InvalidArgumentError(f"duration_s={duration_s!r} must be above 0.")
@@ -126,24 +136,31 @@ def serve_metrics(results: Sequence[RequestResult], duration_s: float,
     total_in = sum(r.input_tokens or 0 for r in done)
     total_out = sum(r.output_tokens for r in done)
     peak_tokens, peak_running = _peaks(results)
-    out = {"completed": len(done), "failed": len(results) - len(done),
-           "total_input_tokens": total_in, "total_output_tokens": total_out,
-           "request_throughput": len(done) / duration_s,
-           "request_goodput": (count_good(ttfts, all_tpots, e2els, slo) / duration_s
-                               if slo else None),
-           "output_throughput": total_out / duration_s,
-           "total_token_throughput": (total_in + total_out) / duration_s}
+    out: dict[str, Any] = {
+        "completed": len(done),
+        "failed": len(results) - len(done),
+        "total_input_tokens": total_in,
+        "total_output_tokens": total_out,
+        "request_throughput": len(done) / duration_s,
+        "request_goodput": (count_good(ttfts, all_tpots, e2els, slo) / duration_s if slo else None),
+        "output_throughput": total_out / duration_s,
+        "total_token_throughput": (total_in + total_out) / duration_s,
+    }
     for name, values in (("ttft", ttfts), ("tpot", tpots), ("itl", itls), ("e2el", e2els)):
         out.update(_stats(name, values, percentiles))
-    out.update({
-        "input_lens": [r.input_tokens or 0 for r in results],
-        "output_lens": [r.output_tokens if r.ok else 0 for r in results],
-        "ttfts": [_ttft_s(r) if r.ok else 0.0 for r in results],
-        "itls": [list(r.itl_s) if r.ok else [] for r in results],
-        "latencies": [r.latency_s if r.ok else 0.0 for r in results],
-        "start_times": [r.start_s for r in results],
-        "errors": [_reason(r) for r in results],
-        "max_output_tokens_per_s": peak_tokens, "max_concurrent_requests": peak_running})
+    out.update(
+        {
+            "input_lens": [r.input_tokens or 0 for r in results],
+            "output_lens": [r.output_tokens if r.ok else 0 for r in results],
+            "ttfts": [_ttft_s(r) if r.ok else 0.0 for r in results],
+            "itls": [list(r.itl_s) if r.ok else [] for r in results],
+            "latencies": [r.latency_s if r.ok else 0.0 for r in results],
+            "start_times": [r.start_s for r in results],
+            "errors": [_reason(r) for r in results],
+            "max_output_tokens_per_s": peak_tokens,
+            "max_concurrent_requests": peak_running,
+        }
+    )
     return out
 
 
@@ -169,22 +186,33 @@ def completed_latencies_s(result: Mapping) -> dict[str, list]:
     ok = [i for i, err in enumerate(result["errors"]) if not err]
     lens, ttfts, e2els = result["output_lens"], result["ttfts"], result["latencies"]
     streamed = result.get("stream", True)
-    return {"ttft": [ttfts[i] for i in ok], "e2el": [e2els[i] for i in ok],
-            "tpot": [(e2els[i] - ttfts[i]) / (lens[i] - 1) if streamed and lens[i] > 1 else None
-                     for i in ok]}
+    return {
+        "ttft": [ttfts[i] for i in ok],
+        "e2el": [e2els[i] for i in ok],
+        "tpot": [
+            (e2els[i] - ttfts[i]) / (lens[i] - 1) if streamed and lens[i] > 1 else None for i in ok
+        ],
+    }
 
 
-def goodput(result: Mapping, ttft_ms: float | None = None, tpot_ms: float | None = None,
-            e2el_ms: float | None = None) -> float:
+def goodput(
+    result: Mapping,
+    ttft_ms: float | None = None,
+    tpot_ms: float | None = None,
+    e2el_ms: float | None = None,
+) -> float:
     """Return completed requests per second meeting every target given, from a result dict.
 
     Targets left None are not checked; at least one must be given.
     """
-    slo = {k: v for k, v in (("ttft", ttft_ms), ("tpot", tpot_ms), ("e2el", e2el_ms))
-           if v is not None}
+    slo = {
+        k: v for k, v in (("ttft", ttft_ms), ("tpot", tpot_ms), ("e2el", e2el_ms)) if v is not None
+    }
     if not slo:
-        raise InvalidArgumentError("give at least one latency target: ttft_ms, tpot_ms or "
-                                   "e2el_ms, e.g. goodput(result, ttft_ms=500, tpot_ms=50).")
+        raise InvalidArgumentError(
+            "give at least one latency target: ttft_ms, tpot_ms or "
+            "e2el_ms, e.g. goodput(result, ttft_ms=500, tpot_ms=50)."
+        )
     lat = completed_latencies_s(result)
     tpots = [t or 0.0 for t in lat["tpot"]]  # one-token requests pass TPOT, as in vLLM
     return count_good(lat["ttft"], tpots, lat["e2el"], slo) / result["duration"]

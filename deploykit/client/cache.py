@@ -29,7 +29,7 @@ import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
@@ -39,8 +39,15 @@ from ..errors import InvalidArgumentError
 IGNORED_FIELDS = frozenset({"stream", "stream_options", "user"})
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth")
 # besides weights, the files that change an answer: architecture, defaults, tokenizer
-_ANSWER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer.model",
-                 "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_ANSWER_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 
 
 @dataclass(frozen=True)
@@ -51,11 +58,16 @@ class ModelIdentity:
     digest: str
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.name, str) and self.name and isinstance(self.digest, str)
-                and self.digest):
+        if not (
+            isinstance(self.name, str)
+            and self.name
+            and isinstance(self.digest, str)
+            and self.digest
+        ):
             raise InvalidArgumentError(
                 "ModelIdentity needs a name and a digest, e.g. dk.model_identity('toy-tiny'), or "
-                "ModelIdentity('gpt-4o-mini', '2024-07-18') for a hosted model's dated version.")
+                "ModelIdentity('gpt-4o-mini', '2024-07-18') for a hosted model's dated version."
+            )
 
 
 _digests: dict[tuple, str] = {}
@@ -70,13 +82,22 @@ def model_digest(name_or_path: str | Path) -> str:
         raise InvalidArgumentError(
             f"{name_or_path!r} has no local folder to hash. Download it first (or pass its "
             f"folder), or use ModelIdentity({str(name_or_path)!r}, '<revision sha>') with the "
-            f"hub revision you serve.")
+            f"hub revision you serve."
+        )
     folder = source.folder.resolve()
-    files = sorted({p for pattern in _WEIGHT_PATTERNS + _ANSWER_FILES
-                    for p in folder.glob(pattern) if p.is_file()})
+    files = sorted(
+        {
+            p
+            for pattern in _WEIGHT_PATTERNS + _ANSWER_FILES
+            for p in folder.glob(pattern)
+            if p.is_file()
+        }
+    )
     if not any(p.match(pattern) for p in files for pattern in _WEIGHT_PATTERNS):
-        raise InvalidArgumentError(f"{folder} has no weight files ({', '.join(_WEIGHT_PATTERNS)})"
-                                   f"; point model_digest at a model folder.")
+        raise InvalidArgumentError(
+            f"{folder} has no weight files ({', '.join(_WEIGHT_PATTERNS)})"
+            f"; point model_digest at a model folder."
+        )
     signature = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
     memo_key = (str(folder), signature)
     if memo_key not in _digests:
@@ -108,8 +129,11 @@ def model_identity(name_or_path: str | Path, name: str | None = None) -> ModelId
 def is_deterministic(request: dict) -> bool:
     """Return True when a request asks for a reproducible answer: temperature 0 or a seed."""
     temperature, seed = request.get("temperature"), request.get("seed")
-    greedy = (isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
-              and temperature == 0)
+    greedy = (
+        isinstance(temperature, (int, float))
+        and not isinstance(temperature, bool)
+        and temperature == 0
+    )
     return greedy or (isinstance(seed, int) and not isinstance(seed, bool))
 
 
@@ -130,8 +154,9 @@ def route_of(path: str) -> str:
         return "chat"
     if path.endswith("/completions"):
         return "completions"
-    raise InvalidArgumentError(f"only /v1/completions and /v1/chat/completions are cached, "
-                               f"not {path!r}.")
+    raise InvalidArgumentError(
+        f"only /v1/completions and /v1/chat/completions are cached, not {path!r}."
+    )
 
 
 def cache_key(path: str, request: dict, identity: ModelIdentity) -> str | None:
@@ -139,9 +164,17 @@ def cache_key(path: str, request: dict, identity: ModelIdentity) -> str | None:
     if not is_deterministic(request):
         return None
     fields = _normalize({k: v for k, v in request.items() if k not in IGNORED_FIELDS})
-    text = json.dumps({"route": route_of(path), "model": identity.name, "digest": identity.digest,
-                       "request": fields}, sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    text = json.dumps(
+        {
+            "route": route_of(path),
+            "model": identity.name,
+            "digest": identity.digest,
+            "request": fields,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -149,7 +182,7 @@ def cacheable_response(response: Any) -> bool:
     """Return True for a whole answer: choices, each with a finish_reason, and no error."""
     if not isinstance(response, dict) or response.get("error"):
         return False
-    choices = response.get("choices")
+    choices: Any = response.get("choices")  # JSON: a list when present
     return bool(choices) and all(isinstance(c, dict) and c.get("finish_reason") for c in choices)
 
 
@@ -164,14 +197,14 @@ class CacheMetrics:
         self.cache_name = cache_name
         if self.registry not in _counters:  # several caches may share a registry: one set
             make = lambda name, doc, *labels: Counter(  # noqa: E731
-                f"deploykit_response_cache_{name}", doc, ["cache", *labels],
-                registry=self.registry)
+                f"deploykit_response_cache_{name}", doc, ["cache", *labels], registry=self.registry
+            )
             _counters[self.registry] = {
                 "hits": make("hits", "Requests answered from the response cache"),
                 "misses": make("misses", "Deterministic requests not found in the cache"),
                 "stores": make("stores", "Whole answers written to the cache"),
-                "skipped": make("skipped", "Requests or answers not cached, by reason",
-                                "reason")}
+                "skipped": make("skipped", "Requests or answers not cached, by reason", "reason"),
+            }
         self._c = _counters[self.registry]
 
     def hit(self) -> None:
@@ -190,8 +223,9 @@ class CacheMetrics:
     def value(self, name: str, reason: str | None = None) -> float:
         """Return a counter's value: "hits", "misses", "stores" or "skipped" (with a reason)."""
         labels = {"cache": self.cache_name, **({"reason": reason} if reason else {})}
-        return self.registry.get_sample_value(f"deploykit_response_cache_{name}_total",
-                                              labels) or 0.0
+        return (
+            self.registry.get_sample_value(f"deploykit_response_cache_{name}_total", labels) or 0.0
+        )
 
     def text(self) -> str:
         """Return the registry in Prometheus' text exposition format."""
@@ -208,8 +242,9 @@ class ResponseCache(Protocol):
 
     def put(self, key: str, response: dict) -> None: ...
 
-    def lookup(self, path: str, request: dict,
-               identity: ModelIdentity) -> tuple[str | None, dict | None]: ...
+    def lookup(
+        self, path: str, request: dict, identity: ModelIdentity
+    ) -> tuple[str | None, dict | None]: ...
 
     def store(self, key: str, response: dict) -> bool: ...
 
@@ -219,8 +254,15 @@ class _CountingCache:
 
     metrics: CacheMetrics
 
-    def lookup(self, path: str, request: dict,
-               identity: ModelIdentity) -> tuple[str | None, dict | None]:
+    if TYPE_CHECKING:  # each subclass defines them
+
+        def get(self, key: str) -> dict | None: ...
+
+        def put(self, key: str, response: dict) -> None: ...
+
+    def lookup(
+        self, path: str, request: dict, identity: ModelIdentity
+    ) -> tuple[str | None, dict | None]:
         """Return (key, stored answer or None); key None: the request samples, do not store."""
         key = cache_key(path, request, identity)
         if key is None:
@@ -241,8 +283,9 @@ class _CountingCache:
 
 
 def _check_limits(max_entries: int | None, ttl_s: float) -> None:
-    if max_entries is not None and (isinstance(max_entries, bool) or not isinstance(
-            max_entries, int) or max_entries < 1):
+    if max_entries is not None and (
+        isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+    ):
         raise InvalidArgumentError(f"max_entries must be an int >= 1, got {max_entries!r}.")
     if isinstance(ttl_s, bool) or not isinstance(ttl_s, (int, float)) or not ttl_s > 0:
         raise InvalidArgumentError(f"ttl_s must be > 0 seconds (e.g. 3600), got {ttl_s!r}.")
@@ -251,8 +294,14 @@ def _check_limits(max_entries: int | None, ttl_s: float) -> None:
 class MemoryCache(_CountingCache):
     """An in-process LRU cache whose entries expire ttl_s after they were stored."""
 
-    def __init__(self, max_entries: int = 1024, ttl_s: float = 3600.0, *,
-                 registry: CollectorRegistry | None = None, name: str = "memory") -> None:
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        ttl_s: float = 3600.0,
+        *,
+        registry: CollectorRegistry | None = None,
+        name: str = "memory",
+    ) -> None:
         _check_limits(max_entries, ttl_s)
         self.max_entries, self.ttl_s = max_entries, ttl_s
         self.metrics = CacheMetrics(registry, name)
@@ -285,24 +334,35 @@ class MemoryCache(_CountingCache):
 class SQLiteCache(_CountingCache):
     """A cache in an SQLite file: it survives restarts; entries expire ttl_s after storing."""
 
-    def __init__(self, path: str | Path, ttl_s: float = 86400.0, *, max_entries: int | None = None,
-                 registry: CollectorRegistry | None = None, name: str = "sqlite") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        ttl_s: float = 86400.0,
+        *,
+        max_entries: int | None = None,
+        registry: CollectorRegistry | None = None,
+        name: str = "sqlite",
+    ) -> None:
         _check_limits(max_entries, ttl_s)
         self.path, self.ttl_s, self.max_entries = Path(path), ttl_s, max_entries
         self.metrics = CacheMetrics(registry, name)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # autocommit: each put is its own transaction; WAL lets other processes read meanwhile
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
-                                   timeout=10.0)
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, "
-                         "response TEXT NOT NULL, stored_at REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, "
+            "response TEXT NOT NULL, stored_at REAL NOT NULL)"
+        )
 
     def get(self, key: str) -> dict | None:
         with self._lock:
-            row = self._db.execute("SELECT response, stored_at FROM responses WHERE key = ?",
-                                   (key,)).fetchone()
+            row = self._db.execute(
+                "SELECT response, stored_at FROM responses WHERE key = ?", (key,)
+            ).fetchone()
             if row is None:
                 return None
             if time.time() - row[1] > self.ttl_s:  # wall clock: entries outlive this process
@@ -312,12 +372,16 @@ class SQLiteCache(_CountingCache):
 
     def put(self, key: str, response: dict) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                             (key, json.dumps(response), time.time()))
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                (key, json.dumps(response), time.time()),
+            )
             if self.max_entries is not None:
-                self._db.execute("DELETE FROM responses WHERE key NOT IN (SELECT key FROM "
-                                 "responses ORDER BY stored_at DESC LIMIT ?)",
-                                 (self.max_entries,))
+                self._db.execute(
+                    "DELETE FROM responses WHERE key NOT IN (SELECT key FROM "
+                    "responses ORDER BY stored_at DESC LIMIT ?)",
+                    (self.max_entries,),
+                )
 
     def __len__(self) -> int:
         with self._lock:
@@ -328,8 +392,9 @@ class SQLiteCache(_CountingCache):
         """Return a cache in a new file in the temp folder (close(delete=True) removes it)."""
         import tempfile
 
-        return cls(Path(tempfile.mkdtemp(prefix="deploykit-cache-")) / "responses.sqlite",
-                   ttl_s, **kwargs)
+        return cls(
+            Path(tempfile.mkdtemp(prefix="deploykit-cache-")) / "responses.sqlite", ttl_s, **kwargs
+        )
 
     def close(self, delete: bool = False) -> None:
         """Close the database file; its entries stay in it unless delete=True."""

@@ -11,7 +11,6 @@ import json
 from ..errors import InvalidArgumentError
 from .cache import ModelIdentity, ResponseCache
 
-
 _CACHED_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})
 
 
@@ -23,17 +22,26 @@ class ResponseCacheMiddleware:
     through untouched. Bodies over max_body_bytes pass through uncached.
     """
 
-    def __init__(self, app, cache: ResponseCache, model_identity: ModelIdentity,
-                 max_body_bytes: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        app,
+        cache: ResponseCache,
+        model_identity: ModelIdentity,
+        max_body_bytes: int = 1_000_000,
+    ) -> None:
         if not isinstance(model_identity, ModelIdentity):
-            raise InvalidArgumentError("model_identity must be a ModelIdentity, e.g. "
-                                       "dk.model_identity('toy-tiny').")
+            raise InvalidArgumentError(
+                "model_identity must be a ModelIdentity, e.g. dk.model_identity('toy-tiny')."
+            )
         self.app, self.cache, self.identity = app, cache, model_identity
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope, receive, send) -> None:
-        if (scope["type"] != "http" or scope["method"] != "POST"
-                or scope["path"].rstrip("/") not in _CACHED_PATHS):
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"].rstrip("/") not in _CACHED_PATHS
+        ):
             return await self.app(scope, receive, send)
         messages, size = [], 0
         while True:
@@ -53,9 +61,17 @@ class ResponseCacheMiddleware:
         key, found = self.cache.lookup(scope["path"], request, self.identity)
         if found is not None:
             body = json.dumps(found).encode()
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), (b"x-deploykit-cache", b"hit")]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-deploykit-cache", b"hit"),
+                    ],
+                }
+            )
             return await send({"type": "http.response.body", "body": body})
         status, chunks = 0, []
 
@@ -64,8 +80,10 @@ class ResponseCacheMiddleware:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if key is not None:
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (b"x-deploykit-cache", b"miss")]}
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"x-deploykit-cache", b"miss")],
+                    }
             elif message["type"] == "http.response.body" and key is not None:
                 chunks.append(message.get("body", b""))
             await send(message)

@@ -9,9 +9,8 @@ blocked but lets requests to loopback addresses through, through huggingface_hub
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
 
-from ..errors import InvalidArgumentError
+from .._urls import check_http_url
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -45,9 +44,7 @@ def tgi_client(url: str, timeout_s: float = 120.0):
     from huggingface_hub import InferenceClient, constants
     from huggingface_hub.utils import set_client_factory
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgumentError(f"url must look like http://127.0.0.1:8080, got {url!r}.")
-    if constants.is_offline_mode() and _is_loopback(parts.hostname):
+    parts = check_http_url(url, "url", "http://127.0.0.1:8080")
+    if constants.is_offline_mode() and _is_loopback(str(parts.hostname)):
         set_client_factory(_loopback_client_factory)
     return InferenceClient(model=url.rstrip("/"), provider="hf-inference", timeout=timeout_s)

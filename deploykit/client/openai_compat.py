@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from .. import _env
+from .._urls import check_http_url
 from ..errors import InvalidArgumentError
 from .hub import _is_loopback
 
@@ -24,11 +24,10 @@ LOCAL_PLACEHOLDER_KEY = "no-key-needed-for-local-servers"
 
 
 def _check_url(base_url: str) -> str:
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgumentError(f"base_url must look like https://api.openai.com/v1 or "
-                                   f"http://127.0.0.1:8000/v1, got {base_url!r}.")
-    return parts.hostname
+    parts = check_http_url(
+        base_url, "base_url", "https://api.openai.com/v1 or http://127.0.0.1:8000/v1"
+    )
+    return str(parts.hostname)
 
 
 @dataclass(frozen=True)
@@ -47,26 +46,56 @@ class ProviderEndpoint:
 # Hosted entries and Ollama's checked against the page in `docs` on 2026-11-27; the vLLM and
 # deploykit entries are those servers' default ports (change the port to match yours).
 PROVIDER_ENDPOINTS: tuple[ProviderEndpoint, ...] = (
-    ProviderEndpoint("openai", "https://api.openai.com/v1", "OPENAI_API_KEY",
-                     "https://platform.openai.com/docs/api-reference"),
-    ProviderEndpoint("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY",
-                     "https://console.groq.com/docs/openai"),
-    ProviderEndpoint("together", "https://api.together.ai/v1", "TOGETHER_API_KEY",
-                     "https://docs.together.ai/docs/inference/openai-compatibility"),
-    ProviderEndpoint("ollama (local)", "http://localhost:11434/v1", None,
-                     "https://docs.ollama.com/api/openai-compatibility"),
-    ProviderEndpoint("vllm (local)", "http://localhost:8000/v1", None,
-                     "https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html"),
-    ProviderEndpoint("deploykit serve (local)", "http://127.0.0.1:8000/v1", None,
-                     "notebooks/02_fastapi_server.ipynb"),
+    ProviderEndpoint(
+        "openai",
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+        "https://platform.openai.com/docs/api-reference",
+    ),
+    ProviderEndpoint(
+        "groq",
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+        "https://console.groq.com/docs/openai",
+    ),
+    ProviderEndpoint(
+        "together",
+        "https://api.together.ai/v1",
+        "TOGETHER_API_KEY",
+        "https://docs.together.ai/docs/inference/openai-compatibility",
+    ),
+    ProviderEndpoint(
+        "ollama (local)",
+        "http://localhost:11434/v1",
+        None,
+        "https://docs.ollama.com/api/openai-compatibility",
+    ),
+    ProviderEndpoint(
+        "vllm (local)",
+        "http://localhost:8000/v1",
+        None,
+        "https://docs.vllm.ai/en/latest/serving/openai_compatible_server.html",
+    ),
+    ProviderEndpoint(
+        "deploykit serve (local)",
+        "http://127.0.0.1:8000/v1",
+        None,
+        "notebooks/02_fastapi_server.ipynb",
+    ),
 )
 
 # Keys the hosted recipes use besides the OpenAI-compatible ones (boto3 reads the AWS pair itself).
 _OTHER_KEYS = ("REPLICATE_API_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
-def openai_client(base_url: str, *, api_key_env: str = "OPENAI_API_KEY", require_key: bool = True,
-                  timeout_s: float = 60.0, max_retries: int = 2) -> Any:
+def openai_client(
+    base_url: str,
+    *,
+    api_key_env: str = "OPENAI_API_KEY",
+    require_key: bool = True,
+    timeout_s: float = 60.0,
+    max_retries: int = 2,
+) -> Any:
     """Return the official `openai.OpenAI` client for base_url, with its key from $api_key_env.
 
     A missing or empty key raises MissingCredentialError naming the variable, unless the server
@@ -93,9 +122,18 @@ def provider_endpoints():
     import pandas as pd
 
     status = _env.credentials_set([p.key_env for p in PROVIDER_ENDPOINTS if p.key_env])
-    return pd.DataFrame([{"name": p.name, "base_url": p.base_url, "key_env": p.key_env or "",
-                          "key_set": status.get(p.key_env, False) if p.key_env else None,
-                          "docs": p.docs} for p in PROVIDER_ENDPOINTS])
+    return pd.DataFrame(
+        [
+            {
+                "name": p.name,
+                "base_url": p.base_url,
+                "key_env": p.key_env or "",
+                "key_set": status.get(p.key_env, False) if p.key_env else None,
+                "docs": p.docs,
+            }
+            for p in PROVIDER_ENDPOINTS
+        ]
+    )
 
 
 def hosted_key_status() -> dict[str, bool]:

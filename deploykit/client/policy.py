@@ -23,11 +23,17 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-          and (value >= 0 if allow_zero else value > 0))
+    ok = (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
     if not ok:
-        raise InvalidArgumentError(f"{name} must be a finite number {'>=' if allow_zero else '>'} "
-                                   f"0 seconds, got {value!r}.")
+        raise InvalidArgumentError(
+            f"{name} must be a finite number {'>=' if allow_zero else '>'} "
+            f"0 seconds, got {value!r}."
+        )
 
 
 @dataclass(frozen=True)
@@ -45,8 +51,9 @@ class Timeouts:
 
     def httpx(self) -> httpx.Timeout:
         """Return the httpx timeout of a request (streams switch read to stream_idle_s later)."""
-        return httpx.Timeout(connect=self.connect_s, read=self.read_s, write=self.read_s,
-                             pool=self.connect_s)
+        return httpx.Timeout(
+            connect=self.connect_s, read=self.read_s, write=self.read_s, pool=self.connect_s
+        )
 
 
 @dataclass(frozen=True)
@@ -62,28 +69,40 @@ class RetryPolicy:
     retry_after_max_s: float = 30.0  # a longer Retry-After gives up at once (never retries early)
 
     def __post_init__(self) -> None:
-        if (isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int)
-                or self.max_attempts < 1):
-            raise InvalidArgumentError(f"max_attempts must be an int >= 1 (1: no retries), got "
-                                       f"{self.max_attempts!r}.")
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise InvalidArgumentError(
+                f"max_attempts must be an int >= 1 (1: no retries), got {self.max_attempts!r}."
+            )
         for name in ("backoff_initial_s", "backoff_max_s", "retry_after_max_s"):
             _positive(name, getattr(self, name), allow_zero=True)
         _positive("budget_s", self.budget_s)
         statuses = frozenset(self.retry_statuses)
         bad = sorted(s for s in statuses if not (isinstance(s, int) and 400 <= s <= 599))
         if bad:
-            raise InvalidArgumentError(f"retry_statuses must be HTTP error statuses (400-599), "
-                                       f"got {bad}; the default is {sorted(RETRY_STATUSES)}.")
+            raise InvalidArgumentError(
+                f"retry_statuses must be HTTP error statuses (400-599), "
+                f"got {bad}; the default is {sorted(RETRY_STATUSES)}."
+            )
         object.__setattr__(self, "retry_statuses", statuses)
 
 
 class AttemptFailed(Exception):
     """One attempt failed in a way another attempt may fix (the retry predicate's signal)."""
 
-    def __init__(self, reason: str, kind: str, status: int | None = None,
-                 retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, reason: str, kind: str, status: int | None = None, retry_after_s: float | None = None
+    ) -> None:
         super().__init__(reason)
-        self.reason, self.kind, self.status, self.retry_after_s = reason, kind, status, retry_after_s
+        self.reason, self.kind, self.status, self.retry_after_s = (
+            reason,
+            kind,
+            status,
+            retry_after_s,
+        )
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -100,19 +119,26 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def transport_failure(exc: httpx.TransportError, url: str, timeouts: Timeouts,
-                      streaming: bool = False) -> AttemptFailed | None:
+def transport_failure(
+    exc: httpx.TransportError, url: str, timeouts: Timeouts, streaming: bool = False
+) -> AttemptFailed | None:
     """Classify an httpx transport error; None when retrying cannot help (e.g. a bad URL)."""
     where = f"{url}: {type(exc).__name__}"
     if isinstance(exc, httpx.ConnectTimeout):
-        return AttemptFailed(f"no connection within connect_s={timeouts.connect_s:g} s ({where})",
-                             "connect_timeout")
+        return AttemptFailed(
+            f"no connection within connect_s={timeouts.connect_s:g} s ({where})", "connect_timeout"
+        )
     if isinstance(exc, httpx.PoolTimeout):
-        return AttemptFailed(f"no free connection within connect_s={timeouts.connect_s:g} s "
-                             f"({where})", "pool_timeout")
+        return AttemptFailed(
+            f"no free connection within connect_s={timeouts.connect_s:g} s ({where})",
+            "pool_timeout",
+        )
     if isinstance(exc, httpx.ReadTimeout):
-        limit = (f"stream_idle_s={timeouts.stream_idle_s:g}" if streaming
-                 else f"read_s={timeouts.read_s:g}")
+        limit = (
+            f"stream_idle_s={timeouts.stream_idle_s:g}"
+            if streaming
+            else f"read_s={timeouts.read_s:g}"
+        )
         kind = "stream_idle_timeout" if streaming else "read_timeout"
         return AttemptFailed(f"no answer within {limit} s ({where})", kind)
     if isinstance(exc, httpx.ConnectError):
@@ -122,19 +148,23 @@ def transport_failure(exc: httpx.TransportError, url: str, timeouts: Timeouts,
     return None
 
 
-def status_failure(status: int, headers: httpx.Headers, body: str, url: str,
-                   policy: RetryPolicy) -> AttemptFailed | RequestRejectedError:
+def status_failure(
+    status: int, headers: httpx.Headers, body: str, url: str, policy: RetryPolicy
+) -> AttemptFailed | RequestRejectedError:
     """Return a retryable AttemptFailed for a retry status, else the RequestRejectedError to raise."""
     message = _error_message(body)
     if status in policy.retry_statuses:
         retry_after_s = parse_retry_after(headers.get("retry-after"))
         note = "" if retry_after_s is None else f", Retry-After {retry_after_s:g} s"
-        return AttemptFailed(f"HTTP {status} from {url}{note}: {message}", f"status_{status}",
-                             status, retry_after_s)
+        return AttemptFailed(
+            f"HTTP {status} from {url}{note}: {message}", f"status_{status}", status, retry_after_s
+        )
     return RequestRejectedError(
         f"HTTP {status} from {url}: {message}. A {status} is not retried: the same request "
         f"would fail again. Fix the request (model name, parameters, API key) and resend it.",
-        status=status, body=body)
+        status=status,
+        body=body,
+    )
 
 
 def _error_message(body: str) -> str:
@@ -152,10 +182,9 @@ class _WaitHonouringRetryAfter(tenacity.wait.wait_base):
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
         # initial * 2**(retry - 1), capped, plus up to initial at random
-        self.backoff = (tenacity.wait_exponential(multiplier=policy.backoff_initial_s,
-                                                  max=policy.backoff_max_s)
-                        + tenacity.wait_random(0, policy.backoff_initial_s if policy.jitter
-                                               else 0.0))
+        self.backoff = tenacity.wait_exponential(
+            multiplier=policy.backoff_initial_s, max=policy.backoff_max_s
+        ) + tenacity.wait_random(0, policy.backoff_initial_s if policy.jitter else 0.0)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         backoff = self.backoff(retry_state)
@@ -163,8 +192,9 @@ class _WaitHonouringRetryAfter(tenacity.wait.wait_base):
         if retry_after_s is None:
             return backoff
         # the server said when: our backoff may only add to it (jitter spreads the herd)
-        return retry_after_s + min(backoff, self.policy.backoff_initial_s if self.policy.jitter
-                                   else 0.0)
+        return retry_after_s + min(
+            backoff, self.policy.backoff_initial_s if self.policy.jitter else 0.0
+        )
 
 
 class _StopOnLongRetryAfter(tenacity.stop.stop_base):
@@ -187,36 +217,48 @@ def _give_up(policy: RetryPolicy, what: str):
     """Return tenacity's retry_error_callback: raise RetryBudgetExhaustedError with the story."""
 
     def give_up(retry_state: tenacity.RetryCallState):
+        assert retry_state.outcome is not None  # tenacity calls it after an attempt
         last = retry_state.outcome.exception()
         attempts, elapsed_s = retry_state.attempt_number, retry_state.seconds_since_start
         retry_after_s = getattr(last, "retry_after_s", None)
         if attempts >= policy.max_attempts:
             why = f"all max_attempts={policy.max_attempts} attempts failed"
         elif retry_after_s is not None and retry_after_s > policy.retry_after_max_s:
-            why = (f"the server asked to wait {retry_after_s:g} s (Retry-After), more than "
-                   f"retry_after_max_s={policy.retry_after_max_s:g}")
+            why = (
+                f"the server asked to wait {retry_after_s:g} s (Retry-After), more than "
+                f"retry_after_max_s={policy.retry_after_max_s:g}"
+            )
         else:
-            why = (f"the next retry, in {retry_state.upcoming_sleep:.2f} s, would start past "
-                   f"budget_s={policy.budget_s:g}")
+            why = (
+                f"the next retry, in {retry_state.upcoming_sleep:.2f} s, would start past "
+                f"budget_s={policy.budget_s:g}"
+            )
         raise RetryBudgetExhaustedError(
             f"Gave up on {what} after {attempts} attempt(s) in {elapsed_s:.2f} s: {why}. Last "
             f"error: {last}. The server is down, overloaded or too slow: check its health and "
             f"logs, add replicas (pass several base URLs), or raise RetryPolicy(max_attempts, "
-            f"budget_s) or Timeouts.", attempts=attempts, last_error=str(last),
-            status=getattr(last, "status", None)) from last
+            f"budget_s) or Timeouts.",
+            attempts=attempts,
+            last_error=str(last),
+            status=getattr(last, "status", None),
+        ) from last
 
     return give_up
 
 
 def retrying_kwargs(policy: RetryPolicy, what: str, before_sleep=None) -> dict:
     """Return the keyword arguments of tenacity.Retrying/AsyncRetrying for policy."""
-    return {"retry": tenacity.retry_if_exception_type(AttemptFailed),
-            "wait": _WaitHonouringRetryAfter(policy),
-            "stop": (tenacity.stop_after_attempt(policy.max_attempts)
-                     | tenacity.stop_before_delay(policy.budget_s)
-                     | _StopOnLongRetryAfter(policy.retry_after_max_s)),
-            "retry_error_callback": _give_up(policy, what),
-            "before_sleep": before_sleep}
+    return {
+        "retry": tenacity.retry_if_exception_type(AttemptFailed),
+        "wait": _WaitHonouringRetryAfter(policy),
+        "stop": (
+            tenacity.stop_after_attempt(policy.max_attempts)
+            | tenacity.stop_before_delay(policy.budget_s)
+            | _StopOnLongRetryAfter(policy.retry_after_max_s)
+        ),
+        "retry_error_callback": _give_up(policy, what),
+        "before_sleep": before_sleep,
+    }
 
 
 class StreamState:
@@ -237,21 +279,27 @@ class StreamState:
         """Return the text one SSE line adds ("" for none); raise on an error event."""
         if not line.startswith("data:"):
             return ""  # blank separators, comments, event:/id: lines
-        data = line[len("data:"):].strip()
+        data = line[len("data:") :].strip()
         if data == "[DONE]":
             self.done = True
             return ""
         try:
             event = json.loads(data)
         except ValueError:
-            raise AttemptFailed(f"malformed stream event from {url}: {data[:80]!r}",
-                                "bad_event") from None
+            raise AttemptFailed(
+                f"malformed stream event from {url}: {data[:80]!r}", "bad_event"
+            ) from None
         if isinstance(event, dict) and event.get("error"):
             # deploykit and vLLM report a failure midway as an error event, then [DONE]
             error = event["error"]
             code = error.get("code") if isinstance(error, dict) else None
-            failure = status_failure(code if isinstance(code, int) else 500, httpx.Headers(),
-                                     json.dumps(event), url, policy)
+            failure = status_failure(
+                code if isinstance(code, int) else 500,
+                httpx.Headers(),
+                json.dumps(event),
+                url,
+                policy,
+            )
             raise failure
         text = ""
         for choice in event.get("choices") or []:
@@ -265,7 +313,13 @@ class StreamState:
     def response(self, model: str) -> dict:
         """Return the whole streamed answer in the shape of a non-streamed response."""
         text = "".join(self.parts)
-        choice = ({"index": 0, "message": {"role": "assistant", "content": text}} if self.chat
-                  else {"index": 0, "text": text})
-        return {"object": "chat.completion" if self.chat else "text_completion", "model": model,
-                "choices": [{**choice, "finish_reason": self.finish_reason}]}
+        choice = (
+            {"index": 0, "message": {"role": "assistant", "content": text}}
+            if self.chat
+            else {"index": 0, "text": text}
+        )
+        return {
+            "object": "chat.completion" if self.chat else "text_completion",
+            "model": model,
+            "choices": [{**choice, "finish_reason": self.finish_reason}],
+        }

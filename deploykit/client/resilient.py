@@ -20,9 +20,9 @@ import itertools
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import tenacity
@@ -30,11 +30,19 @@ import tenacity
 from .. import _env
 from ..errors import InvalidArgumentError, RequestRejectedError, RetryBudgetExhaustedError
 from . import _stream
+from ._stream import StreamInfo
 from .cache import ModelIdentity, ResponseCache
 from .hub import _is_loopback
 from .openai_compat import _check_url
-from .policy import (AttemptFailed, RetryPolicy, StreamState, Timeouts, retrying_kwargs,
-                     status_failure, transport_failure)
+from .policy import (
+    AttemptFailed,
+    RetryPolicy,
+    StreamState,
+    Timeouts,
+    retrying_kwargs,
+    status_failure,
+    transport_failure,
+)
 
 
 @dataclass(frozen=True)
@@ -69,25 +77,10 @@ class ClientStats:
     failures: collections.Counter = field(default_factory=collections.Counter)  # by kind
 
 
-@dataclass
-class StreamInfo:
-    """What one stream cost so far: attempts, the replica, the text chunks delivered."""
-
-    idempotency_key: str = ""
-    attempts: int = 0  # 0: answered from the cache
-    base_url: str = ""  # the replica streaming it
-    chunks: int = 0
-    cached: bool = False
-
-    @property
-    def retries(self) -> int:
-        return max(0, self.attempts - 1)
-
-
 class TextStream:
     """The text chunks of one streamed answer; .info says what it cost."""
 
-    def __init__(self, chunks: Iterator[str], info: StreamInfo) -> None:
+    def __init__(self, chunks: Generator[str, None, None], info: StreamInfo) -> None:
         self._chunks, self.info = chunks, info
 
     def __iter__(self) -> TextStream:
@@ -109,28 +102,41 @@ def _text(body: dict, chat: bool) -> str:
 class _ClientBase(_stream.StreamSteps):
     """Configuration, validation and bookkeeping shared by the sync and async clients."""
 
-    def __init__(self, base_url: str | Sequence[str], *, model: str | None = None,
-                 api_key_env: str = "OPENAI_API_KEY", timeouts: Timeouts | None = None,
-                 retry: RetryPolicy | None = None, cache: ResponseCache | None = None,
-                 model_identity: ModelIdentity | None = None,
-                 headers: Mapping[str, str] | None = None) -> None:
+    if TYPE_CHECKING:  # each client's own: TextStream or AsyncTextStream, and its reader
+        _text_stream: Callable[[Any, StreamInfo], Any]
+
+        def _stream_iter(self, path: str, body: dict, chat: bool, info: StreamInfo) -> Any: ...
+
+    def __init__(
+        self,
+        base_url: str | Sequence[str],
+        *,
+        model: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = None,
+        cache: ResponseCache | None = None,
+        model_identity: ModelIdentity | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         if not urls:
-            raise InvalidArgumentError("base_url needs at least one URL, e.g. "
-                                       "'http://127.0.0.1:8000/v1'.")
+            raise InvalidArgumentError(
+                "base_url needs at least one URL, e.g. 'http://127.0.0.1:8000/v1'."
+            )
         hosts = [_check_url(url) for url in urls]
         self.base_urls = tuple(url.rstrip("/") for url in urls)
         self.model = model
         self.timeouts = timeouts or Timeouts()
         self.retry = retry or RetryPolicy()
         if not isinstance(self.timeouts, Timeouts) or not isinstance(self.retry, RetryPolicy):
-            raise InvalidArgumentError("timeouts must be a dk.Timeouts and retry a "
-                                       "dk.RetryPolicy.")
+            raise InvalidArgumentError("timeouts must be a dk.Timeouts and retry a dk.RetryPolicy.")
         if cache is not None and not isinstance(model_identity, ModelIdentity):
             raise InvalidArgumentError(
                 "A cache needs model_identity, so that new weights never get old answers: pass "
                 "model_identity=dk.model_identity('toy-tiny') (a local model), or "
-                "dk.ModelIdentity('gpt-4o-mini', '2024-07-18') (a hosted model's version).")
+                "dk.ModelIdentity('gpt-4o-mini', '2024-07-18') (a hosted model's version)."
+            )
         self.cache, self.model_identity = cache, model_identity
         key = _env.credential(api_key_env)
         if key is None and not all(_is_loopback(host) for host in hosts):
@@ -144,20 +150,27 @@ class _ClientBase(_stream.StreamSteps):
 
     def _body(self, fields: dict, extra: dict) -> dict:
         if "stream" in extra:
-            raise InvalidArgumentError("Do not pass stream=...: call stream_chat() or "
-                                       "stream_completions() for a stream.")
+            raise InvalidArgumentError(
+                "Do not pass stream=...: call stream_chat() or stream_completions() for a stream."
+            )
         body = {**fields, **extra}
         body["model"] = body.get("model") or self.model
         if not body["model"]:
-            raise InvalidArgumentError("Say which model: ResilientClient(..., model='toy-tiny') "
-                                       "or model='...' in the call.")
+            raise InvalidArgumentError(
+                "Say which model: ResilientClient(..., model='toy-tiny') "
+                "or model='...' in the call."
+            )
         return body
 
     def _chat_body(self, messages: Sequence[Mapping[str, Any]], extra: dict) -> dict:
-        if (isinstance(messages, (str, bytes)) or not messages
-                or not all(isinstance(m, Mapping) and "role" in m for m in messages)):
-            raise InvalidArgumentError("messages must be a non-empty list of {'role': ..., "
-                                       "'content': ...} dicts.")
+        if (
+            isinstance(messages, (str, bytes))
+            or not messages
+            or not all(isinstance(m, Mapping) and "role" in m for m in messages)
+        ):
+            raise InvalidArgumentError(
+                "messages must be a non-empty list of {'role': ..., 'content': ...} dicts."
+            )
         return self._body({"messages": [dict(m) for m in messages]}, extra)
 
     def _completion_body(self, prompt: str | Sequence[Any], extra: dict) -> dict:
@@ -175,14 +188,16 @@ class _ClientBase(_stream.StreamSteps):
 
     # ---- what one attempt's outcome means -------------------------------------------------
 
-    def _transport_error(self, exc: httpx.TransportError, target: str,
-                         streaming: bool = False) -> Exception:
+    def _transport_error(
+        self, exc: httpx.TransportError, target: str, streaming: bool = False
+    ) -> Exception:
         """Return what a failed send or read means: retried, or raised as it is."""
         return transport_failure(exc, target, self.timeouts, streaming=streaming) or exc
 
     def _status_error(self, response: httpx.Response, target: str) -> Exception:
-        return status_failure(response.status_code, response.headers, response.text, target,
-                              self.retry)
+        return status_failure(
+            response.status_code, response.headers, response.text, target, self.retry
+        )
 
     def _answer(self, response: httpx.Response, target: str) -> dict:
         """Return the JSON of a non-streamed response; raise what a failed one means."""
@@ -191,8 +206,9 @@ class _ClientBase(_stream.StreamSteps):
         try:
             return response.json()
         except ValueError:
-            raise AttemptFailed(f"HTTP 200 from {target} with a body that is not JSON",
-                                "bad_body") from None
+            raise AttemptFailed(
+                f"HTTP 200 from {target} with a body that is not JSON", "bad_body"
+            ) from None
 
     # ---- bookkeeping ----------------------------------------------------------------------
 
@@ -202,6 +218,7 @@ class _ClientBase(_stream.StreamSteps):
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState) -> None:
+        assert retry_state.outcome is not None  # tenacity calls it after a failed attempt
         failure = retry_state.outcome.exception()
         with self._lock:
             self.stats.retries += 1
@@ -224,6 +241,7 @@ class _ClientBase(_stream.StreamSteps):
             else:
                 self._count(rejected=1)
             if key is not None:
+                assert self.cache is not None  # keys come from the cache
                 self.cache.metrics.skipped("error")
             raise
 
@@ -232,21 +250,46 @@ class _ClientBase(_stream.StreamSteps):
         self._count(requests=1)
         if self.cache is None:
             return None, None
+        assert self.model_identity is not None  # __init__ requires it with a cache
         key, found = self.cache.lookup(path, body, self.model_identity)
         if found is not None:
             self._count(cache_hits=1)
         return key, found
 
     def _cached(self, found: dict, chat: bool, started: float) -> Completion:
-        return Completion(found, _text(found, chat), 0, (), (time.perf_counter() - started) * 1e3,
-                          "", "", cached=True)
+        return Completion(
+            found,
+            _text(found, chat),
+            0,
+            (),
+            (time.perf_counter() - started) * 1e3,
+            "",
+            "",
+            cached=True,
+        )
 
-    def _answered(self, key: str | None, answer: dict, chat: bool, latencies: list[float],
-                  started: float, url: str, idempotency_key: str) -> Completion:
+    def _answered(
+        self,
+        key: str | None,
+        answer: dict,
+        chat: bool,
+        latencies: list[float],
+        started: float,
+        url: str,
+        idempotency_key: str,
+    ) -> Completion:
         if key is not None:
+            assert self.cache is not None  # keys come from the cache
             self.cache.store(key, answer)
-        return Completion(answer, _text(answer, chat), len(latencies), tuple(latencies),
-                          (time.perf_counter() - started) * 1e3, url, idempotency_key)
+        return Completion(
+            answer,
+            _text(answer, chat),
+            len(latencies),
+            tuple(latencies),
+            (time.perf_counter() - started) * 1e3,
+            url,
+            idempotency_key,
+        )
 
     # ---- streams --------------------------------------------------------------------------
 
@@ -273,8 +316,9 @@ class ResilientClient(_ClientBase):
     def __init__(self, base_url: str | Sequence[str], **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         # trust_env=False: loopback replicas must not go through a proxy from HTTP_PROXY
-        self._http = httpx.Client(trust_env=False, timeout=self.timeouts.httpx(),
-                                  limits=httpx.Limits(max_connections=64))
+        self._http = httpx.Client(
+            trust_env=False, timeout=self.timeouts.httpx(), limits=httpx.Limits(max_connections=64)
+        )
 
     def chat(self, messages: Sequence[Mapping[str, Any]], **params: Any) -> Completion:
         """POST /chat/completions with retries; return the answer and what it cost."""
@@ -313,13 +357,16 @@ class ResilientClient(_ClientBase):
 
     def _post_once(self, target: str, body: dict, idempotency_key: str) -> dict:
         try:
-            response = self._http.post(target, json=body,
-                                       headers=self._request_headers(idempotency_key))
+            response = self._http.post(
+                target, json=body, headers=self._request_headers(idempotency_key)
+            )
         except httpx.TransportError as exc:
             raise self._transport_error(exc, target) from exc
         return self._answer(response, target)
 
-    def _stream_iter(self, path: str, body: dict, chat: bool, info: StreamInfo) -> Iterator[str]:
+    def _stream_iter(
+        self, path: str, body: dict, chat: bool, info: StreamInfo
+    ) -> Generator[str, None, None]:
         key, found = self._begin(path, body)
         if found is not None:
             yield self._cached_text(found, chat, info)
@@ -332,7 +379,8 @@ class ResilientClient(_ClientBase):
 
         with self._giveups_counted():
             response, lines, state, url = tenacity.Retrying(
-                **self._retry_kwargs(f"stream POST {path}"))(attempt)
+                **self._retry_kwargs(f"stream POST {path}")
+            )(attempt)
         try:
             for text in state.parts[:1]:  # what the attempt read before it handed over
                 yield self._delivered(text, info)
@@ -349,8 +397,9 @@ class ResilientClient(_ClientBase):
     def _open_stream(self, url: str, path: str, body: dict, idempotency_key: str, chat: bool):
         """Send one stream request and read it up to its first text (or its end)."""
         target = url + path
-        request = self._http.build_request("POST", target, json=body,
-                                           headers=self._request_headers(idempotency_key))
+        request = self._http.build_request(
+            "POST", target, json=body, headers=self._request_headers(idempotency_key)
+        )
         try:
             response = self._http.send(request, stream=True)
         except httpx.TransportError as exc:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..launch import Server, launch_server
+from ..launch import Server, deploykit_command, launch_server
 from .config import MODEL_DIR, PYTHON_IMAGE, TORCH_VERSION, USER_ID, DeploymentConfig
 
 HF_HOME = f"{MODEL_DIR}/huggingface"
@@ -44,9 +44,13 @@ def image_command(config: DeploymentConfig) -> list[str]:
     from ..server.process import serve_command
 
     device = "cuda" if config.gpus else "cpu"
-    argv = serve_command(config.model, device=device, dtype=config.dtype,
-                         args=["--drain-timeout-s", str(config.drain_timeout_s)])
-    # serve_command starts `python -m deploykit.cli`; the image has the console script
+    argv = serve_command(
+        config.model,
+        device=device,
+        dtype=config.dtype,
+        args=["--drain-timeout-s", str(config.drain_timeout_s)],
+    )
+    # serve_command starts `python -m deploykit`; the image has the console script
     argv = ["deploykit", *argv[3:]]
     return [a.replace("{host}", "0.0.0.0").replace("{port}", str(config.port)) for a in argv]
 
@@ -64,7 +68,9 @@ def healthcheck_command(config: DeploymentConfig) -> list[str]:
         return ["curl", "--fail", "--silent", "--max-time", str(_HEALTH_TIMEOUT_S - 1), url]
     python = "python3" if config.engine == "vllm" else "python"
     # no curl in python:slim; urlopen raises (exit 1) on anything but 2xx/3xx
-    code = f"import urllib.request; urllib.request.urlopen('{url}', timeout={_HEALTH_TIMEOUT_S - 1})"
+    code = (
+        f"import urllib.request; urllib.request.urlopen('{url}', timeout={_HEALTH_TIMEOUT_S - 1})"
+    )
     return [python, "-c", code]
 
 
@@ -86,15 +92,22 @@ def _environment(config: DeploymentConfig) -> dict[str, str]:
 def dockerfile(config: DeploymentConfig) -> str:
     """Return the Dockerfile text for config (see the module docstring for what it guarantees)."""
     base = config.base_image or config.default_base_image()
-    lines = ["# syntax=docker/dockerfile:1",
-             f"# Rendered by deploykit from DeploymentConfig(name={config.name!r}, "
-             f"engine={config.engine!r}).", "# No model inside: it is downloaded at first start "
-             f"into the volume at {MODEL_DIR}, or mounted there.", ""]
+    lines = [
+        "# syntax=docker/dockerfile:1",
+        f"# Rendered by deploykit from DeploymentConfig(name={config.name!r}, "
+        f"engine={config.engine!r}).",
+        "# No model inside: it is downloaded at first start "
+        f"into the volume at {MODEL_DIR}, or mounted there.",
+        "",
+    ]
     if config.engine == "deploykit":
         lines += _deploykit_build(config, base)
     else:
-        lines += [f"FROM {base}", "", "# the official image runs as root; add an unprivileged "
-                  "user with a writable home"]
+        lines += [
+            f"FROM {base}",
+            "",
+            "# the official image runs as root; add an unprivileged user with a writable home",
+        ]
     env = _environment(config)
     lines += [
         "",
@@ -121,7 +134,7 @@ def dockerfile(config: DeploymentConfig) -> str:
 
 def _deploykit_build(config: DeploymentConfig, base: str) -> list[str]:
     """Return the stages that build deploykit's wheel from this checkout and install it."""
-    from .. import __version__
+    from .._version import __version__
 
     wheel = f"deploykit-{__version__}-py3-none-any.whl"
     if config.gpus:  # the CUDA runtime image has no Python: the distribution's, in a venv
@@ -167,8 +180,9 @@ def dockerignore(config: DeploymentConfig) -> str:
     return "*\n!pyproject.toml\n!README.md\n!deploykit/\ndeploykit/**/__pycache__\n"
 
 
-def compose_file(config: DeploymentConfig, dockerfile_path: str = "Dockerfile",
-                 context: str = ".") -> dict[str, Any]:
+def compose_file(
+    config: DeploymentConfig, dockerfile_path: str = "Dockerfile", context: str = "."
+) -> dict[str, Any]:
     """Return the Compose file (a dict) that builds and runs the image with its volume."""
     health = healthcheck_command(config)
     service: dict[str, Any] = {
@@ -182,22 +196,28 @@ def compose_file(config: DeploymentConfig, dockerfile_path: str = "Dockerfile",
         "stop_signal": "SIGTERM",
         # docker stop waits 10 s by default, then SIGKILLs: give the drain its time
         "stop_grace_period": f"{config.drain_timeout_s + 10}s",
-        "healthcheck": {"test": ["CMD", *health], "interval": "30s",
-                        "timeout": f"{_HEALTH_TIMEOUT_S}s", "retries": 3,
-                        "start_period": f"{config.model_load_s}s", "start_interval": "5s"},
+        "healthcheck": {
+            "test": ["CMD", *health],
+            "interval": "30s",
+            "timeout": f"{_HEALTH_TIMEOUT_S}s",
+            "retries": 3,
+            "start_period": f"{config.model_load_s}s",
+            "start_interval": "5s",
+        },
         "deploy": {"resources": {"limits": {"memory": f"{config.memory_gib}g"}}},
     }
     if config.gpus:
-        service["deploy"]["resources"]["reservations"] = {"devices": [
-            {"driver": "nvidia", "count": config.gpus, "capabilities": ["gpu"]}]}
+        service["deploy"]["resources"]["reservations"] = {
+            "devices": [{"driver": "nvidia", "count": config.gpus, "capabilities": ["gpu"]}]
+        }
         # NCCL and PyTorch workers share tensors through /dev/shm (Docker's default is 64 MB)
         service["shm_size"] = "8g" if config.engine != "tgi" else config.engine_args().shm_size
-    return {"name": config.name, "services": {config.name: service},
-            "volumes": {"model-cache": {}}}
+    return {"name": config.name, "services": {config.name: service}, "volumes": {"model-cache": {}}}
 
 
-def compose_yaml(config: DeploymentConfig, dockerfile_path: str = "Dockerfile",
-                 context: str = ".") -> str:
+def compose_yaml(
+    config: DeploymentConfig, dockerfile_path: str = "Dockerfile", context: str = "."
+) -> str:
     """Return the Compose file as YAML text."""
     import yaml
 
@@ -212,14 +232,20 @@ def write_docker_files(config: DeploymentConfig, out_dir: str | Path) -> dict[st
     """
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"Dockerfile": out / "Dockerfile", "dockerignore": out / "Dockerfile.dockerignore",
-             "compose.yaml": out / "compose.yaml"}
+    paths = {
+        "Dockerfile": out / "Dockerfile",
+        "dockerignore": out / "Dockerfile.dockerignore",
+        "compose.yaml": out / "compose.yaml",
+    }
     paths["Dockerfile"].write_text(dockerfile(config))
     paths["dockerignore"].write_text(dockerignore(config))
     # Compose resolves the context from the compose file's folder, the Dockerfile from the context
     context = _context(config, out)
-    paths["compose.yaml"].write_text(compose_yaml(
-        config, os.path.relpath(paths["Dockerfile"], context), os.path.relpath(context, out)))
+    paths["compose.yaml"].write_text(
+        compose_yaml(
+            config, os.path.relpath(paths["Dockerfile"], context), os.path.relpath(context, out)
+        )
+    )
     return paths
 
 
@@ -227,7 +253,7 @@ def _context(config: DeploymentConfig, out: Path) -> Path:
     """Return the build context: the cookbook checkout for deploykit, else the files' folder."""
     if config.engine != "deploykit":
         return out
-    from ..cookbook import find_root
+    from .._env import find_root
 
     return find_root()
 
@@ -237,18 +263,31 @@ def docker_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
     out = Path(out_dir).absolute()
     context = _context(config, out)
     gpus = ["--gpus", str(config.gpus)] if config.gpus else []
-    run = ["docker", "run", "--rm", "-p", f"{config.port}:{config.port}", *gpus,
-           "-v", f"model-cache:{MODEL_DIR}", "-e", config.hf_token_env, config.image_ref]
+    run = [
+        "docker",
+        "run",
+        "--rm",
+        "-p",
+        f"{config.port}:{config.port}",
+        *gpus,
+        "-v",
+        f"model-cache:{MODEL_DIR}",
+        "-e",
+        config.hf_token_env,
+        config.image_ref,
+    ]
     q = shlex.join
-    return [q(["docker", "build", "-f", str(out / "Dockerfile"), "-t", config.image_ref,
-               str(context)]),
-            q(run),
-            q(["docker", "compose", "-f", str(out / "compose.yaml"), "up", "--detach", "--wait"]),
-            f"curl -s localhost:{config.port}{config.ready_path}",
-            q(["docker", "compose", "-f", str(out / "compose.yaml"), "down"])]
+    return [
+        q(["docker", "build", "-f", str(out / "Dockerfile"), "-t", config.image_ref, str(context)]),
+        q(run),
+        q(["docker", "compose", "-f", str(out / "compose.yaml"), "up", "--detach", "--wait"]),
+        f"curl -s localhost:{config.port}{config.ready_path}",
+        q(["docker", "compose", "-f", str(out / "compose.yaml"), "down"]),
+    ]
 
 
 # ---- the CPU image's CMD, run on this machine -------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Substitution:
@@ -269,13 +308,19 @@ class HostCommand:
 
     def table(self) -> list[dict[str, str]]:
         """Return the substitutions as rows (part, in the image, here, why)."""
-        return [{"part": s.part, "in the image": s.in_image, "here": s.here, "why": s.why}
-                for s in self.substitutions]
+        return [
+            {"part": s.part, "in the image": s.in_image, "here": s.here, "why": s.why}
+            for s in self.substitutions
+        ]
 
     def start(self, *, timeout_s: float = 180.0, env: dict[str, str] | None = None) -> Server:
         """Start the command with launch_server (own process group, free loopback port, /health)."""
-        return launch_server(list(self.argv), timeout_s=timeout_s, name="image-cmd",
-                             env={"HF_HUB_OFFLINE": "1", **(env or {})})
+        return launch_server(
+            list(self.argv),
+            timeout_s=timeout_s,
+            name="image-cmd",
+            env={"HF_HUB_OFFLINE": "1", **(env or {})},
+        )
 
 
 def exec_form(dockerfile_text: str, instruction: str = "CMD") -> list[str]:
@@ -289,12 +334,14 @@ def exec_form(dockerfile_text: str, instruction: str = "CMD") -> list[str]:
     if found is None:
         raise InvalidArgumentError(f"no {instruction} instruction in the Dockerfile.")
     if instruction.upper() == "HEALTHCHECK":
-        found = found[found.index(" CMD ") + 5:] if " CMD " in found else found
+        found = found[found.index(" CMD ") + 5 :] if " CMD " in found else found
     try:
         value = json.loads(found)
     except json.JSONDecodeError:
-        raise InvalidArgumentError(f"{instruction} {found} is in shell form; deploykit renders "
-                                   "the exec form, a JSON array.") from None
+        raise InvalidArgumentError(
+            f"{instruction} {found} is in shell form; deploykit renders "
+            "the exec form, a JSON array."
+        ) from None
     if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
         raise InvalidArgumentError(f"{instruction} {found} is not a JSON array of strings.")
     return value
@@ -308,11 +355,17 @@ def run_healthcheck(dockerfile_text: str, port: int, timeout_s: float = 30.0) ->
     """
     argv = exec_form(dockerfile_text, "HEALTHCHECK")
     if argv[0] not in ("python", "python3"):
-        raise InvalidArgumentError(f"run_healthcheck runs the Python probe of deploykit images; "
-                                   f"this one starts {argv[0]!r}.")
+        raise InvalidArgumentError(
+            f"run_healthcheck runs the Python probe of deploykit images; "
+            f"this one starts {argv[0]!r}."
+        )
     code = re.sub(r"127\.0\.0\.1:\d+/", f"127.0.0.1:{port}/", argv[-1])
-    done = subprocess.run([sys.executable, *argv[1:-1], code], capture_output=True,
-                          timeout=timeout_s, env={**os.environ, "NO_PROXY": "127.0.0.1"})
+    done = subprocess.run(
+        [sys.executable, *argv[1:-1], code],
+        capture_output=True,
+        timeout=timeout_s,
+        env={**os.environ, "NO_PROXY": "127.0.0.1"},
+    )
     return done.returncode
 
 
@@ -320,7 +373,7 @@ def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
     """Return the deploykit image's CMD as a command for `launch_server` on this machine.
 
     Only what cannot exist here changes, each listed: the console script becomes this
-    Python's `-m deploykit.cli`; the host 0.0.0.0 becomes launch_server's {host} (loopback:
+    Python's `-m deploykit`; the host 0.0.0.0 becomes launch_server's {host} (loopback:
     servers here bind 127.0.0.1 only); the port becomes {port} (a free one); a model that
     is not a deploykit built-in (a hub id, or a folder on the image's /models volume) becomes
     `model`; device cuda becomes cpu. Every other flag is kept as written.
@@ -329,20 +382,35 @@ def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
 
     argv = list(cmd)
     if argv[:2] != ["deploykit", "serve"]:
-        raise InvalidArgumentError(f"host_command runs deploykit images only; this CMD starts "
-                                   f"{shlex.join(argv[:2])!r}. vLLM and TGI images need their "
-                                   "engine and a GPU.")
-    subs = [Substitution("executable", "deploykit", f"{Path(sys.executable).name} -m deploykit.cli",
-                         "the image's console script; this kernel's Python runs the same entry point")]
-    out = [sys.executable, "-m", "deploykit.cli", "serve"]
+        raise InvalidArgumentError(
+            f"host_command runs deploykit images only; this CMD starts "
+            f"{shlex.join(argv[:2])!r}. vLLM and TGI images need their "
+            "engine and a GPU."
+        )
+    subs = [
+        Substitution(
+            "executable",
+            "deploykit",
+            f"{Path(sys.executable).name} -m deploykit",
+            "the image's console script; this kernel's Python runs the same entry point",
+        )
+    ]
+    out = deploykit_command("serve")
     # flag: (whether value must change, what runs here, what the table shows, why)
     changes = {
-        "--host": lambda v: (v != "{host}", "{host}", "127.0.0.1",
-                             "servers here bind loopback: nothing outside this machine reaches them"),
+        "--host": lambda v: (
+            v != "{host}",
+            "{host}",
+            "127.0.0.1",
+            "servers here bind loopback: nothing outside this machine reaches them",
+        ),
         "--port": lambda v: (True, "{port}", "a free port", "launch_server picks one at start"),
-        "--model": lambda v: (v not in BUILTIN_MODELS, model, model,
-                              f"the image loads it from the hub or {MODEL_DIR}, neither of "
-                              "which exists here"),
+        "--model": lambda v: (
+            v not in BUILTIN_MODELS,
+            model,
+            model,
+            f"the image loads it from the hub or {MODEL_DIR}, neither of which exists here",
+        ),
         "--device": lambda v: (v != "cpu", "cpu", "cpu", "no GPU on this machine"),
     }
     rest = argv[2:]

@@ -23,8 +23,11 @@ _READINESS_PERIOD_S = 5
 
 
 def _labels(config: DeploymentConfig) -> dict[str, str]:
-    return {"app.kubernetes.io/name": config.name, "app.kubernetes.io/component": "llm-server",
-            "app.kubernetes.io/managed-by": "deploykit"}
+    return {
+        "app.kubernetes.io/name": config.name,
+        "app.kubernetes.io/component": "llm-server",
+        "app.kubernetes.io/managed-by": "deploykit",
+    }
 
 
 def _selector(config: DeploymentConfig) -> dict[str, str]:
@@ -41,8 +44,12 @@ def secret_name(config: DeploymentConfig) -> str:
 
 
 def _probe(path: str, period_s: int, failures: int, timeout_s: int = 5) -> dict[str, Any]:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period_s,
-            "timeoutSeconds": timeout_s, "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period_s,
+        "timeoutSeconds": timeout_s,
+        "failureThreshold": failures,
+    }
 
 
 def probes(config: DeploymentConfig) -> dict[str, dict[str, Any]]:
@@ -52,8 +59,7 @@ def probes(config: DeploymentConfig) -> dict[str, dict[str, Any]]:
     readiness only begin once it has passed, so they can stay short and strict.
     """
     return {
-        "startupProbe": _probe(config.health_path, config.probe_period_s,
-                               config.startup_threshold),
+        "startupProbe": _probe(config.health_path, config.probe_period_s, config.startup_threshold),
         "readinessProbe": _probe(config.ready_path, _READINESS_PERIOD_S, 2, timeout_s=3),
         "livenessProbe": _probe(config.health_path, config.probe_period_s, _LIVENESS_FAILURES),
     }
@@ -72,9 +78,21 @@ def _resources(config: DeploymentConfig) -> dict[str, Any]:
 
 def deployment(config: DeploymentConfig) -> dict[str, Any]:
     """Return the Deployment manifest."""
-    env = [{"name": k, "value": v} for k, v in _environment(config).items() if k != "HOME"]
-    env.append({"name": config.hf_token_env, "valueFrom": {"secretKeyRef": {
-        "name": secret_name(config), "key": config.hf_token_env, "optional": True}}})
+    env: list[dict[str, Any]] = [
+        {"name": k, "value": v} for k, v in _environment(config).items() if k != "HOME"
+    ]
+    env.append(
+        {
+            "name": config.hf_token_env,
+            "valueFrom": {
+                "secretKeyRef": {
+                    "name": secret_name(config),
+                    "key": config.hf_token_env,
+                    "optional": True,
+                }
+            },
+        }
+    )
     container: dict[str, Any] = {
         "name": "server",
         "image": config.image_ref,
@@ -87,17 +105,27 @@ def deployment(config: DeploymentConfig) -> dict[str, Any]:
         # the Service stops routing to a terminating pod asynchronously; the pause lets that
         # happen before SIGTERM, so no new request lands on a server that is draining
         "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(config.prestop_sleep_s)]}}},
-        "securityContext": {"allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}},
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
         "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_DIR}],
     }
-    volumes: list[dict[str, Any]] = [{"name": "model-cache", "persistentVolumeClaim": {
-        "claimName": f"{config.name}-model-cache", "readOnly": config.cache_access_mode == "ReadOnlyMany"}}]
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "model-cache",
+            "persistentVolumeClaim": {
+                "claimName": f"{config.name}-model-cache",
+                "readOnly": config.cache_access_mode == "ReadOnlyMany",
+            },
+        }
+    ]
     pod: dict[str, Any] = {
         "terminationGracePeriodSeconds": config.grace_s,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": USER_ID, "runAsGroup": USER_ID,
-                            "fsGroup": USER_ID,  # makes the volume writable by that user
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "fsGroup": USER_ID,  # makes the volume writable by that user
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": volumes,
     }
@@ -106,63 +134,102 @@ def deployment(config: DeploymentConfig) -> dict[str, Any]:
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}})
         # GPU node pools are usually tainted so that only GPU workloads land there
-        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
-                               "effect": "NoSchedule"}]
+        pod["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
     spec: dict[str, Any] = {
         "selector": {"matchLabels": _selector(config)},
         # a new pod must be ready before an old one goes: capacity never drops during a rollout
-        "strategy": {"type": "RollingUpdate",
-                     "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
         # the model load is slow: wait for it before declaring a rollout stuck
         "progressDeadlineSeconds": max(600, 2 * config.model_load_s),
         "template": {"metadata": {"labels": _labels(config)}, "spec": pod},
     }
     if not config.autoscaled:  # with an HPA, replicas in the manifest would fight it on apply
         spec = {"replicas": config.replicas, **spec}
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(config, config.name),
-            "spec": spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(config, config.name),
+        "spec": spec,
+    }
 
 
 def persistent_volume_claim(config: DeploymentConfig) -> dict[str, Any]:
     """Return the PVC that holds the model cache (hub downloads, or weights you copy there)."""
-    spec: dict[str, Any] = {"accessModes": [config.cache_access_mode],
-                            "resources": {"requests": {"storage": f"{config.cache_size_gib}Gi"}}}
+    spec: dict[str, Any] = {
+        "accessModes": [config.cache_access_mode],
+        "resources": {"requests": {"storage": f"{config.cache_size_gib}Gi"}},
+    }
     if config.storage_class:
         spec["storageClassName"] = config.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": _meta(config, f"{config.name}-model-cache"), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(config, f"{config.name}-model-cache"),
+        "spec": spec,
+    }
 
 
 def service(config: DeploymentConfig) -> dict[str, Any]:
     """Return a ClusterIP Service on port 80 (expose it through your Ingress or gateway)."""
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(config, config.name),
-            "spec": {"type": "ClusterIP", "selector": _selector(config),
-                     "ports": [{"name": "http", "port": 80, "targetPort": "http",
-                                "protocol": "TCP"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(config, config.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(config),
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
 
 
 def horizontal_pod_autoscaler(config: DeploymentConfig) -> dict[str, Any]:
     """Return the HPA (autoscaling/v2): CPU utilization, or waiting requests per pod for GPUs."""
     if config.queue_metric:
-        metric = {"type": "Pods", "pods": {"metric": {"name": config.queue_metric},
-                                           "target": {"type": "AverageValue",
-                                                      "averageValue": str(config.queue_target)}}}
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": config.queue_metric},
+                "target": {"type": "AverageValue", "averageValue": str(config.queue_target)},
+            },
+        }
     else:
-        metric = {"type": "Resource", "resource": {"name": "cpu", "target": {
-            "type": "Utilization", "averageUtilization": 70}}}
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": _meta(config, config.name),
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
-                                        "name": config.name},
-                     "minReplicas": config.replicas, "maxReplicas": config.max_replicas,
-                     "metrics": [metric],
-                     # a new replica costs a model load: add one at a time, remove slowly
-                     "behavior": {
-                         "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [
-                             {"type": "Pods", "value": 1,
-                              "periodSeconds": max(60, config.model_load_s)}]},
-                         "scaleDown": {"stabilizationWindowSeconds": 600, "policies": [
-                             {"type": "Pods", "value": 1, "periodSeconds": 300}]}}}}
+        metric = {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70},
+            },
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(config, config.name),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": config.name},
+            "minReplicas": config.replicas,
+            "maxReplicas": config.max_replicas,
+            "metrics": [metric],
+            # a new replica costs a model load: add one at a time, remove slowly
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [
+                        {"type": "Pods", "value": 1, "periodSeconds": max(60, config.model_load_s)}
+                    ],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 600,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 300}],
+                },
+            },
+        },
+    }
 
 
 def pod_disruption_budget(config: DeploymentConfig) -> dict[str, Any]:
@@ -171,11 +238,17 @@ def pod_disruption_budget(config: DeploymentConfig) -> dict[str, Any]:
     maxUnavailable 1 rather than minAvailable: with one replica, minAvailable 1 would block
     every node drain forever.
     """
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": _meta(config, config.name),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _selector(config)},
-                     # a pod that never became ready protects nothing: let drains evict it
-                     "unhealthyPodEvictionPolicy": "AlwaysAllow"}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(config, config.name),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": _selector(config)},
+            # a pod that never became ready protects nothing: let drains evict it
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
 
 
 def manifests(config: DeploymentConfig) -> list[dict[str, Any]]:
@@ -219,13 +292,14 @@ def kubernetes_commands(config: DeploymentConfig, manifest_path: str | Path) -> 
 
 def probe_timeline(config: DeploymentConfig) -> dict[str, float]:
     """Return the seconds each probe allows: start-up budget, readiness and liveness reaction."""
-    return {"startup_budget_s": config.probe_period_s * config.startup_threshold,
-            "model_load_s": config.model_load_s,
-            "liveness_restart_after_s": config.probe_period_s * _LIVENESS_FAILURES,
-            "readiness_eject_after_s": _READINESS_PERIOD_S * 2,
-            "grace_period_s": config.grace_s,
-            "prestop_plus_drain_s": config.prestop_sleep_s + config.drain_timeout_s}
-
+    return {
+        "startup_budget_s": config.probe_period_s * config.startup_threshold,
+        "model_load_s": config.model_load_s,
+        "liveness_restart_after_s": config.probe_period_s * _LIVENESS_FAILURES,
+        "readiness_eject_after_s": _READINESS_PERIOD_S * 2,
+        "grace_period_s": config.grace_s,
+        "prestop_plus_drain_s": config.prestop_sleep_s + config.drain_timeout_s,
+    }
 
 
 def plot_pod_timeline(config: DeploymentConfig):
@@ -234,13 +308,19 @@ def plot_pod_timeline(config: DeploymentConfig):
 
     t = probe_timeline(config)
     fig, (start, stop) = plt.subplots(2, 1, figsize=(8, 3.4))
-    start.barh(["startup probe budget", "model load, worst case"],
-               [t["startup_budget_s"], t["model_load_s"]], color=["tab:green", "tab:blue"])
+    start.barh(
+        ["startup probe budget", "model load, worst case"],
+        [t["startup_budget_s"], t["model_load_s"]],
+        color=["tab:green", "tab:blue"],
+    )
     start.set_title("start: the startup probe must outlast the model load")
     start.set_xlabel("seconds after the container starts")
-    stop.barh(["grace period (then SIGKILL)", "drain after SIGTERM", "preStop sleep"],
-              [t["grace_period_s"], config.drain_timeout_s, config.prestop_sleep_s],
-              left=[0, config.prestop_sleep_s, 0], color=["tab:red", "tab:blue", "tab:gray"])
+    stop.barh(
+        ["grace period (then SIGKILL)", "drain after SIGTERM", "preStop sleep"],
+        [t["grace_period_s"], config.drain_timeout_s, config.prestop_sleep_s],
+        left=[0, config.prestop_sleep_s, 0],
+        color=["tab:red", "tab:blue", "tab:gray"],
+    )
     stop.set_title("stop: in-flight requests must finish before the grace period ends")
     stop.set_xlabel("seconds after the pod is told to terminate")
     fig.tight_layout()

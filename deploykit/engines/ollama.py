@@ -2,16 +2,7 @@
 
 `modelfile` writes FROM (the GGUF, absolute path), TEMPLATE (Go template syntax), SYSTEM
 and PARAMETER lines; `create_command` is the `ollama create NAME -f Modelfile` that
-imports it. A Hugging Face chat template is Jinja; Ollama's is Go's text/template over
-.Messages (.Role, .Content). `go_template` converts the families deploykit ships:
-
-- "chatml": `<|im_start|>role\\ncontent<|im_end|>\\n` turns, as in smollm2-135m, with the
-  default system message its Jinja template adds when the first message is not a system one;
-- "inst": the toy models' Llama-2 style (`<<SYS>> ... <</SYS>>`, `[INST] ... [/INST]`,
-  ` answer</s>`).
-
-A template is recognised by rendering it (Jinja) for probe conversations and comparing with
-each family, so a template that only looks similar is refused, never mistranslated. Quoting
+imports it; the TEMPLATE is `models.templates.go_template`'s conversion. Quoting
 follows Ollama's parser (parser/parser.go): values are read up to the newline that closes
 their quotes, so text holding three double quotes in a row cannot be written. Nothing here
 runs Ollama's server or pulls models.
@@ -25,184 +16,68 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError, MissingExtraError
+from ..errors import InvalidArgumentError
+from ..models.templates import go_template
 
 # PARAMETER names and value types: the json tags of Ollama's api.Options and api.Runner
 # (api/types.go), which `ollama create` checks (api.FormatParams). mirostat*, use_mlock,
 # low_vram, f16_kv and vocab_only went in Ollama 0.6.9 (#10574, #10581), tfs_z and
 # penalize_newline in 0.5.x; draft_num_predict needs Ollama 0.30 or later.
 PARAMETERS: dict[str, type] = {
-    "num_ctx": int, "num_batch": int, "num_gpu": int, "main_gpu": int, "use_mmap": bool,
-    "num_thread": int, "draft_num_predict": int, "num_keep": int, "seed": int,
-    "num_predict": int, "top_k": int, "top_p": float, "min_p": float, "typical_p": float,
-    "repeat_last_n": int, "temperature": float, "repeat_penalty": float,
-    "presence_penalty": float, "frequency_penalty": float, "stop": list,
+    "num_ctx": int,
+    "num_batch": int,
+    "num_gpu": int,
+    "main_gpu": int,
+    "use_mmap": bool,
+    "num_thread": int,
+    "draft_num_predict": int,
+    "num_keep": int,
+    "seed": int,
+    "num_predict": int,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "typical_p": float,
+    "repeat_last_n": int,
+    "temperature": float,
+    "repeat_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "stop": list,
 }
 _GGUF_MAGIC = b"GGUF"
 
 
-@dataclass(frozen=True)
-class _Family:
-    """One chat-template family: how it renders (as the Jinja does) and its Go template."""
-
-    name: str
-    # (messages, default_system, bos, eos) -> the prompt the Jinja template must produce
-    render: Callable[[list[dict[str, str]], str | None, str, str], str]
-    # (default_system, bos or "", eos) -> the Go template
-    go: Callable[[str | None, str, str], str]
-    stops: tuple[str, ...]  # Ollama's own library template for the family stops on these
-
-
-def _chatml(messages: list[dict[str, str]], default_system: str | None, bos: str, eos: str) -> str:
-    out = []
-    for i, m in enumerate(messages):
-        if i == 0 and m["role"] != "system" and default_system is not None:
-            out.append(f"<|im_start|>system\n{default_system}<|im_end|>\n")
-        out.append(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n")
-    return "".join(out) + "<|im_start|>assistant\n"
-
-
-def _chatml_go(default_system: str | None, bos: str, eos: str) -> str:
-    # Ollama's template/chatml.gotmpl, plus the default system turn of the Jinja template
-    turns = ("<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
-             "<|im_start|>assistant\n")
-    if default_system is None:
-        return bos + "{{- range .Messages }}" + turns
-    return (bos + "{{- range $i, $_ := .Messages }}"
-            '{{ if and (eq $i 0) (ne .Role "system") }}<|im_start|>system\n'
-            + default_system + "<|im_end|>\n{{ end }}" + turns)
-
-
-def _inst(messages: list[dict[str, str]], default_system: str | None, bos: str, eos: str) -> str:
-    out = [bos]
-    for m in messages:
-        c = m["content"]
-        out.append({"system": f"<<SYS>> {c} <</SYS>>\n", "user": f"[INST] {c} [/INST]",
-                    "assistant": f" {c}{eos}\n"}[m["role"]])
-    return "".join(out)
-
-
-def _inst_go(default_system: str | None, bos: str, eos: str) -> str:
-    return (bos + '{{- range .Messages }}{{ if eq .Role "system" }}<<SYS>> {{ .Content }} '
-            '<</SYS>>\n{{ else if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
-            '{{ else if eq .Role "assistant" }} {{ .Content }}' + eos + "\n{{ end }}{{ end }}")
-
-
-FAMILIES = (
-    _Family("chatml", _chatml, _chatml_go, ("<|im_start|>", "<|im_end|>")),
-    # stops as Ollama's template/llama2-chat.json
-    _Family("inst", _inst, _inst_go, ("[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")),
-)
-_PROBE_USER = "dk-probe question one"
-_PROBES = (  # system, user, assistant, user — and the shapes without a system message
-    [{"role": "user", "content": _PROBE_USER}],
-    [{"role": "system", "content": "dk-probe system"}, {"role": "user", "content": _PROBE_USER}],
-    [{"role": "system", "content": "dk-probe system"}, {"role": "user", "content": _PROBE_USER},
-     {"role": "assistant", "content": "dk-probe answer"},
-     {"role": "user", "content": "dk-probe question two"}],
-    [{"role": "user", "content": _PROBE_USER}, {"role": "assistant", "content": "dk-probe answer"},
-     {"role": "user", "content": "dk-probe question two"}],
-)
-
-
-@dataclass(frozen=True)
-class GoTemplate:
-    """A chat template converted for Ollama: the Go template, its family and stop strings."""
-
-    text: str
-    family: str
-    stops: tuple[str, ...]
-    default_system: str | None = None
-
-
-def render_chat_template(chat_template: str, messages: list[dict[str, str]], *,
-                         bos_token: str = "", eos_token: str = "",
-                         add_generation_prompt: bool = True) -> str:
-    """Render a Jinja chat template the way transformers' apply_chat_template does."""
-    try:
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        raise MissingExtraError("converting a chat template needs jinja2: "
-                                "pip install jinja2") from None
-
-    def raise_exception(message: str):
-        raise ValueError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])
-    env.globals["raise_exception"] = raise_exception
-    return env.from_string(chat_template).render(
-        messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos_token,
-        eos_token=eos_token)
-
-
-def go_template(chat_template: str, *, bos_token: str = "", eos_token: str = "",
-                add_bos_token: bool = True) -> GoTemplate:
-    """Convert a Jinja chat template of a known family into Ollama's Go template syntax.
-
-    bos_token/eos_token are the model's special tokens as text. add_bos_token says whether
-    the runtime prepends BOS when tokenizing (the GGUF's tokenizer.ggml.add_bos_token); if
-    so the Go template leaves it out, as Ollama's own templates do.
-    """
-    unrecognised = InvalidArgumentError(
-        "this chat template is not one deploykit converts (ChatML as in smollm2-135m, or the "
-        "toy models' [INST] style); write the Go template yourself and pass it as "
-        "modelfile(gguf, template=...) (see Ollama's docs/template.mdx).")
-    try:
-        rendered = [render_chat_template(chat_template, m, bos_token=bos_token,
-                                         eos_token=eos_token) for m in _PROBES]
-    except Exception as exc:  # a template that fails on a plain conversation is not ours
-        raise unrecognised from exc
-    default_system = _chatml_default_system(rendered[0])
-    if default_system is not None and ("{{" in default_system or "}}" in default_system):
-        raise unrecognised  # Go would read it as an action
-    # BOS the Jinja writes but the runtime will not add must be written by the Go template
-    # (only a template that names bos_token writes it: ChatML's <|im_start|> may be the BOS
-    # token's text, yet a ChatML template writes it as part of each turn)
-    writes_bos = (bool(bos_token) and "bos_token" in chat_template
-                  and rendered[0].startswith(bos_token))
-    lead = bos_token if writes_bos and not add_bos_token else ""
-    for family in FAMILIES:
-        default = default_system if family.name == "chatml" else None
-        if all(out == family.render(msgs, default, bos_token, eos_token)
-               for msgs, out in zip(_PROBES, rendered)):
-            return GoTemplate(family.go(default, lead, eos_token), family.name, family.stops,
-                              default)
-    raise unrecognised
-
-
-def _chatml_default_system(rendered: str) -> str | None:
-    """Return the system message a ChatML template adds to a conversation without one."""
-    head = "<|im_start|>system\n"
-    if rendered.startswith(head) and "<|im_end|>\n" in rendered:
-        return rendered[len(head):rendered.index("<|im_end|>\n")]
-    return None
-
-
 def _check_gguf(gguf: str | Path) -> Path:
     """Return the absolute path of an existing GGUF file, or say how to get one."""
-    how = ("For a built-in model use resolve_model(name).gguf_file (smollm2-135m ships one); "
-           "for a toy model export one with dk.export_gguf(name); for another Hugging Face "
-           "model convert it with llama.cpp's convert_hf_to_gguf.py.")
+    how = (
+        "For a built-in model use resolve_model(name).gguf_file (smollm2-135m ships one); "
+        "for a toy model export one with dk.export_gguf(name); for another Hugging Face "
+        "model convert it with llama.cpp's convert_hf_to_gguf.py."
+    )
     path = Path(gguf).expanduser().absolute()
     if path.suffix.lower() != ".gguf":
-        raise InvalidArgumentError(f"{str(gguf)!r} is not a .gguf file; Ollama's FROM takes a "
-                                   f"GGUF file here. {how}")
+        raise InvalidArgumentError(
+            f"{str(gguf)!r} is not a .gguf file; Ollama's FROM takes a GGUF file here. {how}"
+        )
     if not path.is_file():
         raise InvalidArgumentError(f"GGUF file {str(path)!r} does not exist. {how}")
     with open(path, "rb") as f:
         if f.read(4) != _GGUF_MAGIC:
-            raise InvalidArgumentError(f"{str(path)!r} does not start with the GGUF magic bytes; "
-                                       f"it is not a GGUF file. {how}")
+            raise InvalidArgumentError(
+                f"{str(path)!r} does not start with the GGUF magic bytes; "
+                f"it is not a GGUF file. {how}"
+            )
     if any(c in str(path) for c in '"\n\r'):
-        raise InvalidArgumentError(f"{str(path)!r} holds a quote or newline, which a Modelfile's "
-                                   "FROM cannot carry; move or rename the file.")
+        raise InvalidArgumentError(
+            f"{str(path)!r} holds a quote or newline, which a Modelfile's "
+            "FROM cannot carry; move or rename the file."
+        )
     return path
 
 
@@ -236,10 +111,12 @@ def _gguf_info_cached(path: str, mtime_ns: int, size: int) -> _GGUFInfo:
         index = value(key)
         return tokens.contents(index) if tokens is not None and index is not None else ""
 
-    return _GGUFInfo(chat_template=value("tokenizer.chat_template"),
-                     bos_token=token("tokenizer.ggml.bos_token_id"),
-                     eos_token=token("tokenizer.ggml.eos_token_id"),
-                     add_bos_token=bool(value("tokenizer.ggml.add_bos_token", True)))
+    return _GGUFInfo(
+        chat_template=value("tokenizer.chat_template"),
+        bos_token=token("tokenizer.ggml.bos_token_id"),
+        eos_token=token("tokenizer.ggml.eos_token_id"),
+        add_bos_token=bool(value("tokenizer.ggml.add_bos_token", True)),
+    )
 
 
 def _text_value(what: str, text: str) -> str:
@@ -247,32 +124,43 @@ def _text_value(what: str, text: str) -> str:
     if not isinstance(text, str):
         raise InvalidArgumentError(f"{what} must be a string, not {type(text).__name__}.")
     if '"""' in text:
-        raise InvalidArgumentError(f'{what} contains """, which ends a quoted Modelfile value '
-                                   "early; rewrite it without three double quotes in a row.")
+        raise InvalidArgumentError(
+            f'{what} contains """, which ends a quoted Modelfile value '
+            "early; rewrite it without three double quotes in a row."
+        )
     bad = sorted({repr(c) for c in text if not c.isprintable() and c not in "\n\t"})
     if bad:
-        raise InvalidArgumentError(f"{what} contains control characters {', '.join(bad)}, "
-                                   "which Ollama's Modelfile parser drops; remove them.")
+        raise InvalidArgumentError(
+            f"{what} contains control characters {', '.join(bad)}, "
+            "which Ollama's Modelfile parser drops; remove them."
+        )
     return f'"""{text}"""' if '"' in text or "\n" in text else f'"{text}"'
 
 
 def _parameter_lines(parameters: Mapping[str, Any]) -> list[str]:
     """Return PARAMETER lines, checked against Ollama's names and value types."""
     if not isinstance(parameters, Mapping):
-        raise InvalidArgumentError("parameters must be a dict such as {'temperature': 0.2, "
-                                   "'stop': ['<|im_end|>']}.")
+        raise InvalidArgumentError(
+            "parameters must be a dict such as {'temperature': 0.2, 'stop': ['<|im_end|>']}."
+        )
     lines = []
     for name, value in parameters.items():
         kind = PARAMETERS.get(name)
         if kind is None:
-            raise InvalidArgumentError(f"{name!r} is not an Ollama parameter; use one of: "
-                                       f"{', '.join(PARAMETERS)}.")
+            raise InvalidArgumentError(
+                f"{name!r} is not an Ollama parameter; use one of: {', '.join(PARAMETERS)}."
+            )
         if kind is list:
             stops = [value] if isinstance(value, str) else value
-            if not isinstance(stops, (list, tuple)) or not stops or not all(
-                    isinstance(s, str) and s for s in stops):
-                raise InvalidArgumentError(f"stop={value!r} must be a non-empty string or a list "
-                                           "of them (each becomes its own PARAMETER stop line).")
+            if (
+                not isinstance(stops, (list, tuple))
+                or not stops
+                or not all(isinstance(s, str) and s for s in stops)
+            ):
+                raise InvalidArgumentError(
+                    f"stop={value!r} must be a non-empty string or a list "
+                    "of them (each becomes its own PARAMETER stop line)."
+                )
             lines += [f"PARAMETER stop {_text_value('stop', s)}" for s in stops]
         elif kind is bool:
             if not isinstance(value, bool):
@@ -283,15 +171,24 @@ def _parameter_lines(parameters: Mapping[str, Any]) -> list[str]:
                 raise InvalidArgumentError(f"{name}={value!r} must be an integer.")
             lines.append(f"PARAMETER {name} {value}")
         else:
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not math.isfinite(value)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+            ):
                 raise InvalidArgumentError(f"{name}={value!r} must be a finite number.")
             lines.append(f"PARAMETER {name} {float(value)!r}")
     return lines
 
 
-def modelfile(gguf: str | Path, *, template: str | None = None, chat_template: str | None = None,
-              system: str | None = None, parameters: Mapping[str, Any] | None = None) -> str:
+def modelfile(
+    gguf: str | Path,
+    *,
+    template: str | None = None,
+    chat_template: str | None = None,
+    system: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> str:
     """Return a Modelfile: FROM the GGUF file, TEMPLATE, SYSTEM and PARAMETER lines.
 
     template is Go template text used as given; chat_template is a Jinja chat template,
@@ -300,22 +197,31 @@ def modelfile(gguf: str | Path, *, template: str | None = None, chat_template: s
     """
     path = _check_gguf(gguf)
     if template is not None and chat_template is not None:
-        raise InvalidArgumentError("pass template= (Go syntax, used as is) or chat_template= "
-                                   "(Jinja, converted), not both.")
+        raise InvalidArgumentError(
+            "pass template= (Go syntax, used as is) or chat_template= (Jinja, converted), not both."
+        )
     params = dict(parameters or {})
-    lines = ["# Modelfile written by deploykit; import it with: ollama create NAME -f <this file>",
-             f"FROM {path}"]
+    lines = [
+        "# Modelfile written by deploykit; import it with: ollama create NAME -f <this file>",
+        f"FROM {path}",
+    ]
     if chat_template is not None:
         needs_tokens = "bos_token" in chat_template or "eos_token" in chat_template
         info = _gguf_info(path) if needs_tokens else _GGUFInfo(None, "", "", True)
-        converted = go_template(chat_template, bos_token=info.bos_token,
-                                eos_token=info.eos_token, add_bos_token=info.add_bos_token)
+        converted = go_template(
+            chat_template,
+            bos_token=info.bos_token,
+            eos_token=info.eos_token,
+            add_bos_token=info.add_bos_token,
+        )
         template = converted.text
         params.setdefault("stop", list(converted.stops))
     if template is not None:
         if not template.strip():
-            raise InvalidArgumentError("template is empty; pass Go template text such as "
-                                       "'{{ .Prompt }}', or leave it None.")
+            raise InvalidArgumentError(
+                "template is empty; pass Go template text such as "
+                "'{{ .Prompt }}', or leave it None."
+            )
         lines.append(f"TEMPLATE {_text_value('template', template)}")
     if system is not None:
         lines.append(f"SYSTEM {_text_value('system', system)}")
@@ -323,8 +229,13 @@ def modelfile(gguf: str | Path, *, template: str | None = None, chat_template: s
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(model_or_gguf: Any, path: str | Path, *, system: str | None = None,
-                    parameters: Mapping[str, Any] | None = None) -> Path:
+def write_modelfile(
+    model_or_gguf: Any,
+    path: str | Path,
+    *,
+    system: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+) -> Path:
     """Write the Modelfile of a model (its GGUF and converted chat template) to path.
 
     model_or_gguf is a .gguf file, or a model `resolve_model` knows whose GGUF it has
@@ -335,8 +246,10 @@ def write_modelfile(model_or_gguf: Any, path: str | Path, *, system: str | None 
     gguf = _find_gguf(model_or_gguf)
     info = _gguf_info(gguf)
     if not info.chat_template:
-        raise InvalidArgumentError(f"{str(gguf)!r} carries no tokenizer.chat_template; write the "
-                                   "Go template yourself and call modelfile(gguf, template=...).")
+        raise InvalidArgumentError(
+            f"{str(gguf)!r} carries no tokenizer.chat_template; write the "
+            "Go template yourself and call modelfile(gguf, template=...)."
+        )
     text = modelfile(gguf, chat_template=info.chat_template, system=system, parameters=parameters)
     out = Path(path).expanduser()
     if out.is_dir() or str(path).endswith(("/", os.sep)):
@@ -348,7 +261,8 @@ def write_modelfile(model_or_gguf: Any, path: str | Path, *, system: str | None 
 
 def _find_gguf(model_or_gguf: Any) -> Path:
     """Return the GGUF file of a path or model, or say how to make one."""
-    from ..models import ModelSource, TOY_MODELS, resolve_model
+    from ..models import ModelSource, resolve_model
+    from ..models.toy import TOY_MODELS
 
     if not isinstance(model_or_gguf, ModelSource) and str(model_or_gguf).lower().endswith(".gguf"):
         return _check_gguf(model_or_gguf)
@@ -359,12 +273,15 @@ def _find_gguf(model_or_gguf: Any) -> Path:
     if found:
         return _check_gguf(found[0])
     if source.name in TOY_MODELS:
-        how = (f"export one with dk.export_gguf({source.name!r}) and pass the file it returns: "
-               f"write_modelfile(dk.export_gguf({source.name!r}), path)")
+        how = (
+            f"export one with dk.export_gguf({source.name!r}) and pass the file it returns: "
+            f"write_modelfile(dk.export_gguf({source.name!r}), path)"
+        )
     else:
-        how = ("convert it with llama.cpp's convert_hf_to_gguf.py and pass the .gguf file")
-    raise InvalidArgumentError(f"model {source.name!r} has no GGUF file, which Ollama needs; "
-                               f"{how}.")
+        how = "convert it with llama.cpp's convert_hf_to_gguf.py and pass the .gguf file"
+    raise InvalidArgumentError(
+        f"model {source.name!r} has no GGUF file, which Ollama needs; {how}."
+    )
 
 
 def ollama_available(timeout_s: float = 10.0) -> tuple[bool, str]:
@@ -373,8 +290,13 @@ def ollama_available(timeout_s: float = 10.0) -> tuple[bool, str]:
     if binary is None:
         return False, "no `ollama` on PATH: install it from https://ollama.com/download"
     try:
-        done = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [binary, "--version"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"`ollama --version` failed: {type(exc).__name__}: {exc}"
     text = (done.stdout + done.stderr).strip()
@@ -387,7 +309,8 @@ def ollama_available(timeout_s: float = 10.0) -> tuple[bool, str]:
 def create_command(name: str, modelfile_path: str | Path) -> list[str]:
     """Return `ollama create NAME -f MODELFILE`, which imports the model into Ollama."""
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.\-/:]*", name):
-        raise InvalidArgumentError(f"model name {name!r} is not one Ollama accepts; use letters, "
-                                   "digits, '-', '_', '.', optionally a ':tag', e.g. 'smollm2-dk'.")
+        raise InvalidArgumentError(
+            f"model name {name!r} is not one Ollama accepts; use letters, "
+            "digits, '-', '_', '.', optionally a ':tag', e.g. 'smollm2-dk'."
+        )
     return ["ollama", "create", name, "-f", str(modelfile_path)]
-

@@ -24,11 +24,21 @@ from typing import Any, ClassVar
 
 from ..errors import EngineArgumentError, InvalidArgumentError, ServerStartError
 from ..launch import Server, launch_server
-from .base import EngineArgs, check_choice, check_positive_ints
+from .base import EngineArgs, check_choice, check_positive_ints, optional_flags
 
 # text-generation-launcher --quantize, possible values (TGI 3.3, enum Quantization).
-QUANTIZE = ("awq", "compressed-tensors", "eetq", "exl2", "gptq", "marlin", "bitsandbytes",
-            "bitsandbytes-nf4", "bitsandbytes-fp4", "fp8")
+QUANTIZE = (
+    "awq",
+    "compressed-tensors",
+    "eetq",
+    "exl2",
+    "gptq",
+    "marlin",
+    "bitsandbytes",
+    "bitsandbytes-nf4",
+    "bitsandbytes-fp4",
+    "fp8",
+)
 # TGI is in maintenance mode (README, Dec 2025); 3.3.7 is its last release.
 IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.7"
 CONTAINER_PORT = 80  # the image sets PORT=80 and HF_HOME=/data
@@ -67,43 +77,61 @@ class TGIArgs(EngineArgs):
             raise EngineArgumentError(
                 f"TGIArgs(model={self.model!r}): TGI runs in Docker and loads a hub id such as "
                 "'HuggingFaceTB/SmolLM2-135M-Instruct', or a folder under the mounted volume "
-                "given as '/data/<folder>'; deploykit's built-in names exist only on this host.")
+                "given as '/data/<folder>'; deploykit's built-in names exist only on this host."
+            )
         if self.quantize is not None:
             check_choice("TGI", "quantize", self.quantize, QUANTIZE)
-        check_positive_ints(self, "max_input_tokens", "max_total_tokens",
-                            "max_batch_prefill_tokens", "max_concurrent_requests", "num_shard",
-                            default_owner="text-generation-launcher")
+        check_positive_ints(
+            self,
+            "max_input_tokens",
+            "max_total_tokens",
+            "max_batch_prefill_tokens",
+            "max_concurrent_requests",
+            "num_shard",
+            default_owner="text-generation-launcher",
+        )
         inp, total = self.max_input_tokens, self.max_total_tokens
         prefill = self.max_batch_prefill_tokens
         if inp is not None and total is not None and inp >= total:
             raise EngineArgumentError(
                 f"max_input_tokens={inp} >= max_total_tokens={total} is an impossible token "
                 "budget: max_total_tokens counts the prompt plus the generated tokens, so it must "
-                f"be larger; e.g. max_total_tokens={inp + 512} leaves 512 tokens to generate.")
+                f"be larger; e.g. max_total_tokens={inp + 512} leaves 512 tokens to generate."
+            )
         if inp is not None and prefill is not None and prefill < inp:
             raise EngineArgumentError(
                 f"max_batch_prefill_tokens={prefill} < max_input_tokens={inp}: a prompt of "
                 "max_input_tokens could never be prefilled; raise max_batch_prefill_tokens to at "
-                f"least {inp} (TGI's default is max_input_tokens + 50) or lower max_input_tokens.")
+                f"least {inp} (TGI's default is max_input_tokens + 50) or lower max_input_tokens."
+            )
         if self.quantize == "exl2" and (self.num_shard or 1) > 1:
-            raise EngineArgumentError("quantize='exl2' does not support tensor parallelism; use "
-                                      "num_shard=1 (or None) with exl2, or another quantization.")
+            raise EngineArgumentError(
+                "quantize='exl2' does not support tensor parallelism; use "
+                "num_shard=1 (or None) with exl2, or another quantization."
+            )
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise EngineArgumentError(f"port={port!r} must be a host TCP port in 1..65535, "
-                                      "e.g. 8080.")
+            raise EngineArgumentError(
+                f"port={port!r} must be a host TCP port in 1..65535, e.g. 8080."
+            )
         if not str(self.volume).strip():
-            raise EngineArgumentError("volume is empty; pass the host folder that holds /data, "
-                                      "e.g. volume='data' (created beside where you run).")
+            raise EngineArgumentError(
+                "volume is empty; pass the host folder that holds /data, "
+                "e.g. volume='data' (created beside where you run)."
+            )
         if not isinstance(self.shm_size, str) or not _SIZE.match(self.shm_size):
-            raise EngineArgumentError(f"shm_size={self.shm_size!r} is not a Docker size; use "
-                                      "e.g. '1g' (TGI's documented value) or '2g'.")
+            raise EngineArgumentError(
+                f"shm_size={self.shm_size!r} is not a Docker size; use "
+                "e.g. '1g' (TGI's documented value) or '2g'."
+            )
         image = self.image
-        pinned = "@sha256:" in image or (":" in image.rsplit("/", 1)[-1]
-                                         and not image.endswith(":latest"))
+        pinned = "@sha256:" in image or (
+            ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+        )
         if not pinned:
-            raise EngineArgumentError(f"image={image!r} is not pinned to a version; use a tag "
-                                      f"or digest, e.g. {IMAGE!r}.")
+            raise EngineArgumentError(
+                f"image={image!r} is not pinned to a version; use a tag or digest, e.g. {IMAGE!r}."
+            )
 
     def model_location(self) -> str:
         """Return the model id the container loads (nothing is resolved on this host)."""
@@ -111,27 +139,48 @@ class TGIArgs(EngineArgs):
 
     def launcher_args(self) -> list[str]:
         """Return the arguments after the image: text-generation-launcher's flags."""
-        args = ["--model-id", self.model]
-        flags = {"--quantize": self.quantize, "--num-shard": self.num_shard,
-                 "--max-input-tokens": self.max_input_tokens,
-                 "--max-total-tokens": self.max_total_tokens,
-                 "--max-batch-prefill-tokens": self.max_batch_prefill_tokens,
-                 "--max-concurrent-requests": self.max_concurrent_requests}
-        for flag, value in flags.items():
-            if value is not None:
-                args += [flag, str(value)]
-        return args
+        return [
+            "--model-id",
+            self.model,
+            *optional_flags(
+                {
+                    "--quantize": self.quantize,
+                    "--num-shard": self.num_shard,
+                    "--max-input-tokens": self.max_input_tokens,
+                    "--max-total-tokens": self.max_total_tokens,
+                    "--max-batch-prefill-tokens": self.max_batch_prefill_tokens,
+                    "--max-concurrent-requests": self.max_concurrent_requests,
+                }
+            ),
+        ]
 
     def host_volume(self) -> Path:
         """Return the volume as an absolute host path (`docker run -v` needs one)."""
         return Path(self.volume).expanduser().absolute()
 
-    def to_command(self, launcher: Sequence[str] = ("docker",), host: str = "{host}",
-                   port: str | int = "{port}") -> list[str]:
+    def to_command(
+        self,
+        launcher: Sequence[str] = ("docker",),
+        host: str = "{host}",
+        port: str | int = "{port}",
+    ) -> list[str]:
         """Return the `docker run` command; port is the host port (host is not used)."""
-        return [*launcher, "run", "--gpus", "all", "--shm-size", self.shm_size,
-                "-p", f"{port}:{CONTAINER_PORT}", "-v", f"{self.host_volume()}:/data",
-                "-e", "HF_TOKEN", self.image, *self.launcher_args()]
+        return [
+            *launcher,
+            "run",
+            "--gpus",
+            "all",
+            "--shm-size",
+            self.shm_size,
+            "-p",
+            f"{port}:{CONTAINER_PORT}",
+            "-v",
+            f"{self.host_volume()}:/data",
+            "-e",
+            "HF_TOKEN",
+            self.image,
+            *self.launcher_args(),
+        ]
 
     def docker_command(self) -> list[str]:
         """Return `docker run --gpus all ... IMAGE --model-id ...` for this host port."""
@@ -150,13 +199,21 @@ class TGIArgs(EngineArgs):
             "volumes": [f"{volume}:/data"],
             "environment": {"HF_TOKEN": "${HF_TOKEN}"},
             "shm_size": self.shm_size,
-            "deploy": {"resources": {"reservations": {"devices": [
-                {"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]}}},
+            "deploy": {
+                "resources": {
+                    "reservations": {
+                        "devices": [{"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}]
+                    }
+                }
+            },
             # curl is in the image; start_period covers the weights download and warm-up
-            "healthcheck": {"test": ["CMD", "curl", "-f",
-                                     f"http://localhost:{CONTAINER_PORT}/health"],
-                            "interval": "30s", "timeout": "5s", "retries": 3,
-                            "start_period": "600s"},
+            "healthcheck": {
+                "test": ["CMD", "curl", "-f", f"http://localhost:{CONTAINER_PORT}/health"],
+                "interval": "30s",
+                "timeout": "5s",
+                "retries": 3,
+                "start_period": "600s",
+            },
             "restart": "unless-stopped",
         }
 
@@ -171,12 +228,16 @@ def tgi_runnable(timeout_s: float = 20.0) -> tuple[bool, str]:
     """Return (True, what was found) when Docker answers and a GPU is visible, else (False, why)."""
     docker = shutil.which("docker")
     if docker is None:
-        return False, ("no `docker` on PATH: TGI runs as a container; install Docker and the "
-                       "NVIDIA Container Toolkit")
+        return False, (
+            "no `docker` on PATH: TGI runs as a container; install Docker and the "
+            "NVIDIA Container Toolkit"
+        )
     ok, out = _run([docker, "info", "--format", "{{.ServerVersion}}"], timeout_s)
     if not ok:
-        return False, (f"`docker info` failed ({out or 'no output'}): start the Docker engine, "
-                       "or check that this user may use it")
+        return False, (
+            f"`docker info` failed ({out or 'no output'}): start the Docker engine, "
+            "or check that this user may use it"
+        )
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return False, "no `nvidia-smi` on PATH: TGI's CUDA image needs an NVIDIA GPU and driver"
@@ -190,16 +251,22 @@ def tgi_runnable(timeout_s: float = 20.0) -> tuple[bool, str]:
 def _run(command: list[str], timeout_s: float) -> tuple[bool, str]:
     """Run a short command; return (whether it exited 0, its output or the tail of its error)."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"{type(exc).__name__}: {exc}"
     text = (done.stdout if done.returncode == 0 else done.stderr or done.stdout).strip()
     return done.returncode == 0, text if done.returncode == 0 else text[-300:]
 
 
-def start_tgi(args: TGIArgs, *, timeout_s: float = 1800.0, log_path: str | Path | None = None,
-              name: str | None = None) -> Server:
+def start_tgi(
+    args: TGIArgs,
+    *,
+    timeout_s: float = 1800.0,
+    log_path: str | Path | None = None,
+    name: str | None = None,
+) -> Server:
     """Run the TGI container on args.port and return the Server once /health answers.
 
     The first start pulls the image (several GB) and downloads the weights into `volume`, hence the
@@ -208,16 +275,23 @@ def start_tgi(args: TGIArgs, *, timeout_s: float = 1800.0, log_path: str | Path 
     """
     ok, reason = tgi_runnable()
     if not ok:
-        raise ServerStartError(f"TGI cannot run on this machine: {reason}. Render the command "
-                               "with TGIArgs(...).docker_command() or compose_yaml() and run it "
-                               "on a GPU host instead.")
+        raise ServerStartError(
+            f"TGI cannot run on this machine: {reason}. Render the command "
+            "with TGIArgs(...).docker_command() or compose_yaml() and run it "
+            "on a GPU host instead."
+        )
     args.host_volume().mkdir(parents=True, exist_ok=True)  # else Docker creates it as root
     command = args.to_command(("docker",))
     command.insert(command.index("run") + 1, "--rm")
-    return launch_server(command, port=args.port, health_path=args.health_path,
-                         timeout_s=timeout_s, env=args.to_env(),
-                         name=name or "tgi-" + args.served_name.replace("/", "--"),
-                         log_path=log_path)  # the name starts the log file's name: no "/"
+    return launch_server(
+        command,
+        port=args.port,
+        health_path=args.health_path,
+        timeout_s=timeout_s,
+        env=args.to_env(),
+        name=name or "tgi-" + args.served_name.replace("/", "--"),
+        log_path=log_path,
+    )  # the name starts the log file's name: no "/"
 
 
 # TGI `parameters` keys (router GenerateParameters) -> how they reach vLLM's completions call.
@@ -225,17 +299,35 @@ _DIRECT = {"max_new_tokens": "max_tokens", "seed": "seed", "frequency_penalty": 
 _EXTRA = {"top_k": "top_k", "repetition_penalty": "repetition_penalty"}
 _IGNORED = ("details",)  # response shape only: OpenAI replies always carry finish_reason, usage
 _REFUSED = {  # key: (values that ask for nothing, what to do instead)
-    "typical_p": ((None, 1.0), "vLLM has no typical sampling; drop it, or try extra_body "
-                              "{'min_p': ...}"),
+    "typical_p": (
+        (None, 1.0),
+        "vLLM has no typical sampling; drop it, or try extra_body {'min_p': ...}",
+    ),
     "watermark": ((None, False), "vLLM does not watermark; drop it"),
     "best_of": ((None, 1), "vLLM's v1 engine has no best_of; ask for n=... and pick one"),
     "decoder_input_details": ((None, False), "ask vLLM for extra_body={'prompt_logprobs': 1}"),
-    "adapter_id": ((None,), "serve the LoRA with `vllm serve --lora-modules NAME=PATH` and "
-                            "send model=NAME"),
+    "adapter_id": (
+        (None,),
+        "serve the LoRA with `vllm serve --lora-modules NAME=PATH` and send model=NAME",
+    ),
 }
-_KNOWN = ("max_new_tokens", "temperature", "top_p", "top_k", "do_sample", "stop", "seed",
-          "repetition_penalty", "frequency_penalty", "return_full_text", "truncate",
-          "top_n_tokens", "grammar", *_IGNORED, *_REFUSED)
+_KNOWN = (
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "do_sample",
+    "stop",
+    "seed",
+    "repetition_penalty",
+    "frequency_penalty",
+    "return_full_text",
+    "truncate",
+    "top_n_tokens",
+    "grammar",
+    *_IGNORED,
+    *_REFUSED,
+)
 
 
 def openai_equivalent(parameters: dict[str, Any]) -> dict[str, Any]:
@@ -248,12 +340,14 @@ def openai_equivalent(parameters: dict[str, Any]) -> dict[str, Any]:
     length), never the OpenAI default of 16. Add model= and prompt= to the result.
     """
     if not isinstance(parameters, dict):
-        raise InvalidArgumentError(f"parameters must be TGI's `parameters` dict, not "
-                                   f"{type(parameters).__name__}.")
+        raise InvalidArgumentError(
+            f"parameters must be TGI's `parameters` dict, not {type(parameters).__name__}."
+        )
     unknown = sorted(set(parameters) - set(_KNOWN))
     if unknown:
-        raise InvalidArgumentError(f"unknown TGI parameter(s) {', '.join(unknown)}; TGI's are: "
-                                   f"{', '.join(_KNOWN)}.")
+        raise InvalidArgumentError(
+            f"unknown TGI parameter(s) {', '.join(unknown)}; TGI's are: {', '.join(_KNOWN)}."
+        )
     p = {key: value for key, value in parameters.items() if value is not None}
     for key, (fine, advice) in _REFUSED.items():
         if key in p and p[key] not in fine:
@@ -286,26 +380,35 @@ def openai_equivalent(parameters: dict[str, Any]) -> dict[str, Any]:
 
 def _check_tgi_ranges(p: dict[str, Any]) -> None:
     """Refuse what TGI's router refuses (router/src/validation.rs), with its rule."""
+
     def number(key: str) -> float | None:
         value = p.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             raise InvalidArgumentError(f"{key}={value!r} must be a finite number.")
         return value
 
     def whole(value: float) -> bool:
         return isinstance(value, int)
 
-    rules = [("temperature", lambda v: v > 0, "must be > 0 (for greedy decoding leave "
-              "do_sample false and drop temperature)"),
-             ("top_p", lambda v: 0 < v < 1, "must be in (0, 1) exclusive"),
-             ("top_k", lambda v: v > 0 and whole(v), "must be an integer > 0"),
-             ("repetition_penalty", lambda v: v > 0, "must be > 0 (1.0 means no penalty)"),
-             ("frequency_penalty", lambda v: -2 <= v <= 2, "must be in [-2, 2]"),
-             ("max_new_tokens", lambda v: v >= 1 and whole(v), "must be an integer >= 1"),
-             ("truncate", lambda v: v >= 1 and whole(v), "must be an integer >= 1"),
-             ("top_n_tokens", lambda v: v >= 0 and whole(v), "must be an integer >= 0"),
-             ("seed", lambda v: v >= 0 and whole(v), "must be an integer >= 0")]
+    rules = [
+        (
+            "temperature",
+            lambda v: v > 0,
+            "must be > 0 (for greedy decoding leave do_sample false and drop temperature)",
+        ),
+        ("top_p", lambda v: 0 < v < 1, "must be in (0, 1) exclusive"),
+        ("top_k", lambda v: v > 0 and whole(v), "must be an integer > 0"),
+        ("repetition_penalty", lambda v: v > 0, "must be > 0 (1.0 means no penalty)"),
+        ("frequency_penalty", lambda v: -2 <= v <= 2, "must be in [-2, 2]"),
+        ("max_new_tokens", lambda v: v >= 1 and whole(v), "must be an integer >= 1"),
+        ("truncate", lambda v: v >= 1 and whole(v), "must be an integer >= 1"),
+        ("top_n_tokens", lambda v: v >= 0 and whole(v), "must be an integer >= 0"),
+        ("seed", lambda v: v >= 0 and whole(v), "must be an integer >= 0"),
+    ]
     for key, ok, rule in rules:
         value = number(key)
         if value is not None and not ok(value):
@@ -313,10 +416,14 @@ def _check_tgi_ranges(p: dict[str, Any]) -> None:
     if not isinstance(p.get("do_sample", False), bool):
         raise InvalidArgumentError(f"do_sample={p['do_sample']!r} must be true or false.")
     stop = p.get("stop")
-    if stop is not None and (isinstance(stop, str) or not isinstance(stop, (list, tuple))
-                             or not all(isinstance(s, str) and s for s in stop)):
-        raise InvalidArgumentError(f"stop={stop!r} must be a list of non-empty strings, e.g. "
-                                   "['\\n\\n'].")
+    if stop is not None and (
+        isinstance(stop, str)
+        or not isinstance(stop, (list, tuple))
+        or not all(isinstance(s, str) and s for s in stop)
+    ):
+        raise InvalidArgumentError(
+            f"stop={stop!r} must be a list of non-empty strings, e.g. ['\\n\\n']."
+        )
 
 
 def _structured_outputs(grammar: Any) -> dict[str, Any]:
@@ -329,6 +436,8 @@ def _structured_outputs(grammar: Any) -> dict[str, Any]:
         return {"json": value["schema"]}
     if kind == "regex" and isinstance(value, str):
         return {"regex": value}
-    raise InvalidArgumentError(f"grammar={grammar!r} is not TGI's grammar; use "
-                               "{'type': 'json', 'value': <JSON schema>} or "
-                               "{'type': 'regex', 'value': <pattern>}.")
+    raise InvalidArgumentError(
+        f"grammar={grammar!r} is not TGI's grammar; use "
+        "{'type': 'json', 'value': <JSON schema>} or "
+        "{'type': 'regex', 'value': <pattern>}."
+    )

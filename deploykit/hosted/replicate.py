@@ -16,15 +16,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from .. import _env
+from .._urls import check_http_url
 from ..errors import InvalidArgumentError
 
 REPLICATE_API = "https://api.replicate.com/v1"
 # owner/name, optionally :version (a 64-hex id)
-_MODEL = re.compile(r"^(?P<owner>[A-Za-z0-9][\w.-]*)/(?P<name>[A-Za-z0-9][\w.-]*)"
-                    r"(?::(?P<version>[0-9a-f]{64}))?$")
+_MODEL = re.compile(
+    r"^(?P<owner>[A-Za-z0-9][\w.-]*)/(?P<name>[A-Za-z0-9][\w.-]*)"
+    r"(?::(?P<version>[0-9a-f]{64}))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,21 @@ class PredictionRequest:
 
     def __repr__(self) -> str:
         names = ", ".join(self.headers)  # header names only: Authorization holds the token
-        return (f"PredictionRequest(method={self.method!r}, url={self.url!r}, "
-                f"headers=[{names}], json={self.json!r}, token_env={self.token_env!r})")
+        return (
+            f"PredictionRequest(method={self.method!r}, url={self.url!r}, "
+            f"headers=[{names}], json={self.json!r}, token_env={self.token_env!r})"
+        )
 
 
-def prediction_request(model: str, input: Mapping[str, Any], *, stream: bool = False,
-                       base_url: str = REPLICATE_API, api_token_env: str = "REPLICATE_API_TOKEN",
-                       require_token: bool = True) -> PredictionRequest:
+def prediction_request(
+    model: str,
+    input: Mapping[str, Any],
+    *,
+    stream: bool = False,
+    base_url: str = REPLICATE_API,
+    api_token_env: str = "REPLICATE_API_TOKEN",
+    require_token: bool = True,
+) -> PredictionRequest:
     """Return the request that runs `model` ("owner/name" or "owner/name:version") on `input`.
 
     require_token=False builds the request without an Authorization header when the token is
@@ -53,17 +63,22 @@ def prediction_request(model: str, input: Mapping[str, Any], *, stream: bool = F
     """
     match = _MODEL.match(model) if isinstance(model, str) else None
     if match is None:
-        raise InvalidArgumentError(f"model must be 'owner/name' (an official model, e.g. "
-                                   f"'meta/meta-llama-3-8b-instruct') or 'owner/name:<64-hex "
-                                   f"version>', got {model!r}.")
+        raise InvalidArgumentError(
+            f"model must be 'owner/name' (an official model, e.g. "
+            f"'meta/meta-llama-3-8b-instruct') or 'owner/name:<64-hex "
+            f"version>', got {model!r}."
+        )
     if not isinstance(input, Mapping):
-        raise InvalidArgumentError(f"input must be a dict of the model's inputs (e.g. "
-                                   f"{{'prompt': 'Hello'}}), got {type(input).__name__}.")
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidArgumentError(f"base_url must look like {REPLICATE_API}, got {base_url!r}.")
-    token = (_env.require_credential(api_token_env, f"Replicate ({model})") if require_token
-             else _env.credential(api_token_env))
+        raise InvalidArgumentError(
+            f"input must be a dict of the model's inputs (e.g. "
+            f"{{'prompt': 'Hello'}}), got {type(input).__name__}."
+        )
+    check_http_url(base_url, "base_url", REPLICATE_API)
+    token = (
+        _env.require_credential(api_token_env, f"Replicate ({model})")
+        if require_token
+        else _env.credential(api_token_env)
+    )
     root = base_url.rstrip("/")
     body: dict[str, Any] = {"input": dict(input)}
     if match["version"]:
@@ -89,8 +104,13 @@ def send_prediction(request: PredictionRequest, *, timeout_s: float = 90.0) -> d
         raise InvalidArgumentError(f"timeout_s must be > 0 seconds, got {timeout_s!r}.")
     if "Authorization" not in request.headers:  # built with require_token=False, token unset
         _env.require_credential(request.token_env, f"sending to Replicate ({request.url})")
-    response = httpx.request(request.method, request.url, headers=dict(request.headers),
-                             json=request.json, timeout=timeout_s)
+    response = httpx.request(
+        request.method,
+        request.url,
+        headers=dict(request.headers),
+        json=request.json,
+        timeout=timeout_s,
+    )
     response.raise_for_status()  # httpx's message names the URL and status, never the headers
     return response.json()
 
@@ -102,6 +122,7 @@ def prediction_text(prediction: Mapping[str, Any]) -> str:
         raise InvalidArgumentError(
             f"prediction {prediction.get('id')!r} has status {status!r}, not 'succeeded' "
             f"(error: {prediction.get('error')!r}); poll urls.get until it finishes, or send it "
-            f"again with a longer wait.")
+            f"again with a longer wait."
+        )
     output = prediction.get("output")
     return output if isinstance(output, str) else "".join(str(piece) for piece in output or ())

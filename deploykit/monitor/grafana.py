@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .promql import ENGINES, standard_panels
+from .promql import METRIC_PREFIXES, standard_panels
 
 _DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
@@ -21,30 +21,65 @@ _DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 def _panel(panel_id: int, panel, by: Sequence[str], x: int, y: int) -> dict:
     legend = " ".join(f"{{{{{label}}}}}" for label in by)
     return {
-        "id": panel_id, "type": "timeseries", "title": panel.title, "datasource": _DATASOURCE,
+        "id": panel_id,
+        "type": "timeseries",
+        "title": panel.title,
+        "datasource": _DATASOURCE,
         "gridPos": {"h": 8, "w": 12, "x": x, "y": y},
         "fieldConfig": {"defaults": {"unit": panel.unit, "min": 0}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "none"}},
-        "targets": [{"refId": chr(ord("A") + n), "datasource": _DATASOURCE, "expr": expr,
-                     "legendFormat": (prefix + legend).strip() or "__auto", "range": True}
-                    for n, (prefix, expr) in enumerate(panel.queries)],
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
+        "targets": [
+            {
+                "refId": chr(ord("A") + n),
+                "datasource": _DATASOURCE,
+                "expr": expr,
+                "legendFormat": (prefix + legend).strip() or "__auto",
+                "range": True,
+            }
+            for n, (prefix, expr) in enumerate(panel.queries)
+        ],
     }
 
 
-def grafana_dashboard(title: str = "LLM serving: deploykit and vLLM", window: str = "1m",
-                      by: Sequence[str] = ("job",), engines: Sequence[str] = ENGINES,
-                      refresh: str = "5s") -> dict:
+def grafana_dashboard(
+    title: str = "LLM serving: deploykit and vLLM",
+    window: str = "1m",
+    by: Sequence[str] = ("job",),
+    engines: Sequence[str] = METRIC_PREFIXES,
+    refresh: str = "5s",
+) -> dict:
     """Return the dashboard JSON model: one timeseries panel per standard panel, two per row."""
-    panels = [_panel(n + 1, panel, by, x=12 * (n % 2), y=8 * (n // 2))
-              for n, panel in enumerate(standard_panels(window, by, engines))]
+    panels = [
+        _panel(n + 1, panel, by, x=12 * (n % 2), y=8 * (n // 2))
+        for n, panel in enumerate(standard_panels(window, by, engines))
+    ]
     return {
-        "title": title, "uid": "deploykit-llm-serving", "editable": True, "schemaVersion": 39,
-        "tags": ["deploykit", "vllm", "llm"], "time": {"from": "now-15m", "to": "now"},
-        "refresh": refresh, "timezone": "browser", "panels": panels,
-        "templating": {"list": [{
-            "name": "datasource", "label": "Prometheus", "type": "datasource",
-            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "options": []}]},
+        "title": title,
+        "uid": "deploykit-llm-serving",
+        "editable": True,
+        "schemaVersion": 39,
+        "tags": ["deploykit", "vllm", "llm"],
+        "time": {"from": "now-15m", "to": "now"},
+        "refresh": refresh,
+        "timezone": "browser",
+        "panels": panels,
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Prometheus",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                    "options": [],
+                }
+            ]
+        },
         "annotations": {"list": []},
     }
 

@@ -14,17 +14,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import EngineRunError, InvalidArgumentError
 from .prom import Prometheus
-from .promql import ENGINES, Panel, standard_panels
+from .promql import METRIC_PREFIXES, Panel, standard_panels
 
 T = TypeVar("T")
 
 
-def live_panels(window: str = "15s", by: Sequence[str] = ("job",),
-                engines: Sequence[str] = ENGINES) -> tuple[Panel, ...]:
+def live_panels(
+    window: str = "15s", by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES
+) -> tuple[Panel, ...]:
     """Return the live view's panels: tokens/s, TTFT p50/p95, queue depth, 5xx errors."""
     return tuple(p for p in standard_panels(window, by, engines) if p.unit != "percentunit")
 
@@ -38,7 +39,7 @@ class LiveTrace:
     # Unix time by which the work had finished and Prometheus had scraped every target
     # since: a query at end_s sees everything the servers counted for the work
     end_s: float = float("nan")
-    frames: dict[str, object] = field(default_factory=dict)  # title -> DataFrame
+    frames: dict[str, Any] = field(default_factory=dict)  # title -> DataFrame
     refreshes: int = 0  # how many times the live figure was redrawn
 
     @property
@@ -52,8 +53,14 @@ class LiveTrace:
         return float("nan") if frame is None or frame.empty else float(frame.max().max())
 
 
-def read_panels(prom: Prometheus, panels: Sequence[Panel], start: float,
-                end: float | None = None, step_s: float = 1.0, by: Sequence[str] = ("job",)):
+def read_panels(
+    prom: Prometheus,
+    panels: Sequence[Panel],
+    start: float,
+    end: float | None = None,
+    step_s: float = 1.0,
+    by: Sequence[str] = ("job",),
+):
     """Return per panel title a DataFrame: index seconds since start, one column per line."""
     import pandas as pd
 
@@ -65,17 +72,23 @@ def read_panels(prom: Prometheus, panels: Sequence[Panel], start: float,
             if long.empty:
                 continue
             keys = [label for label in by if label in long.columns]
-            for values, rows in (long.groupby(keys) if keys else [((), long)]):
+            for values, rows in long.groupby(keys) if keys else [((), long)]:
                 values = values if isinstance(values, tuple) else (values,)
                 name = (prefix + " ".join(str(v) for v in values)).strip() or panel.title
-                seconds = (rows["time"] - pd.Timestamp(start, unit="s", tz="UTC")).dt.total_seconds()
+                seconds = (
+                    rows["time"] - pd.Timestamp(start, unit="s", tz="UTC")
+                ).dt.total_seconds()
                 columns[name] = pd.Series(rows["value"].to_numpy(), index=seconds.to_numpy())
         out[panel.title] = pd.DataFrame(columns).sort_index()
     return out
 
 
-def plot_panels(frames: dict, panels: Sequence[Panel], title: str = "",
-                thresholds: dict[str, float] | None = None):
+def plot_panels(
+    frames: dict,
+    panels: Sequence[Panel],
+    title: str = "",
+    thresholds: dict[str, float] | None = None,
+):
     """Draw each panel's lines on a grid of axes (two per row); return the figure."""
     import matplotlib.pyplot as plt
 
@@ -97,7 +110,7 @@ def plot_panels(frames: dict, panels: Sequence[Panel], title: str = "",
         ax.set_title(panel.title + unit, fontsize=10)
         ax.set_xlabel("seconds since start")
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
@@ -115,11 +128,19 @@ def _in_kernel() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T]], *,
-               panels: Sequence[Panel] | None = None, refresh_s: float = 1.5, step_s: float = 1.0,
-               by: Sequence[str] = ("job",), title: str = "",
-               thresholds: dict[str, float] | None = None, timeout_s: float = 600.0,
-               settle_s: float = 2.0) -> tuple[T | list[T], LiveTrace]:
+def watch_live(
+    prom: Prometheus,
+    work: Callable[[], T] | Sequence[Callable[[], T]],
+    *,
+    panels: Sequence[Panel] | None = None,
+    refresh_s: float = 1.5,
+    step_s: float = 1.0,
+    by: Sequence[str] = ("job",),
+    title: str = "",
+    thresholds: dict[str, float] | None = None,
+    timeout_s: float = 600.0,
+    settle_s: float = 2.0,
+) -> tuple[T | list[T], LiveTrace]:
     """Run work() (or several, at once) in threads; redraw the panels every refresh_s until done.
 
     After the work, it waits settle_s (a scrape or two, so rates have points after the
@@ -132,13 +153,17 @@ def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T
         raise InvalidArgumentError("refresh_s and timeout_s must be above 0 seconds.")
     works = [work] if callable(work) else list(work)
     if not works or not all(callable(w) for w in works):
-        raise InvalidArgumentError("work must be a function of no arguments (e.g. a lambda "
-                                   "that runs dk.run_load), or a list of them.")
+        raise InvalidArgumentError(
+            "work must be a function of no arguments (e.g. a lambda "
+            "that runs dk.run_load), or a list of them."
+        )
     panels = tuple(panels or live_panels(by=by))
     trace = LiveTrace(panels, start_s=time.time())
     boxes: list[list] = [[] for _ in works]
-    threads = [threading.Thread(target=lambda w=w, b=b: b.append(_capture(w)), daemon=True)
-               for w, b in zip(works, boxes)]
+    threads = [
+        threading.Thread(target=lambda w=w, b=b: b.append(_capture(w)), daemon=True)
+        for w, b in zip(works, boxes)
+    ]
     widget = _LiveWidget() if _in_kernel() else None
     for thread in threads:
         thread.start()
@@ -148,13 +173,16 @@ def watch_live(prom: Prometheus, work: Callable[[], T] | Sequence[Callable[[], T
             next(t for t in threads if t.is_alive()).join(refresh_s)
             if widget is not None:
                 trace.frames = read_panels(prom, panels, trace.start_s, None, step_s, by)
-                widget.show(plot_panels(trace.frames, panels, title, thresholds),
-                            f"running for {time.time() - trace.start_s:.0f} s")
+                widget.show(
+                    plot_panels(trace.frames, panels, title, thresholds),
+                    f"running for {time.time() - trace.start_s:.0f} s",
+                )
                 trace.refreshes += 1
         work_end_s = time.time()
         if not all(boxes):
-            raise EngineRunError(f"the watched work did not finish within {timeout_s:g} s; "
-                                 "raise timeout_s")
+            raise EngineRunError(
+                f"the watched work did not finish within {timeout_s:g} s; raise timeout_s"
+            )
         for box in boxes:
             ok, result = box[0]
             if not ok:

@@ -12,56 +12,52 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
 
 import httpx
 import yaml
 
-from ..errors import InvalidArgumentError, MissingExtraError, PrometheusError
+from .._urls import check_http_url
+from ..errors import InvalidArgumentError, PrometheusError
 from ..launch import Server, launch_server
 from .promql import duration
-from .rules import AlertRules
+from .rules import AlertRules, prometheus_path
 
 _JOB = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]*$")
 
 
-def prometheus_path(binary: str = "prometheus") -> str:
-    """Return the path of a Prometheus binary (prometheus, promtool), or raise saying how to install it."""
-    found = shutil.which(binary) or next((p for p in (f"/usr/bin/{binary}", f"/usr/local/bin/{binary}")
-                                          if os.access(p, os.X_OK)), None)
-    if found is None:
-        raise MissingExtraError(f"{binary} is not installed. On Debian or Ubuntu: `sudo apt-get "
-                                "install prometheus` (it brings promtool; the service need not "
-                                "run, deploykit starts its own process); elsewhere download it "
-                                "from https://prometheus.io/download/ and put it on PATH.")
-    return found
-
-
 def _static_config(url: str) -> tuple[str, str, str]:
     """Return (scheme, host:port, metrics path) of a target URL."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-        raise InvalidArgumentError(f"target {url!r} needs a scheme, host and port, e.g. "
-                                   "'http://127.0.0.1:8000' (a server's .url).")
+    parts = check_http_url(
+        url if "://" in url else f"http://{url}",
+        "a scrape target",
+        "'http://127.0.0.1:8000' (a server's .url)",
+        need_port=True,
+    )
     return parts.scheme, parts.netloc, parts.path if parts.path not in ("", "/") else "/metrics"
 
 
-def prometheus_config(targets: Mapping[str, object], *, scrape_interval_s: float = 15.0,
-                      evaluation_interval_s: float | None = None,
-                      rule_files: Sequence[str | os.PathLike[str]] = ()) -> dict:
+def prometheus_config(
+    targets: Mapping[str, Any],  # a URL, a Server (.url), or an iterable of them
+    *,
+    scrape_interval_s: float = 15.0,
+    evaluation_interval_s: float | None = None,
+    rule_files: Sequence[str | os.PathLike[str]] = (),
+) -> dict:
     """Return a Prometheus configuration that scrapes targets: job name -> URL(s) or Server(s).
 
     A URL without a path is scraped at /metrics (deploykit, vLLM, and llama.cpp's server
     started with metrics=True all serve it there); give the path otherwise.
     """
     if not isinstance(targets, Mapping) or not targets:
-        raise InvalidArgumentError("targets must be a non-empty mapping of job name to URL(s), "
-                                   "e.g. {'deploykit': server.url, 'vllm': vllm.url}.")
+        raise InvalidArgumentError(
+            "targets must be a non-empty mapping of job name to URL(s), "
+            "e.g. {'deploykit': server.url, 'vllm': vllm.url}."
+        )
     interval = duration(scrape_interval_s, "scrape_interval_s")
     jobs = []
     for job, urls in targets.items():
@@ -73,22 +69,34 @@ def prometheus_config(targets: Mapping[str, object], *, scrape_interval_s: float
             scheme, address, path = _static_config(str(getattr(url, "url", url)))
             groups.setdefault((scheme, path), []).append(address)
         for n, ((scheme, path), addresses) in enumerate(groups.items()):
-            jobs.append({"job_name": job if n == 0 else f"{job}-{n}", "scheme": scheme,
-                         "metrics_path": path, "scrape_interval": interval,
-                         "scrape_timeout": interval,
-                         "static_configs": [{"targets": addresses, "labels": {"service": job}}]})
-    config = {"global": {"scrape_interval": interval, "scrape_timeout": interval,
-                         "evaluation_interval": duration(evaluation_interval_s or
-                                                          scrape_interval_s,
-                                                          "evaluation_interval_s")},
-              "scrape_configs": jobs}
+            jobs.append(
+                {
+                    "job_name": job if n == 0 else f"{job}-{n}",
+                    "scheme": scheme,
+                    "metrics_path": path,
+                    "scrape_interval": interval,
+                    "scrape_timeout": interval,
+                    "static_configs": [{"targets": addresses, "labels": {"service": job}}],
+                }
+            )
+    config = {
+        "global": {
+            "scrape_interval": interval,
+            "scrape_timeout": interval,
+            "evaluation_interval": duration(
+                evaluation_interval_s or scrape_interval_s, "evaluation_interval_s"
+            ),
+        },
+        "scrape_configs": jobs,
+    }
     if rule_files:
         config["rule_files"] = [os.fspath(Path(p).resolve()) for p in rule_files]
     return config
 
 
-def write_prometheus_config(path: str | os.PathLike[str], targets: Mapping[str, object],
-                            **options) -> Path:
+def write_prometheus_config(
+    path: str | os.PathLike[str], targets: Mapping[str, object], **options
+) -> Path:
     """Write prometheus_config(targets, **options) as YAML to path; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,12 +123,17 @@ class Prometheus:
 
     def _get(self, path: str, **params) -> dict:
         response = self._client.get(path, params=params)
-        body = response.json() if response.headers.get("content-type", "").startswith(
-            "application/json") else {}
+        body = (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
         if response.status_code != 200 or body.get("status") != "success":
-            raise PrometheusError(f"Prometheus answered {response.status_code} to {path} "
-                                  f"{params}: {body.get('errorType', '')} {body.get('error', response.text[:300])}. "
-                                  "Check the PromQL (metric names, brackets, durations).")
+            raise PrometheusError(
+                f"Prometheus answered {response.status_code} to {path} "
+                f"{params}: {body.get('errorType', '')} {body.get('error', response.text[:300])}. "
+                "Check the PromQL (metric names, brackets, durations)."
+            )
         return body["data"]
 
     def query(self, promql: str, at: float | dt.datetime | None = None):
@@ -130,7 +143,7 @@ class Prometheus:
         """
         import pandas as pd
 
-        params = {"query": promql}
+        params: dict[str, str | float] = {"query": promql}
         if at is not None:
             params["time"] = _unix(at)
         data = self._get("/api/v1/query", **params)
@@ -141,42 +154,70 @@ class Prometheus:
         rows = [{**item["metric"], "value": float(item["value"][1])} for item in data["result"]]
         return _frame(rows, ["value"])
 
-    def value(self, promql: str, default: float | None = None,
-              at: float | dt.datetime | None = None) -> float:
+    def value(
+        self, promql: str, default: float | None = None, at: float | dt.datetime | None = None
+    ) -> float:
         """Return the single value of an instant query (default when it has no series)."""
         frame = self.query(promql, at)
         if len(frame) > 1:
-            raise PrometheusError(f"{promql!r} returned {len(frame)} series; aggregate it "
-                                  "(sum(...)) to get one value.")
+            raise PrometheusError(
+                f"{promql!r} returned {len(frame)} series; aggregate it "
+                "(sum(...)) to get one value."
+            )
         if frame.empty:
             if default is None:
-                raise PrometheusError(f"{promql!r} returned no series yet; has Prometheus scraped "
-                                      "the target since the traffic? (see wait_for_scrape)")
+                raise PrometheusError(
+                    f"{promql!r} returned no series yet; has Prometheus scraped "
+                    "the target since the traffic? (see wait_for_scrape)"
+                )
             return default
         return float(frame["value"].iloc[0])
 
-    def query_range(self, promql: str, start: float | dt.datetime | None = None,
-                    end: float | dt.datetime | None = None, step_s: float = 1.0):
+    def query_range(
+        self,
+        promql: str,
+        start: float | dt.datetime | None = None,
+        end: float | dt.datetime | None = None,
+        step_s: float = 1.0,
+    ):
         """Run a range query (default: the last 5 minutes); return rows of time, labels, value."""
         end_s = _unix(end) if end is not None else time.time()
         start_s = _unix(start) if start is not None else end_s - 300
-        data = self._get("/api/v1/query_range", query=promql, start=start_s, end=end_s,
-                         step=duration(step_s, "step_s"))
+        data = self._get(
+            "/api/v1/query_range",
+            query=promql,
+            start=start_s,
+            end=end_s,
+            step=duration(step_s, "step_s"),
+        )
         return _samples(data["result"])
 
     def alerts(self):
         """Return the active alerts (pending and firing): alertname, state, labels, value, active_at."""
-        rows = [{"alertname": a["labels"].get("alertname"), "state": a["state"],
-                 **{k: v for k, v in a["labels"].items() if k != "alertname"},
-                 "value": float(a["value"]), "active_at": a.get("activeAt")}
-                for a in self._get("/api/v1/alerts")["alerts"]]
+        rows = [
+            {
+                "alertname": a["labels"].get("alertname"),
+                "state": a["state"],
+                **{k: v for k, v in a["labels"].items() if k != "alertname"},
+                "value": float(a["value"]),
+                "active_at": a.get("activeAt"),
+            }
+            for a in self._get("/api/v1/alerts")["alerts"]
+        ]
         return _frame(rows, ["alertname", "state", "value", "active_at"])
 
     def targets(self):
         """Return the scrape targets: job, url, health (up/down/unknown), last error and scrape."""
-        rows = [{"job": t["labels"].get("job"), "url": t["scrapeUrl"], "health": t["health"],
-                 "last_error": t["lastError"], "last_scrape": t["lastScrape"]}
-                for t in self._get("/api/v1/targets", state="active")["activeTargets"]]
+        rows = [
+            {
+                "job": t["labels"].get("job"),
+                "url": t["scrapeUrl"],
+                "health": t["health"],
+                "last_error": t["lastError"],
+                "last_scrape": t["lastScrape"],
+            }
+            for t in self._get("/api/v1/targets", state="active")["activeTargets"]
+        ]
         return _frame(rows, ["job", "url", "health", "last_error", "last_scrape"])
 
     def wait_for_scrape(self, after: float | None = None, timeout_s: float = 30.0) -> None:
@@ -190,29 +231,49 @@ class Prometheus:
         def scraped() -> bool:
             frame = self.targets()
             times = [_rfc3339_s(t) for t in frame["last_scrape"]]
-            return (not frame.empty and all(frame["health"] == "up")
-                    and all(t > after for t in times))
+            return (
+                not frame.empty and all(frame["health"] == "up") and all(t > after for t in times)
+            )
 
-        self._wait(scraped, timeout_s, lambda: f"targets not all scraped healthy after "
-                   f"{after:.1f}:\n{self.targets().to_string()}")
+        self._wait(
+            scraped,
+            timeout_s,
+            lambda: (
+                f"targets not all scraped healthy after {after:.1f}:\n{self.targets().to_string()}"
+            ),
+        )
 
     def wait_for_targets(self, timeout_s: float = 30.0) -> None:
         """Wait until every configured target has been scraped and is up.
 
         Prometheus hands new targets to its scrapers about 5 s after it starts.
         """
-        jobs = {j["job_name"]: len(c["targets"]) for j in self.config["scrape_configs"]
-                for c in j["static_configs"]}
+        jobs = {
+            j["job_name"]: len(c["targets"])
+            for j in self.config["scrape_configs"]
+            for c in j["static_configs"]
+        }
 
         def up() -> bool:
             frame = self.targets()
-            return (len(frame) == sum(jobs.values()) and all(frame["health"] == "up"))
+            return len(frame) == sum(jobs.values()) and all(frame["health"] == "up")
 
-        self._wait(up, timeout_s, lambda: f"not every target is up:\n{self.targets().to_string()}"
-                   "\nCheck that each server runs and serves its metrics path.")
+        self._wait(
+            up,
+            timeout_s,
+            lambda: (
+                f"not every target is up:\n{self.targets().to_string()}"
+                "\nCheck that each server runs and serves its metrics path."
+            ),
+        )
 
-    def wait_for_alert(self, alertname: str, state: str = "firing", timeout_s: float = 60.0,
-                       jobs: Iterable[str] | None = None):
+    def wait_for_alert(
+        self,
+        alertname: str,
+        state: str = "firing",
+        timeout_s: float = 60.0,
+        jobs: Iterable[str] | None = None,
+    ):
         """Wait until alert `alertname` is in `state` ('pending' or 'firing'); return its rows.
 
         With `jobs`, wait until it is in that state for every one of those jobs: alerts grouped
@@ -234,9 +295,15 @@ class Prometheus:
             return not wanted or "job" in frame and wanted <= set(frame["job"])
 
         for_jobs = f" for jobs {sorted(wanted)}" if wanted else ""
-        self._wait(reached, timeout_s, lambda: f"alert {alertname!r} not {state}{for_jobs}; active "
-                   f"alerts:\n{self.alerts().to_string()}\nLower its threshold, send more load, "
-                   "or raise timeout_s (an alert fires after its `for` duration).")
+        self._wait(
+            reached,
+            timeout_s,
+            lambda: (
+                f"alert {alertname!r} not {state}{for_jobs}; active "
+                f"alerts:\n{self.alerts().to_string()}\nLower its threshold, send more load, "
+                "or raise timeout_s (an alert fires after its `for` duration)."
+            ),
+        )
         return found[0]
 
     def _wait(self, done: Callable[[], bool], timeout_s: float, explain: Callable[[], str]) -> None:
@@ -260,7 +327,9 @@ class Prometheus:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<Prometheus {self.url} jobs={[j['job_name'] for j in self.config['scrape_configs']]}>"
+        return (
+            f"<Prometheus {self.url} jobs={[j['job_name'] for j in self.config['scrape_configs']]}>"
+        )
 
 
 def _unix(moment: float | dt.datetime) -> float:
@@ -277,8 +346,11 @@ def _samples(result: list[dict]):
     """Return a matrix result as rows of time (UTC), labels, value."""
     import pandas as pd
 
-    rows = [{"time": pd.Timestamp(t, unit="s", tz="UTC"), **item["metric"], "value": float(v)}
-            for item in result for t, v in item["values"]]
+    rows = [
+        {"time": pd.Timestamp(t, unit="s", tz="UTC"), **item["metric"], "value": float(v)}
+        for item in result
+        for t, v in item["values"]
+    ]
     return _frame(rows, ["time", "value"])
 
 
@@ -292,10 +364,16 @@ def _frame(rows: list[dict], last: list[str]):
     return pd.DataFrame(rows, columns=columns)
 
 
-def start_prometheus(targets: Mapping[str, object], *, rules: AlertRules | str | os.PathLike[str]
-                     | None = None, scrape_interval_s: float = 1.0,
-                     evaluation_interval_s: float | None = None, timeout_s: float = 60.0,
-                     retention: str = "1d", wait_for_targets: bool = True) -> Prometheus:
+def start_prometheus(
+    targets: Mapping[str, object],
+    *,
+    rules: AlertRules | str | os.PathLike[str] | None = None,
+    scrape_interval_s: float = 1.0,
+    evaluation_interval_s: float | None = None,
+    timeout_s: float = 60.0,
+    retention: str = "1d",
+    wait_for_targets: bool = True,
+) -> Prometheus:
     """Start Prometheus on a free loopback port scraping targets; return it once /-/ready answers.
 
     targets: job name -> URL(s) or Server(s). rules: alerting rules (an AlertRules, or the
@@ -304,8 +382,7 @@ def start_prometheus(targets: Mapping[str, object], *, rules: AlertRules | str |
     wait_for_targets, it returns once every target has been scraped and is up.
     """
     binary = prometheus_path()
-    folder = tempfile.TemporaryDirectory(prefix="deploykit-prometheus-",
-                                         ignore_cleanup_errors=True)
+    folder = tempfile.TemporaryDirectory(prefix="deploykit-prometheus-", ignore_cleanup_errors=True)
     try:
         root = Path(folder.name)
         rule_files = []
@@ -313,15 +390,26 @@ def start_prometheus(targets: Mapping[str, object], *, rules: AlertRules | str |
             rule_files.append(rules.write(root / "rules.yml"))
         elif rules is not None:
             rule_files.append(Path(rules))
-        config = prometheus_config(targets, scrape_interval_s=scrape_interval_s,
-                                   evaluation_interval_s=evaluation_interval_s,
-                                   rule_files=rule_files)
+        config = prometheus_config(
+            targets,
+            scrape_interval_s=scrape_interval_s,
+            evaluation_interval_s=evaluation_interval_s,
+            rule_files=rule_files,
+        )
         (root / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         server = launch_server(
-            [binary, f"--config.file={root / 'prometheus.yml'}",
-             f"--storage.tsdb.path={root / 'data'}", f"--storage.tsdb.retention.time={retention}",
-             "--web.listen-address={host}:{port}", "--log.level=warn"],
-            health_path="/-/ready", timeout_s=timeout_s, name="prometheus")
+            [
+                binary,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--storage.tsdb.retention.time={retention}",
+                "--web.listen-address={host}:{port}",
+                "--log.level=warn",
+            ],
+            health_path="/-/ready",
+            timeout_s=timeout_s,
+            name="prometheus",
+        )
     except BaseException:
         folder.cleanup()
         raise

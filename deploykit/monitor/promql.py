@@ -16,22 +16,25 @@ from dataclasses import dataclass
 
 from ..errors import InvalidArgumentError
 
-ENGINES = ("vllm", "deploykit")  # metric-name prefixes of the servers the queries read
+METRIC_PREFIXES = ("vllm", "deploykit")  # metric-name prefixes of the servers the queries read
 _WINDOW = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
-def metric_selector(name: str, engines: Sequence[str] = ENGINES, **labels: str) -> str:
+def metric_selector(name: str, engines: Sequence[str] = METRIC_PREFIXES, **labels: str) -> str:
     """Return a selector of `name` under every engine prefix, e.g. `{__name__=~"(vllm|deploykit):x"}`.
 
     Label values given as keywords are exact matches: `metric_selector("x", job="vllm")`.
     """
     if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
-        raise InvalidArgumentError(f"metric name {name!r} should be a suffix such as "
-                                   "'time_to_first_token_seconds_bucket', without the prefix.")
+        raise InvalidArgumentError(
+            f"metric name {name!r} should be a suffix such as "
+            "'time_to_first_token_seconds_bucket', without the prefix."
+        )
     if not engines or not all(re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", e) for e in engines):
-        raise InvalidArgumentError(f"engines={engines!r} must be metric prefixes such as "
-                                   f"{ENGINES}.")
+        raise InvalidArgumentError(
+            f"engines={engines!r} must be metric prefixes such as {METRIC_PREFIXES}."
+        )
     matchers = [f'__name__=~"({"|".join(engines)}):{name}"']
     matchers += [f'{key}="{_escape(value)}"' for key, value in labels.items()]
     return "{" + ", ".join(matchers) + "}"
@@ -44,17 +47,23 @@ def _escape(value: str) -> str:
 def check_window(window: str) -> str:
     """Return window if it is a PromQL duration ('30s', '5m', '1h30m'), else raise."""
     if not isinstance(window, str) or not _WINDOW.match(window):
-        raise InvalidArgumentError(f"window={window!r} is not a PromQL duration; use e.g. "
-                                   "'30s', '1m' or '5m'.")
+        raise InvalidArgumentError(
+            f"window={window!r} is not a PromQL duration; use e.g. '30s', '1m' or '5m'."
+        )
     return window
 
 
 def duration(seconds: float, name: str = "seconds", zero_ok: bool = False) -> str:
     """Return a Prometheus duration: whole seconds as '15s', else milliseconds ('500ms')."""
-    if (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
-            or not (seconds >= 0 if zero_ok else seconds > 0) or math.isinf(seconds)):
-        raise InvalidArgumentError(f"{name}={seconds!r} must be a number of seconds "
-                                   f"{'>= 0' if zero_ok else 'above 0'}.")
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, (int, float))
+        or not (seconds >= 0 if zero_ok else seconds > 0)
+        or math.isinf(seconds)
+    ):
+        raise InvalidArgumentError(
+            f"{name}={seconds!r} must be a number of seconds {'>= 0' if zero_ok else 'above 0'}."
+        )
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
 
 
@@ -69,34 +78,41 @@ def _by(labels: Sequence[str], extra: str = "", op: str = "sum") -> str:
     return f"{op} by ({', '.join(names)})" if names else op
 
 
-def ttft_quantile(quantile: float = 0.95, window: str = "1m", by: Sequence[str] = ("job",),
-                  engines: Sequence[str] = ENGINES) -> str:
+def ttft_quantile(
+    quantile: float = 0.95,
+    window: str = "1m",
+    by: Sequence[str] = ("job",),
+    engines: Sequence[str] = METRIC_PREFIXES,
+) -> str:
     """Return PromQL for a time-to-first-token quantile (seconds) over the last window."""
     if not 0 < quantile < 1:
         raise InvalidArgumentError(f"quantile={quantile!r} must be between 0 and 1, e.g. 0.95.")
     buckets = metric_selector("time_to_first_token_seconds_bucket", engines)
-    return (f"histogram_quantile({quantile:g}, {_by(by, 'le')} "
-            f"(rate({buckets}[{check_window(window)}])))")
+    return (
+        f"histogram_quantile({quantile:g}, {_by(by, 'le')} "
+        f"(rate({buckets}[{check_window(window)}])))"
+    )
 
 
-def generation_tokens_per_s(window: str = "1m", by: Sequence[str] = ("job",),
-                            engines: Sequence[str] = ENGINES) -> str:
+def generation_tokens_per_s(
+    window: str = "1m", by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES
+) -> str:
     """Return PromQL for generated tokens per second over the last window."""
     counter = metric_selector("generation_tokens_total", engines)
     return f"{_by(by)} (rate({counter}[{check_window(window)}]))"
 
 
-def requests_waiting(by: Sequence[str] = ("job",), engines: Sequence[str] = ENGINES) -> str:
+def requests_waiting(by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES) -> str:
     """Return PromQL for the requests waiting for a batch slot (the queue)."""
     return f"{_by(by)} ({metric_selector('num_requests_waiting', engines)})"
 
 
-def requests_running(by: Sequence[str] = ("job",), engines: Sequence[str] = ENGINES) -> str:
+def requests_running(by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES) -> str:
     """Return PromQL for the requests in the running batch."""
     return f"{_by(by)} ({metric_selector('num_requests_running', engines)})"
 
 
-def kv_cache_usage(by: Sequence[str] = ("job",), engines: Sequence[str] = ENGINES) -> str:
+def kv_cache_usage(by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES) -> str:
     """Return PromQL for the KV-cache usage (1 means full), the fullest engine per group."""
     return f"{_by(by, op='max')} ({metric_selector('kv_cache_usage_perc', engines)})"
 
@@ -107,15 +123,19 @@ def errors_per_s(window: str = "1m", by: Sequence[str] = ("job",)) -> str:
     A server without any 5xx yet has no such series; `or ... * 0` makes its line 0, not absent.
     """
     window = check_window(window)
-    return (f'{_by(by)} (rate(http_requests_total{{status=~"5.."}}[{window}])) or '
-            f"{_by(by)} (rate(http_requests_total[{window}])) * 0")
+    return (
+        f'{_by(by)} (rate(http_requests_total{{status=~"5.."}}[{window}])) or '
+        f"{_by(by)} (rate(http_requests_total[{window}])) * 0"
+    )
 
 
 def error_ratio(window: str = "5m", by: Sequence[str] = ("job",)) -> str:
     """Return PromQL for the share of HTTP responses that were 5xx errors over the window."""
     window = check_window(window)
-    return (f'{_by(by)} (rate(http_requests_total{{status=~"5.."}}[{window}])) / '
-            f"{_by(by)} (rate(http_requests_total[{window}]))")
+    return (
+        f'{_by(by)} (rate(http_requests_total{{status=~"5.."}}[{window}])) / '
+        f"{_by(by)} (rate(http_requests_total[{window}]))"
+    )
 
 
 @dataclass(frozen=True)
@@ -127,15 +147,28 @@ class Panel:
     queries: tuple[tuple[str, str], ...]  # (legend prefix, PromQL)
 
 
-def standard_panels(window: str = "1m", by: Sequence[str] = ("job",),
-                    engines: Sequence[str] = ENGINES) -> tuple[Panel, ...]:
+def standard_panels(
+    window: str = "1m", by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES
+) -> tuple[Panel, ...]:
     """Return the panels both dashboards draw: tokens/s, TTFT p50/p95, queue, KV cache, errors."""
     return (
         Panel("Generated tokens/s", "short", (("", generation_tokens_per_s(window, by, engines)),)),
-        Panel("Time to first token", "s", (("p50 ", ttft_quantile(0.5, window, by, engines)),
-                                           ("p95 ", ttft_quantile(0.95, window, by, engines)))),
-        Panel("Requests waiting and running", "short", (
-            ("waiting ", requests_waiting(by, engines)), ("running ", requests_running(by, engines)))),
+        Panel(
+            "Time to first token",
+            "s",
+            (
+                ("p50 ", ttft_quantile(0.5, window, by, engines)),
+                ("p95 ", ttft_quantile(0.95, window, by, engines)),
+            ),
+        ),
+        Panel(
+            "Requests waiting and running",
+            "short",
+            (
+                ("waiting ", requests_waiting(by, engines)),
+                ("running ", requests_running(by, engines)),
+            ),
+        ),
         Panel("KV-cache usage", "percentunit", (("", kv_cache_usage(by, engines)),)),
         Panel("HTTP 5xx errors/s", "reqps", (("", errors_per_s(window, by)),)),
     )

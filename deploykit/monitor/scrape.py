@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import httpx
 
@@ -59,15 +59,22 @@ class Metrics:
         """
         wanted = set(labels.items())
         for candidate in (name, name + "_total"):
-            found = [s.value for s in self.samples
-                     if s.name == candidate and wanted <= set(s.labels)]
+            found = [
+                s.value for s in self.samples if s.name == candidate and wanted <= set(s.labels)
+            ]
             if found:
                 return float(sum(found))
         close = [n for n in self.names() if name.split(":")[-1][:12] in n][:8]
-        raise MetricNotFoundError(f"no metric {name!r}{' with ' + str(labels) if labels else ''} "
-                                  f"in this scrape; similar names: {close or 'none'}. Use "
-                                  ".names() to list them (names change between server versions).")
+        raise MetricNotFoundError(
+            f"no metric {name!r}{' with ' + str(labels) if labels else ''} "
+            f"in this scrape; similar names: {close or 'none'}. Use "
+            ".names() to list them (names change between server versions)."
+        )
 
+    @overload
+    def get(self, name: str, default: float, **labels: str) -> float: ...
+    @overload
+    def get(self, name: str, default: None = None, **labels: str) -> float | None: ...
     def get(self, name: str, default: float | None = None, **labels: str) -> float | None:
         """Return value(name, **labels), or `default` when the metric is absent."""
         try:
@@ -86,9 +93,13 @@ class Metrics:
         """Return the smallest bucket bound `le` that holds every observation (a max bound)."""
         total = self.value(name + "_count", **labels)
         wanted = set(labels.items())
-        bounds = sorted(float(dict(s.labels)["le"]) for s in self.samples
-                        if s.name == name + "_bucket" and wanted <= set(s.labels)
-                        and self.value(name + "_bucket", **labels, le=dict(s.labels)["le"]) >= total)
+        bounds = sorted(
+            float(dict(s.labels)["le"])
+            for s in self.samples
+            if s.name == name + "_bucket"
+            and wanted <= set(s.labels)
+            and self.value(name + "_bucket", **labels, le=dict(s.labels)["le"]) >= total
+        )
         if not bounds:
             raise MetricNotFoundError(f"{name!r} has no buckets in this scrape; is it a histogram?")
         return bounds[0]
@@ -104,13 +115,21 @@ def parse_metrics(text: str) -> Metrics:
     from prometheus_client.parser import text_string_to_metric_families
 
     families = list(text_string_to_metric_families(text))
-    samples = [Sample(s.name, tuple(sorted(s.labels.items())), float(s.value))
-               for family in families for s in family.samples]
+    samples = [
+        Sample(s.name, tuple(sorted(s.labels.items())), float(s.value))
+        for family in families
+        for s in family.samples
+    ]
     return Metrics(tuple(samples), tuple((f.name, f.type) for f in families))
 
 
-def scrape_metrics(base_url: str, *, path: str = "/metrics", timeout_s: float = 10.0,
-           client: httpx.Client | None = None) -> Metrics:
+def scrape_metrics(
+    base_url: str,
+    *,
+    path: str = "/metrics",
+    timeout_s: float = 10.0,
+    client: httpx.Client | None = None,
+) -> Metrics:
     """GET `base_url + path` and parse it."""
     url = base_url.rstrip("/") + path
     if client is not None:
@@ -133,8 +152,14 @@ class MetricsTrace:
         return max(self.values[name], default=float("nan"))
 
 
-def watch_metrics(base_url: str, names: list[str], work: Callable[[], T], *,
-          interval_s: float = 0.25, timeout_s: float = 600.0) -> tuple[T, MetricsTrace]:
+def watch_metrics(
+    base_url: str,
+    names: list[str],
+    work: Callable[[], T],
+    *,
+    interval_s: float = 0.25,
+    timeout_s: float = 600.0,
+) -> tuple[T, MetricsTrace]:
     """Run `work()` in a thread and scrape `names` every `interval_s` until it returns.
 
     Returns work's result and the trace; an exception in `work` is raised here.
@@ -157,14 +182,18 @@ def watch_metrics(base_url: str, names: list[str], work: Callable[[], T], *,
             thread.join(interval_s)
     thread.join(timeout=max(0.0, timeout_s - (time.perf_counter() - start)))
     if not box:
-        raise EngineRunError(f"the watched work did not finish within {timeout_s:g} s; raise timeout_s")
+        raise EngineRunError(
+            f"the watched work did not finish within {timeout_s:g} s; raise timeout_s"
+        )
     ok, result = box[0]
     if not ok:
         raise result
     return result, MetricsTrace(tuple(times), {n: tuple(v) for n, v in values.items()})
 
 
-def metrics_delta(base_url: str, names: list[str], work: Callable[[], T]) -> tuple[T, dict[str, float]]:
+def metrics_delta(
+    base_url: str, names: list[str], work: Callable[[], T]
+) -> tuple[T, dict[str, float]]:
     """Run `work()` between two scrapes; return its result and how much each metric grew.
 
     For counters this is what `work` added (e.g. prefix-cache hits of a few requests),

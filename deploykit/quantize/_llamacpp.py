@@ -42,8 +42,13 @@ def gguf_weights(path: Path) -> dict[str, int]:
         if t.name.startswith("blk.") and t.name.split(".")[-2] in _LINEAR:
             linear += n_bytes
             linear_fp32 += 4 * n_elements
-    return {"file_bytes": path.stat().st_size, "total_bytes": total, "fp32_bytes": fp32,
-            "linear_bytes": linear, "linear_fp32_bytes": linear_fp32}
+    return {
+        "file_bytes": path.stat().st_size,
+        "total_bytes": total,
+        "fp32_bytes": fp32,
+        "linear_bytes": linear,
+        "linear_fp32_bytes": linear_fp32,
+    }
 
 
 @dataclass
@@ -59,16 +64,24 @@ class LlamaCppRunner:
     engine: str = "llama.cpp"
     load_s: float = math.nan
     server: Server | None = None
-    _client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=_TIMEOUT_S,
-                                                                         trust_env=False))
+    _client: httpx.Client = field(
+        default_factory=lambda: httpx.Client(timeout=_TIMEOUT_S, trust_env=False)
+    )
 
     def load(self) -> None:
         """Start the server; load_s is the time until /health answers (process start included)."""
         started = time.perf_counter()
         self.server = start_llamacpp(
-            LlamaCppArgs(model=str(self.path), alias=self.label, threads=self.threads,
-                         n_parallel=self.n_parallel, ctx_size=self.n_parallel * self.ctx_per_slot),
-            timeout_s=300.0, name=f"quantize-{self.path.stem}")
+            LlamaCppArgs(
+                model=str(self.path),
+                alias=self.label,
+                threads=self.threads,
+                n_parallel=self.n_parallel,
+                ctx_size=self.n_parallel * self.ctx_per_slot,
+            ),
+            timeout_s=300.0,
+            name=f"quantize-{self.path.stem}",
+        )
         self.load_s = time.perf_counter() - started
 
     def weights(self) -> dict[str, int]:
@@ -77,23 +90,29 @@ class LlamaCppRunner:
 
     def check_tokens(self, text: str, ids: list[int]) -> None:
         """Fail unless llama.cpp splits text into ids, as the tokenizer the windows came from."""
+        assert self.server is not None  # load() comes first
         got = tokenize(self.server.url, text, add_special=False)
         if got != list(ids):
             raise EngineRunError(
                 f"{self.path.name} tokenizes {text[:40]!r}... as {got[:12]}, the Hugging Face "
                 f"tokenizer as {list(ids)[:12]}: the vocabularies differ, so perplexities "
                 "would score different tokens. Export the GGUF from the same model folder "
-                "(dk.export_gguf).")
+                "(dk.export_gguf)."
+            )
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        assert self.server is not None  # load() comes first
         try:
             reply = self._client.post(self.server.url + "/completion", json=body)
         except httpx.HTTPError as exc:
-            raise EngineRunError(f"POST /completion to llama.cpp ({self.label}) failed: "
-                                 f"{type(exc).__name__}: {exc}.\n{self.server.log_tail(20)}") from exc
+            raise EngineRunError(
+                f"POST /completion to llama.cpp ({self.label}) failed: "
+                f"{type(exc).__name__}: {exc}.\n{self.server.log_tail(20)}"
+            ) from exc
         if reply.status_code != 200:
-            raise EngineRunError(f"llama.cpp ({self.label}) answered HTTP {reply.status_code}: "
-                                 f"{reply.text[:300]}")
+            raise EngineRunError(
+                f"llama.cpp ({self.label}) answered HTTP {reply.status_code}: {reply.text[:300]}"
+            )
         return reply.json()
 
     def _window_logprobs(self, window: list[int], slot: int) -> list[float]:
@@ -102,7 +121,7 @@ class LlamaCppRunner:
         pos = 1
         while pos < len(window):
             if window[pos] in self.eog_ids:
-                targets = window[pos:pos + 1]
+                targets = window[pos : pos + 1]
                 force: dict[str, Any] = {"logit_bias": [[window[pos], 100.0]]}
             else:
                 end = pos
@@ -110,14 +129,26 @@ class LlamaCppRunner:
                     end += 1
                 targets = window[pos:end]
                 force = {"grammar": "root ::= " + " ".join(f"<[{t}]>" for t in targets)}
-            reply = self._post({"prompt": window[:pos], "n_predict": len(targets), **force,
-                                "n_probs": 1, "post_sampling_probs": False, "temperature": 0,
-                                "cache_prompt": True, "id_slot": slot, "stream": False})
+            reply = self._post(
+                {
+                    "prompt": window[:pos],
+                    "n_predict": len(targets),
+                    **force,
+                    "n_probs": 1,
+                    "post_sampling_probs": False,
+                    "temperature": 0,
+                    "cache_prompt": True,
+                    "id_slot": slot,
+                    "stream": False,
+                }
+            )
             probs = reply.get("completion_probabilities") or []
             got = [p["id"] for p in probs]
             if got != targets:
-                raise EngineRunError(f"llama.cpp ({self.label}) did not follow the forced tokens "
-                                     f"(asked {targets[:8]}..., got {got[:8]}...).")
+                raise EngineRunError(
+                    f"llama.cpp ({self.label}) did not follow the forced tokens "
+                    f"(asked {targets[:8]}..., got {got[:8]}...)."
+                )
             out += [float(p["logprob"]) for p in probs]
             pos += len(targets)
         return out
@@ -135,8 +166,14 @@ class LlamaCppRunner:
 
     def decode_tokens_per_s(self, prompt: list[int], batch: int, max_tokens: int) -> float:
         """Return generated tokens per second of wall time for `batch` requests sent at once."""
-        body = {"prompt": prompt, "n_predict": max_tokens, "ignore_eos": True, "temperature": 0,
-                "cache_prompt": False, "stream": False}
+        body = {
+            "prompt": prompt,
+            "n_predict": max_tokens,
+            "ignore_eos": True,
+            "temperature": 0,
+            "cache_prompt": False,
+            "stream": False,
+        }
         started = time.perf_counter()
         with ThreadPoolExecutor(batch) as pool:
             replies = list(pool.map(lambda _: self._post(body), range(batch)))
@@ -145,8 +182,15 @@ class LlamaCppRunner:
 
     def answer(self, prompt: list[int], max_tokens: int) -> str:
         """Return the greedy continuation of the prompt's token ids."""
-        reply = self._post({"prompt": prompt, "n_predict": max_tokens, "temperature": 0,
-                            "cache_prompt": False, "stream": False})
+        reply = self._post(
+            {
+                "prompt": prompt,
+                "n_predict": max_tokens,
+                "temperature": 0,
+                "cache_prompt": False,
+                "stream": False,
+            }
+        )
         return reply["content"]
 
     def close(self) -> None:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
-import platform
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -23,9 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._conditions import machine_conditions
 from .._runtime import torch_threads as _torch_threads
 from ..errors import InvalidArgumentError
-from .methods import Quantization, available_quantizations, require_bitsandbytes, weight_bytes
+from ..models import _build
+from ..models.devices import resolve_device
+from ..models.gguf import OUTTYPES, export_gguf
+from ..models.load import load_model
+from ..models.quantization import Quantization, available_quantizations, require_bitsandbytes
+from ..models.resolve import resolve_model
+from .weights import weight_bytes
 
 DEFAULT_PROMPT = "The history of the printing press began"
 DEFAULT_QUESTION = "What is the capital of France? Answer in one sentence."
@@ -37,13 +42,11 @@ def held_out_windows(tokenizer, windows: int, seq_len: int) -> list[list[int]]:
 
     The text is the held-out docstrings the built-in models never trained on, each doc's
     ids followed by eos, cut into non-overlapping windows as the build reports'
-    perplexity (`_toybuild.perplexity`): the same tokens for every method.
+    perplexity (`models._build.perplexity`): the same tokens for every method.
     """
-    from .. import _toybuild
-
     if windows < 1 or seq_len < 2:
         raise InvalidArgumentError(f"windows={windows} must be >= 1 and seq_len={seq_len} >= 2")
-    _, held_out = _toybuild.corpus()
+    _, held_out = _build.corpus()
     need = windows * seq_len
     ids: list[int] = []
     for doc in held_out:
@@ -51,9 +54,11 @@ def held_out_windows(tokenizer, windows: int, seq_len: int) -> list[list[int]]:
         if len(ids) > need:
             break
     if len(ids) <= need:
-        raise InvalidArgumentError(f"the held-out text has {len(ids)} tokens, fewer than "
-                                   f"windows x seq_len = {need}; ask for fewer windows.")
-    return [ids[i * seq_len:(i + 1) * seq_len] for i in range(windows)]
+        raise InvalidArgumentError(
+            f"the held-out text has {len(ids)} tokens, fewer than "
+            f"windows x seq_len = {need}; ask for fewer windows."
+        )
+    return [ids[i * seq_len : (i + 1) * seq_len] for i in range(windows)]
 
 
 @dataclass
@@ -75,14 +80,18 @@ class _TransformersRunner:
 
     def load(self) -> None:
         from ..generate import _sync
-        from ..models import load_model
 
         started = time.perf_counter()
         with _no_transformers_bars():  # one bar per load would bury the measurement's own
             # dtype is the bitsandbytes methods' compute dtype; fp32/bf16/fp16 set their own
             dtype = self.dtype if self.quantization.is_bitsandbytes else "auto"
-            self.lm = load_model(self.model, device=self.device, dtype=dtype,
-                                 quantization=self.quantization, progress=False)
+            self.lm = load_model(
+                self.model,
+                device=self.device,
+                dtype=dtype,
+                quantization=self.quantization,
+                progress=False,
+            )
         _sync(self.lm)
         self.load_s = time.perf_counter() - started
         if self.quantization.is_bitsandbytes:
@@ -90,8 +99,12 @@ class _TransformersRunner:
 
     def weights(self) -> dict[str, int]:
         w = weight_bytes(self.lm)
-        return {"total_bytes": w.total_bytes, "fp32_bytes": w.fp32_bytes,
-                "linear_bytes": w.linear_bytes, "linear_fp32_bytes": w.linear_fp32_bytes}
+        return {
+            "total_bytes": w.total_bytes,
+            "fp32_bytes": w.fp32_bytes,
+            "linear_bytes": w.linear_bytes,
+            "linear_fp32_bytes": w.linear_fp32_bytes,
+        }
 
     def perplexity(self, windows: list[list[int]]) -> float:
         import torch
@@ -100,7 +113,7 @@ class _TransformersRunner:
         total, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, len(tokens), self.ppl_batch):
-                batch = tokens[start:start + self.ppl_batch]
+                batch = tokens[start : start + self.ppl_batch]
                 loss = self.lm.model(input_ids=batch, labels=batch).loss  # mean over N x (S-1)
                 total += float(loss) * batch.numel()
                 count += batch.numel()
@@ -116,11 +129,16 @@ class _TransformersRunner:
         _sync(self.lm)
         started = time.perf_counter()
         with torch.inference_mode():
-            out = self.lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                         max_new_tokens=max_tokens, do_sample=False,
-                                         pad_token_id=self.lm.tokenizer.pad_token_id, **extra)
+            out = self.lm.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=self.lm.tokenizer.pad_token_id,
+                **extra,
+            )
         _sync(self.lm)
-        return out[:, len(prompt):], time.perf_counter() - started
+        return out[:, len(prompt) :], time.perf_counter() - started
 
     def decode_tokens_per_s(self, prompt: list[int], batch: int, max_tokens: int) -> float:
         new, seconds = self._generate(prompt, batch, max_tokens, exact=True)
@@ -155,30 +173,31 @@ def _no_transformers_bars() -> Iterator[None]:
 
 def _gguf_files(model: str, types: Sequence[str], progress: bool) -> dict[str, Path]:
     """Return label -> GGUF path: exported f16/q8_0 files and the shipped one."""
-    from ..gguf import OUTTYPES, export_gguf
-    from ..models import resolve_model
-
     files: dict[str, Path] = {}
     for kind in types:
         if kind == "shipped":
             source = resolve_model(model, progress=progress)
             if source.gguf_file is None:
-                raise InvalidArgumentError(f"{model!r} has no shipped GGUF file; drop 'shipped' "
-                                           f"from gguf, or use one of {', '.join(OUTTYPES)}.")
+                raise InvalidArgumentError(
+                    f"{model!r} has no shipped GGUF file; drop 'shipped' "
+                    f"from gguf, or use one of {', '.join(OUTTYPES)}."
+                )
             quant = source.info.get("source", {}).get("quantization", "shipped")
             files[f"gguf {quant} (shipped)"] = source.gguf_file
         elif kind in OUTTYPES:
             files[f"gguf {kind}"] = export_gguf(model, kind, progress=progress)
         else:
-            raise InvalidArgumentError(f"unknown GGUF type {kind!r}; use any of "
-                                       f"{', '.join(OUTTYPES)} or 'shipped'.")
+            raise InvalidArgumentError(
+                f"unknown GGUF type {kind!r}; use any of {', '.join(OUTTYPES)} or 'shipped'."
+            )
     return files
 
 
 def _prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
     if chat and tokenizer.chat_template:
-        ids = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                            add_generation_prompt=True, return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, return_dict=True
+        )
         return list(ids["input_ids"])
     return list(tokenizer(text).input_ids)
 
@@ -186,31 +205,34 @@ def _prompt_ids(tokenizer, text: str, chat: bool) -> list[int]:
 def conditions(device: str, threads: int) -> dict[str, str]:
     """Return the machine and software facts that go with the figures."""
     import torch
-    import transformers
 
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError, StopIteration):
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    facts = {"cpu": f"{cpu}, {os.cpu_count()} cores", "device": device,
-             "threads": str(threads), "torch": torch.__version__,
-             "transformers": transformers.__version__, "python": platform.python_version()}
+    facts = {**machine_conditions(), "device": device, "threads": str(threads)}
     with contextlib.suppress(Exception):
         facts["bitsandbytes"] = require_bitsandbytes()
     if device.startswith("cuda"):
         facts["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(os, "getloadavg"):
-        facts["load_average"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return facts
 
 
-def measure_quantization(model: str = "smollm2-135m", methods: Sequence[str | Quantization] | None = None,
-                         *, gguf: Sequence[str] = (), device: str = "auto", dtype: Any = "auto",
-                         windows: int = 8, seq_len: int = 128, max_tokens: int = 32,
-                         batch_sizes: Sequence[int] = (1, 8), repeats: int = 3,
-                         prompt: str = DEFAULT_PROMPT, question: str = DEFAULT_QUESTION,
-                         answer_tokens: int = 24, threads: int | None = None,
-                         interleave: bool = True, progress: bool = True):
+def measure_quantization(
+    model: str = "smollm2-135m",
+    methods: Sequence[str | Quantization] | None = None,
+    *,
+    gguf: Sequence[str] = (),
+    device: str = "auto",
+    dtype: Any = "auto",
+    windows: int = 8,
+    seq_len: int = 128,
+    max_tokens: int = 32,
+    batch_sizes: Sequence[int] = (1, 8),
+    repeats: int = 3,
+    prompt: str = DEFAULT_PROMPT,
+    question: str = DEFAULT_QUESTION,
+    answer_tokens: int = 24,
+    threads: int | None = None,
+    interleave: bool = True,
+    progress: bool = True,
+):
     """Measure each method (and GGUF type on llama.cpp) on one model; return a DataFrame.
 
     methods: preset names or Quantizations (default: every preset that runs on device).
@@ -229,12 +251,15 @@ def measure_quantization(model: str = "smollm2-135m", methods: Sequence[str | Qu
     from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
-    from ..models import resolve_device, resolve_model
-
     names = list(methods) if methods is not None else list(available_quantizations(device))
     quants = [Quantization.from_name(m) for m in names]
-    for number, what in ((windows, "windows"), (max_tokens, "max_tokens"), (repeats, "repeats"),
-                         (answer_tokens, "answer_tokens"), *((b, "batch size") for b in batch_sizes)):
+    for number, what in (
+        (windows, "windows"),
+        (max_tokens, "max_tokens"),
+        (repeats, "repeats"),
+        (answer_tokens, "answer_tokens"),
+        *((b, "batch size") for b in batch_sizes),
+    ):
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise InvalidArgumentError(f"{what}={number!r} must be a whole number >= 1")
     if not quants and not gguf:
@@ -260,14 +285,18 @@ def measure_quantization(model: str = "smollm2-135m", methods: Sequence[str | Qu
             eog = frozenset([tokenizer.eos_token_id])  # the only special token in the windows
             slots = max(max(batch_sizes), min(windows, 8))
             room = max(seq_len, len(prompt_ids) + max_tokens, len(question_ids) + answer_tokens)
-            runners += [LlamaCppRunner(label, path, n_threads, slots, room + 16, eog)
-                        for label, path in _gguf_files(model, gguf, progress).items()]
+            runners += [
+                LlamaCppRunner(label, path, n_threads, slots, room + 16, eog)
+                for label, path in _gguf_files(model, gguf, progress).items()
+            ]
         rows = {r.label: {"method": r.label} for r in runners}
-        speeds: dict[tuple[str, int], list[float]] = {(r.label, b): [] for r in runners
-                                                      for b in batch_sizes}
+        speeds: dict[tuple[str, int], list[float]] = {
+            (r.label, b): [] for r in runners for b in batch_sizes
+        }
         steps = len(runners) * (4 + repeats * len(batch_sizes))
-        bar = tqdm(total=steps, desc=f"quantization on {source.name}", unit="step",
-                   disable=not progress)
+        bar = tqdm(
+            total=steps, desc=f"quantization on {source.name}", unit="step", disable=not progress
+        )
         started = time.strftime("%Y-%m-%d %H:%M")
         before = conditions(device, n_threads)
 
@@ -281,8 +310,9 @@ def measure_quantization(model: str = "smollm2-135m", methods: Sequence[str | Qu
             rows[r.label]["perplexity"] = r.perplexity(held)
             # bytes after the first forward: bitsandbytes repacks 4-bit layers there on CPUs
             # with AVX512-BF16 (scales to bf16, double quantization undone)
-            rows[r.label].update(engine=r.engine, weights=_weights_label(r), **r.weights(),
-                                 load_s=r.load_s)
+            rows[r.label].update(
+                engine=r.engine, weights=_weights_label(r), **r.weights(), load_s=r.load_s
+            )
             bar.update()
             bar.set_postfix_str(f"{r.label}: answer")
             rows[r.label]["answer"] = r.answer(question_ids, answer_tokens).strip()
@@ -292,7 +322,7 @@ def measure_quantization(model: str = "smollm2-135m", methods: Sequence[str | Qu
             bar.update()
 
         def timed_round(group: list, i: int) -> None:
-            for r in group[i % len(group):] + group[:i % len(group)]:
+            for r in group[i % len(group) :] + group[: i % len(group)]:
                 for b in batch_sizes:
                     bar.set_postfix_str(f"{r.label}: batch {b}")
                     speeds[(r.label, b)].append(r.decode_tokens_per_s(prompt_ids, b, max_tokens))
@@ -317,13 +347,30 @@ def measure_quantization(model: str = "smollm2-135m", methods: Sequence[str | Qu
     after = conditions(device, n_threads)
     for (label, b), values in speeds.items():
         rows[label][f"tokens_per_s_batch{b}"] = statistics.median(values) if values else math.nan
-    return _frame(pd, rows, batch_sizes, {
-        "model": source.name, "device": device, "threads": n_threads, "windows": windows,
-        "seq_len": seq_len, "scored_tokens": windows * (seq_len - 1), "max_tokens": max_tokens,
-        "batch_sizes": list(batch_sizes), "repeats": repeats, "prompt": prompt,
-        "question": question, "answer_tokens": answer_tokens, "interleave": interleave,
-        "started": started, "finished": time.strftime("%Y-%m-%d %H:%M"),
-        "before": before, "after": after})
+    return _frame(
+        pd,
+        rows,
+        batch_sizes,
+        {
+            "model": source.name,
+            "device": device,
+            "threads": n_threads,
+            "windows": windows,
+            "seq_len": seq_len,
+            "scored_tokens": windows * (seq_len - 1),
+            "max_tokens": max_tokens,
+            "batch_sizes": list(batch_sizes),
+            "repeats": repeats,
+            "prompt": prompt,
+            "question": question,
+            "answer_tokens": answer_tokens,
+            "interleave": interleave,
+            "started": started,
+            "finished": time.strftime("%Y-%m-%d %H:%M"),
+            "before": before,
+            "after": after,
+        },
+    )
 
 
 def _weights_label(runner) -> str:
@@ -341,9 +388,20 @@ def _frame(pd, rows: dict[str, dict], batch_sizes: Sequence[int], conditions: di
     base = df["perplexity"].get("fp32", math.nan)
     df["perplexity_ratio"] = df["perplexity"] / base
     speed = [f"tokens_per_s_batch{b}" for b in batch_sizes]
-    columns = ["engine", "weights", "weight_bytes", "weight_ratio", "linear_bytes",
-               "linear_ratio", *(["file_bytes"] if "file_bytes" in df else []), "load_s",
-               "perplexity", "perplexity_ratio", *speed, "answer"]
+    columns = [
+        "engine",
+        "weights",
+        "weight_bytes",
+        "weight_ratio",
+        "linear_bytes",
+        "linear_ratio",
+        *(["file_bytes"] if "file_bytes" in df else []),
+        "load_s",
+        "perplexity",
+        "perplexity_ratio",
+        *speed,
+        "answer",
+    ]
     df = df[columns]
     df.attrs["conditions"] = conditions
     return df
@@ -352,16 +410,33 @@ def _frame(pd, rows: dict[str, dict], batch_sizes: Sequence[int], conditions: di
 def quantization_table(df, digits: int = 2) -> str:
     """Return the DataFrame as a markdown table (MB, ratios, tokens/s, perplexity, answer)."""
     speed = [c for c in df.columns if c.startswith("tokens_per_s_batch")]
-    head = ["method", "engine", "weights MB", "x fp32", "linear layers x fp32", "load s",
-            "perplexity", "x fp32 ppl", *[f"tokens/s batch {c.rsplit('batch', 1)[1]}" for c in speed],
-            "greedy answer"]
+    head = [
+        "method",
+        "engine",
+        "weights MB",
+        "x fp32",
+        "linear layers x fp32",
+        "load s",
+        "perplexity",
+        "x fp32 ppl",
+        *[f"tokens/s batch {c.rsplit('batch', 1)[1]}" for c in speed],
+        "greedy answer",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 3) + "---|"]
     for method, r in df.iterrows():
         answer = str(r["answer"]).replace("|", "\\|").replace("\n", " ")
-        cells = [f"`{method}`", r["engine"], f"{r['weight_bytes'] / 1e6:,.1f}",
-                 f"{r['weight_ratio']:.3f}", f"{r['linear_ratio']:.3f}", f"{r['load_s']:.1f}",
-                 f"{r['perplexity']:.{digits}f}", _ratio(r["perplexity_ratio"]),
-                 *[f"{r[c]:,.1f}" for c in speed], answer[:80]]
+        cells = [
+            f"`{method}`",
+            r["engine"],
+            f"{r['weight_bytes'] / 1e6:,.1f}",
+            f"{r['weight_ratio']:.3f}",
+            f"{r['linear_ratio']:.3f}",
+            f"{r['load_s']:.1f}",
+            f"{r['perplexity']:.{digits}f}",
+            _ratio(r["perplexity_ratio"]),
+            *[f"{r[c]:,.1f}" for c in speed],
+            answer[:80],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

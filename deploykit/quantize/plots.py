@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-_ENGINE_COLORS = {"transformers": "tab:blue", "transformers + bitsandbytes": "tab:orange",
-                  "llama.cpp": "tab:green"}
+_ENGINE_COLORS = {
+    "transformers": "tab:blue",
+    "transformers + bitsandbytes": "tab:orange",
+    "llama.cpp": "tab:green",
+}
 
 
 def plot_quantization(df, title: str = ""):
@@ -21,8 +24,13 @@ def plot_quantization(df, title: str = ""):
         part = df[df["engine"] == engine]
         ax_q.scatter(part["weight_bytes"] / 1e6, part["perplexity"], color=color, label=engine)
     for method, r in df.iterrows():
-        ax_q.annotate(method, (r["weight_bytes"] / 1e6, r["perplexity"]), fontsize=8,
-                      xytext=(4, 3), textcoords="offset points")
+        ax_q.annotate(
+            method,
+            (r["weight_bytes"] / 1e6, r["perplexity"]),
+            fontsize=8,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
     ax_q.set_xlabel("weights (MB, real tensors)")
     ax_q.set_ylabel("held-out perplexity (lower is better)")
     ax_q.set_title("memory vs quality")
@@ -31,8 +39,12 @@ def plot_quantization(df, title: str = ""):
     x = np.arange(len(df))
     width = 0.8 / max(len(speed), 1)
     for i, column in enumerate(speed):
-        ax_s.bar(x + (i - (len(speed) - 1) / 2) * width, df[column], width,
-                 label=f"batch {column.rsplit('batch', 1)[1]}")
+        ax_s.bar(
+            x + (i - (len(speed) - 1) / 2) * width,
+            df[column],
+            width,
+            label=f"batch {column.rsplit('batch', 1)[1]}",
+        )
     ax_s.set_xticks(x, df.index, rotation=35, ha="right", fontsize=8)
     ax_s.set_ylabel("decode tokens/s (median round)")
     ax_s.set_title("speed per method")

@@ -1,13 +1,17 @@
-"""deploykit's router: least-outstanding-requests balancing over replicas, with health checks,
-a circuit breaker and failover, run as a process of its own."""
+"""Load balancing over replicas: deploykit's router (least outstanding requests, health
+checks, a circuit breaker and failover, run as a process of its own) and nginx."""
 
-from .balancer import Balancer, Replica
-from .drill import (DrillRequest, DrillResult, drill_table, failover_drill, plot_drills,
-                    served_by_replica, time_to_rejoin)
-from .process import router_command, router_stats, start_replicas, start_router
+from .nginx import check_nginx_config, nginx_config, start_nginx
+from .process import router_stats, start_replicas, start_router
 from .proxy import REPLICA_HEADER, RouterConfig
 
-__all__ = ["Balancer", "Replica", "REPLICA_HEADER", "RouterConfig", "router_command",
-           "router_stats", "start_router", "DrillRequest", "DrillResult", "drill_table",
-           "failover_drill", "plot_drills", "served_by_replica", "start_replicas",
-           "time_to_rejoin"]
+__all__ = [
+    "check_nginx_config",
+    "nginx_config",
+    "start_nginx",
+    "router_stats",
+    "start_replicas",
+    "start_router",
+    "REPLICA_HEADER",
+    "RouterConfig",
+]

@@ -16,9 +16,10 @@ half-open with no trial in flight). States, as `/router/stats` shows them:
 from __future__ import annotations
 
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
+from .._urls import check_http_url
 from ..errors import InvalidArgumentError
 
 UP, DOWN, COOLING, HALF_OPEN = "up", "down", "cooling", "half-open"
@@ -26,33 +27,28 @@ UP, DOWN, COOLING, HALF_OPEN = "up", "down", "cooling", "half-open"
 
 def check_replica_url(url: str) -> str:
     """Return url without a trailing slash, or raise if it is not http(s)://host:port."""
-    if not isinstance(url, str):
-        raise InvalidArgumentError(f"replica URL {url!r} must be a string like "
-                                   "'http://127.0.0.1:8000'.")
-    parts = urlsplit(url)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
-        raise InvalidArgumentError(
-            f"replica URL {url!r} is not of the form http://host:port (scheme, host and port "
-            "all given), e.g. 'http://127.0.0.1:8000'; use server.url of a started server.")
-    if parts.path.strip("/") or parts.query or parts.fragment:
-        raise InvalidArgumentError(f"replica URL {url!r} has a path or query; give the server's "
-                                   "root only, e.g. 'http://127.0.0.1:8000'.")
-    return url.rstrip("/")
+    check_http_url(
+        url,
+        "a replica URL",
+        "http://host:port (e.g. 'http://127.0.0.1:8000', server.url of a started server)",
+        need_port=True,
+        root_only=True,
+    )
+    return str(url).rstrip("/")
 
 
 def check_replica_urls(urls) -> list[str]:
     """Return the checked, distinct replica URLs, or raise a clear error."""
     if isinstance(urls, str) or not urls:
-        raise InvalidArgumentError("give a non-empty list of replica URLs, e.g. "
-                                   "[server.url for server in replicas].")
+        raise InvalidArgumentError(
+            "give a non-empty list of replica URLs, e.g. [server.url for server in replicas]."
+        )
     checked = [check_replica_url(url) for url in urls]
     if len(set(checked)) != len(checked):
-        raise InvalidArgumentError(f"replica URLs repeat: {checked}; list each replica once "
-                                   "(to weight one, run more replicas).")
+        raise InvalidArgumentError(
+            f"replica URLs repeat: {checked}; list each replica once "
+            "(to weight one, run more replicas)."
+        )
     return checked
 
 
@@ -75,10 +71,16 @@ class Replica:
 
     def stats(self, now: float) -> dict:
         """Return this replica's row of /router/stats."""
-        return {"url": self.url, "state": self.state, "outstanding": self.outstanding,
-                "served": self.served, "failures": self.failures,
-                "cooldown_left_s": round(max(0.0, self.cooldown_until - now), 3)
-                if self.state == COOLING else 0.0}
+        return {
+            "url": self.url,
+            "state": self.state,
+            "outstanding": self.outstanding,
+            "served": self.served,
+            "failures": self.failures,
+            "cooldown_left_s": round(max(0.0, self.cooldown_until - now), 3)
+            if self.state == COOLING
+            else 0.0,
+        }
 
 
 @dataclass
@@ -93,21 +95,29 @@ class Balancer:
     @classmethod
     def create(cls, urls, failure_threshold: int = 3, cooldown_s: float = 10.0) -> Balancer:
         """Return a balancer over urls (checked), every replica up."""
-        if isinstance(failure_threshold, bool) or not isinstance(failure_threshold, int) \
-                or failure_threshold < 1:
-            raise InvalidArgumentError(f"failure_threshold={failure_threshold!r} must be a whole "
-                                       "number >= 1 (failures in a row before a cooldown).")
+        if (
+            isinstance(failure_threshold, bool)
+            or not isinstance(failure_threshold, int)
+            or failure_threshold < 1
+        ):
+            raise InvalidArgumentError(
+                f"failure_threshold={failure_threshold!r} must be a whole "
+                "number >= 1 (failures in a row before a cooldown)."
+            )
         if not cooldown_s > 0:
             raise InvalidArgumentError(f"cooldown_s={cooldown_s!r} must be above 0.")
-        return cls([Replica(url) for url in check_replica_urls(urls)], failure_threshold,
-                   cooldown_s)
+        return cls(
+            [Replica(url) for url in check_replica_urls(urls)], failure_threshold, cooldown_s
+        )
 
     def _tick(self, now: float) -> None:
         for rep in self.replicas:  # a finished cooldown lets one trial through
             if rep.state == COOLING and now >= rep.cooldown_until:
                 rep.state, rep.trial_in_flight = HALF_OPEN, False
 
-    def pick(self, exclude: set[str] = frozenset(), now: float | None = None) -> Replica | None:
+    def pick(
+        self, exclude: AbstractSet[str] = frozenset(), now: float | None = None
+    ) -> Replica | None:
         """Return the available replica with fewest outstanding requests, and count it busy."""
         self._tick(time.monotonic() if now is None else now)
         n = len(self.replicas)

@@ -1,4 +1,4 @@
-"""The router process: an aiohttp reverse proxy over replicas (`python -m deploykit.router`).
+"""The router process: an aiohttp reverse proxy over replicas (`deploykit router`).
 
 aiohttp on both sides, as the load generator: on two cores its client spends a tenth of
 httpx's CPU per request, and a router pays that on every request it forwards.
@@ -27,17 +27,32 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidArgumentError
 from .balancer import Balancer, Replica, check_replica_urls
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger("deploykit.router")
 
 REPLICA_HEADER = "X-Deploykit-Replica"  # which replica answered, on every proxied response
 # hop-by-hop headers (RFC 9110 7.6.1) belong to one connection, not to the message
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
-                         "te", "trailer", "transfer-encoding", "upgrade", "host",
-                         "content-length"})
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 _OWN_PATHS = ("/health", "/ready", "/router/stats")
 
 
@@ -60,8 +75,13 @@ class RouterConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "replicas", tuple(check_replica_urls(self.replicas)))
-        for name in ("health_interval_s", "health_timeout_s", "cooldown_s", "connect_timeout_s",
-                     "read_timeout_s"):
+        for name in (
+            "health_interval_s",
+            "health_timeout_s",
+            "cooldown_s",
+            "connect_timeout_s",
+            "read_timeout_s",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise InvalidArgumentError(f"{name}={value!r} must be a number of seconds above 0.")
@@ -87,8 +107,9 @@ def _forward_headers(headers) -> dict[str, str]:
 def _is_stream(upstream) -> bool:
     """Return True when the answer is relayed chunk by chunk rather than read whole."""
     kind = upstream.headers.get("Content-Type", "")
-    return (upstream.headers.get("Content-Length") is None or "event-stream" in kind
-            or "ndjson" in kind)
+    return (
+        upstream.headers.get("Content-Length") is None or "event-stream" in kind or "ndjson" in kind
+    )
 
 
 class Router:
@@ -96,11 +117,17 @@ class Router:
 
     def __init__(self, config: RouterConfig) -> None:
         self.config = config
-        self.balancer = Balancer.create(config.replicas, config.failure_threshold,
-                                        config.cooldown_s)
-        self.counts = {"requests": 0, "failovers": 0, "replica_errors_502": 0,
-                       "aborted_streams": 0, "no_replica_503": 0}
-        self.session = None
+        self.balancer = Balancer.create(
+            config.replicas, config.failure_threshold, config.cooldown_s
+        )
+        self.counts = {
+            "requests": 0,
+            "failovers": 0,
+            "replica_errors_502": 0,
+            "aborted_streams": 0,
+            "no_replica_503": 0,
+        }
+        self.session: aiohttp.ClientSession | None = None
         self._health_task: asyncio.Task | None = None
 
     # ---- lifecycle --------------------------------------------------------------------
@@ -125,11 +152,13 @@ class Router:
         # keep-alive shorter than uvicorn's 5 s, so the router never sends on a connection the
         # replica is closing (that would be an ambiguous failure, answered 502)
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=4.0)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=c.connect_timeout_s,
-                                        sock_read=c.read_timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=c.connect_timeout_s, sock_read=c.read_timeout_s
+        )
         # auto_decompress=False: bytes pass through untouched, Content-Encoding and all
-        self.session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                             auto_decompress=False, trust_env=False)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, trust_env=False
+        )
         self._health_task = asyncio.ensure_future(self._health_loop())
 
     async def _stop(self, app) -> None:
@@ -196,19 +225,24 @@ class Router:
         tried: set[str] = set()
         refused: list[str] = []
         busy = None  # the last 503 (its status, body and headers), passed on if all are busy
+        assert self.session is not None  # opened at startup, before any request is routed
         while (rep := self.balancer.pick(exclude=tried)) is not None:
             tried.add(rep.url)
             try:
-                upstream = await self.session.request(request.method, rep.url + target,
-                                                      data=body, headers=headers,
-                                                      allow_redirects=False)
+                upstream = await self.session.request(
+                    request.method,
+                    rep.url + target,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                )
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # the connection never opened, so nothing was sent: another replica may take it
                 self.balancer.finish(rep, ok=False)
                 refused.append(f"{rep.url}: {type(exc).__name__}")
                 self.counts["failovers"] += 1
                 continue
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 self.balancer.finish(rep, ok=False)
                 return self._after_send_error(rep, exc)
             except asyncio.CancelledError:
@@ -228,16 +262,24 @@ class Router:
             return web.Response(status=busy[0], body=busy[1], headers=busy[2])
         self.counts["no_replica_503"] += 1
         why = "; ".join(refused) or "every replica is down or cooling down"
-        return _error(503, f"no replica could take the request ({why}); retry after "
-                      "Retry-After seconds, and see GET /router/stats.", "service_unavailable",
-                      {"Retry-After": "1"})
+        return _error(
+            503,
+            f"no replica could take the request ({why}); retry after "
+            "Retry-After seconds, and see GET /router/stats.",
+            "service_unavailable",
+            {"Retry-After": "1"},
+        )
 
     def _after_send_error(self, rep: Replica, exc: BaseException):
         self.counts["replica_errors_502"] += 1
         log.warning("replica %s failed after the request was sent: %r", rep.url, exc)
-        return _error(502, f"replica {rep.url} failed after it received the request "
-                      f"({type(exc).__name__}); it may or may not have run it, so the router did "
-                      "not resend it. Retry if the request is safe to run twice.", "bad_gateway")
+        return _error(
+            502,
+            f"replica {rep.url} failed after it received the request "
+            f"({type(exc).__name__}); it may or may not have run it, so the router did "
+            "not resend it. Retry if the request is safe to run twice.",
+            "bad_gateway",
+        )
 
     async def _relay(self, request, upstream, rep: Replica):
         """Pass the replica's answer on: whole if it has a length, else chunk by chunk."""
@@ -251,7 +293,7 @@ class Router:
             if not _is_stream(upstream):
                 try:
                     data = await upstream.read()
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     ok = False
                     return self._after_send_error(rep, exc)
                 return web.Response(status=upstream.status, body=data, headers=headers)
@@ -263,11 +305,14 @@ class Router:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     ok = False
                     self.counts["aborted_streams"] += 1
-                    log.warning("replica %s broke a stream: %r; aborting the client's "
-                                "connection", rep.url, exc)
+                    log.warning(
+                        "replica %s broke a stream: %r; aborting the client's connection",
+                        rep.url,
+                        exc,
+                    )
                     # no last chunk: the client's HTTP parser reports an incomplete body
                     request.transport.abort()
                     return response
@@ -301,8 +346,18 @@ def run(config: RouterConfig) -> None:
     loop = None
     with contextlib.suppress(ImportError):  # uvloop: less CPU per request where installed
         import uvloop
+
         loop = uvloop.new_event_loop()
-    log.info("routing http://%s:%d over %s", config.host, config.port,
-             json.dumps(list(config.replicas)))
-    web.run_app(router.app(), host=config.host, port=config.port, access_log=None,
-                handler_cancellation=True, shutdown_timeout=5.0, print=None, loop=loop)
+    log.info(
+        "routing http://%s:%d over %s", config.host, config.port, json.dumps(list(config.replicas))
+    )
+    web.run_app(
+        router.app(),
+        host=config.host,
+        port=config.port,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=5.0,
+        print=None,
+        loop=loop,
+    )

@@ -8,13 +8,17 @@ character (the same scheme as vLLM's and TGI's detokenizers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 _CONTEXT_TOKENS = 5  # prompt tokens decoded before the first new one, for context
 
 
 class IncrementalDetokenizer:
     """Decode token ids as they arrive and stop at the first stop string."""
 
-    def __init__(self, tokenizer, prompt_ids: list[int] = (), stop: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, tokenizer, prompt_ids: Sequence[int] = (), stop: tuple[str, ...] = ()
+    ) -> None:
         self._tokenizer = tokenizer
         self._stop = stop
         self._max_stop_chars = max((len(s) for s in stop), default=0)
@@ -33,12 +37,14 @@ class IncrementalDetokenizer:
             return ""
         self._ids.extend(token_ids)
         decode = self._tokenizer.decode
-        prefix = decode(self._ids[self._prefix_offset:self._read_offset], skip_special_tokens=True)
-        full = decode(self._ids[self._prefix_offset:], skip_special_tokens=True)
+        prefix = decode(
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+        )
+        full = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
         if full.endswith("\ufffd") or len(full) <= len(prefix):
             # an incomplete multi-byte character, or nothing visible yet: wait for more
             return self._release(final=False)
-        self.text += full[len(prefix):]
+        self.text += full[len(prefix) :]
         self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
         return self._release(final=False)
 
@@ -59,6 +65,6 @@ class IncrementalDetokenizer:
         # hold back the last few characters: they may be the start of a stop string
         hold = 0 if final or not self._stop else self._max_stop_chars - 1
         end = max(self._sent_chars, len(self.text) - hold)
-        delta = self.text[self._sent_chars:end]
+        delta = self.text[self._sent_chars : end]
         self._sent_chars = end
         return delta

@@ -26,8 +26,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import (InvalidArgumentError, EngineOverloadedError, EngineStepError, EngineStoppedError,
-                      InvalidRequestError)
+from ..errors import (
+    EngineError,
+    EngineOverloadedError,
+    EngineStepError,
+    EngineStoppedError,
+    InvalidArgumentError,
+    InvalidRequestError,
+)
 from .kvbatch import KVBatch, check_model
 from .request import GenerationStream, RequestState, wake
 from .sampling import SamplingParams, check_fits, sample, token_logprobs
@@ -50,8 +56,10 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_waiting < 0 or self.max_prefill_tokens < 1:
-            raise InvalidArgumentError(f"EngineConfig needs max_batch_size >= 1, max_waiting >= 0 and "
-                             f"max_prefill_tokens >= 1; got {self}")
+            raise InvalidArgumentError(
+                f"EngineConfig needs max_batch_size >= 1, max_waiting >= 0 and "
+                f"max_prefill_tokens >= 1; got {self}"
+            )
 
 
 class Engine:
@@ -135,29 +143,44 @@ class Engine:
     def check_request(self, prompt_ids: list[int], params: SamplingParams) -> None:
         """Raise InvalidRequestError when the request cannot fit the model's context."""
         if not prompt_ids:
-            raise InvalidRequestError("the prompt is empty; send at least one token of text.",
-                                      param="prompt")
+            raise InvalidRequestError(
+                "the prompt is empty; send at least one token of text.", param="prompt"
+            )
         check_fits(prompt_ids, params, self.context_length)
 
-    def generate(self, prompt_ids: list[int], params: SamplingParams, *, stream: bool = True,
-                 request_id: str | None = None) -> GenerationStream:
+    def generate(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        *,
+        stream: bool = True,
+        request_id: str | None = None,
+    ) -> GenerationStream:
         """Admit one request now (or raise); iterate the result for its outputs.
 
         Outputs come one per step if stream, else one at the end. Closing the stream early
         (client gone, task cancelled) drops the request from the batch before the next step.
         """
         req = self._submit(prompt_ids, params, stream, request_id)
-        return GenerationStream(self, req, stream)
+        return GenerationStream(req, self.lm.tokenizer, stream, self._abort)
 
-    def _submit(self, prompt_ids: list[int], params: SamplingParams, stream: bool,
-                request_id: str | None) -> RequestState:
+    def _submit(
+        self, prompt_ids: list[int], params: SamplingParams, stream: bool, request_id: str | None
+    ) -> RequestState:
         if not self.accepting:
-            raise EngineStoppedError("the server is shutting down and takes no new requests; "
-                                     "send the request to another replica or retry later.")
+            raise EngineStoppedError(
+                "the server is shutting down and takes no new requests; "
+                "send the request to another replica or retry later."
+            )
         self.check_request(prompt_ids, params)
-        req = RequestState(id=request_id or f"req-{next(self._ids)}", prompt_ids=list(prompt_ids),
-                       params=params, loop=asyncio.get_running_loop(),
-                       wake_each_step=stream or bool(params.stop), arrival_step=self.steps)
+        req = RequestState(
+            id=request_id or f"req-{next(self._ids)}",
+            prompt_ids=list(prompt_ids),
+            params=params,
+            loop=asyncio.get_running_loop(),
+            wake_each_step=stream or bool(params.stop),
+            arrival_step=self.steps,
+        )
         if params.seed is not None:
             req.generator = torch.Generator(device=self.lm.device).manual_seed(params.seed)
         with self._cond:
@@ -165,7 +188,8 @@ class Engine:
                 raise EngineOverloadedError(
                     f"{len(self._waiting)} requests are already waiting (the limit is "
                     f"{self.config.max_waiting}); retry after a second, or start the server "
-                    "with a larger --max-waiting / --max-batch-size.")
+                    "with a larger --max-waiting / --max-batch-size."
+                )
             self._waiting.append(req)
             self._cond.notify()
         return req
@@ -190,10 +214,13 @@ class Engine:
                     self._step(batch, new, touched)
                 except Exception as exc:  # a failed forward ends its batch, not the server
                     log.exception("engine step failed")
-                    err = EngineStepError(f"generation failed in the model step: {exc!r}; the "
-                                          "server keeps running, retry the request.")
-                    for req in dict.fromkeys(r for r in [*self._running, *new]
-                                             if r.finish_reason is None):
+                    err: EngineError = EngineStepError(
+                        f"generation failed in the model step: {exc!r}; the "
+                        "server keeps running, retry the request."
+                    )
+                    for req in dict.fromkeys(
+                        r for r in [*self._running, *new] if r.finish_reason is None
+                    ):
                         self._finished(req, "error")
                     for req in [*self._running, *new]:
                         req.error, req.finish_reason = err, "error"
@@ -203,8 +230,9 @@ class Engine:
                 # before the wake-up: a client that has its answer finds it in the metrics
                 self._report(batch)
                 self._publish(touched)
-        err = EngineStoppedError("the engine stopped before this request finished; retry it "
-                                 "on a running server.")
+        err = EngineStoppedError(
+            "the engine stopped before this request finished; retry it on a running server."
+        )
         leftovers = [*self._running, *self._waiting]
         for req in leftovers:
             req.error, req.finish_reason = err, "error"
@@ -228,8 +256,12 @@ class Engine:
             new: list[RequestState] = []
             longest = 0
             free = self.config.max_batch_size - len(self._running)
-            if (self._running and self._waiting and len(self._waiting) < free and
-                    self.steps - self._waiting[0].arrival_step < self.config.max_admit_delay_steps):
+            if (
+                self._running
+                and self._waiting
+                and len(self._waiting) < free
+                and self.steps - self._waiting[0].arrival_step < self.config.max_admit_delay_steps
+            ):
                 return new  # gather more arrivals before paying for a prefill
             while self._waiting and len(new) < free:
                 longest = max(longest, len(self._waiting[0].prompt_ids))
@@ -255,6 +287,7 @@ class Engine:
             self._running.extend(new)
             self._record(new, tokens, touched)
             for req in self._drop(batch, lambda r: r.finish_reason is not None):
+                assert req.finish_reason is not None  # what _drop selected on
                 self._finished(req, req.finish_reason)
         if self._running:
             logits = batch.decode(model)
@@ -262,6 +295,7 @@ class Engine:
             batch.set_last_tokens(tokens)
             self._record(self._running, tokens, touched)
             for req in self._drop(batch, lambda r: r.finish_reason is not None):
+                assert req.finish_reason is not None  # what _drop selected on
                 self._finished(req, req.finish_reason)
         self.steps += 1
 
@@ -284,19 +318,27 @@ class Engine:
                 banned.append((row, [*self.eos_token_ids, *p.stop_token_ids]))
             if p.repetition_penalty != 1.0:
                 seen = req.prompt_ids + req.output_ids
-                penalties.append((row, p.repetition_penalty, seen[-p.repetition_last_n:]
-                                  if p.repetition_last_n else seen))
+                penalties.append(
+                    (
+                        row,
+                        p.repetition_penalty,
+                        seen[-p.repetition_last_n :] if p.repetition_last_n else seen,
+                    )
+                )
             if p.logprobs:
                 want_logprobs.append(row)
         # logprobs are of the model's own distribution, read before sample() edits the logits
         raw = logits if not want_logprobs else logits.clone()
-        tokens = sample(logits, [r.params for r in reqs], [r.generator for r in reqs], banned,
-                        penalties)
+        tokens = sample(
+            logits, [r.params for r in reqs], [r.generator for r in reqs], banned, penalties
+        )
         for row, logprob in zip(want_logprobs, token_logprobs(raw, want_logprobs, tokens)):
             reqs[row].output_logprobs.append(logprob)
         return tokens
 
-    def _record(self, reqs: list[RequestState], tokens: list[int], touched: list[RequestState]) -> None:
+    def _record(
+        self, reqs: list[RequestState], tokens: list[int], touched: list[RequestState]
+    ) -> None:
         now = time.perf_counter()
         stats = self._stats
         for req, token in zip(reqs, tokens):
@@ -306,6 +348,7 @@ class Engine:
                 req.first_token_s = now
                 stats.ttfts_s.append(now - req.arrival_s)
             else:
+                assert req.last_token_s is not None  # set with first_token_s
                 stats.itls_s.append(now - req.last_token_s)
             req.last_token_s = now
             stats.generation_tokens += 1
@@ -324,18 +367,27 @@ class Engine:
         """Note a request leaving the engine, for the next _report."""
         now = time.perf_counter()
         tokens = len(req.output_ids)
-        decode_s = (req.last_token_s - req.first_token_s) if tokens > 1 else 0.0
-        self._stats.finished.append(FinishedRequest(
-            reason, now - req.arrival_s, (req.scheduled_s or now) - req.arrival_s,
-            decode_s / (tokens - 1) if tokens > 1 else 0.0))
+        decode_s = 0.0
+        if tokens > 1:  # both set when the first token was recorded
+            assert req.last_token_s is not None and req.first_token_s is not None
+            decode_s = req.last_token_s - req.first_token_s
+        self._stats.finished.append(
+            FinishedRequest(
+                reason,
+                now - req.arrival_s,
+                (req.scheduled_s or now) - req.arrival_s,
+                decode_s / (tokens - 1) if tokens > 1 else 0.0,
+            )
+        )
 
     def _report(self, batch: KVBatch) -> None:
         """Hand this step's stats to the observer (metrics) and start new ones."""
         stats, self._stats = self._stats, StepStats()
         if self.observer is None:
             return
-        stats.kv_cache_usage = (batch.size * batch.columns
-                                / (self.config.max_batch_size * self.context_length))
+        stats.kv_cache_usage = (
+            batch.size * batch.columns / (self.config.max_batch_size * self.context_length)
+        )
         try:
             self.observer(stats)
         except Exception:  # metrics must never stop generation

@@ -17,11 +17,15 @@ from ..errors import InvalidRequestError
 
 def check_model(model) -> None:
     """Refuse models whose cache layout this batch does not handle."""
-    if getattr(model.config, "sliding_window", None) or getattr(model.config, "layer_types", None) \
-            and any(t != "full_attention" for t in model.config.layer_types):
+    if (
+        getattr(model.config, "sliding_window", None)
+        or getattr(model.config, "layer_types", None)
+        and any(t != "full_attention" for t in model.config.layer_types)
+    ):
         raise InvalidRequestError(
             f"{type(model).__name__} uses sliding-window attention, which deploykit's reference "
-            "engine does not batch; serve it with vLLM (notebook 03) instead.")
+            "engine does not batch; serve it with vLLM (notebook 03) instead."
+        )
 
 
 def _pad_left(x: torch.Tensor, n: int, dim: int) -> torch.Tensor:
@@ -59,21 +63,33 @@ class KVBatch:
         ids = torch.full((n, length), pad_id, dtype=torch.long)
         mask = torch.zeros((n, length), dtype=torch.long)
         for i, prompt in enumerate(prompts):
-            ids[i, length - len(prompt):] = torch.tensor(prompt)
-            mask[i, length - len(prompt):] = 1
+            ids[i, length - len(prompt) :] = torch.tensor(prompt)
+            mask[i, length - len(prompt) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         ids, mask, positions = (t.to(self.device) for t in (ids, mask, positions))
         cache = DynamicCache()
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         self._join(cache, mask, positions[:, -1:] + 1)
         return out.logits[:, -1]
 
     def decode(self, model) -> torch.Tensor:
         """Feed every row its last token; return logits [B, V]."""
+        assert self.mask is not None and self.positions is not None  # decode needs rows
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=1)
-        out = model(input_ids=self.last_tokens, attention_mask=self.mask,
-                    position_ids=self.positions, past_key_values=self.cache, use_cache=True)
+        out = model(
+            input_ids=self.last_tokens,
+            attention_mask=self.mask,
+            position_ids=self.positions,
+            past_key_values=self.cache,
+            use_cache=True,
+        )
         self.positions = self.positions + 1
         return out.logits[:, -1]
 
@@ -83,6 +99,7 @@ class KVBatch:
         if first_row == 0:
             self.last_tokens = new
         else:
+            assert self.last_tokens is not None  # rows before first_row exist
             self.last_tokens = torch.cat([self.last_tokens[:first_row], new], dim=0)
 
     def keep(self, rows: list[int]) -> None:
@@ -92,6 +109,8 @@ class KVBatch:
         if not rows:
             self.cache = self.mask = self.positions = self.last_tokens = None
             return
+        assert self.mask is not None and self.positions is not None
+        assert self.last_tokens is not None and self.cache is not None  # size > len(rows) > 0
         idx = torch.tensor(rows, device=self.device)
         self.mask = self.mask.index_select(0, idx)
         self.positions = self.positions.index_select(0, idx)
@@ -108,15 +127,24 @@ class KVBatch:
             self.cache, self.mask, self.positions = cache, mask, positions
             self.last_tokens = torch.zeros_like(positions)
             return
+        assert self.cache is not None  # set together with self.mask
         old_t, new_t = self.columns, mask.shape[1]
         width = max(old_t, new_t)
         for mine, theirs in zip(self.cache.layers, cache.layers):
             # keys/values: [B, kv_heads, T, head_dim]
-            mine.keys = torch.cat([_pad_left(mine.keys, width - old_t, 2),
-                                   _pad_left(theirs.keys, width - new_t, 2)], dim=0)
-            mine.values = torch.cat([_pad_left(mine.values, width - old_t, 2),
-                                     _pad_left(theirs.values, width - new_t, 2)], dim=0)
-        self.mask = torch.cat([_pad_left(self.mask, width - old_t, 1),
-                               _pad_left(mask, width - new_t, 1)], dim=0)
+            mine.keys = torch.cat(
+                [_pad_left(mine.keys, width - old_t, 2), _pad_left(theirs.keys, width - new_t, 2)],
+                dim=0,
+            )
+            mine.values = torch.cat(
+                [
+                    _pad_left(mine.values, width - old_t, 2),
+                    _pad_left(theirs.values, width - new_t, 2),
+                ],
+                dim=0,
+            )
+        self.mask = torch.cat(
+            [_pad_left(self.mask, width - old_t, 1), _pad_left(mask, width - new_t, 1)], dim=0
+        )
         self.positions = torch.cat([self.positions, positions], dim=0)
         self.last_tokens = torch.cat([self.last_tokens, torch.zeros_like(positions)], dim=0)

@@ -20,20 +20,34 @@ from fastapi.responses import JSONResponse
 
 from . import protocol as p
 from .sampling import SamplingParams, check_fits
-from .serving import (APIError, add_error_handlers, chat_ids, parse_body, prompt_ids,
-                      read_body, sampling_params)
+from .serving import (
+    APIError,
+    add_error_handlers,
+    chat_ids,
+    parse_body,
+    prompt_ids,
+    read_body,
+    sampling_params,
+)
 
 
 def _generate(lm, ids: list[int], params: SamplingParams) -> tuple[str, list[int], str]:
     """Run transformers' generate for one prompt; return new text, new ids, finish reason."""
     tok = lm.tokenizer
-    kwargs = dict(max_new_tokens=params.max_tokens, pad_token_id=tok.pad_token_id,
-                  min_new_tokens=params.max_tokens if params.ignore_eos else params.min_tokens)
+    kwargs = dict(
+        max_new_tokens=params.max_tokens,
+        pad_token_id=tok.pad_token_id,
+        min_new_tokens=params.max_tokens if params.ignore_eos else params.min_tokens,
+    )
     if params.greedy:
         kwargs.update(do_sample=False)
     else:
-        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p,
-                      top_k=params.top_k or None)
+        kwargs.update(
+            do_sample=True,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k or None,
+        )
         if params.seed is not None:
             torch.manual_seed(params.seed)
     if params.stop:
@@ -43,17 +57,18 @@ def _generate(lm, ids: list[int], params: SamplingParams) -> tuple[str, list[int
     inputs = torch.tensor([ids], device=lm.device)
     with torch.inference_mode():
         out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), **kwargs)
-    new_ids = out[0, len(ids):].tolist()  # the seed decoded out[0]: prompt and answer
+    new_ids = out[0, len(ids) :].tolist()  # the seed decoded out[0]: prompt and answer
     text = tok.decode(new_ids, skip_special_tokens=True)
     finish = "length" if len(new_ids) >= params.max_tokens else "stop"
     for stop in params.stop:
         if stop in text:
-            text, finish = text[:text.index(stop)], "stop"
+            text, finish = text[: text.index(stop)], "stop"
     return text, new_ids, finish
 
 
-def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
-                    max_body_bytes: int = 1_000_000) -> FastAPI:
+def build_naive_app(
+    lm, model_name: str, block_event_loop: bool = False, max_body_bytes: int = 1_000_000
+) -> FastAPI:
     """Return the one-at-a-time app serving lm under model_name."""
     app = FastAPI(title="deploykit one-at-a-time server", docs_url=None, redoc_url=None)
     lock = asyncio.Lock()
@@ -67,17 +82,28 @@ def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
     async def body(request: Request, model):
         req = parse_body(await read_body(request, max_body_bytes), model)
         if req.model != model_name:
-            raise APIError(404, f"The model {req.model!r} does not exist; this server serves "
-                           f"{model_name!r}.", "not_found_error", param="model")
+            raise APIError(
+                404,
+                f"The model {req.model!r} does not exist; this server serves {model_name!r}.",
+                "not_found_error",
+                param="model",
+            )
         if req.stream:
-            raise APIError(400, "this one-at-a-time server does not stream; send stream=false, "
-                           "or use `deploykit serve` without --naive.", "invalid_request_error",
-                           param="stream")
+            raise APIError(
+                400,
+                "this one-at-a-time server does not stream; send stream=false, "
+                "or use `deploykit serve` without --naive.",
+                "invalid_request_error",
+                param="stream",
+            )
         return req
 
     def usage(ids, new_ids) -> p.Usage:
-        return p.Usage(prompt_tokens=len(ids), completion_tokens=len(new_ids),
-                       total_tokens=len(ids) + len(new_ids))
+        return p.Usage(
+            prompt_tokens=len(ids),
+            completion_tokens=len(new_ids),
+            total_tokens=len(ids) + len(new_ids),
+        )
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -86,22 +112,31 @@ def build_naive_app(lm, model_name: str, block_event_loop: bool = False,
         params = sampling_params(req, req.max_tokens, len(ids), lm.context_length)
         check_fits(ids, params, lm.context_length)
         text, new_ids, finish = await run(ids, params)
-        return JSONResponse(p.CompletionResponse(
-            model=model_name, usage=usage(ids, new_ids),
-            choices=[p.CompletionChoice(text=text, finish_reason=finish)]).model_dump())
+        return JSONResponse(
+            p.CompletionResponse(
+                model=model_name,
+                usage=usage(ids, new_ids),
+                choices=[p.CompletionChoice(text=text, finish_reason=finish)],
+            ).model_dump()
+        )
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
         req = await body(request, p.ChatCompletionRequest)
         ids = chat_ids(lm.tokenizer, req.messages)
-        params = sampling_params(req, req.max_completion_tokens or req.max_tokens, len(ids),
-                                 lm.context_length)
+        params = sampling_params(
+            req, req.max_completion_tokens or req.max_tokens, len(ids), lm.context_length
+        )
         check_fits(ids, params, lm.context_length)
         text, new_ids, finish = await run(ids, params)
         message = p.ChatResponseMessage(content=text)
-        return JSONResponse(p.ChatCompletionResponse(
-            model=model_name, usage=usage(ids, new_ids),
-            choices=[p.ChatChoice(message=message, finish_reason=finish)]).model_dump())
+        return JSONResponse(
+            p.ChatCompletionResponse(
+                model=model_name,
+                usage=usage(ids, new_ids),
+                choices=[p.ChatChoice(message=message, finish_reason=finish)],
+            ).model_dump()
+        )
 
     @app.get("/v1/models")
     async def models():

@@ -23,23 +23,36 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DeployKitError
+from ..models.templates import go_template
 from .sampling import SamplingParams
 from .serving import APIError, BaseServing, chat_ids, to_api_error
 
 # Ollama's documented defaults, used when neither the request nor a Modelfile sets them
-DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1,
-            "repeat_last_n": 64, "num_ctx": 4096, "num_predict": -1}
-_NOT_IMPLEMENTED = {"mirostat": (0,), "tfs_z": (1.0,), "typical_p": (1.0,),
-                    "presence_penalty": (0.0,), "frequency_penalty": (0.0,),
-                    "penalize_newline": (False,)}
+DEFAULTS = {
+    "temperature": 0.8,
+    "top_k": 40,
+    "top_p": 0.9,
+    "repeat_penalty": 1.1,
+    "repeat_last_n": 64,
+    "num_ctx": 4096,
+    "num_predict": -1,
+}
+_NOT_IMPLEMENTED = {
+    "mirostat": (0,),
+    "tfs_z": (1.0,),
+    "typical_p": (1.0,),
+    "presence_penalty": (0.0,),
+    "frequency_penalty": (0.0,),
+    "penalize_newline": (False,),
+}
 NS_PER_S = 1_000_000_000
 
 
@@ -115,14 +128,14 @@ class ShowRequest(BaseModel):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error(status: int, message: str) -> APIError:
     return APIError(status, message, "ollama")
 
 
-def error_body(exc: Exception, retry_after_s: int = 1) -> tuple[int, dict, dict]:
+def error_body(exc: Exception, retry_after_s: int = 1) -> tuple[int, dict, Mapping[str, str]]:
     """Return (status, Ollama error body, headers) for any exception of an Ollama route."""
     err = to_api_error(exc, retry_after_s)
     return err.status, {"error": err.message}, err.headers
@@ -130,31 +143,49 @@ def error_body(exc: Exception, retry_after_s: int = 1) -> tuple[int, dict, dict]
 
 def sampling_params(options: Options, prompt_len: int, context_length: int) -> SamplingParams:
     """Translate Ollama's options into engine parameters (the only place that does)."""
-    refused = [name for name, fine in _NOT_IMPLEMENTED.items()
-               if getattr(options, name) not in (None, *fine)]
+    refused = [
+        name
+        for name, fine in _NOT_IMPLEMENTED.items()
+        if getattr(options, name) not in (None, *fine)
+    ]
     if refused:
-        raise _error(400, f"deploykit's Ollama routes do not implement the option(s) "
-                     f"{', '.join(refused)}; remove them from options.")
-    o = {k: (v if (v := getattr(options, k)) is not None else d) for k, d in DEFAULTS.items()}
+        raise _error(
+            400,
+            f"deploykit's Ollama routes do not implement the option(s) "
+            f"{', '.join(refused)}; remove them from options.",
+        )
+    o: dict[str, Any] = {
+        k: (v if (v := getattr(options, k)) is not None else d) for k, d in DEFAULTS.items()
+    }
     window = min(o["num_ctx"], context_length)
     if prompt_len >= window:
-        raise _error(400, f"the prompt has {prompt_len} tokens but the context window is "
-                     f"{window} (num_ctx {o['num_ctx']}, model {context_length}); shorten the "
-                     "prompt or raise options.num_ctx (Ollama would silently drop the prompt's "
-                     "start).")
+        raise _error(
+            400,
+            f"the prompt has {prompt_len} tokens but the context window is "
+            f"{window} (num_ctx {o['num_ctx']}, model {context_length}); shorten the "
+            "prompt or raise options.num_ctx (Ollama would silently drop the prompt's "
+            "start).",
+        )
     if o["num_predict"] == 0:
-        raise _error(400, "options.num_predict must be >= 1, or -1 to generate until a stop "
-                     "(or the context is full).")
+        raise _error(
+            400,
+            "options.num_predict must be >= 1, or -1 to generate until a stop "
+            "(or the context is full).",
+        )
     room = window - prompt_len
     max_tokens = room if o["num_predict"] < 0 else min(o["num_predict"], room)
     last_n = {-1: 0, 0: 1}.get(o["repeat_last_n"], o["repeat_last_n"])  # -1: num_ctx, 0: off
     try:
         return SamplingParams(
-            max_tokens=max_tokens, temperature=o["temperature"],
-            top_p=o["top_p"] or 1.0, top_k=o["top_k"], seed=options.seed,
+            max_tokens=max_tokens,
+            temperature=o["temperature"],
+            top_p=o["top_p"] or 1.0,
+            top_k=o["top_k"],
+            seed=options.seed,
             stop=tuple(s for s in options.stop or () if s),
             repetition_penalty=o["repeat_penalty"] if o["repeat_last_n"] != 0 else 1.0,
-            repetition_last_n=last_n)
+            repetition_last_n=last_n,
+        )
     except Exception as exc:
         raise _error(400, str(exc)) from exc
 
@@ -170,8 +201,11 @@ class OllamaServing(BaseServing):
 
     def _check_model(self, name: str) -> None:
         if name not in self.names():
-            raise _error(404, f"model '{name}' not found; this server serves "
-                         f"'{self.names()[-1]}' (see GET /api/tags).")
+            raise _error(
+                404,
+                f"model '{name}' not found; this server serves "
+                f"'{self.names()[-1]}' (see GET /api/tags).",
+            )
 
     # ---- model information --------------------------------------------------------------
 
@@ -181,57 +215,92 @@ class OllamaServing(BaseServing):
         size = f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
         family = getattr(lm.model.config, "model_type", "unknown")
         dtype = str(lm.dtype).removeprefix("torch.").replace("float", "F").replace("bF", "BF")
-        return {"parent_model": "", "format": "safetensors", "family": family,
-                "families": [family], "parameter_size": size, "quantization_level": dtype.upper()}
+        return {
+            "parent_model": "",
+            "format": "safetensors",
+            "family": family,
+            "families": [family],
+            "parameter_size": size,
+            "quantization_level": dtype.upper(),
+        }
 
     def tags(self) -> dict:
         """Return GET /api/tags: the one model this server has."""
         lm = self.engine.lm
-        return {"models": [{"name": self.names()[-1], "model": self.names()[-1],
-                            "modified_at": _now(), "size": lm.weight_bytes, "digest": "",
-                            "details": self._details()}]}
+        return {
+            "models": [
+                {
+                    "name": self.names()[-1],
+                    "model": self.names()[-1],
+                    "modified_at": _now(),
+                    "size": lm.weight_bytes,
+                    "digest": "",
+                    "details": self._details(),
+                }
+            ]
+        }
 
     def ps(self) -> dict:
         """Return GET /api/ps: the model is always loaded."""
         lm = self.engine.lm
         on_gpu = str(lm.device).startswith("cuda")
-        return {"models": [{"name": self.names()[-1], "model": self.names()[-1],
-                            "size": lm.weight_bytes, "digest": "", "details": self._details(),
-                            "expires_at": "2318-01-01T00:00:00Z",  # never unloaded
-                            "size_vram": lm.weight_bytes if on_gpu else 0,
-                            "context_length": self.engine.context_length}]}
+        return {
+            "models": [
+                {
+                    "name": self.names()[-1],
+                    "model": self.names()[-1],
+                    "size": lm.weight_bytes,
+                    "digest": "",
+                    "details": self._details(),
+                    "expires_at": "2318-01-01T00:00:00Z",  # never unloaded
+                    "size_vram": lm.weight_bytes if on_gpu else 0,
+                    "context_length": self.engine.context_length,
+                }
+            ]
+        }
 
     def show(self, req: ShowRequest) -> dict:
         """Return POST /api/show: template, parameters, details and architecture numbers."""
         name = req.model or req.name
         if not name:
-            raise _error(400, "send the model's name as {\"model\": \"...\"}.")
+            raise _error(400, 'send the model\'s name as {"model": "..."}.')
         self._check_model(name)
         lm = self.engine.lm
         cfg = lm.model.config
         arch = getattr(cfg, "model_type", "unknown")
         params = "\n".join(f"{k:<16}{v}" for k, v in DEFAULTS.items() if k != "num_predict")
-        info = {"general.architecture": arch, "general.parameter_count": lm.num_parameters,
-                f"{arch}.context_length": self.engine.context_length,
-                f"{arch}.embedding_length": getattr(cfg, "hidden_size", None),
-                f"{arch}.block_count": getattr(cfg, "num_hidden_layers", None),
-                f"{arch}.attention.head_count": getattr(cfg, "num_attention_heads", None),
-                f"{arch}.attention.head_count_kv": getattr(cfg, "num_key_value_heads", None),
-                f"{arch}.vocab_size": len(self.tokenizer)}
+        info = {
+            "general.architecture": arch,
+            "general.parameter_count": lm.num_parameters,
+            f"{arch}.context_length": self.engine.context_length,
+            f"{arch}.embedding_length": getattr(cfg, "hidden_size", None),
+            f"{arch}.block_count": getattr(cfg, "num_hidden_layers", None),
+            f"{arch}.attention.head_count": getattr(cfg, "num_attention_heads", None),
+            f"{arch}.attention.head_count_kv": getattr(cfg, "num_key_value_heads", None),
+            f"{arch}.vocab_size": len(self.tokenizer),
+        }
         template = self._go_template()
-        return {"modelfile": f"# served by deploykit\nFROM {self.model_name}\n", "parameters":
-                params, "template": template, "details": self._details(), "model_info": info,
-                "capabilities": ["completion"], "modified_at": _now()}
+        return {
+            "modelfile": f"# served by deploykit\nFROM {self.model_name}\n",
+            "parameters": params,
+            "template": template,
+            "details": self._details(),
+            "model_info": info,
+            "capabilities": ["completion"],
+            "modified_at": _now(),
+        }
 
     def _go_template(self) -> str:
         """Return the chat template in Ollama's Go syntax, or as Jinja if no family matches."""
-        from ..engines.ollama import go_template
-
         tok = self.tokenizer
         jinja = tok.chat_template or ""
         try:  # this server's template holds BOS itself, so the Go one writes it too
-            return go_template(jinja, bos_token=tok.bos_token or "", eos_token=tok.eos_token or "",
-                               add_bos_token=False).text
+            return go_template(
+                jinja,
+                bos_token=tok.bos_token or "",
+                eos_token=tok.eos_token or "",
+                add_bos_token=False,
+            ).text
         except DeployKitError:
             return jinja
 
@@ -249,8 +318,11 @@ class OllamaServing(BaseServing):
         if req.think:
             asked.append("think")
         if asked:
-            raise _error(400, f"deploykit's Ollama routes do not implement {', '.join(asked)}; "
-                         "remove them from the request.")
+            raise _error(
+                400,
+                f"deploykit's Ollama routes do not implement {', '.join(asked)}; "
+                "remove them from the request.",
+            )
 
     async def generate(self, req: GenerateRequest):
         """Return one JSON object (stream false) or NDJSON lines, as Ollama does."""
@@ -258,30 +330,40 @@ class OllamaServing(BaseServing):
         self._refuse(req, images=req.images, template=req.template, suffix=req.suffix)
         if not req.prompt and not req.context:
             # Ollama's way to load a model: an empty prompt answers at once
-            return {"model": req.model, "created_at": _now(), "response": "", "done": True,
-                    "done_reason": "load"}
+            return {
+                "model": req.model,
+                "created_at": _now(),
+                "response": "",
+                "done": True,
+                "done_reason": "load",
+            }
         prompt = req.prompt or ""
         if req.raw:
             ids = self.tokenizer(prompt, add_special_tokens=not req.context).input_ids
         else:  # Ollama applies the model's template: system, then the prompt as the user
-            messages = ([Message(role="system", content=req.system)] if req.system else []) + \
-                [Message(role="user", content=prompt)]
+            messages = ([Message(role="system", content=req.system)] if req.system else []) + [
+                Message(role="user", content=prompt)
+            ]
             ids = chat_ids(self.tokenizer, messages)
         ids = list(req.context or []) + ids
-        return await self._run(req, ids, lambda text: {"response": text},
-                               with_context=True)
+        return await self._run(req, ids, lambda text: {"response": text}, with_context=True)
 
     async def chat(self, req: ChatRequest):
         """Return one JSON object (stream false) or NDJSON lines, as Ollama does."""
         self._check_model(req.model)
         self._refuse(req, tools=req.tools, images=any(m.images for m in req.messages))
         if not req.messages:
-            return {"model": req.model, "created_at": _now(),
-                    "message": {"role": "assistant", "content": ""}, "done": True,
-                    "done_reason": "load"}
+            return {
+                "model": req.model,
+                "created_at": _now(),
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                "done_reason": "load",
+            }
         ids = chat_ids(self.tokenizer, req.messages)
-        return await self._run(req, ids,
-                               lambda text: {"message": {"role": "assistant", "content": text}})
+        return await self._run(
+            req, ids, lambda text: {"message": {"role": "assistant", "content": text}}
+        )
 
     async def _run(self, req: _Request, ids: list[int], body, with_context=False):
         vocab = len(self.tokenizer)
@@ -293,15 +375,23 @@ class OllamaServing(BaseServing):
 
         def final(out, text: str, end: float) -> dict:
             ttft = out.time_to_first_token_s or (end - start)
-            done = {"model": req.model, "created_at": _now(), **body(text), "done": True,
-                    "done_reason": "length" if out.finish_reason == "length" else "stop"}
+            done = {
+                "model": req.model,
+                "created_at": _now(),
+                **body(text),
+                "done": True,
+                "done_reason": "length" if out.finish_reason == "length" else "stop",
+            }
             if with_context:
                 done["context"] = ids + out_ids
-            done.update(total_duration=int((end - start) * NS_PER_S), load_duration=0,
-                        prompt_eval_count=out.prompt_tokens,
-                        prompt_eval_duration=int(ttft * NS_PER_S),
-                        eval_count=out.completion_tokens,
-                        eval_duration=max(int((end - start - ttft) * NS_PER_S), 1))
+            done.update(
+                total_duration=int((end - start) * NS_PER_S),
+                load_duration=0,
+                prompt_eval_count=out.prompt_tokens,
+                prompt_eval_duration=int(ttft * NS_PER_S),
+                eval_count=out.completion_tokens,
+                eval_duration=max(int((end - start - ttft) * NS_PER_S), 1),
+            )
             return done
 
         out_ids: list[int] = []
@@ -319,8 +409,17 @@ class OllamaServing(BaseServing):
                     async for out in gen:
                         out_ids.extend(out.token_ids)
                         if out.text:
-                            yield json.dumps({"model": req.model, "created_at": _now(),
-                                              **body(out.text), "done": False}) + "\n"
+                            yield (
+                                json.dumps(
+                                    {
+                                        "model": req.model,
+                                        "created_at": _now(),
+                                        **body(out.text),
+                                        "done": False,
+                                    }
+                                )
+                                + "\n"
+                            )
                         if out.finish_reason is not None:
                             yield json.dumps(final(out, "", time.perf_counter())) + "\n"
             except Exception as exc:

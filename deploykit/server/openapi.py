@@ -18,21 +18,32 @@ _REQUEST_MODELS = (p.CompletionRequest, p.ChatCompletionRequest, p.TokenizeReque
 
 ERROR_WHEN = {  # the statuses the routes answer with an ErrorResponse, and when
     400: "The body is not a JSON object, a field has the wrong type or is out of range, or "
-         "the prompt and max_tokens do not fit the model's context.",
+    "the prompt and max_tokens do not fit the model's context.",
     401: "The API key is missing or wrong.",
     404: "The model named is not the one this server serves (see GET /v1/models).",
     413: "The body is longer than the server's --max-body-bytes.",
     503: "Too many requests wait, or the server is shutting down; retry after Retry-After "
-         "seconds (on another replica when shutting down).",
+    "seconds (on another replica when shutting down).",
 }
 
 # with stream=true; before Open API 3.2's itemSchema, the schema of an event stream is that of
 # one event (fields data, event, id, retry)
-_STREAM = {"text/event-stream": {"schema": {
-    "type": "object", "required": ["data"], "properties": {"data": {
-        "type": "string", "description": "one chunk's JSON per step (the 200's JSON schema; a "
-        "chat chunk has `delta` for `message`), an ErrorResponse's if generation fails midway, "
-        "then `[DONE]`"}}}}}
+_STREAM = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "data": {
+                    "type": "string",
+                    "description": "one chunk's JSON per step (the 200's JSON schema; a "
+                    "chat chunk has `delta` for `message`), an ErrorResponse's if generation fails midway, "
+                    "then `[DONE]`",
+                }
+            },
+        }
+    }
+}
 
 
 def body(model: type[p.BaseModel]) -> dict:
@@ -47,8 +58,12 @@ def responses(ok: type[p.BaseModel], *errors: int, stream: bool = False) -> dict
     for status in errors:
         out[status] = {"model": p.ErrorResponse, "description": ERROR_WHEN[status]}
     if 503 in out:
-        out[503]["headers"] = {"Retry-After": {"description": "seconds to wait before retrying",
-                                               "schema": {"type": "integer"}}}
+        out[503]["headers"] = {
+            "Retry-After": {
+                "description": "seconds to wait before retrying",
+                "schema": {"type": "integer"},
+            }
+        }
     return out
 
 
@@ -65,17 +80,26 @@ def _fill_limits(node, limits: dict[str, dict]) -> None:
             _fill_limits(value, limits)
 
 
-def complete(doc: dict, model_name: str, vocab_size: int, context_length: int,
-             guarded: bool) -> None:
+def complete(
+    doc: dict, model_name: str, vocab_size: int, context_length: int, guarded: bool
+) -> None:
     """Add the request models (with this server's limits) and, if guarded, the API key."""
-    _, defs = models_json_schema([(m, "validation") for m in _REQUEST_MODELS],
-                                 ref_template="#/components/schemas/{model}")
-    _fill_limits(defs, {
-        "model": {"enum": [model_name]},
-        "token_id": {"maximum": vocab_size - 1},
-        # the prompt takes at least one token of the context
-        "max_tokens": {"maximum": context_length - 1, "description": "at most "
-                       f"{context_length} (the context length) minus the prompt's tokens"}})
+    _, defs = models_json_schema(
+        [(m, "validation") for m in _REQUEST_MODELS], ref_template="#/components/schemas/{model}"
+    )
+    _fill_limits(
+        defs,
+        {
+            "model": {"enum": [model_name]},
+            "token_id": {"maximum": vocab_size - 1},
+            # the prompt takes at least one token of the context
+            "max_tokens": {
+                "maximum": context_length - 1,
+                "description": "at most "
+                f"{context_length} (the context length) minus the prompt's tokens",
+            },
+        },
+    )
     components = doc.setdefault("components", {})
     components.setdefault("schemas", {}).update(defs["$defs"])
     if guarded:
@@ -84,5 +108,7 @@ def complete(doc: dict, model_name: str, vocab_size: int, context_length: int,
         for path, item in doc["paths"].items():
             for operation in item.values() if path not in OPEN_PATHS else ():
                 operation["security"] = [{"apiKey": []}]
-                operation["responses"]["401"] = {"description": ERROR_WHEN[401], "content": {
-                    "application/json": {"schema": error}}}
+                operation["responses"]["401"] = {
+                    "description": ERROR_WHEN[401],
+                    "content": {"application/json": {"schema": error}},
+                }

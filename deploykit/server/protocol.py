@@ -45,7 +45,7 @@ class _SamplingFields(_Request):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=-1)
-    seed: int | None = Field(default=None, ge=-2**63, le=2**63 - 1)  # torch takes 64 bits
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # torch takes 64 bits
     stop: NonEmptyStr | list[NonEmptyStr] | None = None
     stop_token_ids: list[TokenId] | None = None
     min_tokens: int = Field(default=0, ge=0)
@@ -61,8 +61,11 @@ class CompletionRequest(_SamplingFields):
     """Body of POST /v1/completions."""
 
     # one prompt: text, token ids, or a list holding one text
-    prompt: (NonEmptyStr | Annotated[list[TokenId], Field(min_length=1)]
-             | Annotated[list[NonEmptyStr], Field(min_length=1, max_length=1)])
+    prompt: (
+        NonEmptyStr
+        | Annotated[list[TokenId], Field(min_length=1)]
+        | Annotated[list[NonEmptyStr], Field(min_length=1, max_length=1)]
+    )
     max_tokens: MaxTokens | None = 16
     echo: bool = False
 
@@ -93,9 +96,14 @@ class TokenizeRequest(_Request):
     """Body of POST /tokenize: a prompt, or chat messages to format with the template."""
 
     # exactly one of prompt and messages (serving.py checks it)
-    model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
-        {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+                {"required": ["messages"], "properties": {"messages": {"type": "array"}}},
+            ]
+        }
+    )
     model: ModelName | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = Field(default=None, min_length=1)
@@ -103,6 +111,7 @@ class TokenizeRequest(_Request):
 
 
 # ---- responses (built by us, so not strict) ---------------------------------------------
+
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"

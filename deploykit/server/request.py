@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from .detok import IncrementalDetokenizer
 from .sampling import SamplingParams
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 
 @dataclass(frozen=True)
@@ -67,15 +64,16 @@ class RequestState:
     event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-
 class GenerationStream:
     """The outputs of one admitted request, as an async iterator; aclose() aborts it."""
 
-    def __init__(self, engine: Engine, req: RequestState, stream: bool) -> None:
+    def __init__(
+        self, req: RequestState, tokenizer: Any, stream: bool, abort: Callable[[RequestState], None]
+    ) -> None:
         self.request_id = req.id
-        self._engine = engine
+        self._abort = abort  # the engine's: drops the request before its next step
         self._req = req
-        self._outputs = self._iterate(engine.lm.tokenizer, stream)
+        self._outputs = self._iterate(tokenizer, stream)
 
     def __aiter__(self) -> GenerationStream:
         return self
@@ -87,7 +85,7 @@ class GenerationStream:
         """Stop early: the engine drops the request before its next step."""
         await self._outputs.aclose()
         if self._req.finish_reason is None:
-            self._engine._abort(self._req)
+            self._abort(self._req)
 
     async def __aenter__(self) -> GenerationStream:
         return self
@@ -95,7 +93,7 @@ class GenerationStream:
     async def __aexit__(self, *exc_info) -> None:
         await self.aclose()
 
-    async def _iterate(self, tokenizer, stream: bool) -> AsyncIterator[RequestOutput]:
+    async def _iterate(self, tokenizer, stream: bool) -> AsyncGenerator[RequestOutput, None]:
         req = self._req
         detok = IncrementalDetokenizer(tokenizer, req.prompt_ids, req.params.stop)
         read, sent = 0, 0  # token ids decoded, token ids handed out
@@ -121,15 +119,24 @@ class GenerationStream:
                 if finish == "stop":
                     stop_reason = detok.stop_hit if detok.stopped else req.stop_token
                 logprobs = req.output_logprobs[sent:read] if req.params.logprobs else None
-                yield RequestOutput(req.id, text, req.output_ids[sent:read], finish,
-                                    len(req.prompt_ids), read, ttft, stop_reason, logprobs)
+                yield RequestOutput(
+                    req.id,
+                    text,
+                    req.output_ids[sent:read],
+                    finish,
+                    len(req.prompt_ids),
+                    read,
+                    ttft,
+                    stop_reason,
+                    logprobs,
+                )
                 text, sent = "", read
                 if finish is not None:
                     return
         finally:
             if req.finish_reason is None or detok.stopped:
                 req.text_stopped = detok.stopped  # counted as "stop", not "abort"
-                self._engine._abort(req)
+                self._abort(req)
 
 
 def wake(reqs: list[RequestState]) -> None:

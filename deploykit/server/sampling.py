@@ -7,6 +7,7 @@ the batch. It does not detokenize or check stop strings: that is `detok.py`'s jo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -43,30 +44,41 @@ class SamplingParams:
         if not 0.0 <= self.temperature <= 2.0:
             raise InvalidRequestError(
                 f"temperature must be between 0 and 2, got {self.temperature}; use 0 for "
-                "greedy decoding, about 0.7 for varied text.", param="temperature")
+                "greedy decoding, about 0.7 for varied text.",
+                param="temperature",
+            )
         if not 0.0 < self.top_p <= 1.0:
             raise InvalidRequestError(
                 f"top_p must be in (0, 1], got {self.top_p}; use 1 to turn nucleus sampling off.",
-                param="top_p")
+                param="top_p",
+            )
         if self.top_k < 0:
-            raise InvalidRequestError(f"top_k must be >= 0 (0 turns it off), got {self.top_k}.",
-                                      param="top_k")
+            raise InvalidRequestError(
+                f"top_k must be >= 0 (0 turns it off), got {self.top_k}.", param="top_k"
+            )
         if self.max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens must be at least 1, got {self.max_tokens}.",
-                                      param="max_tokens")
+            raise InvalidRequestError(
+                f"max_tokens must be at least 1, got {self.max_tokens}.", param="max_tokens"
+            )
         if not 0 <= self.min_tokens <= self.max_tokens:
             raise InvalidRequestError(
                 f"min_tokens must be between 0 and max_tokens ({self.max_tokens}), "
-                f"got {self.min_tokens}.", param="min_tokens")
+                f"got {self.min_tokens}.",
+                param="min_tokens",
+            )
         # below 0.01 a logit divided by the penalty can overflow to inf (NaN probabilities)
         if not 0.01 <= self.repetition_penalty <= 10.0:
             raise InvalidRequestError(
                 f"repetition_penalty must be between 0.01 and 10, got {self.repetition_penalty}; "
-                "1 turns it off, about 1.1 discourages repeats.", param="repetition_penalty")
+                "1 turns it off, about 1.1 discourages repeats.",
+                param="repetition_penalty",
+            )
         if self.repetition_last_n < 0:
             raise InvalidRequestError(
                 f"repetition_last_n must be >= 0 (0: the whole history), got "
-                f"{self.repetition_last_n}.", param="repetition_last_n")
+                f"{self.repetition_last_n}.",
+                param="repetition_last_n",
+            )
         if any(not s for s in self.stop):
             raise InvalidRequestError("stop strings must not be empty.", param="stop")
 
@@ -84,10 +96,14 @@ def check_fits(prompt_ids: list[int], params: SamplingParams, context_length: in
             f"This model's maximum context length is {context_length} tokens, but the "
             f"request needs {total} ({len(prompt_ids)} in the prompt + {params.max_tokens} "
             f"max_tokens). Shorten the prompt or lower max_tokens to at most "
-            f"{max(context_length - len(prompt_ids), 0)}.", param="max_tokens")
+            f"{max(context_length - len(prompt_ids), 0)}.",
+            param="max_tokens",
+        )
 
 
-def penalize_repeats(logits: torch.Tensor, penalties: list[tuple[int, float, list[int]]]) -> None:
+def penalize_repeats(
+    logits: torch.Tensor, penalties: Sequence[tuple[int, float, list[int]]]
+) -> None:
     """Apply (row, penalty, seen token ids) to logits [B, V] in place."""
     for row, penalty, seen in penalties:
         ids = torch.tensor(sorted(set(seen)), device=logits.device, dtype=torch.long)
@@ -105,10 +121,13 @@ def token_logprobs(logits: torch.Tensor, rows: list[int], tokens: list[int]) -> 
     return logp.gather(-1, chosen[:, None]).squeeze(-1).tolist()
 
 
-def sample(logits: torch.Tensor, params: list[SamplingParams],
-           generators: list[torch.Generator | None],
-           banned: list[tuple[int, list[int]]],
-           penalties: list[tuple[int, float, list[int]]] = ()) -> list[int]:
+def sample(
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
+    banned: list[tuple[int, list[int]]],
+    penalties: Sequence[tuple[int, float, list[int]]] = (),
+) -> list[int]:
     """Pick one token per row of logits [B, V]; banned holds (row, token ids) to exclude.
 
     penalties holds (row, repetition_penalty, token ids seen), applied before anything else.
@@ -149,5 +168,5 @@ def sample(logits: torch.Tensor, params: list[SamplingParams],
     for i, gen in enumerate(generators):
         # seeded rows draw from their own generator, so the batch around them does not matter
         if gen is not None and not params[i].greedy:
-            picks[i] = torch.multinomial(probs[i:i + 1], 1, generator=gen)[0, 0]
+            picks[i] = torch.multinomial(probs[i : i + 1], 1, generator=gen)[0, 0]
     return picks.tolist()

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import __version__
+from .._version import __version__
 from .detok import IncrementalDetokenizer
 from .request import RequestOutput
 from .sampling import SamplingParams
@@ -133,9 +133,14 @@ class Info(BaseModel):
 
 
 _UNSUPPORTED = {  # parameter -> its value that asks for nothing (anything else is refused)
-    "best_of": (None, 1), "decoder_input_details": (None, False), "frequency_penalty": (None, 0.0),
-    "grammar": (None,), "top_n_tokens": (None, 0), "typical_p": (None, 1.0),
-    "watermark": (None, False), "adapter_id": (None,),
+    "best_of": (None, 1),
+    "decoder_input_details": (None, False),
+    "frequency_penalty": (None, 0.0),
+    "grammar": (None,),
+    "top_n_tokens": (None, 0),
+    "typical_p": (None, 1.0),
+    "watermark": (None, False),
+    "adapter_id": (None,),
 }
 
 
@@ -143,8 +148,9 @@ def _validation(message: str) -> APIError:
     return APIError(422, f"Input validation error: {message}", "validation")
 
 
-def sampling_params(params: GenerateParameters, prompt_len: int,
-                    max_total_tokens: int) -> tuple[SamplingParams, int | None]:
+def sampling_params(
+    params: GenerateParameters, prompt_len: int, max_total_tokens: int
+) -> tuple[SamplingParams, int | None]:
     """Translate TGI's parameters into engine parameters; return them and the seed used.
 
     As in TGI, any of temperature, top_k or top_p turns sampling on even when do_sample is
@@ -152,26 +158,36 @@ def sampling_params(params: GenerateParameters, prompt_len: int,
     """
     unsupported = [name for name, fine in _UNSUPPORTED.items() if getattr(params, name) not in fine]
     if unsupported:
-        raise _validation(f"deploykit's TGI routes do not implement {', '.join(unsupported)}; "
-                          "remove them (TGI itself accepts them), or send the request to a TGI "
-                          "server.")
+        raise _validation(
+            f"deploykit's TGI routes do not implement {', '.join(unsupported)}; "
+            "remove them (TGI itself accepts them), or send the request to a TGI "
+            "server."
+        )
     if any(not s for s in params.stop or ()):
         raise _validation("`stop` sequences must not be empty strings.")
     sampled = bool(params.do_sample) or any(
-        v is not None for v in (params.temperature, params.top_k, params.top_p))
+        v is not None for v in (params.temperature, params.top_k, params.top_p)
+    )
     # as TGI's router: no max_new_tokens means the rest of the token budget
     max_new = params.max_new_tokens or max(max_total_tokens - prompt_len, 1)
     if prompt_len + max_new > max_total_tokens:
-        raise _validation(f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. "
-                          f"Given: {prompt_len} `inputs` tokens and {max_new} `max_new_tokens`; "
-                          "shorten the inputs, lower max_new_tokens, or set `truncate`.")
+        raise _validation(
+            f"`inputs` tokens + `max_new_tokens` must be <= {max_total_tokens}. "
+            f"Given: {prompt_len} `inputs` tokens and {max_new} `max_new_tokens`; "
+            "shorten the inputs, lower max_new_tokens, or set `truncate`."
+        )
     seed = params.seed if params.seed is not None or not sampled else random.getrandbits(63)
     try:
         engine_params = SamplingParams(
-            max_tokens=max_new, temperature=(params.temperature or 1.0) if sampled else 0.0,
-            top_p=params.top_p or 1.0, top_k=params.top_k or 0, seed=seed,
-            stop=tuple(params.stop or ()), repetition_penalty=params.repetition_penalty or 1.0,
-            logprobs=True)
+            max_tokens=max_new,
+            temperature=(params.temperature or 1.0) if sampled else 0.0,
+            top_p=params.top_p or 1.0,
+            top_k=params.top_k or 0,
+            seed=seed,
+            stop=tuple(params.stop or ()),
+            repetition_penalty=params.repetition_penalty or 1.0,
+            logprobs=True,
+        )
     except Exception as exc:
         raise _validation(str(exc)) from exc
     return engine_params, seed
@@ -184,7 +200,7 @@ def finish_reason(out: RequestOutput) -> str:
     return "stop_sequence" if out.stop_reason is not None else "eos_token"
 
 
-def error_body(exc: Exception, retry_after_s: int = 1) -> tuple[int, dict, dict]:
+def error_body(exc: Exception, retry_after_s: int = 1) -> tuple[int, dict, Mapping[str, str]]:
     """Return (status, TGI error body, headers) for any exception of a TGI route."""
     err = to_api_error(exc, retry_after_s)
     if err.type == "validation":  # raised here, already in TGI's terms
@@ -212,21 +228,27 @@ class TGIServing(BaseServing):
         """Return what GET /info reports: the model and this server's limits."""
         cfg = self.engine.config
         ctx = self.engine.context_length
-        return Info(model_id=self.model_name, max_input_tokens=ctx - 1, max_total_tokens=ctx,
-                    max_concurrent_requests=cfg.max_batch_size + cfg.max_waiting)
+        return Info(
+            model_id=self.model_name,
+            max_input_tokens=ctx - 1,
+            max_total_tokens=ctx,
+            max_concurrent_requests=cfg.max_batch_size + cfg.max_waiting,
+        )
 
     def _prepare(self, req: GenerateRequest) -> tuple[list[int], SamplingParams, int | None]:
         ids = self.tokenizer(req.inputs).input_ids
         if req.parameters.truncate is not None:
-            ids = ids[-req.parameters.truncate:]  # TGI keeps the end of the inputs
+            ids = ids[-req.parameters.truncate :]  # TGI keeps the end of the inputs
         params, seed = sampling_params(req.parameters, len(ids), self.engine.context_length)
         return ids, params, seed
 
     def _tokens(self, prompt_ids: list[int], ids: list[int], logprobs: list[float]) -> list[Token]:
         special = set(self.tokenizer.all_special_ids)
         detok = IncrementalDetokenizer(self.tokenizer, prompt_ids)
-        return [Token(id=i, text=detok.add([i]), logprob=lp, special=i in special)
-                for i, lp in zip(ids, logprobs)]
+        return [
+            Token(id=i, text=detok.add([i]), logprob=lp, special=i in special)
+            for i, lp in zip(ids, logprobs)
+        ]
 
     async def generate(self, req: GenerateRequest) -> GenerateResponse:
         """Return the whole generation (with details when asked)."""
@@ -240,8 +262,13 @@ class TGIServing(BaseServing):
                 logprobs += last.logprobs or []
         details = None
         if req.parameters.details:
-            details = Details(finish_reason=finish_reason(last), generated_tokens=len(out_ids),
-                              seed=seed, tokens=self._tokens(ids, out_ids, logprobs))
+            assert last is not None  # a stream ends with a finished output, or raises
+            details = Details(
+                finish_reason=finish_reason(last),
+                generated_tokens=len(out_ids),
+                seed=seed,
+                tokens=self._tokens(ids, out_ids, logprobs),
+            )
         full = req.inputs + text if req.parameters.return_full_text else text
         return GenerateResponse(generated_text=full, details=details)
 
@@ -251,8 +278,9 @@ class TGIServing(BaseServing):
         gen = self._start(ids, params, stream=True)
         return self._events(req, ids, gen, seed)
 
-    async def _events(self, req: GenerateRequest, prompt_ids: list[int], gen,
-                      seed: int | None) -> AsyncIterator[str]:
+    async def _events(
+        self, req: GenerateRequest, prompt_ids: list[int], gen, seed: int | None
+    ) -> AsyncIterator[str]:
         special = set(self.tokenizer.all_special_ids)
         index, text = 0, ""
         try:
@@ -263,17 +291,27 @@ class TGIServing(BaseServing):
                     for n, (token_id, logprob) in enumerate(pairs):
                         index += 1
                         final = out.finish_reason is not None and n == len(pairs) - 1
-                        event = StreamEvent(index=index, token=Token(
-                            # a step's text goes with its last token (earlier ones may be
-                            # parts of one character)
-                            id=token_id, text=out.text if n == len(pairs) - 1 else "",
-                            logprob=logprob, special=token_id in special))
+                        event = StreamEvent(
+                            index=index,
+                            token=Token(
+                                # a step's text goes with its last token (earlier ones may be
+                                # parts of one character)
+                                id=token_id,
+                                text=out.text if n == len(pairs) - 1 else "",
+                                logprob=logprob,
+                                special=token_id in special,
+                            ),
+                        )
                         if final:
-                            event.generated_text = (req.inputs + text if
-                                                    req.parameters.return_full_text else text)
+                            event.generated_text = (
+                                req.inputs + text if req.parameters.return_full_text else text
+                            )
                             event.details = StreamDetails(
-                                finish_reason=finish_reason(out), generated_tokens=index,
-                                seed=seed, input_length=len(prompt_ids))
+                                finish_reason=finish_reason(out),
+                                generated_tokens=index,
+                                seed=seed,
+                                input_length=len(prompt_ids),
+                            )
                         yield f"data:{event.model_dump_json()}\n\n"
         except Exception as exc:
             _, body, _ = error_body(exc, self.retry_after_s)

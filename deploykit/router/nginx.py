@@ -19,7 +19,6 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -27,10 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import InvalidArgumentError, MissingExtraError, NginxConfigError
-from ..launch import Server, free_port, launch_server
-from ..router.balancer import check_replica_urls
-from ..router.proxy import REPLICA_HEADER  # nginx fills it with the replica(s) it tried
+from ..errors import InvalidArgumentError, NginxConfigError
+from ..launch import Server, find_executable, free_port, launch_server
+from .balancer import check_replica_urls
+from .proxy import REPLICA_HEADER  # nginx fills it with the replica(s) it tried
+
 _TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 # Run as `python -c THIS PARENT_PID nginx ...`: on Linux, ask for SIGTERM when the starting
@@ -51,20 +51,20 @@ os.execv(sys.argv[2], sys.argv[2:])
 
 def nginx_path() -> str:
     """Return the nginx binary, or raise saying how to install it."""
-    found = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
-    if found is None:
-        raise MissingExtraError("nginx is not installed. On Debian or Ubuntu: "
-                                "`sudo apt-get install nginx` (the service need not run; deploykit "
-                                "starts its own nginx process); on macOS: `brew install nginx`.")
-    return found
+    return find_executable(
+        "nginx",
+        "On Debian or Ubuntu: `sudo apt-get install nginx` (the "
+        "service need not run; deploykit starts its own nginx process); on "
+        "macOS: `brew install nginx`.",
+    )
 
 
 def _positive(name: str, value, whole: bool = False) -> None:
     kinds = int if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-        raise InvalidArgumentError(f"{name}={value!r} must be a {'whole ' if whole else ''}"
-                                   "number above 0.")
+        raise InvalidArgumentError(
+            f"{name}={value!r} must be a {'whole ' if whole else ''}number above 0."
+        )
 
 
 def _seconds(value: float) -> str:
@@ -84,45 +84,75 @@ def nginx_worker_user() -> str | None:
     return f"nobody {grp.getgrgid(nobody.pw_gid).gr_name}"
 
 
-def nginx_config(replica_urls: Sequence[str], *, listen_port: int,
-                 prefix_dir: str | os.PathLike[str], listen_host: str = "127.0.0.1",
-                 max_fails: int = 1, fail_timeout_s: float = 10.0,
-                 connect_timeout_s: float = 2.0, read_timeout_s: float = 300.0,
-                 send_timeout_s: float = 60.0, keepalive_connections: int = 16,
-                 max_body_bytes: int = 1_000_000, retry_non_idempotent: bool = False,
-                 user: str | None = None, worker_processes: int = 1) -> str:
+def nginx_config(
+    replica_urls: Sequence[str],
+    *,
+    listen_port: int,
+    prefix_dir: str | os.PathLike[str],
+    listen_host: str = "127.0.0.1",
+    max_fails: int = 1,
+    fail_timeout_s: float = 10.0,
+    connect_timeout_s: float = 2.0,
+    read_timeout_s: float = 300.0,
+    send_timeout_s: float = 60.0,
+    keepalive_connections: int = 16,
+    max_body_bytes: int = 1_000_000,
+    retry_non_idempotent: bool = False,
+    user: str | None = None,
+    worker_processes: int = 1,
+) -> str:
     """Return a complete nginx.conf balancing over replica_urls (checked first)."""
     urls = check_replica_urls(replica_urls)
     if any(urlsplit(u).scheme != "http" for u in urls):
-        raise InvalidArgumentError("nginx_config() renders plain-HTTP upstreams; give "
-                                   "http:// replica URLs (TLS to replicas is not rendered).")
-    if isinstance(listen_port, bool) or not isinstance(listen_port, int) \
-            or not 1 <= listen_port <= 65535:
-        raise InvalidArgumentError(f"listen_port={listen_port!r} must be a TCP port 1-65535 "
-                                   "(dk.free_port() gives a free one).")
-    for name, value in (("fail_timeout_s", fail_timeout_s), ("connect_timeout_s",
-                        connect_timeout_s), ("read_timeout_s", read_timeout_s),
-                        ("send_timeout_s", send_timeout_s)):
+        raise InvalidArgumentError(
+            "nginx_config() renders plain-HTTP upstreams; give "
+            "http:// replica URLs (TLS to replicas is not rendered)."
+        )
+    if (
+        isinstance(listen_port, bool)
+        or not isinstance(listen_port, int)
+        or not 1 <= listen_port <= 65535
+    ):
+        raise InvalidArgumentError(
+            f"listen_port={listen_port!r} must be a TCP port 1-65535 "
+            "(dk.free_port() gives a free one)."
+        )
+    for name, value in (
+        ("fail_timeout_s", fail_timeout_s),
+        ("connect_timeout_s", connect_timeout_s),
+        ("read_timeout_s", read_timeout_s),
+        ("send_timeout_s", send_timeout_s),
+    ):
         _positive(name, value)
-    for name, value in (("max_fails", max_fails), ("keepalive_connections",
-                        keepalive_connections), ("max_body_bytes", max_body_bytes),
-                        ("worker_processes", worker_processes)):
+    for name, value in (
+        ("max_fails", max_fails),
+        ("keepalive_connections", keepalive_connections),
+        ("max_body_bytes", max_body_bytes),
+        ("worker_processes", worker_processes),
+    ):
         _positive(name, value, whole=True)
     prefix = Path(prefix_dir).resolve()
-    servers = "\n".join(f"        server {urlsplit(u).netloc} max_fails={max_fails} "
-                        f"fail_timeout={_seconds(fail_timeout_s)};" for u in urls)
+    servers = "\n".join(
+        f"        server {urlsplit(u).netloc} max_fails={max_fails} "
+        f"fail_timeout={_seconds(fail_timeout_s)};"
+        for u in urls
+    )
     temps = "\n".join(f"    {kind}_temp_path {prefix / kind};" for kind in _TEMP_DIRS)
-    next_upstream = "error timeout http_502 http_503" + (" non_idempotent"
-                                                         if retry_non_idempotent else "")
+    next_upstream = "error timeout http_502 http_503" + (
+        " non_idempotent" if retry_non_idempotent else ""
+    )
     return f"""\
 # nginx in front of {len(urls)} replica(s), rendered by deploykit (deploykit.deploy.nginx).
-# Run: nginx -p {prefix} -c {prefix / 'nginx.conf'}
+# Run: nginx -p {prefix} -c {prefix / "nginx.conf"}
 daemon off;  # a foreground process: whoever starts it (deploykit, systemd, a container) stops it
-{f"user {user};  # run as root: workers drop to this user" if user else
- "# no user directive: not run as root, so the workers stay this user"}
+{
+        f"user {user};  # run as root: workers drop to this user"
+        if user
+        else "# no user directive: not run as root, so the workers stay this user"
+    }
 worker_processes {worker_processes};
-pid {prefix / 'nginx.pid'};
-error_log {prefix / 'error.log'} warn;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
 
 events {{
     worker_connections 1024;
@@ -132,7 +162,7 @@ http {{
     log_format upstream '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
                         'upstream=$upstream_addr upstream_status=$upstream_status '
                         'request_time=$request_time';
-    access_log {prefix / 'access.log'} upstream;
+    access_log {prefix / "access.log"} upstream;
 {temps}
     client_max_body_size {max_body_bytes};
     # the whole body stays in memory, so it can be sent again to the next replica
@@ -177,8 +207,9 @@ http {{
 """
 
 
-def write_nginx_config(replica_urls: Sequence[str], prefix_dir: str | os.PathLike[str], *,
-                       listen_port: int, **options) -> Path:
+def write_nginx_config(
+    replica_urls: Sequence[str], prefix_dir: str | os.PathLike[str], *, listen_port: int, **options
+) -> Path:
     """Render the config into prefix_dir/nginx.conf (making the folders nginx writes to)."""
     prefix = Path(prefix_dir).resolve()
     text = nginx_config(replica_urls, listen_port=listen_port, prefix_dir=prefix, **options)
@@ -192,29 +223,42 @@ def write_nginx_config(replica_urls: Sequence[str], prefix_dir: str | os.PathLik
     return path
 
 
-def check_nginx_config(path: str | os.PathLike[str],
-                       prefix_dir: str | os.PathLike[str] | None = None,
-                       timeout_s: float = 30.0) -> str:
+def check_nginx_config(
+    path: str | os.PathLike[str],
+    prefix_dir: str | os.PathLike[str] | None = None,
+    timeout_s: float = 30.0,
+) -> str:
     """Run `nginx -t` on the config at path; return nginx's report, or raise with its message."""
     path = Path(path).resolve()
     if not path.is_file():
-        raise InvalidArgumentError(f"no nginx config at {path}; write one with "
-                                   "dk.write_nginx_config(...) first.")
+        raise InvalidArgumentError(
+            f"no nginx config at {path}; write one with dk.write_nginx_config(...) first."
+        )
     prefix = Path(prefix_dir).resolve() if prefix_dir is not None else path.parent
     command = [nginx_path(), "-t", "-p", str(prefix), "-c", str(path), "-e", "stderr"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     report = (done.stderr + done.stdout).strip()
     if done.returncode != 0:
-        raise NginxConfigError(f"`nginx -t` rejected {path} (exit code {done.returncode}):\n"
-                               f"{report}\nFix the line nginx names above, then check again.")
+        raise NginxConfigError(
+            f"`nginx -t` rejected {path} (exit code {done.returncode}):\n"
+            f"{report}\nFix the line nginx names above, then check again."
+        )
     return report
 
 
-def start_nginx(replica_urls: Sequence[str], *, port: int = 0,
-                prefix_dir: str | os.PathLike[str] | None = None, max_fails: int = 1,
-                fail_timeout_s: float = 10.0, connect_timeout_s: float = 2.0,
-                read_timeout_s: float = 300.0, retry_non_idempotent: bool = False,
-                timeout_s: float = 30.0, name: str = "nginx") -> Server:
+def start_nginx(
+    replica_urls: Sequence[str],
+    *,
+    port: int = 0,
+    prefix_dir: str | os.PathLike[str] | None = None,
+    max_fails: int = 1,
+    fail_timeout_s: float = 10.0,
+    connect_timeout_s: float = 2.0,
+    read_timeout_s: float = 300.0,
+    retry_non_idempotent: bool = False,
+    timeout_s: float = 30.0,
+    name: str = "nginx",
+) -> Server:
     """Render, check (`nginx -t`) and start nginx over replica_urls; wait until /health passes.
 
     /health is proxied to a replica, so it passes once nginx runs and one replica answers.
@@ -223,16 +267,31 @@ def start_nginx(replica_urls: Sequence[str], *, port: int = 0,
     """
     binary = nginx_path()  # before any file is written
     port = port or free_port()
-    prefix = Path(prefix_dir) if prefix_dir is not None else Path(
-        tempfile.mkdtemp(prefix="deploykit-nginx-"))
-    conf = write_nginx_config(replica_urls, prefix, listen_port=port, max_fails=max_fails,
-                              fail_timeout_s=fail_timeout_s, connect_timeout_s=connect_timeout_s,
-                              read_timeout_s=read_timeout_s,
-                              retry_non_idempotent=retry_non_idempotent, user=nginx_worker_user())
+    prefix = (
+        Path(prefix_dir)
+        if prefix_dir is not None
+        else Path(tempfile.mkdtemp(prefix="deploykit-nginx-"))
+    )
+    conf = write_nginx_config(
+        replica_urls,
+        prefix,
+        listen_port=port,
+        max_fails=max_fails,
+        fail_timeout_s=fail_timeout_s,
+        connect_timeout_s=connect_timeout_s,
+        read_timeout_s=read_timeout_s,
+        retry_non_idempotent=retry_non_idempotent,
+        user=nginx_worker_user(),
+    )
     check_nginx_config(conf, prefix)
     for log in ("access.log", "error.log"):  # this run's logs only, when a prefix is reused
         (prefix / log).write_text("")
     command = [binary, "-p", str(prefix.resolve()), "-c", str(conf), "-e", "stderr"]
-    return launch_server([sys.executable, "-c", _EXEC_TIED_TO_PARENT, str(os.getpid()), *command],
-                         port=port, health_path="/health", timeout_s=timeout_s, name=name,
-                         log_path=prefix / "nginx.log")
+    return launch_server(
+        [sys.executable, "-c", _EXEC_TIED_TO_PARENT, str(os.getpid()), *command],
+        port=port,
+        health_path="/health",
+        timeout_s=timeout_s,
+        name=name,
+        log_path=prefix / "nginx.log",
+    )

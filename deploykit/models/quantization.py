@@ -1,10 +1,8 @@
-"""Named, typed ways to store a model's weights: plain dtypes and bitsandbytes' int8/nf4/fp4.
+"""How a model's weights are stored when it loads: plain dtypes and bitsandbytes' int8/nf4/fp4.
 
 `Quantization` is what `load_model(..., quantization=...)` takes (a preset name such as
-"nf4", or a `Quantization` with its own settings). `weight_bytes` measures what a loaded
-model's weights really occupy, from its tensors (packed weights, scales and all).
-Not here: GGUF types (llama.cpp's formats, see `export_gguf`) and servers' own flags,
-which `serving_table` only names.
+"nf4", or a `Quantization` with its own settings). Measuring what each costs and buys is
+`deploykit.quantize`'s job; GGUF types (llama.cpp's formats) are `export_gguf`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgumentError, MissingExtraError
+from .devices import dtype_names, resolve_device, resolve_dtype
 
 METHODS = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
 BITSANDBYTES_METHODS = ("int8", "nf4", "fp4")
@@ -51,29 +50,38 @@ class Quantization:
         if self.method not in METHODS:
             raise InvalidArgumentError(
                 f"unknown quantization method {self.method!r}; use one of {', '.join(METHODS)}, "
-                f"or a preset name ({', '.join(QUANTIZATIONS)}).")
+                f"or a preset name ({', '.join(QUANTIZATIONS)})."
+            )
         if self.compute_dtype != "auto":
-            from ..models import dtype_names
-
             object.__setattr__(self, "compute_dtype", dtype_names(self.compute_dtype)[0])
             if self.method in _PLAIN and self.compute_dtype != _PLAIN[self.method]:
                 raise InvalidArgumentError(
                     f"Quantization({self.method!r}) computes in {_PLAIN[self.method]}; "
                     f"compute_dtype={self.compute_dtype!r} contradicts it. Leave it 'auto', or "
-                    f"use Quantization({_SHORT[self.compute_dtype]!r}).")
+                    f"use Quantization({_SHORT[self.compute_dtype]!r})."
+                )
         threshold = self.int8_threshold
-        if (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                or not math.isfinite(threshold) or threshold < 0):
-            raise InvalidArgumentError(f"int8_threshold={threshold!r} must be a number >= 0 "
-                                       f"(default {DEFAULT_INT8_THRESHOLD}; 0: no outlier columns).")
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, (int, float))
+            or not math.isfinite(threshold)
+            or threshold < 0
+        ):
+            raise InvalidArgumentError(
+                f"int8_threshold={threshold!r} must be a number >= 0 "
+                f"(default {DEFAULT_INT8_THRESHOLD}; 0: no outlier columns)."
+            )
         if self.method != "int8" and threshold != DEFAULT_INT8_THRESHOLD:
-            raise InvalidArgumentError(f"int8_threshold applies to method 'int8' only, not "
-                                       f"{self.method!r}; leave it at its default.")
+            raise InvalidArgumentError(
+                f"int8_threshold applies to method 'int8' only, not "
+                f"{self.method!r}; leave it at its default."
+            )
         if not isinstance(self.double_quant, bool):
             raise InvalidArgumentError(f"double_quant={self.double_quant!r} must be True or False.")
         if self.double_quant and self.method not in ("nf4", "fp4"):
-            raise InvalidArgumentError(f"double_quant applies to nf4 and fp4 only, not "
-                                       f"{self.method!r}.")
+            raise InvalidArgumentError(
+                f"double_quant applies to nf4 and fp4 only, not {self.method!r}."
+            )
 
     @classmethod
     def from_name(cls, name: str | Quantization) -> Quantization:
@@ -86,7 +94,8 @@ class Quantization:
             raise InvalidArgumentError(
                 f"unknown quantization {name!r}; use one of {', '.join(QUANTIZATIONS)}, or "
                 "dk.Quantization(method, compute_dtype=..., int8_threshold=..., "
-                "double_quant=...) for other settings.") from None
+                "double_quant=...) for other settings."
+            ) from None
 
     @property
     def name(self) -> str:
@@ -114,8 +123,11 @@ class Quantization:
         if not self.is_bitsandbytes:
             return f"every weight in {_PLAIN[self.method]}"
         if self.method == "int8":
-            outliers = (f"activation columns above {self.int8_threshold:g} multiplied in fp16"
-                        if self.int8_threshold else "no outlier columns")
+            outliers = (
+                f"activation columns above {self.int8_threshold:g} multiplied in fp16"
+                if self.int8_threshold
+                else "no outlier columns"
+            )
             return f"LLM.int8: int8 weights, one fp32 scale per row; {outliers}"
         scales = "8-bit scales (double quantization)" if self.double_quant else "one fp32 scale"
         kind = "NormalFloat4" if self.method == "nf4" else "4-bit float"
@@ -123,14 +135,13 @@ class Quantization:
 
     def torch_dtype(self, device: str, dtype: Any = "auto"):
         """Return the torch dtype the model loads in: the plain dtype, or the compute dtype."""
-        from ..models import dtype_names, resolve_dtype
-
         if self.method in _PLAIN:
             own = _PLAIN[self.method]
             if dtype != "auto" and dtype_names(dtype)[0] != own:
                 raise InvalidArgumentError(
                     f"quantization={self.name!r} stores every weight in {own}, but dtype="
-                    f"{dtype!r}; pass one of the two (quantization alone sets the dtype).")
+                    f"{dtype!r}; pass one of the two (quantization alone sets the dtype)."
+                )
             torch_dtype = resolve_dtype(own, device)
             if own == "bfloat16" and device.startswith("cuda"):
                 import torch
@@ -138,13 +149,15 @@ class Quantization:
                 if not torch.cuda.is_bf16_supported():
                     raise InvalidArgumentError(
                         "this GPU has no bfloat16 (compute capability below 8.0, e.g. T4 or "
-                        "V100); use quantization='fp16'.")
+                        "V100); use quantization='fp16'."
+                    )
             return torch_dtype
         if self.compute_dtype != "auto":
             if dtype != "auto" and dtype_names(dtype)[0] != self.compute_dtype:
                 raise InvalidArgumentError(
                     f"quantization={self.name!r} computes in {self.compute_dtype}, but dtype="
-                    f"{dtype!r}; pass one of the two.")
+                    f"{dtype!r}; pass one of the two."
+                )
             return resolve_dtype(self.compute_dtype, device)
         return resolve_dtype(dtype, device)
 
@@ -156,24 +169,31 @@ class Quantization:
         from transformers import BitsAndBytesConfig
 
         if self.method == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(self.int8_threshold))
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.method,
-                                  bnb_4bit_compute_dtype=compute_dtype,
-                                  bnb_4bit_use_double_quant=self.double_quant)
+            return BitsAndBytesConfig(
+                load_in_8bit=True, llm_int8_threshold=float(self.int8_threshold)
+            )
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=self.method,
+            bnb_4bit_compute_dtype=compute_dtype,
+            bnb_4bit_use_double_quant=self.double_quant,
+        )
 
 
 # The named choices; load_model(quantization="nf4") and measure_quantization use these.
 QUANTIZATIONS: dict[str, Quantization] = {
-    "fp32": Quantization("fp32"), "bf16": Quantization("bf16"), "fp16": Quantization("fp16"),
-    "int8": Quantization("int8"), "nf4": Quantization("nf4"),
-    "nf4-dq": Quantization("nf4", double_quant=True), "fp4": Quantization("fp4"),
+    "fp32": Quantization("fp32"),
+    "bf16": Quantization("bf16"),
+    "fp16": Quantization("fp16"),
+    "int8": Quantization("int8"),
+    "nf4": Quantization("nf4"),
+    "nf4-dq": Quantization("nf4", double_quant=True),
+    "fp4": Quantization("fp4"),
 }
 
 
 def available_quantizations(device: str = "auto") -> tuple[str, ...]:
     """Return the presets that run on device (bf16 needs compute capability 8.0 on CUDA)."""
-    from ..models import resolve_device
-
     device = resolve_device(device)
     names = list(QUANTIZATIONS)
     if device.startswith("cuda"):
@@ -187,8 +207,10 @@ def available_quantizations(device: str = "auto") -> tuple[str, ...]:
 class _DropRepeats(logging.Filter):
     """Drop bitsandbytes log lines that repeat on every matmul or are advice for another setup."""
 
-    _NOISE = ("inputs will be cast from",  # LLM.int8 casts activations to fp16: every layer, every step
-              "Failed to load CPU gemm_4bit_forward")  # optional kernel from the HF hub (`kernels`)
+    _NOISE = (
+        "inputs will be cast from",  # LLM.int8 casts activations to fp16: every layer, every step
+        "Failed to load CPU gemm_4bit_forward",
+    )  # optional kernel from the HF hub (`kernels`)
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not any(text in str(record.msg) for text in self._NOISE)
@@ -206,121 +228,19 @@ def require_bitsandbytes(what: str = "int8, nf4 and fp4") -> str:
         raise MissingExtraError(
             f"quantization {what!r} needs bitsandbytes, which is not installed in {sys.executable} "
             f"({exc}). Install it: `{_INSTALL}` (deploykit lists it as a dependency; "
-            "`pip install -e .` installs it too).") from None
+            "`pip install -e .` installs it too)."
+        ) from None
     except Exception as exc:  # a broken install fails in many ways (a missing native library...)
         raise MissingExtraError(
             f"quantization {what!r} needs bitsandbytes, which is installed but fails to import "
-            f"({type(exc).__name__}: {exc}). Reinstall it: `{_INSTALL} --force-reinstall`.") from None
+            f"({type(exc).__name__}: {exc}). Reinstall it: `{_INSTALL} --force-reinstall`."
+        ) from None
     version = str(getattr(bitsandbytes, "__version__", "0"))
     parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if parts < MIN_BITSANDBYTES:
-        raise MissingExtraError(f"bitsandbytes {version} is older than deploykit needs (CPU "
-                                f"support and the quantization settings used here); "
-                                f"upgrade it: `{_INSTALL}`.")
+        raise MissingExtraError(
+            f"bitsandbytes {version} is older than deploykit needs (CPU "
+            f"support and the quantization settings used here); "
+            f"upgrade it: `{_INSTALL}`."
+        )
     return version
-
-
-@dataclass(frozen=True)
-class WeightBytes:
-    """What a loaded model's weights occupy, from its real tensors, beside float32."""
-
-    total_bytes: int  # every parameter and its quantization constants, each storage once
-    fp32_bytes: int  # the same parameters in float32
-    linear_bytes: int  # the projections bitsandbytes quantizes: weights, scales, biases
-    linear_fp32_bytes: int  # the same projections in float32
-
-    @property
-    def ratio(self) -> float:
-        """Return total_bytes / fp32_bytes."""
-        return self.total_bytes / self.fp32_bytes
-
-    @property
-    def linear_ratio(self) -> float:
-        """Return linear_bytes / linear_fp32_bytes (nan for a model without projections)."""
-        return self.linear_bytes / self.linear_fp32_bytes if self.linear_fp32_bytes else math.nan
-
-
-def _tensors(param) -> list:
-    """Return a parameter and the tensors bitsandbytes keeps beside it (scales, codebooks)."""
-    import torch
-
-    found = [param]
-    state = getattr(param, "quant_state", None)  # 4-bit: absmax per block, code, nested state
-    while state is not None:
-        found += [getattr(state, k, None) for k in ("absmax", "code", "offset")]
-        state = getattr(state, "state2", None)
-    found += [getattr(param, k, None) for k in ("SCB", "CB")]  # int8: one scale per row
-    return [t for t in found if isinstance(t, torch.Tensor)]
-
-
-def _logical_numel(param) -> int:
-    state = getattr(param, "quant_state", None)
-    return math.prod(state.shape) if state is not None else param.numel()
-
-
-def weight_bytes(model) -> WeightBytes:
-    """Measure the bytes of a model's weights (a LoadedModel or a torch module) from its tensors.
-
-    Packed 4-bit weights, per-block and per-row scales and codebooks all count; a storage
-    shared by several tensors (tied embeddings, a common codebook) counts once. Buffers that
-    are not weights (rotary tables) do not count. The linear layers are the model's
-    torch.nn.Linear modules except the LM head: those bitsandbytes quantizes.
-    """
-    import torch
-
-    module = getattr(model, "model", model)
-    if not isinstance(module, torch.nn.Module):
-        raise InvalidArgumentError(f"weight_bytes takes a LoadedModel or a torch module, not "
-                                   f"{type(model).__name__}.")
-    head = module.get_output_embeddings() if hasattr(module, "get_output_embeddings") else None
-    seen: set[int] = set()
-
-    def count(tensors) -> int:
-        total = 0
-        for t in tensors:
-            storage = t.untyped_storage()
-            if storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                total += storage.nbytes()
-        return total
-
-    linear = linear_fp32 = 0
-    for sub in module.modules():
-        if isinstance(sub, torch.nn.Linear) and sub is not head:
-            params = list(sub.parameters(recurse=False))
-            linear += count(t for p in params for t in _tensors(p))
-            linear_fp32 += 4 * sum(_logical_numel(p) for p in params)
-    params = list(module.parameters())
-    rest = count(t for p in params for t in _tensors(p))
-    return WeightBytes(total_bytes=linear + rest, fp32_bytes=4 * sum(_logical_numel(p) for p in params),
-                       linear_bytes=linear, linear_fp32_bytes=linear_fp32)
-
-
-# How each method is asked for elsewhere: vLLM 0.32, TGI 3.3, and llama.cpp's nearest GGUF type.
-_SERVING = {
-    "fp32": ("--dtype float32", "not offered (--dtype takes float16 or bfloat16)", "f32"),
-    "bf16": ("--dtype bfloat16", "--dtype bfloat16", "bf16"),
-    "fp16": ("--dtype float16", "--dtype float16", "f16"),
-    "int8": ("no bitsandbytes in vLLM 0.32; nearest: --quantization fp8 (8-bit weights "
-             "quantized at load; fp8 kernels on Ada/Hopper, weight-only Marlin from Turing on)",
-             "--quantize bitsandbytes (LLM.int8), or --quantize eetq", "q8_0"),
-    "nf4": ("no 4-bit quantization at load for dense models; serve a 4-bit checkpoint "
-            "(AWQ or GPTQ: vLLM reads the method from its config, e.g. awq_marlin)",
-            "--quantize bitsandbytes-nf4", "q4_0 / q4_1 / Q4_K_M"),
-    "fp4": ("no 4-bit quantization at load; NVFP4 checkpoints (modelopt_fp4) on Blackwell",
-            "--quantize bitsandbytes-fp4", "q4_0 / q4_1 / Q4_K_M"),
-}
-
-
-def serving_table(methods=None):
-    """Return a DataFrame: how each method is asked for in transformers, vLLM, TGI and GGUF."""
-    import pandas as pd
-
-    rows = []
-    for item in (methods or QUANTIZATIONS):
-        q = Quantization.from_name(item)
-        vllm, tgi, gguf = _SERVING[q.method]
-        rows.append({"method": q.name, "stored as": q.description,
-                     "deploykit / transformers": f"load_model(..., quantization={q.name!r})",
-                     "vLLM": vllm, "TGI": tgi, "llama.cpp (GGUF type)": gguf})
-    return pd.DataFrame(rows).set_index("method")

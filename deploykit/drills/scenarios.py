@@ -19,17 +19,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import httpx
 import tenacity
 
+from ..client.cache import cacheable_response
+from ..client.resilient import ResilientClient
 from ..errors import DeployKitError, InvalidArgumentError
-from ..faults import Fault, FaultProxy
 from ..launch import Server
-from .cache import cacheable_response
-from .resilient import ResilientClient
+from .faults import Fault, FaultProxy
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,25 @@ class ScenarioResult:
     def row(self) -> dict:
         """Return a summary row for a table."""
         errors = collections.Counter(o.error.split(":")[0] for o in self.outcomes if o.error)
-        return {"scenario": self.scenario, "client": self.client, "requests": self.requests,
-                "lost": self.lost, "lost silently": self.silent, "retries": self.retries,
-                "mean latency (ms)": round(self.mean_latency_ms, 1), "wall (s)":
-                round(self.wall_s, 2), "errors": dict(errors)}
+        return {
+            "scenario": self.scenario,
+            "client": self.client,
+            "requests": self.requests,
+            "lost": self.lost,
+            "lost silently": self.silent,
+            "retries": self.retries,
+            "mean latency (ms)": round(self.mean_latency_ms, 1),
+            "wall (s)": round(self.wall_s, 2),
+            "errors": dict(errors),
+        }
 
 
 def seed_call(url: str, body: dict) -> dict:
     """Call url the way the seed's call_inference_api does; return the JSON it returns."""
 
-    @tenacity.retry(stop=tenacity.stop_after_attempt(3),
-                    wait=tenacity.wait_exponential(min=1, max=10))
+    @tenacity.retry(
+        stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_exponential(min=1, max=10)
+    )
     def call_inference_api() -> dict:
         with httpx.Client(trust_env=False) as client:
             response = client.post(url, json=body, timeout=30.0)
@@ -104,12 +112,14 @@ def seed_stream(url: str, body: dict, on_text: Callable[[str], None]) -> None:
     seed's pattern applied to a stream, kept to demonstrate why ours does not do it.
     """
 
-    @tenacity.retry(stop=tenacity.stop_after_attempt(3),
-                    wait=tenacity.wait_exponential(min=1, max=10))
+    @tenacity.retry(
+        stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_exponential(min=1, max=10)
+    )
     def call_inference_api() -> None:
         with httpx.Client(trust_env=False) as client:
-            with client.stream("POST", url, json={**body, "stream": True},
-                               timeout=30.0) as response:
+            with client.stream(
+                "POST", url, json={**body, "stream": True}, timeout=30.0
+            ) as response:
                 for line in response.iter_lines():
                     if line.startswith("data: {"):
                         choice = httpx.Response(200, content=line[6:]).json()["choices"][0]
@@ -141,8 +151,9 @@ def seed_requester(url: str) -> Requester:
     return request
 
 
-def resilient_requester(client: ResilientClient, route: str = "completions",
-                        stream: bool = False, **overrides: object) -> Requester:
+def resilient_requester(
+    client: ResilientClient, route: str = "completions", stream: bool = False, **overrides: object
+) -> Requester:
     """Return a requester that sends each body (updated with overrides) through client."""
     if route not in ("completions", "chat"):
         raise InvalidArgumentError(f"route must be 'completions' or 'chat', got {route!r}.")
@@ -154,17 +165,20 @@ def resilient_requester(client: ResilientClient, route: str = "completions",
         first = body["messages"] if route == "chat" else body["prompt"]
         try:
             if stream:
-                chunks = (client.stream_chat if route == "chat"
-                          else client.stream_completions)(first, **fields)
+                chunks = (client.stream_chat if route == "chat" else client.stream_completions)(
+                    first, **fields
+                )
                 "".join(chunks)
                 retries = chunks.info.retries
             else:
                 retries = (client.chat if route == "chat" else client.completions)(
-                    first, **fields).retries
+                    first, **fields
+                ).retries
         except DeployKitError as exc:
             attempts = getattr(exc, "attempts", 0) or (chunks.info.attempts if chunks else 0)
-            return Outcome(False, False, _ms(started), max(0, attempts - 1),
-                           f"{type(exc).__name__}: {exc}")
+            return Outcome(
+                False, False, _ms(started), max(0, attempts - 1), f"{type(exc).__name__}: {exc}"
+            )
         return Outcome(True, False, _ms(started), retries)
 
     return request
@@ -174,10 +188,18 @@ def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1e3
 
 
-def run_scenario(scenario: str, requesters: Mapping[str, Requester], body: dict, *,
-                 requests: int = 12, concurrency: int = 4, proxy: FaultProxy | None = None,
-                 fault: Fault | None = None, together: bool = False,
-                 kill_during: Server | None = None) -> list[ScenarioResult]:
+def run_scenario(
+    scenario: str,
+    requesters: Mapping[str, Requester],
+    body: dict,
+    *,
+    requests: int = 12,
+    concurrency: int = 4,
+    proxy: FaultProxy | None = None,
+    fault: Fault | None = None,
+    together: bool = False,
+    kill_during: Server | None = None,
+) -> list[ScenarioResult]:
     """Send `requests` copies of body through each requester, `concurrency` at a time.
 
     Clients run one after the other, each with fault freshly injected into proxy, or all at
@@ -186,8 +208,9 @@ def run_scenario(scenario: str, requesters: Mapping[str, Requester], body: dict,
     fastest client still has requests to send.
     """
     if not requesters or requests < 1 or concurrency < 1:
-        raise InvalidArgumentError("Give at least one requester, requests >= 1 and "
-                                   "concurrency >= 1.")
+        raise InvalidArgumentError(
+            "Give at least one requester, requests >= 1 and concurrency >= 1."
+        )
     if fault is not None and proxy is None:
         raise InvalidArgumentError("A fault needs the proxy to inject it: pass proxy=...")
     total = requests * (len(requesters) if together else 1)
@@ -200,6 +223,7 @@ def run_scenario(scenario: str, requesters: Mapping[str, Requester], body: dict,
             kill = kill_during is not None and not done[1] and done[0] >= max(1, total // 4)
             done[1] = done[1] or kill
         if kill:
+            assert kill_during is not None  # kill is only set with one
             kill_replica(kill_during)
         return outcome
 
@@ -209,7 +233,7 @@ def run_scenario(scenario: str, requesters: Mapping[str, Requester], body: dict,
             if fault is not None:
                 proxy.inject(**asdict(fault))
         started = time.perf_counter()
-        futures = {name: [] for name in names}
+        futures: dict[str, list[Future[Outcome]]] = {name: [] for name in names}
         with ThreadPoolExecutor(concurrency * len(names)) as pool:
             for _ in range(requests):  # interleaved, so each client keeps about `concurrency`
                 for name in names:
@@ -298,16 +322,26 @@ def plot_fault_results(results: Sequence[ScenarioResult], baseline: str = "no fa
         silent = [r.silent if r else 0 for r in rows]
         axes[0].bar(xs, loud, width, color=f"C{i}", label=client)
         axes[0].bar(xs, silent, width, bottom=loud, color=f"C{i}", hatch="//", alpha=0.5)
-        axes[1].bar(xs, [r.retries if r else 0 for r in rows], width, color=f"C{i}",
-                    label=client)
+        axes[1].bar(xs, [r.retries if r else 0 for r in rows], width, color=f"C{i}", label=client)
         base = baseline_ms.get(client, 0.0)
-        axes[2].bar(xs, [max(0.0, r.mean_latency_ms - base) if r else 0 for r in rows], width,
-                    color=f"C{i}", label=client)
-    titles = ["Requests lost (hatched: caller not told)", "Retries spent",
-              "Mean latency added vs no fault (ms)"]
+        axes[2].bar(
+            xs,
+            [max(0.0, r.mean_latency_ms - base) if r else 0 for r in rows],
+            width,
+            color=f"C{i}",
+            label=client,
+        )
+    titles = [
+        "Requests lost (hatched: caller not told)",
+        "Retries spent",
+        "Mean latency added vs no fault (ms)",
+    ]
     for ax, title in zip(axes, titles):
-        ax.set_xticks([k + width * (len(clients) - 1) / 2 for k in range(len(scenarios))],
-                      scenarios, fontsize=8)
+        ax.set_xticks(
+            [k + width * (len(clients) - 1) / 2 for k in range(len(scenarios))],
+            scenarios,
+            fontsize=8,
+        )
         ax.set_title(title)
         ax.legend(fontsize=7)
     fig.tight_layout()

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._catalog import GPU_TABLE, MIB, MODEL_TABLE
-from .errors import InvalidArgumentError, UnknownGPUError, UnknownModelError
+from ..errors import InvalidArgumentError, UnknownGPUError, UnknownModelError
+from .catalog import GPU_TABLE, MIB, MODEL_TABLE
 
 GIB = 1 << 30
 # Bytes per weight in each format; int8/nf4 are bitsandbytes as transformers loads them.
@@ -44,7 +44,7 @@ class ModelConfig:
     max_position_embeddings: int = 4096
 
     @classmethod
-    def from_hf(cls, config: dict, name: str = "model") -> "ModelConfig":
+    def from_hf(cls, config: dict, name: str = "model") -> ModelConfig:
         """Build from a Hugging Face `config.json` dict (Llama, Mistral, Qwen2 style)."""
         config = config.get("text_config", config)  # multimodal wrappers nest the LM
         heads = int(config["num_attention_heads"])
@@ -52,14 +52,18 @@ class ModelConfig:
         bias = bool(config.get("attention_bias", False))
         qwen = config.get("model_type", "").startswith("qwen2")
         return cls(
-            name=name, num_layers=int(config["num_hidden_layers"]), hidden_size=hidden,
-            num_heads=heads, num_kv_heads=int(config.get("num_key_value_heads") or heads),
+            name=name,
+            num_layers=int(config["num_hidden_layers"]),
+            hidden_size=hidden,
+            num_heads=heads,
+            num_kv_heads=int(config.get("num_key_value_heads") or heads),
             head_dim=int(config.get("head_dim") or hidden // heads),
             intermediate_size=int(config["intermediate_size"]),
             vocab_size=int(config["vocab_size"]),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
             # Qwen2 always biases q/k/v (never o); Llama's attention_bias biases all four.
-            qkv_bias=qwen or bias, o_bias=bias and not qwen,
+            qkv_bias=qwen or bias,
+            o_bias=bias and not qwen,
             max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
         )
 
@@ -78,8 +82,9 @@ class ModelConfig:
         """Count output rows of the projections (int8 keeps one fp32 scale per row)."""
         q = self.num_heads * self.head_dim
         kv = self.num_kv_heads * self.head_dim
-        return self.num_layers * (q + 2 * kv + self.hidden_size + 2 * self.intermediate_size
-                                  + self.hidden_size)
+        return self.num_layers * (
+            q + 2 * kv + self.hidden_size + 2 * self.intermediate_size + self.hidden_size
+        )
 
     @property
     def other_parameters(self) -> int:
@@ -87,7 +92,7 @@ class ModelConfig:
         embed = self.vocab_size * self.hidden_size
         head = 0 if self.tie_word_embeddings else embed
         q = self.num_heads * self.head_dim
-        bias = (q + 2 * self.num_kv_heads * self.head_dim if self.qkv_bias else 0)
+        bias = q + 2 * self.num_kv_heads * self.head_dim if self.qkv_bias else 0
         bias += self.hidden_size if self.o_bias else 0
         norms = self.num_layers * 2 * self.hidden_size + self.hidden_size
         return embed + head + norms + self.num_layers * bias
@@ -157,7 +162,10 @@ class MemoryPlan:
         g = lambda b: f"{b / GIB:8.2f} GiB"  # noqa: E731
         rows = [
             ("model / format", f"{self.model} / weights {self.weights}, KV {self.kv_dtype}"),
-            ("GPU", f"{self.tensor_parallel_size} x {self.gpu} ({self.gpu_memory_bytes / GIB:.1f} GiB)"),
+            (
+                "GPU",
+                f"{self.tensor_parallel_size} x {self.gpu} ({self.gpu_memory_bytes / GIB:.1f} GiB)",
+            ),
             (f"budget (x{self.gpu_memory_utilization:g})", g(self.budget_bytes)),
             ("weights", g(self.weight_bytes)),
             ("activations (est.)", g(self.activation_bytes)),
@@ -174,16 +182,20 @@ class MemoryPlan:
 
 def cache_bytes(past_key_values) -> int:
     """Return the bytes a transformers cache (DynamicCache) holds in its key/value tensors."""
-    return sum(t.numel() * t.element_size()
-               for layer in past_key_values.layers for t in (layer.keys, layer.values)
-               if t is not None)
+    return sum(
+        t.numel() * t.element_size()
+        for layer in past_key_values.layers
+        for t in (layer.keys, layer.values)
+        if t is not None
+    )
 
 
 def model_config(name_or_path: str | Path | ModelConfig) -> ModelConfig:
     """Return the config of a catalog name (Llama-2-7B...), a built-in model, a folder, or a hub id."""
     if isinstance(name_or_path, ModelConfig):
         return name_or_path
-    from .models import resolve_model, unknown_message
+    from ..models import resolve_model
+    from ..models.catalog import unknown_message
 
     text = str(name_or_path)
     known = _table_lookup(text)
@@ -192,8 +204,10 @@ def model_config(name_or_path: str | Path | ModelConfig) -> ModelConfig:
     try:
         source = resolve_model(text, progress=False)
     except UnknownModelError:
-        raise UnknownModelError(f"{unknown_message(text)} The planner also knows these configs "
-                                f"without network: {', '.join(MODEL_TABLE)}.") from None
+        raise UnknownModelError(
+            f"{unknown_message(text)} The planner also knows these configs "
+            f"without network: {', '.join(MODEL_TABLE)}."
+        ) from None
     name = text if source.kind != "hub" else text.split("/")[-1]
     return ModelConfig.from_hf(source.config(), name=name)
 
@@ -205,29 +219,43 @@ def gpu(name: str | GPU) -> GPU:
     for key, value in GPUS.items():
         if key.lower() in (name.lower(), name.lower() + "-80gb"):
             return value
-    raise UnknownGPUError(f"unknown GPU {name!r}; use one of {', '.join(GPUS)}, or build "
-                          "your own: dk.plan.GPU('MyGPU', memory_bytes=48 * 2**30).")
+    raise UnknownGPUError(
+        f"unknown GPU {name!r}; use one of {', '.join(GPUS)}, or build "
+        "your own: dk.plan.GPU('MyGPU', memory_bytes=48 * 2**30)."
+    )
 
 
-def activation_bytes(config: ModelConfig, max_num_batched_tokens: int = 8192,
-                     max_num_seqs: int = 256, dtype_bytes: int = 2,
-                     tensor_parallel_size: int = 1) -> int:
+def activation_bytes(
+    config: ModelConfig,
+    max_num_batched_tokens: int = 8192,
+    max_num_seqs: int = 256,
+    dtype_bytes: int = 2,
+    tensor_parallel_size: int = 1,
+) -> int:
     """Estimate the activation peak of one engine step (vLLM profiles it at startup).
 
     One step holds at most `max_num_batched_tokens` tokens; the largest live tensors are
     the MLP's gate/up outputs plus the residual stream, and fp32 logits for every
     running sequence at sampling time.
     """
-    per_token = (3 * config.intermediate_size // tensor_parallel_size + 4 * config.hidden_size)
-    return (max_num_batched_tokens * per_token * dtype_bytes
-            + max_num_seqs * config.vocab_size * 4)
+    per_token = 3 * config.intermediate_size // tensor_parallel_size + 4 * config.hidden_size
+    return max_num_batched_tokens * per_token * dtype_bytes + max_num_seqs * config.vocab_size * 4
 
 
-def memory_plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights: str = "bf16",
-         kv_dtype: str | None = None, gpu_memory_utilization: float = 0.9,
-         context_len_tokens: int | None = None, max_num_batched_tokens: int = 8192,
-         max_num_seqs: int = 256, tensor_parallel_size: int = 1,
-         overhead_bytes: int = GIB // 2, block_size_tokens: int = 16) -> MemoryPlan:
+def memory_plan(
+    model: str | Path | ModelConfig,
+    gpu_name: str | GPU,
+    *,
+    weights: str = "bf16",
+    kv_dtype: str | None = None,
+    gpu_memory_utilization: float = 0.9,
+    context_len_tokens: int | None = None,
+    max_num_batched_tokens: int = 8192,
+    max_num_seqs: int = 256,
+    tensor_parallel_size: int = 1,
+    overhead_bytes: int = GIB // 2,
+    block_size_tokens: int = 16,
+) -> MemoryPlan:
     """Split one GPU the way vLLM does and return what is left for KV cache.
 
     `overhead_bytes` stands for the CUDA context, CUDA graphs and allocator slack
@@ -236,11 +264,15 @@ def memory_plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights
     config, card = model_config(model), gpu(gpu_name)
     _weight_format(weights)
     if not 0 < gpu_memory_utilization <= 1:
-        raise InvalidArgumentError(f"gpu_memory_utilization={gpu_memory_utilization} must be in "
-                                   "(0, 1]: the share of the GPU's memory vLLM may use, e.g. 0.9")
+        raise InvalidArgumentError(
+            f"gpu_memory_utilization={gpu_memory_utilization} must be in "
+            "(0, 1]: the share of the GPU's memory vLLM may use, e.g. 0.9"
+        )
     if tensor_parallel_size < 1:
-        raise InvalidArgumentError(f"tensor_parallel_size={tensor_parallel_size} must be an "
-                                   "integer >= 1 (the number of GPUs to split over)")
+        raise InvalidArgumentError(
+            f"tensor_parallel_size={tensor_parallel_size} must be an "
+            "integer >= 1 (the number of GPUs to split over)"
+        )
     if not card.bf16 and weights == "bf16":
         weights = "fp16"
     # vLLM's kv_cache_dtype="auto" stores K/V in the model dtype (16 bits when quantized).
@@ -259,25 +291,44 @@ def memory_plan(model: str | Path | ModelConfig, gpu_name: str | GPU, *, weights
     blocks = kv_cache // (per_token * block_size_tokens)
     seqs = blocks // math.ceil(context / block_size_tokens)
     return MemoryPlan(
-        model=config.name, gpu=card.name, weights=weights, kv_dtype=kv_dtype,
-        tensor_parallel_size=tp, gpu_memory_bytes=card.memory_bytes,
-        gpu_memory_utilization=gpu_memory_utilization, budget_bytes=budget,
-        weight_bytes=weight, activation_bytes=act, overhead_bytes=overhead_bytes,
-        kv_cache_bytes=kv_cache, kv_bytes_per_token=per_token,
-        kv_capacity_tokens=blocks * block_size_tokens, context_len_tokens=context,
-        max_concurrent_seqs=int(seqs))
+        model=config.name,
+        gpu=card.name,
+        weights=weights,
+        kv_dtype=kv_dtype,
+        tensor_parallel_size=tp,
+        gpu_memory_bytes=card.memory_bytes,
+        gpu_memory_utilization=gpu_memory_utilization,
+        budget_bytes=budget,
+        weight_bytes=weight,
+        activation_bytes=act,
+        overhead_bytes=overhead_bytes,
+        kv_cache_bytes=kv_cache,
+        kv_bytes_per_token=per_token,
+        kv_capacity_tokens=blocks * block_size_tokens,
+        context_len_tokens=context,
+        max_concurrent_seqs=int(seqs),
+    )
 
 
-def memory_plans(model: str | Path | ModelConfig, gpus: tuple[str, ...] | None = None,
-          weights: tuple[str, ...] = ("bf16", "int8", "nf4"), **kwargs) -> list[MemoryPlan]:
+def memory_plans(
+    model: str | Path | ModelConfig,
+    gpus: tuple[str, ...] | None = None,
+    weights: tuple[str, ...] = ("bf16", "int8", "nf4"),
+    **kwargs,
+) -> list[MemoryPlan]:
     """Return a plan for every GPU (smallest memory first) and every weight format."""
     cards = sorted((gpu(g) for g in (gpus or GPUS)), key=lambda c: c.memory_bytes)
     return [memory_plan(model, card, weights=w, **kwargs) for card in cards for w in weights]
 
 
-def smallest_fit(model: str | Path | ModelConfig, *, concurrent_seqs: int = 1,
-                 gpus: tuple[str, ...] | None = None,
-                 weights: tuple[str, ...] = ("bf16", "int8", "nf4"), **kwargs) -> MemoryPlan | None:
+def smallest_fit(
+    model: str | Path | ModelConfig,
+    *,
+    concurrent_seqs: int = 1,
+    gpus: tuple[str, ...] | None = None,
+    weights: tuple[str, ...] = ("bf16", "int8", "nf4"),
+    **kwargs,
+) -> MemoryPlan | None:
     """Return the plan on the smallest GPU that serves `concurrent_seqs` full contexts.
 
     Among formats on that GPU the most precise one wins; None when nothing fits.
@@ -290,15 +341,19 @@ def smallest_fit(model: str | Path | ModelConfig, *, concurrent_seqs: int = 1,
 
 def plan_table(rows: list[MemoryPlan]) -> str:
     """Return several plans as one plain-text table, one plan per line."""
-    head = (f"{'model':<14}{'GPU':<11}{'weights':>8}{'weights GiB':>13}{'KV GiB':>9}"
-            f"{'KV tokens':>12}{'ctx':>8}{'seqs':>7}  fits")
+    head = (
+        f"{'model':<14}{'GPU':<11}{'weights':>8}{'weights GiB':>13}{'KV GiB':>9}"
+        f"{'KV tokens':>12}{'ctx':>8}{'seqs':>7}  fits"
+    )
     lines = [head, "-" * len(head)]
     for p in rows:
         gpu_label = p.gpu if p.tensor_parallel_size == 1 else f"{p.tensor_parallel_size}x{p.gpu}"
-        lines.append(f"{p.model[:13]:<14}{gpu_label:<11}{p.weights:>8}{p.weight_bytes / GIB:>13.2f}"
-                     f"{p.kv_cache_bytes / GIB:>9.2f}{p.kv_capacity_tokens:>12,}"
-                     f"{p.context_len_tokens:>8,}{p.max_concurrent_seqs:>7,}  "
-                     f"{'yes' if p.fits else 'no'}")
+        lines.append(
+            f"{p.model[:13]:<14}{gpu_label:<11}{p.weights:>8}{p.weight_bytes / GIB:>13.2f}"
+            f"{p.kv_cache_bytes / GIB:>9.2f}{p.kv_capacity_tokens:>12,}"
+            f"{p.context_len_tokens:>8,}{p.max_concurrent_seqs:>7,}  "
+            f"{'yes' if p.fits else 'no'}"
+        )
     return "\n".join(lines)
 
 
@@ -306,21 +361,24 @@ def _weight_format(weights: str) -> float:
     try:
         return WEIGHT_BYTES[weights]
     except KeyError:
-        raise InvalidArgumentError(f"unknown weight format {weights!r}; use one of "
-                                   f"{', '.join(WEIGHT_BYTES)}") from None
+        raise InvalidArgumentError(
+            f"unknown weight format {weights!r}; use one of {', '.join(WEIGHT_BYTES)}"
+        ) from None
 
 
 def _kv_format(kv_dtype: Any) -> int:
     """Return bytes per element of a KV-cache dtype: 'bf16', 'fp8', or a torch/vLLM name."""
     if kv_dtype in KV_BYTES:
         return KV_BYTES[kv_dtype]
-    from .models import dtype_names
+    from ..models.devices import dtype_names
 
     try:
         return KV_BYTES[dtype_names(kv_dtype)[1]]
     except InvalidArgumentError:
-        raise InvalidArgumentError(f"unknown KV-cache dtype {kv_dtype!r}; use one of "
-                                   f"{', '.join(KV_BYTES)} (or a torch dtype name)") from None
+        raise InvalidArgumentError(
+            f"unknown KV-cache dtype {kv_dtype!r}; use one of "
+            f"{', '.join(KV_BYTES)} (or a torch dtype name)"
+        ) from None
 
 
 def _table_lookup(text: str) -> ModelConfig | None:
@@ -328,27 +386,46 @@ def _table_lookup(text: str) -> ModelConfig | None:
         *shape, max_pos, aliases = row
         if text.lower() == name.lower() or text in aliases:
             layers, hidden, heads, kv, hd, inter, vocab, tie, qkv_bias = shape
-            return ModelConfig(name, layers, hidden, heads, kv, hd, inter, vocab, tie,
-                               qkv_bias=qkv_bias, max_position_embeddings=max_pos)
+            return ModelConfig(
+                name,
+                layers,
+                hidden,
+                heads,
+                kv,
+                hd,
+                inter,
+                vocab,
+                tie,
+                qkv_bias=qkv_bias,
+                max_position_embeddings=max_pos,
+            )
     return None
 
 
 def add_cli(sub) -> None:
     """Add `deploykit plan MODEL [--gpu NAME]` to the CLI."""
-    from .cli import fraction, positive_int
+    from ..argtypes import fraction, positive_int
 
     p = sub.add_parser("plan", help="memory plan: weights, KV cache, sequences per GPU")
-    p.add_argument("model", help=f"built-in name, folder, hub id, or one of: {', '.join(MODEL_TABLE)}")
+    p.add_argument(
+        "model", help=f"built-in name, folder, hub id, or one of: {', '.join(MODEL_TABLE)}"
+    )
     p.add_argument("--gpu", default=None, help=f"one of {', '.join(GPUS)} (default: all)")
     p.add_argument("--context", type=positive_int, default=4096, help="tokens per sequence")
-    p.add_argument("--gpu-memory-utilization", type=fraction, default=0.9,
-                   help="share of GPU memory vLLM may use, in (0, 1] (default 0.9)")
+    p.add_argument(
+        "--gpu-memory-utilization",
+        type=fraction,
+        default=0.9,
+        help="share of GPU memory vLLM may use, in (0, 1] (default 0.9)",
+    )
     p.set_defaults(func=_cli_plan)
 
 
 def _cli_plan(args) -> int:
-    kwargs = {"context_len_tokens": args.context,
-              "gpu_memory_utilization": args.gpu_memory_utilization}
+    kwargs = {
+        "context_len_tokens": args.context,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+    }
     if args.gpu:
         print(memory_plan(args.model, args.gpu, **kwargs).summary())
         return 0

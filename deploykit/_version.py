@@ -1,0 +1,3 @@
+"""deploykit's version, in one place (pyproject.toml reads it too)."""
+
+__version__ = "0.1.0"

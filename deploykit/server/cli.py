@@ -1,0 +1,82 @@
+"""`deploykit serve`: the reference server (or the one-at-a-time baseline) from the command line."""
+
+from __future__ import annotations
+
+import logging
+
+from .. import _env
+from ..argtypes import port, positive_float, positive_int
+from .app import ServerConfig, serve, serve_naive
+from .engine import EngineConfig
+
+
+def add_cli(sub) -> None:
+    """Add `deploykit serve` to the CLI."""
+    d = ServerConfig()
+    e = d.engine
+    cmd = sub.add_parser("serve", help="serve a model with an OpenAI-compatible API")
+    cmd.add_argument("--model", default=d.model, help="built-in name, local folder or hub id")
+    cmd.add_argument(
+        "--served-model-name", default=None, help="name clients send as 'model' (default: --model)"
+    )
+    cmd.add_argument("--host", default=d.host, help="address to bind (default: loopback only)")
+    cmd.add_argument("--port", type=port, default=d.port)
+    cmd.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (default: $DEPLOYKIT_API_KEY)",
+    )
+    cmd.add_argument("--device", default=d.device)
+    cmd.add_argument("--dtype", default=d.dtype)
+    cmd.add_argument(
+        "--max-batch-size",
+        type=positive_int,
+        default=e.max_batch_size,
+        help="sequences decoded together",
+    )
+    cmd.add_argument(
+        "--max-waiting",
+        type=int,
+        default=e.max_waiting,
+        help="queued requests beyond the batch; more get 503 + Retry-After",
+    )
+    cmd.add_argument("--max-body-bytes", type=positive_int, default=d.max_body_bytes)
+    cmd.add_argument(
+        "--drain-timeout-s",
+        type=positive_float,
+        default=d.drain_timeout_s,
+        help="on SIGTERM, how long in-flight requests may take to finish",
+    )
+    cmd.add_argument(
+        "--naive",
+        action="store_true",
+        help="serve one request at a time with model.generate (the baseline)",
+    )
+    cmd.add_argument(
+        "--block-event-loop",
+        action="store_true",
+        help="with --naive: call generate on the event loop, as the seed did",
+    )
+    cmd.set_defaults(func=cli_serve)
+
+
+def cli_serve(args) -> int:
+    """Run `deploykit serve` with parsed arguments."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(
+        model=args.model,
+        served_model_name=args.served_model_name,
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or _env.api_key(),
+        device=args.device,
+        dtype=args.dtype,
+        max_body_bytes=args.max_body_bytes,
+        drain_timeout_s=args.drain_timeout_s,
+        engine=EngineConfig(max_batch_size=args.max_batch_size, max_waiting=args.max_waiting),
+    )
+    if args.naive:
+        serve_naive(config, block_event_loop=args.block_event_loop)
+    else:
+        serve(config)
+    return 0
