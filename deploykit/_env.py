@@ -28,6 +28,13 @@ def project_root() -> Path | None:
     return Path(root).expanduser() if root else None
 
 
+def progress_bars() -> bool:
+    """Return False in an unattended run (the cookbook runner's, or DEPLOYKIT_PROGRESS=0)."""
+    if os.environ.get("DEPLOYKIT_PROGRESS", "").lower() in ("0", "false", "no", "off"):
+        return False
+    return not os.environ.get("DEPLOYKIT_RUN_ID")
+
+
 def find_root(start: str | Path | None = None) -> Path:
     """Return the cookbook checkout: DEPLOYKIT_ROOT, else the nearest folder with notebooks/ and recipes/."""
     env_root = project_root()

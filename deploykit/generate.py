@@ -174,12 +174,13 @@ def measure_throughput(
 ) -> dict[str, Any]:
     """Time greedy generation of exactly `max_tokens` tokens; report median tokens/s and conditions."""
     import torch
-    from tqdm.auto import tqdm
+
+    from .._progress import progress_bar
 
     for _ in range(warmup):
         generate(lm, prompt, max_tokens=max_tokens, ignore_eos=True)
     rates, latencies = [], []
-    for _ in tqdm(range(runs), desc="timing", disable=not progress):
+    for _ in progress_bar(range(runs), desc="timing", disable=not progress):
         g = generate(lm, prompt, max_tokens=max_tokens, ignore_eos=True)
         rates.append(g.tokens_per_s)
         latencies.append(g.seconds)

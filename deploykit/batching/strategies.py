@@ -309,14 +309,14 @@ def run_batching(
     forward; max_wait_ms is dynamic's wait after a batch's first request. threads sets
     torch's threads for the run (None: as they are).
     """
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     _check(strategy, workload, batch_size, max_wait_ms, threads)
     lm = load_model(model, progress=progress) if not isinstance(model, LoadedModel) else model
     encoded = _encode(lm, workload)
     load_before = (load_average() or (0.0,))[0]
     with _torch_threads(threads) as torch_threads:
-        bar = tqdm(
+        bar = progress_bar(
             total=len(workload), desc=f"{strategy} batching", unit="req", disable=not progress
         )
         try:

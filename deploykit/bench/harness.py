@@ -251,7 +251,7 @@ def _rounds(
     args: argparse.Namespace, model: str, turns: _Turns, specs: dict[str, LoadSpec]
 ) -> dict[str, list[Measured]]:
     """Run args.rounds interleaved rounds per server at each concurrency; print each result."""
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     kinds = list(specs)
     out: dict[str, list[Measured]] = {kind: [] for kind in kinds}
@@ -260,7 +260,7 @@ def _rounds(
         for kind in kinds:
             turns.load(kind, specs[kind], concurrency, concurrency)
         rounds: dict[str, list[LoadResult]] = {kind: [] for kind in kinds}
-        bar = tqdm(
+        bar = progress_bar(
             total=args.rounds * len(kinds), leave=False, desc=f"{model} concurrency {concurrency}"
         )
         for i in range(args.rounds):

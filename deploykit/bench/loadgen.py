@@ -300,7 +300,7 @@ async def run_load_async(
     (default spec.prompt); prompt_tokens are their expected lengths, used when the server
     reports no usage. Every request is awaited; failures are results, never exceptions.
     """
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     check_load(num_requests, concurrency, request_rate, burstiness)
     if prompts is not None and not prompts:
@@ -314,7 +314,7 @@ async def run_load_async(
     level = (
         f"concurrency {concurrency}" if math.isinf(request_rate) else f"{request_rate:g} requests/s"
     )
-    bar = tqdm(total=num_requests, desc=level, disable=not progress, leave=False)
+    bar = progress_bar(total=num_requests, desc=level, disable=not progress, leave=False)
 
     async def bounded(session: aiohttp.ClientSession, i: int, origin: float) -> RequestResult:
         async with sem:

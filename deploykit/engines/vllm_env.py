@@ -153,7 +153,7 @@ def _spec(flavor: str) -> list[str]:
 
 
 def _create(python: Path, flavor: str, progress: bool) -> VLLMEnv:
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     root = python.parent.parent
     logs = root / "deploykit-logs"
@@ -175,7 +175,7 @@ def _create(python: Path, flavor: str, progress: bool) -> VLLMEnv:
     else:
         steps.append((f"install {VLLM_GPU_SPEC}", pip + [VLLM_GPU_SPEC]))
     started = time.perf_counter()
-    bar = tqdm(steps, desc=f"vLLM env ({flavor})", disable=not progress, unit="step")
+    bar = progress_bar(steps, desc=f"vLLM env ({flavor})", disable=not progress, unit="step")
     for i, (label, command) in enumerate(bar):
         bar.set_postfix_str(label)
         _run_step(label, command, logs / f"{i}-{label.split()[0]}.log", flavor)

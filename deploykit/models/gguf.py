@@ -124,11 +124,11 @@ def _convert(
     folder: Path, label: str, outtype: str, dest: Path, progress: bool, timeout_s: float
 ) -> None:
     """Run the converter on folder into dest (atomically): the .gguf and deploykit_build.json."""
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     script = converter_path(progress=progress)
     gguf_py = script.parent / "gguf-py"
-    bar = tqdm(
+    bar = progress_bar(
         total=1, desc=f"converting {label} to GGUF {outtype}", unit="file", disable=not progress
     )
     fd, log_name = tempfile.mkstemp(prefix=f"deploykit-gguf-{label}-{outtype}-", suffix=".log")
@@ -217,10 +217,10 @@ def _by_hand() -> str:
 
 def _fetch(dest: Path, progress: bool) -> None:
     """Download (or take DEPLOYKIT_LLAMACPP_SDIST), verify, and extract the converter into dest."""
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     given = _env.llamacpp_sdist()
-    bar = tqdm(
+    bar = progress_bar(
         total=3, desc="fetching llama.cpp's GGUF converter", unit="step", disable=not progress
     )
     try:

@@ -79,13 +79,15 @@ def build_smollm2(dest: Path, progress: bool = True) -> dict:
 
     dest is written atomically (see `_build.building`); returns the build report.
     """
-    from tqdm.auto import tqdm
+    from ..._progress import progress_bar
 
     _require_gguf_support()
     started = time.perf_counter()
     dest = Path(dest)
     step_seconds: dict[str, float] = {}
-    bar = tqdm(total=len(_STEPS), desc="building smollm2-135m", unit="step", disable=not progress)
+    bar = progress_bar(
+        total=len(_STEPS), desc="building smollm2-135m", unit="step", disable=not progress
+    )
 
     @contextlib.contextmanager
     def step(name: str):

@@ -173,8 +173,9 @@ def _write_sentencepiece_exact_json(out: Path) -> None:
 def build(spec: ToySpec, dest: Path, progress: bool = True) -> dict:
     """Build `spec` into `dest` (written atomically) and return its build report."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ..._progress import progress_bar
 
     started = time.perf_counter()
     with building(dest) as tmp:
@@ -210,7 +211,7 @@ def build(spec: ToySpec, dest: Path, progress: bool = True) -> dict:
         )
         model.train()
         n_windows = len(train_ids) - spec.seq_len - 1
-        bar = tqdm(range(spec.steps), desc=f"training {spec.name}", disable=not progress)
+        bar = progress_bar(range(spec.steps), desc=f"training {spec.name}", disable=not progress)
         for _ in bar:
             starts = torch.randint(0, n_windows, (spec.batch_size,), generator=generator)
             batch = torch.stack(

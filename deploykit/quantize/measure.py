@@ -248,8 +248,9 @@ def measure_quantization(
     One row per method; the conditions are in `df.attrs["conditions"]`.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
+
+    from ..._progress import progress_bar
 
     names = list(methods) if methods is not None else list(available_quantizations(device))
     quants = [Quantization.from_name(m) for m in names]
@@ -294,7 +295,7 @@ def measure_quantization(
             (r.label, b): [] for r in runners for b in batch_sizes
         }
         steps = len(runners) * (4 + repeats * len(batch_sizes))
-        bar = tqdm(
+        bar = progress_bar(
             total=steps, desc=f"quantization on {source.name}", unit="step", disable=not progress
         )
         started = time.strftime("%Y-%m-%d %H:%M")
