@@ -36,6 +36,7 @@ from . import models as _models
 from . import monitor as _monitor
 from . import plan as _plan
 from . import quantize as _quantize
+from . import report as _report
 from . import router as _router
 from . import server as _server
 from ._version import __version__ as __version__
@@ -55,6 +56,7 @@ from .models import *
 from .monitor import *
 from .plan import *
 from .quantize import *
+from .report import *
 from .router import *
 from .server import *
 
@@ -65,6 +67,7 @@ __all__ += _models.__all__
 __all__ += _generate.__all__
 __all__ += _plan.__all__
 __all__ += _charts.__all__
+__all__ += _report.__all__
 __all__ += _engines.__all__
 __all__ += _server.__all__
 __all__ += _client.__all__
