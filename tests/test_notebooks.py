@@ -1,10 +1,14 @@
 """Every notebook follows the house structure, and runs on the cpu recipe."""
 
+import json
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
+from _outputs import deployment_problems, printed_commands, temporary_paths
 from _paths import ROOT
+from _prose import REFERENCE_MARK, prose_figures
 
 import deploykit as dk
 from deploykit import cookbook
@@ -69,3 +73,66 @@ def test_runs_on_cpu_recipe(path, tmp_path):
     assert result.status == "ok", (
         f"{result.notebook} failed in cell {result.failing_cell}: {result.error}"
     )
+    executed = Path(result.output_path)
+    assert executed.stat().st_size < MAX_EXECUTED_BYTES, f"{executed.stat().st_size:,} bytes"
+    assert deployment_problems(tmp_path, executed) == []
+
+
+MAX_EXECUTED_BYTES = 300_000  # an executed notebook a reader opens (plots, tables, text)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_prose_states_no_figure_its_run_does_not_show(path):
+    cells = json.loads(path.read_text())["cells"]
+    assert prose_figures(cells) == [], (
+        "state measured figures from the run (dk.Findings), or in a '**Reference figures**' "
+        "cell with its source, compared with the run (dk.compare_reference)"
+    )
+    references = [
+        c
+        for c in cells
+        if c["cell_type"] == "markdown" and "".join(c["source"]).lstrip().startswith(REFERENCE_MARK)
+    ]
+    code = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    for cell in references:
+        text = "".join(cell["source"]).lower()
+        assert "source" in text and "conditions" in text, (
+            "a reference names its source and conditions"
+        )
+    assert not references or "dk.compare_reference" in code, (
+        "compare reference figures with the run"
+    )
+
+
+def _markdown_cell(text: str) -> dict:
+    return {"cell_type": "markdown", "source": text}
+
+
+def test_a_figure_in_prose_is_caught_and_a_reference_block_is_not():
+    claim = "NF4 decodes 1.6x faster and adds about 22% perplexity, at 40 tokens/s, in about 45 s."
+    found = prose_figures([_markdown_cell(claim)])
+    assert {kind for _, kind, _ in found} == {"ratio", "percentage", "rate", "approximate quantity"}
+    reference = f"{REFERENCE_MARK} (source: docs/benchmarks.md; conditions: 16 windows)\n\n{claim}"
+    assert prose_figures([_markdown_cell(reference)]) == []
+    assert prose_figures([_markdown_cell("set `timeout_s=45` and `--dtype float32`")]) == []
+
+
+def test_a_temporary_path_in_a_written_file_or_a_printed_command_is_caught(tmp_path):
+    (tmp_path / "deploy" / "nb").mkdir(parents=True)
+    (tmp_path / "deploy" / "nb" / "compose.yaml").write_text(f"build: {{context: {tmp_path}}}\n")
+    (tmp_path / "deploy" / "nb" / "prometheus.yml").write_text("targets: ['127.0.0.1:41234']\n")
+    executed = tmp_path / "run.ipynb"
+    outputs = [
+        {
+            "output_type": "stream",
+            "name": "stdout",
+            "text": [f"kubectl apply -f {tmp_path}/manifests.yaml\n", f"log: {tmp_path}/x.log\n"],
+        }
+    ]
+    executed.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": outputs}]}))
+    problems = deployment_problems(tmp_path, executed)
+    assert len(problems) == 3, problems  # the file's path and port, the command; not the log
+    assert printed_commands(json.loads(executed.read_text())) == [
+        f"kubectl apply -f {tmp_path}/manifests.yaml"
+    ]
+    assert temporary_paths("docker compose -f deploy/14/compose.yaml up") == []
