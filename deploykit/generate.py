@@ -175,7 +175,7 @@ def measure_throughput(
     """Time greedy generation of exactly `max_tokens` tokens; report median tokens/s and conditions."""
     import torch
 
-    from .._progress import progress_bar
+    from ._progress import progress_bar
 
     for _ in range(warmup):
         generate(lm, prompt, max_tokens=max_tokens, ignore_eos=True)

@@ -309,7 +309,7 @@ def run_batching(
     forward; max_wait_ms is dynamic's wait after a batch's first request. threads sets
     torch's threads for the run (None: as they are).
     """
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     _check(strategy, workload, batch_size, max_wait_ms, threads)
     lm = load_model(model, progress=progress) if not isinstance(model, LoadedModel) else model

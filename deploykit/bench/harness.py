@@ -251,7 +251,7 @@ def _rounds(
     args: argparse.Namespace, model: str, turns: _Turns, specs: dict[str, LoadSpec]
 ) -> dict[str, list[Measured]]:
     """Run args.rounds interleaved rounds per server at each concurrency; print each result."""
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     kinds = list(specs)
     out: dict[str, list[Measured]] = {kind: [] for kind in kinds}

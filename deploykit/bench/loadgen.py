@@ -300,7 +300,7 @@ async def run_load_async(
     (default spec.prompt); prompt_tokens are their expected lengths, used when the server
     reports no usage. Every request is awaited; failures are results, never exceptions.
     """
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     check_load(num_requests, concurrency, request_rate, burstiness)
     if prompts is not None and not prompts:

@@ -153,7 +153,7 @@ def _spec(flavor: str) -> list[str]:
 
 
 def _create(python: Path, flavor: str, progress: bool) -> VLLMEnv:
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     root = python.parent.parent
     logs = root / "deploykit-logs"

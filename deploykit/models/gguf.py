@@ -124,7 +124,7 @@ def _convert(
     folder: Path, label: str, outtype: str, dest: Path, progress: bool, timeout_s: float
 ) -> None:
     """Run the converter on folder into dest (atomically): the .gguf and deploykit_build.json."""
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     script = converter_path(progress=progress)
     gguf_py = script.parent / "gguf-py"
@@ -217,7 +217,7 @@ def _by_hand() -> str:
 
 def _fetch(dest: Path, progress: bool) -> None:
     """Download (or take DEPLOYKIT_LLAMACPP_SDIST), verify, and extract the converter into dest."""
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     given = _env.llamacpp_sdist()
     bar = progress_bar(

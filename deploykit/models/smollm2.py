@@ -79,7 +79,7 @@ def build_smollm2(dest: Path, progress: bool = True) -> dict:
 
     dest is written atomically (see `_build.building`); returns the build report.
     """
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     _require_gguf_support()
     started = time.perf_counter()

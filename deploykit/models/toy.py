@@ -175,7 +175,7 @@ def build(spec: ToySpec, dest: Path, progress: bool = True) -> dict:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     started = time.perf_counter()
     with building(dest) as tmp:

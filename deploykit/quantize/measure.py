@@ -250,7 +250,7 @@ def measure_quantization(
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from ..._progress import progress_bar
+    from .._progress import progress_bar
 
     names = list(methods) if methods is not None else list(available_quantizations(device))
     quants = [Quantization.from_name(m) for m in names]
