@@ -90,3 +90,14 @@ def test_every_entry_point_is_a_deploykit_subcommand():
         "vllm",
         "gguf",
     } <= commands
+
+
+def test_every_relative_import_stays_inside_the_package():
+    """A function-level `from ...x import y` one dot too many fails only when it runs."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        depth = len(path.relative_to(PACKAGE).parts)  # deploykit/x.py: 1, deploykit/a/x.py: 2
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > depth:
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.level} dots")
+    assert wrong == []
