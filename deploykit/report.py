@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._conditions import cpu_name, load_average
 
@@ -48,6 +49,9 @@ class Findings:
 
     def _repr_markdown_(self) -> str:
         return f"**{self.title}**\n\n" + "\n".join(f"- {line}" for line in self.lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))  # a notebook's text/plain: the sentences, not the dataclass
 
     def __str__(self) -> str:
         return self._repr_markdown_()
@@ -134,6 +138,9 @@ class Markdown:
 
     def _repr_markdown_(self) -> str:
         return self.text
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.text)  # a notebook's text/plain: the text, not the dataclass
 
     def __str__(self) -> str:
         return self.text
