@@ -147,3 +147,16 @@ def test_cli_models_prints_report(capsys):
     assert main(["models", "toy-tiny"]) == 0
     out = capsys.readouterr().out
     assert "toy-tiny" in out and "perplexity" in out
+
+
+def test_no_weight_loading_bar_in_an_unattended_run(tiny, capfd, monkeypatch):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_progress_bar()  # as in a notebook a person runs
+    monkeypatch.setenv("DEPLOYKIT_RUN_ID", "test")  # what the cookbook runner sets
+    dk.load_model(tiny.path)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # switched off for the load only
+    monkeypatch.delenv("DEPLOYKIT_RUN_ID")
+    dk.load_model(tiny.path)
+    assert "Loading weights" in capfd.readouterr().err  # attended: transformers' bar is back

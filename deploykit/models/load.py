@@ -70,6 +70,12 @@ def load_model(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if qconfig is not None:
         kwargs.update(quantization_config=qconfig, device_map={"": device})
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws its own "Loading weights" bar: none unattended, as for deploykit's
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if not (progress and _env.progress_bars()):
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -80,6 +86,9 @@ def load_model(
                 f"forbids downloading it. {unknown_message(path)}"
             ) from exc
         raise UnknownModelError(f"could not load {path!r}: {exc}. {unknown_message(path)}") from exc
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     if qconfig is None:
         model = model.to(device)
     model.eval()
