@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from _outputs import temporary_paths
+from IPython.lib.pretty import pretty
 
 import deploykit as dk
 from deploykit.deploy import DeploymentConfig
 from deploykit.deploy.docker import compose_file, compose_yaml, container_command
 from deploykit.deploy.kubernetes import KUBERNETES_VERSION
+from deploykit.deploy.validate import context_sources
 
 PRESETS = DeploymentConfig.presets
 # every Dockerfile the issue names: deploykit CPU and GPU, vLLM GPU, TGI GPU (+ the default)
@@ -42,6 +46,8 @@ def test_compose_file_validates_against_the_compose_spec(name):
     service = compose_file(config)["services"][config.name]
     assert service["environment"] == ["HF_TOKEN"]  # by name: no value in the file
     assert service["volumes"] == ["model-cache:/models"]
+    volume = compose_file(config)["volumes"]["model-cache"]["name"]
+    assert f" -v {volume}:/models " in dk.docker_commands(config, "out")[1]  # one cache for both
     assert service["restart"] == "unless-stopped"
     assert int(service["stop_grace_period"].rstrip("s")) > config.drain_timeout_s
     assert service["healthcheck"]["start_period"] == f"{config.model_load_s}s"
@@ -67,10 +73,11 @@ def test_manifests_pass_kubernetes_validate_strict(name):
 
 def test_kubernetes_validate_is_enforced_and_its_cli_agrees(tmp_path):
     config = CONFIGS["vllm-gpu"]
-    path = dk.write_manifests(config, tmp_path)
+    paths = dk.write_manifests(config, tmp_path)
+    files = [str(path) for name, path in paths.items() if name != "kustomization.yaml"]
     cli = Path(sys.executable).with_name("kubernetes-validate")
     done = subprocess.run(
-        [str(cli), "--strict", "-k", KUBERNETES_VERSION, str(path)],
+        [str(cli), "--strict", "-k", KUBERNETES_VERSION, *files],
         capture_output=True,
         text=True,
         timeout=120,
@@ -186,16 +193,115 @@ def test_probe_and_grace_defaults_follow_the_timings():
         DeploymentConfig.from_name("no-such-preset")
 
 
-def test_written_files_point_compose_at_the_checkout(tmp_path):
-    paths = dk.write_docker_files(DeploymentConfig(), tmp_path / "out")
+def test_written_folder_is_its_own_build_context(tmp_path):
+    out = tmp_path / "deploy" / "14_docker_compose"
+    paths = dk.write_docker_files(DeploymentConfig(), out)
+    archive = f"deploykit-{dk.__version__}.tar.gz"
+    assert sorted(paths) == sorted(["Dockerfile", ".dockerignore", "compose.yaml", archive])
+    assert all(path.parent == out for path in paths.values())
     compose = yaml.safe_load(paths["compose.yaml"].read_text())
-    build = compose["services"]["llm"]["build"]
-    context = (paths["compose.yaml"].parent / build["context"]).resolve()
-    assert (context / "pyproject.toml").is_file() and (context / "deploykit").is_dir()
-    assert (context / build["dockerfile"]).resolve() == paths["Dockerfile"].resolve()
-    assert paths["dockerignore"].read_text().startswith("*\n!pyproject.toml")
-    commands = dk.docker_commands(DeploymentConfig(), tmp_path / "out")
-    assert commands[0].startswith("docker build -f ") and "docker compose" in commands[2]
+    assert compose["services"]["llm"]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
+    assert paths[".dockerignore"].read_text() == f"*\n!{archive}\n"
+    assert dk.check_build_context(paths["compose.yaml"]).ok
+    for path in paths.values():  # nothing in the folder names where it was written
+        assert temporary_paths(path.read_text(errors="replace")) == [], path
+        assert str(tmp_path) not in path.read_text(errors="replace"), path
+    with tarfile.open(paths[archive]) as tar:
+        names = tar.getnames()
+    top = f"deploykit-{dk.__version__}"
+    assert {f"{top}/pyproject.toml", f"{top}/README.md", f"{top}/deploykit/__init__.py"} <= set(
+        names
+    )
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    first = paths[archive].read_bytes()
+    dk.write_docker_files(DeploymentConfig(), out)
+    assert paths[archive].read_bytes() == first  # the same source gives the same archive
+
+    commands = dk.docker_commands(DeploymentConfig(), "deploy/14_docker_compose")
+    assert commands[0] == "docker build -t deploykit-llm:0.1.0 deploy/14_docker_compose"
+    assert commands[2].startswith("docker compose -f deploy/14_docker_compose/compose.yaml up")
+
+    vllm = dk.write_docker_files(CONFIGS["vllm-gpu"], tmp_path / "vllm")
+    assert sorted(vllm) == [".dockerignore", "Dockerfile", "compose.yaml"]  # copies nothing
+    assert dk.check_build_context(vllm["compose.yaml"]).ok
+
+
+def test_pip_builds_the_wheel_the_dockerfile_expects_from_the_source_archive(tmp_path):
+    pytest.importorskip("setuptools")  # the build backend; the image's first stage downloads it
+    paths = dk.write_docker_files(DeploymentConfig(), tmp_path / "ctx")
+    archive = paths[f"deploykit-{dk.__version__}.tar.gz"]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+        + ["--quiet", "--wheel-dir", str(tmp_path / "dist"), str(archive)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    assert f"test -f /dist/{wheel.name}" in paths["Dockerfile"].read_text()
+    assert f"pip install --no-cache-dir /dist/{wheel.name}" in paths["Dockerfile"].read_text()
+
+
+def test_build_context_check_finds_what_docker_would_miss(tmp_path):
+    paths = dk.write_docker_files(DeploymentConfig(), tmp_path / "ctx")
+    archive = f"deploykit-{dk.__version__}.tar.gz"
+    paths[".dockerignore"].write_text("*\n")  # the archive no longer reaches the build
+    assert "excluded by .dockerignore" in str(dk.check_build_context(paths["compose.yaml"]))
+    paths[archive].unlink()
+    assert "not in the build context" in str(dk.check_build_context(paths["compose.yaml"]))
+    compose = yaml.safe_load(paths["compose.yaml"].read_text())
+    compose["services"]["llm"]["build"] = {"context": str(tmp_path / "ctx")}
+    paths["compose.yaml"].write_text(yaml.safe_dump(compose))
+    assert "absolute path" in str(dk.check_build_context(paths["compose.yaml"]))
+    sources = context_sources(
+        "FROM a AS b\nCOPY x.txt y/ /dst/\nCOPY --from=b /o /p\n"
+        "RUN --mount=type=bind,source=w.whl,target=/w pip install /w\n"
+        "RUN --mount=type=bind,from=b,source=/dist,target=/dist true\n"
+    )
+    assert sources == ["x.txt", "y/", "w.whl"]
+
+
+def test_manifests_folder_applies_with_kustomize(tmp_path):
+    out = tmp_path / "deploy" / "15_kubernetes"
+    paths = dk.write_manifests(CONFIGS["vllm-gpu"], out)
+    kustomization = yaml.safe_load(paths["kustomization.yaml"].read_text())
+    assert kustomization["kind"] == "Kustomization"
+    assert kustomization["resources"] == [
+        "pvc.yaml",
+        "deployment.yaml",
+        "service.yaml",
+        "hpa.yaml",
+        "pdb.yaml",
+    ]
+    assert dk.check_kustomization(out).ok, str(dk.check_kustomization(out))
+    assert dk.kubernetes_commands(CONFIGS["vllm-gpu"], "deploy/15_kubernetes")[2] == (
+        "kubectl apply -k deploy/15_kubernetes"
+    )
+    # rewritten without an autoscaler: the old hpa.yaml goes, the kustomization follows
+    paths = dk.write_manifests(DeploymentConfig(), out)
+    assert not (out / "hpa.yaml").exists() and "hpa.yaml" not in paths
+    assert dk.check_kustomization(out).ok
+    (out / "extra.yaml").write_text("kind: ConfigMap\n")
+    (out / "service.yaml").unlink()
+    problems = str(dk.check_kustomization(out))
+    assert "extra.yaml: in the folder, not listed" in problems
+    assert "service.yaml: listed, but not in" in problems
+
+
+def test_tables_fit_a_page():
+    for rows in (
+        dk.docker_differences(CONFIGS["vllm-gpu"]),
+        dk.kubernetes_differences(CONFIGS["vllm-gpu"]),
+    ):
+        text = dk.differences_markdown(rows)
+        assert len(text.text.splitlines()) >= len(rows)
+        assert max(len(line) for line in text.text.splitlines()) <= 100
+        assert pretty(text) == text.text  # a notebook's text/plain: the text, not a repr
+    assert max(len(line) for line in str(CONFIGS["vllm-gpu"]).splitlines()) <= 100
+    rows = dk.probe_table(CONFIGS["vllm-gpu"])
+    assert [r["probe"] for r in rows] == ["startupProbe", "readinessProbe", "livenessProbe"]
+    assert rows[0]["acts_after_s"] >= CONFIGS["vllm-gpu"].model_load_s
 
 
 def test_host_command_changes_only_what_cannot_exist_here():
@@ -228,6 +334,8 @@ def test_cpu_image_cmd_serves_passes_its_healthcheck_and_drains_on_sigterm():
         assert dk.run_healthcheck(text, server.port) == 0  # the image's own HEALTHCHECK command
         drain = dk.sigterm_drain(server, model="toy-tiny", requests=6, max_tokens=300)
         assert drain.ready_status in (503, 0)  # draining: load balancers stop sending new work
+        assert drain.new_request_status in (503, 0)  # new work is refused, told when to retry
+        assert drain.new_request_status == 0 or drain.retry_after is not None
         assert drain.all_completed, drain.statuses
         assert drain.completion_tokens == (300,) * 6  # finished, not cut short
         assert drain.exit_code == 0, server.log_tail()

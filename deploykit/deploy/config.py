@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -325,6 +326,16 @@ class DeploymentConfig:
                 max_total_tokens=self.max_model_len,
             )
         return None
+
+    def __str__(self) -> str:
+        """Return the repr wrapped at 100 columns between fields, for printing."""
+        return textwrap.fill(
+            repr(self),
+            100,
+            subsequent_indent="    ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
 
     def replace(self, **changes: Any) -> DeploymentConfig:
         """Return a copy with some fields changed (checked again, like a new one)."""

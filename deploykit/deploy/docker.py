@@ -3,25 +3,30 @@
 Every image runs as a non-root user, keeps no model inside (weights are downloaded at first
 start into the volume mounted at /models, or already sit there), checks /health, and stops
 on SIGTERM. vLLM and TGI images are thin layers over the official ones; their command lines
-come from `VLLMArgs` / `TGIArgs`, deploykit's from `serve_command`. Nothing here builds an
-image or talks to a Docker engine: `host_command` turns the CPU image's CMD into a command
-this machine can run, listing each part it had to change.
+come from `VLLMArgs` / `TGIArgs`, deploykit's from `serve_command`. `write_docker_files`
+writes a folder that is its own build context (the Dockerfile, its .dockerignore, compose.yaml
+and, for deploykit's image, deploykit's source archive), every path in it relative to it.
+Nothing here builds an image or talks to a Docker engine: `host_command` turns the CPU image's
+CMD into a command this machine can run, listing each part it had to change.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from ..errors import ConfigurationError, InvalidArgumentError
 from ..launch import Server, deploykit_command, launch_server
 from .config import MODEL_DIR, PYTHON_IMAGE, TORCH_VERSION, USER_ID, DeploymentConfig
 
@@ -132,11 +137,19 @@ def dockerfile(config: DeploymentConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+def source_archive_name() -> str:
+    """Return the file name of deploykit's source archive in the build context."""
+    from .._version import __version__
+
+    return f"deploykit-{__version__}.tar.gz"
+
+
 def _deploykit_build(config: DeploymentConfig, base: str) -> list[str]:
-    """Return the stages that build deploykit's wheel from this checkout and install it."""
+    """Return the stages that build deploykit's wheel from its source archive and install it."""
     from .._version import __version__
 
     wheel = f"deploykit-{__version__}-py3-none-any.whl"
+    archive = source_archive_name()
     if config.gpus:  # the CUDA runtime image has no Python: the distribution's, in a venv
         python = [
             f"FROM {base}",
@@ -159,34 +172,73 @@ def _deploykit_build(config: DeploymentConfig, base: str) -> list[str]:
             f"torch=={TORCH_VERSION}",
         ]
     return [
-        "# Stage 1: build deploykit's wheel from the checkout (the build context's root).",
+        f"# Stage 1: build deploykit's wheel from {archive}, beside this Dockerfile.",
         f"FROM {PYTHON_IMAGE} AS wheel",
-        "WORKDIR /src",
-        "COPY pyproject.toml README.md ./",
-        "COPY deploykit ./deploykit",
-        f"RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \\\n    && test -f /dist/{wheel}",
+        f"COPY {archive} /src/",
+        f"RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist /src/{archive} \\"
+        f"\n    && test -f /dist/{wheel}",
         "",
-        "# Stage 2: the server image: torch, then the wheel; no source, no build tools.",
+        "# Stage 2: the server image: torch, then the wheel (mounted, never a layer); no source.",
         *python,
-        f"COPY --from=wheel /dist/{wheel} /tmp/",
-        f"RUN pip install --no-cache-dir /tmp/{wheel} && rm /tmp/{wheel}",
+        "RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \\",
+        f"    pip install --no-cache-dir /dist/{wheel}",
     ]
 
 
 def dockerignore(config: DeploymentConfig) -> str:
-    """Return the <Dockerfile>.dockerignore: send only what the build copies (not .venv, not models)."""
+    """Return the .dockerignore: an allow-list of what the build copies (nothing for vLLM/TGI)."""
     if config.engine != "deploykit":
         return "*\n"  # vLLM and TGI images copy nothing from the context
-    return "*\n!pyproject.toml\n!README.md\n!deploykit/\ndeploykit/**/__pycache__\n"
+    return f"*\n!{source_archive_name()}\n"
 
 
-def compose_file(
-    config: DeploymentConfig, dockerfile_path: str = "Dockerfile", context: str = "."
-) -> dict[str, Any]:
-    """Return the Compose file (a dict) that builds and runs the image with its volume."""
+def write_source_archive(path: str | Path) -> Path:
+    """Write deploykit's source (pyproject.toml, README.md, deploykit/) as a .tar.gz; return path.
+
+    The files the wheel is built from, taken from the checkout this deploykit is imported
+    from, under one top folder as in a source distribution; pip builds a wheel from it. Byte
+    for byte the same for the same source: entries sorted, owners and times zeroed.
+    """
+    from .._version import __version__
+
+    root = Path(__file__).resolve().parents[2]  # deploykit/deploy/docker.py -> the checkout
+    if not (root / "pyproject.toml").is_file():
+        raise ConfigurationError(
+            f"deploykit is imported from {root / 'deploykit'}, not from a checkout: its "
+            "image is built from the source. Install it with `pip install -e .` from a clone."
+        )
+    top = f"deploykit-{__version__}"
+    files = [root / "pyproject.toml", root / "README.md"]
+    files += sorted(
+        p
+        for p in (root / "deploykit").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    )
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file in files:
+            info = tar.gettarinfo(str(file), f"{top}/{file.relative_to(root).as_posix()}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            info.mode = 0o644
+            with file.open("rb") as handle:
+                tar.addfile(info, handle)
+    out = Path(path)
+    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(buffer.getvalue())
+    return out
+
+
+def compose_file(config: DeploymentConfig) -> dict[str, Any]:
+    """Return the Compose file (a dict) that builds and runs the image with its volume.
+
+    The build context is the compose file's own folder, where `write_docker_files` puts the
+    Dockerfile and everything it copies.
+    """
     health = healthcheck_command(config)
     service: dict[str, Any] = {
-        "build": {"context": context, "dockerfile": dockerfile_path},
+        "build": {"context": ".", "dockerfile": "Dockerfile"},
         "image": config.image_ref,
         "ports": [f"{config.port}:{config.port}"],
         # the name alone passes the variable from the shell (or .env) if set: no value in the file
@@ -212,56 +264,52 @@ def compose_file(
         }
         # NCCL and PyTorch workers share tensors through /dev/shm (Docker's default is 64 MB)
         service["shm_size"] = "8g" if config.engine != "tgi" else config.engine_args().shm_size
-    return {"name": config.name, "services": {config.name: service}, "volumes": {"model-cache": {}}}
+    # named explicitly (Compose would prefix the project): `docker run` mounts the same volume
+    volumes = {"model-cache": {"name": volume_name(config)}}
+    return {"name": config.name, "services": {config.name: service}, "volumes": volumes}
 
 
-def compose_yaml(
-    config: DeploymentConfig, dockerfile_path: str = "Dockerfile", context: str = "."
-) -> str:
+def volume_name(config: DeploymentConfig) -> str:
+    """Return the Docker volume that holds the model cache, shared by Compose and `docker run`."""
+    return f"{config.name}-model-cache"
+
+
+def compose_yaml(config: DeploymentConfig) -> str:
     """Return the Compose file as YAML text."""
     import yaml
 
-    return yaml.safe_dump(compose_file(config, dockerfile_path, context), sort_keys=False)
+    return yaml.safe_dump(compose_file(config), sort_keys=False)
 
 
 def write_docker_files(config: DeploymentConfig, out_dir: str | Path) -> dict[str, Path]:
-    """Write Dockerfile, Dockerfile.dockerignore and compose.yaml into out_dir; return their paths.
+    """Write a build context into out_dir; return each file's path (under out_dir as given).
 
-    Compose builds with the checkout as context for deploykit images (the Dockerfile copies
-    its source) and out_dir for vLLM and TGI (they copy nothing).
+    The folder holds the Dockerfile, its .dockerignore, compose.yaml (`context: .`) and, for
+    deploykit's image, deploykit's source archive: `docker build out_dir` and `docker compose
+    -f out_dir/compose.yaml up` work from anywhere, and the folder can be copied elsewhere.
     """
-    out = Path(out_dir).absolute()
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "Dockerfile": out / "Dockerfile",
-        "dockerignore": out / "Dockerfile.dockerignore",
+        ".dockerignore": out / ".dockerignore",
         "compose.yaml": out / "compose.yaml",
     }
     paths["Dockerfile"].write_text(dockerfile(config))
-    paths["dockerignore"].write_text(dockerignore(config))
-    # Compose resolves the context from the compose file's folder, the Dockerfile from the context
-    context = _context(config, out)
-    paths["compose.yaml"].write_text(
-        compose_yaml(
-            config, os.path.relpath(paths["Dockerfile"], context), os.path.relpath(context, out)
-        )
-    )
+    paths[".dockerignore"].write_text(dockerignore(config))
+    paths["compose.yaml"].write_text(compose_yaml(config))
+    if config.engine == "deploykit":
+        archive = source_archive_name()
+        paths[archive] = write_source_archive(out / archive)
     return paths
 
 
-def _context(config: DeploymentConfig, out: Path) -> Path:
-    """Return the build context: the cookbook checkout for deploykit, else the files' folder."""
-    if config.engine != "deploykit":
-        return out
-    from .._env import find_root
-
-    return find_root()
-
-
 def docker_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
-    """Return the shell commands that build and run the rendered files where Docker exists."""
-    out = Path(out_dir).absolute()
-    context = _context(config, out)
+    """Return the shell commands that build and run the files in out_dir where Docker exists.
+
+    Paths are out_dir as given: run the commands from the folder it is relative to.
+    """
+    out = Path(out_dir)
     gpus = ["--gpus", str(config.gpus)] if config.gpus else []
     run = [
         "docker",
@@ -271,18 +319,19 @@ def docker_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
         f"{config.port}:{config.port}",
         *gpus,
         "-v",
-        f"model-cache:{MODEL_DIR}",
+        f"{volume_name(config)}:{MODEL_DIR}",
         "-e",
         config.hf_token_env,
         config.image_ref,
     ]
+    compose = ["docker", "compose", "-f", (out / "compose.yaml").as_posix()]
     q = shlex.join
     return [
-        q(["docker", "build", "-f", str(out / "Dockerfile"), "-t", config.image_ref, str(context)]),
+        q(["docker", "build", "-t", config.image_ref, out.as_posix()]),
         q(run),
-        q(["docker", "compose", "-f", str(out / "compose.yaml"), "up", "--detach", "--wait"]),
+        q([*compose, "up", "--detach", "--wait"]),
         f"curl -s localhost:{config.port}{config.ready_path}",
-        q(["docker", "compose", "-f", str(out / "compose.yaml"), "down"]),
+        q([*compose, "down"]),
     ]
 
 
@@ -392,7 +441,7 @@ def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
             "executable",
             "deploykit",
             f"{Path(sys.executable).name} -m deploykit",
-            "the image's console script; this kernel's Python runs the same entry point",
+            "same entry point as the image's console script",
         )
     ]
     out = deploykit_command("serve")
@@ -402,14 +451,14 @@ def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
             v != "{host}",
             "{host}",
             "127.0.0.1",
-            "servers here bind loopback: nothing outside this machine reaches them",
+            "loopback only: unreachable from outside",
         ),
         "--port": lambda v: (True, "{port}", "a free port", "launch_server picks one at start"),
         "--model": lambda v: (
             v not in BUILTIN_MODELS,
             model,
             model,
-            f"the image loads it from the hub or {MODEL_DIR}, neither of which exists here",
+            f"neither the hub nor {MODEL_DIR} is reachable here",
         ),
         "--device": lambda v: (v != "cpu", "cpu", "cpu", "no GPU on this machine"),
     }

@@ -259,31 +259,57 @@ def manifests(config: DeploymentConfig) -> list[dict[str, Any]]:
     return docs + [pod_disruption_budget(config)]
 
 
-def manifests_yaml(config: DeploymentConfig) -> str:
-    """Return the manifests as one multi-document YAML file."""
+FILE_NAMES = {
+    "PersistentVolumeClaim": "pvc.yaml",
+    "Deployment": "deployment.yaml",
+    "Service": "service.yaml",
+    "HorizontalPodAutoscaler": "hpa.yaml",
+    "PodDisruptionBudget": "pdb.yaml",
+}
+
+
+def kustomization(config: DeploymentConfig) -> dict[str, Any]:
+    """Return the kustomization.yaml that lists the manifests: `kubectl apply -k <folder>`."""
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [FILE_NAMES[doc["kind"]] for doc in manifests(config)],
+    }
+
+
+def write_manifests(config: DeploymentConfig, out_dir: str | Path) -> dict[str, Path]:
+    """Write one file per manifest and a kustomization.yaml into out_dir; return their paths.
+
+    Paths are under out_dir as given; the kustomization lists the others by name, so the
+    folder works from anywhere (`kubectl apply -k out_dir`) and can be copied elsewhere.
+    """
     import yaml
 
-    return "---\n".join(yaml.safe_dump(doc, sort_keys=False) for doc in manifests(config))
-
-
-def write_manifests(config: DeploymentConfig, out_dir: str | Path) -> Path:
-    """Write the manifests to out_dir/<name>.yaml and return its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{config.name}.yaml"
-    path.write_text(manifests_yaml(config))
-    return path.absolute()
+    paths = {}
+    for doc in manifests(config):
+        paths[FILE_NAMES[doc["kind"]]] = out / FILE_NAMES[doc["kind"]]
+        paths[FILE_NAMES[doc["kind"]]].write_text(yaml.safe_dump(doc, sort_keys=False))
+    for stale in set(FILE_NAMES.values()) - set(paths):  # e.g. an HPA from an earlier run
+        (out / stale).unlink(missing_ok=True)
+    paths["kustomization.yaml"] = out / "kustomization.yaml"
+    paths["kustomization.yaml"].write_text(yaml.safe_dump(kustomization(config), sort_keys=False))
+    return paths
 
 
-def kubernetes_commands(config: DeploymentConfig, manifest_path: str | Path) -> list[str]:
-    """Return the commands that deploy the manifests where a cluster exists (kubectl configured)."""
+def kubernetes_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
+    """Return the commands that deploy out_dir's manifests where a cluster exists.
+
+    Paths are out_dir as given: run the commands from the folder it is relative to.
+    """
     rollout_s = config.model_load_s + 120
     return [
         f"docker push {config.image_ref}  # after `docker build` (notebook 14), tagged for your registry",
         # the token travels from the shell variable into the Secret; it is never in a file
         f"kubectl create secret generic {secret_name(config)} "
         f'--from-literal={config.hf_token_env}="${config.hf_token_env}"',
-        shlex.join(["kubectl", "apply", "-f", str(manifest_path)]),
+        shlex.join(["kubectl", "apply", "-k", Path(out_dir).as_posix()]),
         f"kubectl rollout status deployment/{config.name} --timeout={rollout_s}s",
         f"kubectl port-forward service/{config.name} {config.port}:80",
         f"curl -s localhost:{config.port}{config.ready_path}",
@@ -302,26 +328,64 @@ def probe_timeline(config: DeploymentConfig) -> dict[str, float]:
     }
 
 
+def probe_table(config: DeploymentConfig) -> list[dict[str, Any]]:
+    """Return one row per probe: what it calls, how often, and what it does after how long."""
+    action = {
+        "startupProbe": "restart the container",
+        "readinessProbe": "stop routing to the pod",
+        "livenessProbe": "restart the container",
+    }
+    rows = []
+    for kind, probe in probes(config).items():
+        period, failures = probe["periodSeconds"], probe["failureThreshold"]
+        rows.append(
+            {
+                "probe": kind,
+                "path": probe["httpGet"]["path"],
+                "every_s": period,
+                "timeout_s": probe["timeoutSeconds"],
+                "failures": failures,
+                "acts_after_s": period * failures,
+                "action": action[kind],
+            }
+        )
+    return rows
+
+
 def plot_pod_timeline(config: DeploymentConfig):
     """Plot a pod's start (model load vs startup-probe budget) and stop (preStop, drain, grace)."""
     import matplotlib.pyplot as plt
 
     t = probe_timeline(config)
-    fig, (start, stop) = plt.subplots(2, 1, figsize=(8, 3.4))
-    start.barh(
-        ["startup probe budget", "model load, worst case"],
-        [t["startup_budget_s"], t["model_load_s"]],
-        color=["tab:green", "tab:blue"],
-    )
-    start.set_title("start: the startup probe must outlast the model load")
+    fig, (start, stop) = plt.subplots(2, 1, figsize=(8, 3.8))
+    # one colour per quantity, none shared between the panels
+    start_bars = [
+        ("model load, worst case", 0, t["model_load_s"], "tab:blue"),
+        ("startup probe budget", 0, t["startup_budget_s"], "tab:green"),
+    ]
+    stop_bars = [
+        ("preStop sleep", 0, config.prestop_sleep_s, "tab:gray"),
+        ("drain after SIGTERM", config.prestop_sleep_s, config.drain_timeout_s, "tab:orange"),
+        ("grace period (then SIGKILL)", 0, t["grace_period_s"], "tab:red"),
+    ]
+    for ax, bars in ((start, start_bars), (stop, stop_bars)):
+        labels = [b[0] for b in bars]
+        ax.barh(labels, [b[2] for b in bars], left=[b[1] for b in bars], color=[b[3] for b in bars])
+        ax.invert_yaxis()  # first bar on top, in the order the events happen
+        end = max(b[1] + b[2] for b in bars)
+        for label, left, width, _ in bars:
+            ax.annotate(
+                f"ends at {left + width:g} s",
+                (left + width, label),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+            )
+        ax.set_xlim(0, end * 1.22)
+    start.set_title("start: the startup probe must outlast the model load", fontsize=10)
     start.set_xlabel("seconds after the container starts")
-    stop.barh(
-        ["grace period (then SIGKILL)", "drain after SIGTERM", "preStop sleep"],
-        [t["grace_period_s"], config.drain_timeout_s, config.prestop_sleep_s],
-        left=[0, config.prestop_sleep_s, 0],
-        color=["tab:red", "tab:blue", "tab:gray"],
-    )
-    stop.set_title("stop: in-flight requests must finish before the grace period ends")
+    stop.set_title("stop: in-flight requests must finish before the grace period ends", fontsize=10)
     stop.set_xlabel("seconds after the pod is told to terminate")
     fig.tight_layout()
     return fig

@@ -4,10 +4,14 @@ The seed (the design notes this cookbook started from) shipped a Dockerfile, a C
 and Kubernetes manifests. Its Dockerfile is quoted below as data, so that notebooks can run
 hadolint on it beside the rendered one; everything else is compared in rows of
 (file, setting, seed, deploykit, why), with deploykit's column read from a DeploymentConfig.
+`differences_markdown` shows the rows as a list a page wide, rather than a five-column table.
 """
 
 from __future__ import annotations
 
+import textwrap
+
+from ..report import Markdown
 from .config import MODEL_DIR, USER_ID, DeploymentConfig
 
 # Quoted from the seed's "Docker Deployment" section, unchanged.
@@ -68,7 +72,8 @@ def docker_differences(config: DeploymentConfig) -> list[dict[str, str]]:
             "Dockerfile",
             "what is copied",
             "COPY . . (the whole folder, .env and .git included)",
-            "pyproject.toml, README.md, deploykit/ into a build stage; an allow-list .dockerignore",
+            "deploykit's source archive into a build stage, the wheel into the image; "
+            "an allow-list .dockerignore",
             "a secret in the build context would end up in a layer anyone with the image can read",
         ),
         (
@@ -229,3 +234,24 @@ def kubernetes_differences(config: DeploymentConfig) -> list[dict[str, str]]:
         ),
     ]
     return [dict(zip(("object", "setting", "seed", "deploykit", "why"), row)) for row in rows]
+
+
+def differences_markdown(rows: list[dict[str, str]], width: int = 100) -> Markdown:
+    """Return difference rows as a Markdown list, one item per setting, wrapped to width.
+
+    Each item reads: the file or object and the setting, then the seed's value, deploykit's
+    value and why, so the seed-versus-now comparison fits a page.
+    """
+    items = []
+    for row in rows:
+        where = row.get("file") or row.get("object") or ""
+        text = (
+            f"**{where}, {row['setting']}.** *Seed:* {row['seed']}. "
+            f"*deploykit:* {row['deploykit']}. *Why:* {row['why']}."
+        )
+        items.append(
+            textwrap.fill(
+                text, width, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False
+            )
+        )
+    return Markdown("\n".join(items))

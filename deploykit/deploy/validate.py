@@ -6,6 +6,9 @@
   validates with (compose-go), vendored here as compose-spec.json.
 - Kubernetes manifests: kubernetes-validate, against the OpenAPI-derived JSON schemas of one
   stated Kubernetes version, in strict mode (an unknown field is an error, not ignored).
+- A written folder: a Compose file's build context holds every file its Dockerfile copies
+  (as .dockerignore lets them through), and a kustomization.yaml lists every manifest beside
+  it (and `kubectl kustomize` renders it, where kubectl is installed).
 
 None of these builds an image or talks to a Docker engine or a cluster: they check that the
 files are well formed and follow the tools' rules, which is what can be proven here.
@@ -13,8 +16,12 @@ files are well formed and follow the tools' rules, which is what can be proven h
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -161,3 +168,165 @@ def validate_manifests(
         target,
         tuple(problems),
     )
+
+
+def _instructions(dockerfile_text: str) -> list[tuple[str, list[str]]]:
+    """Return (instruction, words) for each Dockerfile instruction, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", dockerfile_text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            head, _, rest = line.partition(" ")
+            try:
+                words = json.loads(rest) if rest.lstrip().startswith("[") else shlex.split(rest)
+            except (ValueError, json.JSONDecodeError):
+                words = rest.split()
+            out.append((head.upper(), [str(w) for w in words]))
+    return out
+
+
+def context_sources(dockerfile_text: str) -> list[str]:
+    """Return the build-context paths a Dockerfile reads: COPY/ADD sources, RUN bind mounts.
+
+    Sources taken from another stage or image (`--from=`) are not in the context.
+    """
+    sources = []
+    for instruction, words in _instructions(dockerfile_text):
+        flags = [w for w in words if w.startswith("--")]
+        args = [w for w in words if not w.startswith("--")]
+        if instruction in ("COPY", "ADD") and not any(f.startswith("--from=") for f in flags):
+            sources += [a for a in args[:-1] if "://" not in a]
+        if instruction == "RUN":
+            for flag in flags:
+                if flag.startswith("--mount="):
+                    options = dict(
+                        part.partition("=")[::2] for part in flag[len("--mount=") :].split(",")
+                    )
+                    if options.get("type") == "bind" and "from" not in options:
+                        sources.append(options.get("source", options.get("src", ".")))
+    return sources
+
+
+def _ignored(path: str, patterns: list[str]) -> bool:
+    """Return whether .dockerignore patterns exclude path (the last matching pattern wins)."""
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for pattern in patterns:
+        keep = pattern.startswith("!")
+        pattern = pattern.lstrip("!").strip().strip("/")
+        if any(fnmatch.fnmatchcase(prefix, pattern) for prefix in prefixes):
+            excluded = not keep
+    return excluded
+
+
+def check_build_context(compose_path: str | Path) -> Check:
+    """Check each service's build context as Docker would see it from the compose file's folder.
+
+    The context and Dockerfile exist, no path is absolute (the folder can move), and every
+    file the Dockerfile reads from the context is there and let through by .dockerignore
+    (`<Dockerfile>.dockerignore` beside the Dockerfile first, as BuildKit reads it).
+    """
+    import yaml
+
+    compose = Path(compose_path)
+    doc = yaml.safe_load(compose.read_text())
+    problems = []
+    for name, service in (doc.get("services") or {}).items():
+        build = service.get("build")
+        if build is None:
+            continue
+        build = {"context": build} if isinstance(build, str) else build
+        context_name, dockerfile_name = (
+            build.get("context", "."),
+            build.get("dockerfile", "Dockerfile"),
+        )
+        for value in (context_name, dockerfile_name):
+            if Path(value).is_absolute():
+                problems.append(f"{name}: {value} is an absolute path: the folder cannot move")
+        context = compose.parent / context_name
+        dockerfile = context / dockerfile_name
+        if not dockerfile.is_file():
+            problems.append(f"{name}: no Dockerfile at {dockerfile_name} in context {context_name}")
+            continue
+        ignore_file = dockerfile.with_name(dockerfile.name + ".dockerignore")
+        ignore_file = ignore_file if ignore_file.is_file() else context / ".dockerignore"
+        patterns = [
+            line.strip()
+            for line in (ignore_file.read_text().splitlines() if ignore_file.is_file() else [])
+            if line.strip() and not line.startswith("#")
+        ]
+        for source in context_sources(dockerfile.read_text()):
+            clean = os.path.normpath(source)
+            if clean.startswith("..") or Path(clean).is_absolute():
+                problems.append(f"{name}: {source} lies outside the build context")
+            elif not glob.glob(str(context / clean)):
+                problems.append(f"{name}: {source} is not in the build context {context_name}")
+            elif clean != "." and _ignored(clean, patterns):
+                problems.append(f"{name}: {source} is excluded by {ignore_file.name}")
+    return Check("build context", compose.as_posix(), tuple(problems))
+
+
+def kubectl_version() -> str | None:
+    """Return kubectl's client version (e.g. 'v1.32.4'), or None where kubectl is not installed."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        return None
+    done = subprocess.run(
+        [kubectl, "version", "--client", "--output=json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    try:
+        return str(json.loads(done.stdout)["clientVersion"]["gitVersion"])
+    except (json.JSONDecodeError, KeyError):
+        return "unknown version"
+
+
+def check_kustomization(folder: str | Path) -> Check:
+    """Check that `kubectl apply -k folder` would find every manifest, and nothing else.
+
+    kustomization.yaml lists resources that exist beside it, each a manifest with a kind;
+    every other YAML file in the folder is listed; no path is absolute or leaves the folder.
+    Where kubectl is installed, `kubectl kustomize folder` (client-side: no cluster) must
+    render as many objects as the files hold.
+    """
+    import yaml
+
+    root = Path(folder)
+    problems = []
+    path = root / "kustomization.yaml"
+    if not path.is_file():
+        return Check("kustomization", root.as_posix(), (f"no kustomization.yaml in {root}",))
+    listed = (yaml.safe_load(path.read_text()) or {}).get("resources") or []
+    objects = 0
+    for resource in listed:
+        clean = os.path.normpath(resource)
+        if clean.startswith("..") or Path(clean).is_absolute():
+            problems.append(f"{resource}: outside the folder: it cannot move")
+        elif not (root / clean).is_file():
+            problems.append(f"{resource}: listed, but not in {root}")
+        else:
+            docs = [d for d in yaml.safe_load_all((root / clean).read_text()) if d]
+            objects += len(docs)
+            problems += [f"{resource}: a document with no kind" for d in docs if "kind" not in d]
+    on_disk = {p.name for p in root.glob("*.y*ml")} - {"kustomization.yaml"}
+    problems += [f"{name}: in the folder, not listed" for name in sorted(on_disk - set(listed))]
+    tool = "kustomization"
+    version = kubectl_version()
+    if version is not None and not problems:
+        tool = f"kubectl kustomize ({version}, client-side)"
+        done = subprocess.run(
+            [str(shutil.which("kubectl")), "kustomize", str(root)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        rendered = [d for d in yaml.safe_load_all(done.stdout) if d] if done.returncode == 0 else []
+        if done.returncode != 0:
+            problems.append(done.stderr.strip() or f"kubectl kustomize exited {done.returncode}")
+        elif len(rendered) != objects:
+            problems.append(f"kubectl kustomize rendered {len(rendered)} objects, not {objects}")
+    return Check(tool, root.as_posix(), tuple(problems))

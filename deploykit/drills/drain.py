@@ -2,8 +2,8 @@
 
 What Kubernetes does to a pod on every rollout, scale-down and node drain, done here to a
 local server: start long requests, wait until the server has admitted them all, signal it,
-then record each request's outcome, what /ready said during the drain and how the process
-ended. The caller compares the time against the drain timeout and the grace period.
+then record each request's outcome, what /ready and a new request got during the drain, and
+how the process ended. The caller compares the time against the drain timeout and the grace period.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class DrainResult:
     ready_status: int  # /ready while draining (0: the port was already closed)
     exit_code: int | None  # None: still running after timeout_s
     drain_s: float  # from SIGTERM to the process's exit (or to the timeout)
+    new_request_status: int = 0  # a completion sent while draining (0: the port was closed)
+    retry_after: str | None = None  # its Retry-After header, if it had one
 
     @property
     def all_completed(self) -> bool:
@@ -92,10 +94,15 @@ def sigterm_drain(
                 ready = (await client.get("/ready")).status_code
             except httpx.HTTPError:
                 ready = 0
-            return await inflight, ready, signalled
+            try:  # a new request while draining: refused, with when to retry (elsewhere)
+                late = await client.post("/v1/completions", json={**body, "max_tokens": 1})
+                refused = (late.status_code, late.headers.get("retry-after"))
+            except httpx.HTTPError:
+                refused = (0, None)
+            return await inflight, ready, refused, signalled
 
     # a notebook's kernel already runs an event loop: _run_sync uses a thread then
-    responses, ready, signalled = _run_sync(scenario())
+    responses, ready, refused, signalled = _run_sync(scenario())
     code = server.wait(max(0.0, timeout_s - (time.monotonic() - signalled)))
     drain_s = time.monotonic() - signalled
     statuses = tuple(r.status_code if r is not None else 0 for r in responses)
@@ -103,4 +110,4 @@ def sigterm_drain(
         r.json()["usage"]["completion_tokens"] if r is not None and r.status_code == 200 else 0
         for r in responses
     )
-    return DrainResult(requests, statuses, tokens, ready, code, drain_s)
+    return DrainResult(requests, statuses, tokens, ready, code, drain_s, *refused)
