@@ -221,9 +221,21 @@ class Arrivals:
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 3))
         ax.step(self.arrival_s, range(1, len(self.arrival_s) + 1), where="post")
+        if self.arrival_s:  # time to first piece: the wait before anything shows
+            ax.axvline(self.first_s, color="gray", linestyle="--", linewidth=1)
+            ax.annotate(
+                f" first piece after {self.first_s * 1000:.0f} ms",
+                (self.first_s, len(self.arrival_s)),
+                va="top",
+                fontsize=8,
+                color="dimgray",
+            )
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("seconds since request")
         ax.set_ylabel("pieces received")
         ax.set_title(title)
+        ax.figure.tight_layout()
         return ax
 
 

@@ -71,3 +71,13 @@ def test_measure_and_footprint(tiny):
     params = sum(p.numel() * p.element_size() for p in tiny.model.parameters())
     assert footprint["weights_bytes"] >= params
     assert footprint["process_rss_bytes"] > footprint["weights_bytes"]
+
+
+def test_arrivals_plot_starts_at_zero_and_marks_the_first_piece():
+    arrivals = dk.record_arrivals(iter(["a", "", "b", "c"]))
+    ax = arrivals.plot()
+    assert ax.get_xlim()[0] == 0 and ax.get_ylim()[0] == 0  # the wait before the first piece shows
+    assert [t.get_text() for t in ax.texts] == [
+        f" first piece after {arrivals.first_s * 1000:.0f} ms"
+    ]
+    assert len(ax.lines) == 2  # the steps, and the first piece's time
