@@ -20,11 +20,15 @@ from huggingface_hub.errors import ValidationError as HFValidationError
 import deploykit as dk
 
 PROMPT = "The cat sat on the"
+MAX_INPUT, MAX_TOTAL = 64, 512  # the TGI routes' budget; toy-tiny's context is 2048
 
 
 @pytest.fixture(scope="module")
 def server():
-    with start_server("--max-batch-size", "4", name="serve-dialects") as srv:
+    # TGI's budget as a TGI launch would set it: the TGI routes enforce it and /info reports it
+    flags = ("--max-batch-size", "4", "--max-concurrent-requests", "12")
+    flags += ("--max-input-tokens", str(MAX_INPUT), "--max-total-tokens", str(MAX_TOTAL))
+    with start_server(*flags, name="serve-dialects") as srv:
         yield srv
 
 
@@ -132,10 +136,22 @@ def test_tgi_chat_completion(hf):
     assert out.choices[0].message.content
 
 
-def test_tgi_info(hf, server):
+def test_tgi_info_reports_the_configured_limits(hf, server):
     info = hf.get_endpoint_info()
-    assert info["model_id"] == MODEL and info["max_total_tokens"] == 2048
-    assert info["max_input_tokens"] < info["max_total_tokens"]
+    assert info["model_id"] == MODEL
+    assert (info["max_input_tokens"], info["max_total_tokens"]) == (MAX_INPUT, MAX_TOTAL)
+    assert info["max_concurrent_requests"] == 12  # batch 4 + 8 waiting
+
+
+def test_tgi_limits_are_enforced_as_tgi_does(hf, server):
+    with pytest.raises(HFValidationError, match=f"must be <= {MAX_TOTAL}"):
+        hf.text_generation(PROMPT, max_new_tokens=MAX_TOTAL)
+    long_prompt = " ".join(["cat"] * (2 * MAX_INPUT))
+    with pytest.raises(HFValidationError, match=f"less than {MAX_INPUT} tokens"):
+        hf.text_generation(long_prompt, max_new_tokens=4)
+    assert hf.text_generation(long_prompt, max_new_tokens=4, truncate=MAX_INPUT // 2)
+    # the OpenAI routes keep the model's own context
+    assert openai_text(server, prompt=long_prompt, max_tokens=4) is not None
 
 
 def test_tgi_422_validation(hf, server):
@@ -411,3 +427,17 @@ def test_ollama_bad_input_is_a_400_in_ollamas_shape(server, path, body):
     )
     assert r.status_code == 400, r.text
     assert set(r.json()) == {"error"} and r.json()["error"]
+
+
+def test_tgi_limits_default_to_the_model_context_and_refuse_the_impossible():
+    from deploykit.server.tgi import TGILimits
+
+    assert TGILimits().resolve(2048) == (2047, 2048)
+    assert TGILimits(max_total_tokens=1024).resolve(2048) == (1023, 1024)
+    assert TGILimits(100, 1024).resolve(2048) == (100, 1024)
+    with pytest.raises(dk.InvalidArgumentError, match="context length"):
+        TGILimits(max_total_tokens=4096).resolve(2048)
+    with pytest.raises(dk.InvalidArgumentError, match="must be larger"):
+        TGILimits(1024, 1024)
+    with pytest.raises(dk.InvalidArgumentError, match="lower max_input_tokens"):
+        TGILimits(max_input_tokens=4096).resolve(2048)

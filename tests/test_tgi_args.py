@@ -101,6 +101,40 @@ def test_host_settings_go_before_the_image(tmp_path):
     assert _after(cmd, "-e") == "HF_TOKEN"  # by name: docker copies it from the environment
 
 
+def test_shell_command_writes_a_relative_volume_from_pwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = TGIArgs(model=MODEL, volume="deploy/04_tgi/data").shell_command()
+    assert ' -v "$PWD/deploy/04_tgi/data":/data ' in line
+    assert str(tmp_path) not in line and line.startswith("docker run --gpus all")
+    absolute = TGIArgs(model=MODEL, volume="/srv/hub").shell_command()
+    assert " -v /srv/hub:/data " in absolute
+
+
+def test_serve_args_give_the_stand_in_the_same_limits():
+    args = TGIArgs(
+        model=MODEL, max_input_tokens=1024, max_total_tokens=2048, max_concurrent_requests=128
+    )
+    assert args.serve_args() == [
+        "--max-input-tokens",
+        "1024",
+        "--max-total-tokens",
+        "2048",
+        "--max-concurrent-requests",
+        "128",
+    ]
+    assert TGIArgs(model=MODEL).serve_args() == []
+
+
+def test_write_compose_puts_the_volume_relative_to_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = TGIArgs(model=MODEL, volume="deploy/04_tgi/data")
+    path = args.write_compose("deploy/04_tgi")
+    assert path == Path("deploy/04_tgi/compose.yaml")
+    service = yaml.safe_load(path.read_text())["services"]["tgi"]
+    assert service["volumes"] == ["./data:/data"]
+    assert str(tmp_path) not in path.read_text()
+
+
 def test_to_command_leaves_the_port_for_launch_server():
     cmd = TGIArgs(model=MODEL).to_command()
     assert _after(cmd, "-p") == "{port}:80"

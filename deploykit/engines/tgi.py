@@ -14,7 +14,9 @@ Not here: AMD/Intel/Gaudi images, LoRA adapters, speculative decoding.
 from __future__ import annotations
 
 import math
+import os
 import re
+import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -186,9 +188,41 @@ class TGIArgs(EngineArgs):
         """Return `docker run --gpus all ... IMAGE --model-id ...` for this host port."""
         return self.to_command(("docker",), port=self.port)
 
-    def compose_service(self) -> dict[str, Any]:
-        """Return the Compose service (a dict) that runs the same container."""
+    def shell_command(self) -> str:
+        """Return the `docker run` command as a line to copy into a shell.
+
+        A relative volume is written as "$PWD/<volume>", as TGI's README does (docker needs an
+        absolute host path), so the line holds no path of the machine that rendered it.
+        """
         volume = str(self.volume)
+        words = [shlex.quote(word) for word in self.docker_command()]
+        if not os.path.isabs(os.path.expanduser(volume)):
+            words[words.index("-v") + 1] = f'"$PWD/{Path(volume).as_posix()}":/data'
+        return " ".join(words)
+
+    def serve_args(self) -> list[str]:
+        """Return the `deploykit serve` flags that give its TGI routes these same limits.
+
+        deploykit's server stands in for TGI where no GPU or Docker is: with these flags its
+        /info reports, and its routes enforce, the token budget and admission limit set here.
+        """
+        return optional_flags(
+            {
+                "--max-input-tokens": self.max_input_tokens,
+                "--max-total-tokens": self.max_total_tokens,
+                "--max-concurrent-requests": self.max_concurrent_requests,
+            }
+        )
+
+    def compose_service(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """Return the Compose service (a dict) that runs the same container.
+
+        relative_to is the folder the compose file goes in: a relative volume is written
+        relative to it, since Compose resolves paths from the file's own folder.
+        """
+        volume = str(self.volume)
+        if relative_to is not None and not os.path.isabs(os.path.expanduser(volume)):
+            volume = os.path.relpath(volume, relative_to)
         if not volume.startswith(("/", ".", "~")):
             volume = "./" + volume  # a bare name would be a named volume, not a folder
         gpus: int | str = self.num_shard if self.num_shard else "all"
@@ -217,11 +251,20 @@ class TGIArgs(EngineArgs):
             "restart": "unless-stopped",
         }
 
-    def compose_yaml(self, service: str = "tgi") -> str:
-        """Return a compose.yaml with this one service."""
+    def compose_yaml(self, service: str = "tgi", relative_to: str | Path | None = None) -> str:
+        """Return a compose.yaml with this one service (volume relative to relative_to)."""
         import yaml
 
-        return yaml.safe_dump({"services": {service: self.compose_service()}}, sort_keys=False)
+        doc = {"services": {service: self.compose_service(relative_to)}}
+        return yaml.safe_dump(doc, sort_keys=False)
+
+    def write_compose(self, folder: str | Path, service: str = "tgi") -> Path:
+        """Write folder/compose.yaml (`docker compose -f folder/compose.yaml up` runs it)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "compose.yaml"
+        path.write_text(self.compose_yaml(service, relative_to=folder))
+        return path
 
 
 def tgi_runnable(timeout_s: float = 20.0) -> tuple[bool, str]:

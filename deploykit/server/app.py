@@ -40,6 +40,7 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     retry_after_s: int = 1
     engine: EngineConfig = field(default_factory=EngineConfig)
+    tgi_limits: tgi.TGILimits = field(default_factory=tgi.TGILimits)  # the TGI routes' budget
 
     @property
     def model_name(self) -> str:
@@ -56,9 +57,10 @@ def build_app(engine: Engine, config: ServerConfig) -> FastAPI:
     app.state.engine, app.state.draining, app.state.metrics = engine, False, metrics
     add_error_handlers(app)
     app.include_router(openai_router(serving, limits))
-    app.include_router(
-        tgi_router(tgi.TGIServing(engine, config.model_name, metrics, config.retry_after_s), limits)
+    tgi_serving = tgi.TGIServing(
+        engine, config.model_name, metrics, config.retry_after_s, limits=config.tgi_limits
     )
+    app.include_router(tgi_router(tgi_serving, limits))
     app.include_router(
         ollama_router(
             ollama.OllamaServing(engine, config.model_name, metrics, config.retry_after_s), limits

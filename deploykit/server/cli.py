@@ -8,6 +8,7 @@ from .. import _env
 from ..argtypes import port, positive_float, positive_int
 from .app import ServerConfig, serve, serve_naive
 from .engine import EngineConfig
+from .tgi import TGILimits
 
 
 def add_cli(sub) -> None:
@@ -40,6 +41,25 @@ def add_cli(sub) -> None:
         default=e.max_waiting,
         help="queued requests beyond the batch; more get 503 + Retry-After",
     )
+    cmd.add_argument(
+        "--max-concurrent-requests",
+        type=positive_int,
+        default=None,
+        help="TGI's name for the admission limit: batch plus queue; sets --max-waiting to it "
+        "minus --max-batch-size (more get 503, 429 on the TGI routes)",
+    )
+    cmd.add_argument(
+        "--max-input-tokens",
+        type=positive_int,
+        default=None,
+        help="TGI routes: the longest prompt, in tokens (default: --max-total-tokens - 1)",
+    )
+    cmd.add_argument(
+        "--max-total-tokens",
+        type=positive_int,
+        default=None,
+        help="TGI routes: prompt plus generated tokens per request (default: the model's context)",
+    )
     cmd.add_argument("--max-body-bytes", type=positive_int, default=d.max_body_bytes)
     cmd.add_argument(
         "--drain-timeout-s",
@@ -63,6 +83,10 @@ def add_cli(sub) -> None:
 def cli_serve(args) -> int:
     """Run `deploykit serve` with parsed arguments."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    batch, waiting = args.max_batch_size, args.max_waiting
+    if args.max_concurrent_requests is not None:  # TGI's admission limit: batch + queue
+        batch = min(batch, args.max_concurrent_requests)
+        waiting = args.max_concurrent_requests - batch
     config = ServerConfig(
         model=args.model,
         served_model_name=args.served_model_name,
@@ -73,7 +97,8 @@ def cli_serve(args) -> int:
         dtype=args.dtype,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout_s,
-        engine=EngineConfig(max_batch_size=args.max_batch_size, max_waiting=args.max_waiting),
+        engine=EngineConfig(max_batch_size=batch, max_waiting=waiting),
+        tgi_limits=TGILimits(args.max_input_tokens, args.max_total_tokens),
     )
     if args.naive:
         serve_naive(config, block_event_loop=args.block_event_loop)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .._version import __version__
+from ..errors import InvalidArgumentError
 from .detok import IncrementalDetokenizer
 from .request import RequestOutput
 from .sampling import SamplingParams
@@ -221,17 +223,61 @@ def error_body(exc: Exception, retry_after_s: int = 1) -> tuple[int, dict, Mappi
     return status, {"error": message, "error_type": kind}, err.headers
 
 
+@dataclass(frozen=True)
+class TGILimits:
+    """TGI's token budget (text-generation-launcher's flags of the same names); None: the model's.
+
+    max_total_tokens counts the prompt plus the generated tokens; max_input_tokens is the
+    longest prompt. The TGI routes enforce both, as TGI's router does, and /info reports them.
+    """
+
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        inp, total = self.max_input_tokens, self.max_total_tokens
+        if any(v is not None and v < 1 for v in (inp, total)):
+            raise InvalidArgumentError(
+                f"TGI limits must be positive token counts; got max_input_tokens={inp}, "
+                f"max_total_tokens={total}."
+            )
+        if inp is not None and total is not None and inp >= total:
+            raise InvalidArgumentError(
+                f"max_input_tokens={inp} >= max_total_tokens={total}: max_total_tokens counts "
+                f"the prompt plus the generated tokens, so it must be larger, e.g. {inp + 512}."
+            )
+
+    def resolve(self, context_length: int) -> tuple[int, int]:
+        """Return (max_input_tokens, max_total_tokens) for a model of context_length tokens."""
+        total = self.max_total_tokens or context_length
+        if total > context_length:
+            raise InvalidArgumentError(
+                f"max_total_tokens={total} is more than the model's context length "
+                f"({context_length} tokens); lower it to at most {context_length}."
+            )
+        inp = self.max_input_tokens or total - 1
+        if inp >= total:
+            raise InvalidArgumentError(
+                f"max_input_tokens={inp} >= max_total_tokens={total} (the model's context "
+                f"length); lower max_input_tokens below {total}."
+            )
+        return inp, total
+
+
 class TGIServing(BaseServing):
     """TGI's generate, generate_stream and info over one engine."""
+
+    def __init__(self, *args, limits: TGILimits = TGILimits(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_input_tokens, self.max_total_tokens = limits.resolve(self.engine.context_length)
 
     def info(self) -> Info:
         """Return what GET /info reports: the model and this server's limits."""
         cfg = self.engine.config
-        ctx = self.engine.context_length
         return Info(
             model_id=self.model_name,
-            max_input_tokens=ctx - 1,
-            max_total_tokens=ctx,
+            max_input_tokens=self.max_input_tokens,
+            max_total_tokens=self.max_total_tokens,
             max_concurrent_requests=cfg.max_batch_size + cfg.max_waiting,
         )
 
@@ -239,7 +285,12 @@ class TGIServing(BaseServing):
         ids = self.tokenizer(req.inputs).input_ids
         if req.parameters.truncate is not None:
             ids = ids[-req.parameters.truncate :]  # TGI keeps the end of the inputs
-        params, seed = sampling_params(req.parameters, len(ids), self.engine.context_length)
+        if len(ids) > self.max_input_tokens:  # TGI's router: ValidationError::InputLength
+            raise _validation(
+                f"`inputs` must have less than {self.max_input_tokens} tokens. Given: "
+                f"{len(ids)}; shorten the inputs, or set `truncate`."
+            )
+        params, seed = sampling_params(req.parameters, len(ids), self.max_total_tokens)
         return ids, params, seed
 
     def _tokens(self, prompt_ids: list[int], ids: list[int], logprobs: list[float]) -> list[Token]:
