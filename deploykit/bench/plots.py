@@ -11,23 +11,38 @@ from .metrics import completed_latencies_s, percentile
 
 
 def plot_sweeps(sweeps: dict[str, list[LoadResult]]):
-    """Plot output tokens/s and p50 latency against concurrency, one line per server."""
+    """Plot output tokens/s and p50 latency against concurrency, one line per server.
+
+    Both axes of latency are logarithmic (a queue's latency grows by decades); each server
+    keeps its colour in both panels, and the x ticks are the concurrencies that ran.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     fig, (ax_tps, ax_lat) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, results in sweeps.items():
+    ticks: set[int] = set()
+    for index, (label, results) in enumerate(sweeps.items()):
         conc = [r.concurrency for r in results]
-        ax_tps.plot(conc, [r.output_tokens_per_s for r in results], marker="o", label=label)
-        ax_lat.plot(conc, [r.latency_s(0.5) for r in results], marker="o", label=label)
-    for ax, title in (
-        (ax_tps, "Throughput (output tokens/s)"),
-        (ax_lat, "Median request latency (s)"),
-    ):
+        ticks.update(c for c in conc if c)
+        color = f"C{index}"
+        ax_tps.plot(conc, [r.output_tokens_per_s for r in results], "o-", color=color, label=label)
+        ax_lat.plot(conc, [r.latency_s(0.5) for r in results], "o-", color=color, label=label)
+    ax_tps.set_ylabel("output tokens/s (all clients)")
+    ax_tps.set_ylim(bottom=0)
+    ax_lat.set_ylabel("median request latency (s, log scale)")
+    ax_lat.set_yscale("log")
+    ax_lat.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax_lat.yaxis.set_major_formatter(ScalarFormatter())
+    ax_lat.yaxis.set_minor_formatter(NullFormatter())
+    for ax, title in ((ax_tps, "Throughput"), (ax_lat, "Latency")):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("concurrent requests")
+        ax.set_xticks(sorted(ticks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("concurrent requests (log scale)")
         ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="best")
     fig.tight_layout()
     return fig
 
