@@ -34,7 +34,10 @@ def plot_bars(
     if log is None:
         log = len(positive) == len(heights) > 1 and max(positive) / min(positive) >= _LOG_SPAN
     if horizontal:
-        fig, ax = plt.subplots(figsize=(6, 1.1 + 0.45 * len(labels)))
+        # room for the longest label beside the bars, and for the title and axis label
+        longest = max((len(str(label)) for label in labels), default=0)
+        width = max(6.0, 0.6 + 0.085 * longest + max(3.0, 0.085 * len(title)))
+        fig, ax = plt.subplots(figsize=(width, 1.3 + 0.45 * len(labels)))
         bars = ax.barh(labels, heights)
         ax.invert_yaxis()  # the first label on top, in the order given
         ax.set_xlabel(ylabel + (" (log scale)" if log else ""))

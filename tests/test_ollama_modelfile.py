@@ -472,6 +472,21 @@ def test_toy_modelfile_from_a_gguf_file(toy_gguf, toy_tokenizer, tmp_path):
     ) == toy_tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
 
 
+def test_gguf_beside_makes_a_folder_that_holds_no_machine_path(toy_gguf, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_modelfile(toy_gguf, "deploy/ollama/", gguf_beside=True)
+    assert path == Path("deploy/ollama/Modelfile")
+    commands = dict(parse_modelfile(path.read_text()))
+    assert commands["model"] == f"./{toy_gguf.name}" and str(tmp_path) not in path.read_text()
+    beside = path.parent / toy_gguf.name
+    assert beside.read_bytes() == toy_gguf.read_bytes()
+    again = write_modelfile(toy_gguf, "deploy/ollama/", gguf_beside=True)  # safe to run twice
+    assert again.read_text() == path.read_text() and beside.read_bytes() == toy_gguf.read_bytes()
+    assert not list(path.parent.glob(".*partial"))
+    with pytest.raises(InvalidArgumentError, match="from_name"):
+        modelfile(toy_gguf, from_name='"quoted".gguf')
+
+
 def test_a_gguf_without_add_bos_gets_bos_in_the_template(tmp_path):
     gguf = metadata_gguf(tmp_path / "nobos.gguf", TOY_TEMPLATE, add_bos_token=False)
     template = dict(parse_modelfile(modelfile(gguf, chat_template=TOY_TEMPLATE)))["template"]

@@ -1,7 +1,7 @@
 """Ollama from a GGUF file: a Modelfile whose TEMPLATE is the model's own chat template.
 
-`modelfile` writes FROM (the GGUF, absolute path), TEMPLATE (Go template syntax), SYSTEM
-and PARAMETER lines; `create_command` is the `ollama create NAME -f Modelfile` that
+`modelfile` writes FROM (the GGUF: its absolute path, or a name relative to the Modelfile
+when the GGUF is placed beside it), TEMPLATE (Go template syntax), SYSTEM and PARAMETER lines; `create_command` is the `ollama create NAME -f Modelfile` that
 imports it; the TEMPLATE is `models.templates.go_template`'s conversion. Quoting
 follows Ollama's parser (parser/parser.go): values are read up to the newline that closes
 their quotes, so text holding three double quotes in a row cannot be written. Nothing here
@@ -188,14 +188,22 @@ def modelfile(
     chat_template: str | None = None,
     system: str | None = None,
     parameters: Mapping[str, Any] | None = None,
+    from_name: str | None = None,
 ) -> str:
     """Return a Modelfile: FROM the GGUF file, TEMPLATE, SYSTEM and PARAMETER lines.
 
     template is Go template text used as given; chat_template is a Jinja chat template,
     converted by `go_template` (its family's stop strings are added unless parameters set
     stop). With neither, no TEMPLATE is written and Ollama guesses one from the GGUF.
+    from_name is what FROM says instead of the absolute path, e.g. "./model.gguf" for a GGUF
+    beside the Modelfile (`ollama create` reads a relative FROM from the Modelfile's folder).
     """
     path = _check_gguf(gguf)
+    if from_name is not None and (not from_name.strip() or any(c in from_name for c in '"\n\r')):
+        raise InvalidArgumentError(
+            f"from_name={from_name!r} cannot follow FROM; give a path without quotes or "
+            "newlines, e.g. './model.gguf'."
+        )
     if template is not None and chat_template is not None:
         raise InvalidArgumentError(
             "pass template= (Go syntax, used as is) or chat_template= (Jinja, converted), not both."
@@ -203,7 +211,7 @@ def modelfile(
     params = dict(parameters or {})
     lines = [
         "# Modelfile written by deploykit; import it with: ollama create NAME -f <this file>",
-        f"FROM {path}",
+        f"FROM {from_name or path}",
     ]
     if chat_template is not None:
         needs_tokens = "bos_token" in chat_template or "eos_token" in chat_template
@@ -235,6 +243,7 @@ def write_modelfile(
     *,
     system: str | None = None,
     parameters: Mapping[str, Any] | None = None,
+    gguf_beside: bool = False,
 ) -> Path:
     """Write the Modelfile of a model (its GGUF and converted chat template) to path.
 
@@ -242,6 +251,10 @@ def write_modelfile(
     (smollm2-135m; a folder holding one). The chat template and special tokens are read
     from the GGUF itself, the file Ollama loads. A folder (existing, or given with a
     trailing slash) gets path/Modelfile. Returns the file written.
+
+    gguf_beside=True puts the GGUF in the Modelfile's folder too (a hard link where the
+    filesystem allows one, else a copy) and names it relative to the Modelfile, so the
+    folder holds no path of this machine and can be moved or copied as it is.
     """
     gguf = _find_gguf(model_or_gguf)
     info = _gguf_info(gguf)
@@ -250,13 +263,34 @@ def write_modelfile(
             f"{str(gguf)!r} carries no tokenizer.chat_template; write the "
             "Go template yourself and call modelfile(gguf, template=...)."
         )
-    text = modelfile(gguf, chat_template=info.chat_template, system=system, parameters=parameters)
     out = Path(path).expanduser()
     if out.is_dir() or str(path).endswith(("/", os.sep)):
         out = out / "Modelfile"
+    text = modelfile(
+        gguf,
+        chat_template=info.chat_template,
+        system=system,
+        parameters=parameters,
+        from_name=f"./{gguf.name}" if gguf_beside else None,
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
+    if gguf_beside:
+        _place(gguf, out.parent / gguf.name)
     out.write_text(text)
     return out
+
+
+def _place(source: Path, target: Path) -> None:
+    """Put source at target: a hard link where possible, else a copy (atomic; kept if same)."""
+    if target.exists() and os.path.samefile(source, target):
+        return
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(source, partial)
+    except OSError:  # another filesystem, or links not allowed: copy the bytes
+        shutil.copyfile(source, partial)
+    os.replace(partial, target)
 
 
 def _find_gguf(model_or_gguf: Any) -> Path:
