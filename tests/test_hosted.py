@@ -77,6 +77,9 @@ def test_platform_browser_filters_its_output():
     assert "OpenAI" in shown() and "Replicate" not in shown()
     kind_box.value = "(all)"
     assert "vLLM" in shown() and "AWS Bedrock" not in shown()
+    # a saved notebook shows the text form: it says what the widget is, not VBox(children=...)
+    text = ui._repr_mimebundle_()["text/plain"]
+    assert text.startswith("platform browser") and "VBox" not in text
     with pytest.raises(dk.InvalidArgumentError, match="kind and dialect"):
         dk.platform_browser(dk.platform_table()[["name"]])
 
@@ -90,6 +93,8 @@ def test_price_tables_are_sourced_and_dated():
         assert row.source_url.startswith("https://") and row.as_of >= "2026-01-01"
     assert token_price("GPT-4o-mini").output_usd_per_mtok == 0.60
     assert dk.gpu_price("a100 80gb").usd_per_hour == 5.04
+    yours = dk.gpu_price("A100 80GB", usd_per_hour=2.5)
+    assert yours.usd_per_hour == 2.5 and "your own price" in yours.note and "5.04" in yours.note
     with pytest.raises(dk.InvalidArgumentError, match="gpt-4o-mini"):
         token_price("gpt-99")
     with pytest.raises(dk.InvalidArgumentError, match="H100 80GB"):
@@ -218,6 +223,63 @@ def test_plot_break_even_marks_the_crossings():
     assert len(marks) == 1 and marks[0][0][0] == pytest.approx(32e6)  # only P breaks even
     assert len(ax.get_lines()) == 4  # self-hosted, two hosted, the capacity line
     plt.close(fig)
+
+
+def test_plot_break_even_says_where_the_rate_comes_from():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = dk.plot_break_even(P, 1.0, 1517.54, input_output_ratio=1, rate_note="published figure")
+    label = fig.axes[0].get_lines()[0].get_label()
+    assert "1,518 tok/s (published figure)" in label
+    plt.close(fig)
+
+
+# ---- which rate prices a GPU -------------------------------------------------------------------
+
+
+def test_published_gpu_rates_are_sourced_and_join_the_gpu_prices():
+    assert dk.GPU_THROUGHPUTS
+    priced = {g.gpu for g in dk.GPU_PRICES}
+    for row in dk.GPU_THROUGHPUTS:
+        assert row.gpu in priced and row.source_url.startswith("https://")
+        assert row.published and row.conditions and row.output_tokens_per_s > 0
+    with pytest.raises(dk.InvalidArgumentError, match="output_tokens_per_s"):
+        dk.GPUThroughput("A100 80GB", "m", 0, "e", "c", "p", "t", "https://x", "2024", "2026-12-03")
+
+
+def test_a_cpu_rate_never_prices_a_gpu():
+    rate = dk.self_hosted_rate("a100 80gb", 42.0, device="cpu")
+    assert not rate.measured and rate.reference is not None
+    assert rate.output_tokens_per_s == rate.reference.output_tokens_per_s != 42.0
+    assert "published figure" in rate.source
+    with pytest.raises(dk.InvalidArgumentError, match="no published rate for 'T4 16GB'"):
+        dk.self_hosted_rate("T4 16GB", 42.0, device="cpu")
+
+
+def test_break_even_view_and_findings_say_never_instead_of_nan():
+    rates = {"A100 80GB": 1500.0, "T4 16GB": 200.0}
+    df = dk.break_even_table(rates, input_output_ratio=1)
+    view = dk.break_even_view(df)
+    assert len(view) == len(df) and "nan" not in view.to_string().lower()
+    assert max(len(line) for line in view.to_string(index=False).splitlines()) <= 100
+    t4 = view[(view["GPU"] == "T4 16GB") & (view["hosted model"] == "openai gpt-4o-mini")]
+    assert t4["break-even/day"].tolist() == ["never"]
+    rate = dk.self_hosted_rate("A100 80GB", 42.0, device="cpu")
+    findings = dk.break_even_findings(df, rate)
+    assert len(findings.lines) == len(df) + 1 and "not measured here" in findings.lines[0]
+    assert any("never breaks even" in line for line in findings.lines)
+    assert any("self-hosting is cheaper above" in line for line in findings.lines)
+    with pytest.raises(dk.InvalidArgumentError, match="break_even_table"):
+        dk.break_even_view(df[["model"]])
+
+
+def test_a_rate_measured_on_a_gpu_prices_it():
+    rate = dk.self_hosted_rate("T4 16GB", 900.0, device="cuda", what="toy-tiny, 32 clients")
+    assert rate.measured and rate.output_tokens_per_s == 900.0 and rate.reference is None
+    assert rate.source.startswith("measured in this run on") and "toy-tiny" in rate.source
 
 
 # ---- Bedrock: the request validates against botocore's service model -------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from ..errors import InvalidArgumentError
@@ -201,11 +201,29 @@ def token_price(model: str | TokenPrice, prices: Sequence[TokenPrice] = PRICES) 
     )
 
 
-def gpu_price(gpu: str | GPUPrice, gpu_prices: Sequence[GPUPrice] = GPU_PRICES) -> GPUPrice:
-    """Return the hourly price of `gpu` from `gpu_prices` (a GPUPrice passes through)."""
-    if isinstance(gpu, GPUPrice):
-        return gpu
-    return _find(gpu_prices, "gpu", gpu, "GPU", "dk.GPUPrice(...) or a number of USD per hour")
+def gpu_price(
+    gpu: str | GPUPrice,
+    gpu_prices: Sequence[GPUPrice] = GPU_PRICES,
+    *,
+    usd_per_hour: float | None = None,
+) -> GPUPrice:
+    """Return the hourly price of `gpu` from `gpu_prices` (a GPUPrice passes through).
+
+    usd_per_hour, when given, is your own price for that GPU: the row comes back with it,
+    and its note says so.
+    """
+    found = (
+        gpu
+        if isinstance(gpu, GPUPrice)
+        else _find(gpu_prices, "gpu", gpu, "GPU", "dk.GPUPrice(...) or a number of USD per hour")
+    )
+    if usd_per_hour is None:
+        return found
+    return replace(
+        found,
+        usd_per_hour=_positive("usd_per_hour", usd_per_hour, "your USD per GPU-hour"),
+        note=f"your own price; the list price was ${found.usd_per_hour:.2f}/h",
+    )
 
 
 def _hourly(gpu_hourly_usd: float | GPUPrice) -> float:
@@ -388,10 +406,13 @@ def plot_break_even(
     always_on: bool = True,
     tokens_per_day: Sequence[float] | None = None,
     ax=None,
+    rate_note: str = "",
 ):
     """Plot cost per day against output tokens per day (log-log): hosted lines, GPU steps.
 
-    Break-even points are marked; the dotted line is one GPU's capacity. Returns the figure.
+    Break-even points are marked; the dotted line is one GPU's capacity. rate_note says where
+    output_tokens_per_s comes from ("measured", "published figure"); the legend shows it.
+    Returns the figure.
     """
     import matplotlib.pyplot as plt
     import numpy as np
@@ -442,7 +463,9 @@ def plot_break_even(
         color="black",
         lw=2,
         drawstyle="steps-post" if always_on else "default",
-        label=f"self-hosted {gpu_label} ${hourly:.2f}/h, {output_tokens_per_s:g} tok/s, {mode}",
+        label=f"self-hosted {gpu_label} ${hourly:.2f}/h, {output_tokens_per_s:,.0f} tok/s"
+        + (f" ({rate_note})" if rate_note else "")
+        + f", {mode}",
     )
     for price, crossing in zip(resolved, crossings):
         (line,) = ax.plot(

@@ -6,6 +6,7 @@ which the notebooks measure. Prices live in `hosted.costs`, with their sources a
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, fields
 
@@ -184,4 +185,18 @@ def platform_browser(df=None):
     kind_box.observe(show, names="value")
     dialect_box.observe(show, names="value")
     show()
-    return widgets.VBox([widgets.HBox([kind_box, dialect_box]), out])
+    return _browser_class()([widgets.HBox([kind_box, dialect_box]), out])
+
+
+@functools.cache
+def _browser_class():
+    """Return VBox with a repr that says what the widget is (ipywidgets is imported on use)."""
+    import ipywidgets as widgets
+
+    class PlatformBrowser(widgets.VBox):
+        """The browser's box; where no widget renders (a saved notebook), its text says so."""
+
+        def __repr__(self) -> str:
+            return "platform browser (a widget): open this notebook in Jupyter to filter the table"
+
+    return PlatformBrowser
