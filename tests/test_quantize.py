@@ -210,3 +210,106 @@ def test_measure_quantization_rows_and_llamacpp_logits_agree():
     assert section[0] == "## Quantization on smollm2-135m" and section[1] == ""
     table = section.index(next(line for line in section if line.startswith("| method |")))
     assert section[table - 1] == "" and any("Load average" in line for line in section)
+
+
+def _table(rows: dict[str, tuple]) -> object:
+    """A measure_quantization-shaped DataFrame: (engine, MB, x fp32, linear x fp32, ppl,
+    tokens/s batch 1, tokens/s batch 8, answer) per method."""
+    import pandas as pd
+
+    columns = ["engine", "MB", "weight_ratio", "linear_ratio", "perplexity"]
+    columns += ["tokens_per_s_batch1", "tokens_per_s_batch8", "answer"]
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+    df["weight_bytes"] = df.pop("MB") * 1e6
+    df["linear_bytes"] = df["linear_ratio"] * 424.7e6  # smollm2-135m's projections in float32
+    return df
+
+
+PARIS, FRENCH = "The capital of France is Paris.", "Le Grand Paris is la Capitale de France."
+BNB, HF, CPP = "transformers + bitsandbytes", "transformers", "llama.cpp"
+
+
+def test_quantization_findings_follow_the_table_whichever_way_it_falls():
+    df = _table(
+        {
+            "fp32": (HF, 538.1, 1.0, 1.0, 38.78, 15.4, 70.9, PARIS),
+            "bf16": (HF, 269.0, 0.5, 0.5, 38.85, 17.6, 106.0, PARIS),
+            "int8": (BNB, 219.6, 0.408, 0.25, 39.98, 12.6, 67.7, PARIS),
+            "nf4": (BNB, 169.8, 0.316, 0.133, 47.45, 24.4, 114.8, FRENCH),
+            "fp4": (BNB, 169.8, 0.316, 0.133, 52.00, 24.4, 112.1, PARIS),
+            "gguf q8_0": (CPP, 143.0, 0.266, 0.266, 38.87, 82.8, 157.7, PARIS),
+            "gguf f16": (CPP, 269.1, 0.5, 0.5, 38.7799, 69.2, 94.1, PARIS),
+        }
+    )
+    text = str(dk.quantization_findings(df, nf4_bytes_at_load=173_100_000))
+    assert "relative to `fp32`" in text
+    assert "(holds among the transformers rows)" in text and "`nf4` and `fp4` take 0.133" in text
+    assert "`int8`'s 0.250" in text and "are 21% of this model's float32 bytes" in text
+    assert (
+        "173.1 MB as loaded (Step 2) and 169.8 MB after a forward pass (the table): smaller" in text
+    )
+    assert (
+        "**8-bit keeps quality close** (holds" in text
+        and "`int8` changes perplexity by +3.1%" in text
+    )
+    assert (
+        "`nf4` +22.4%, `fp4` +34.1%" in text
+        and f'`nf4` answer differently from `fp32`: "{FRENCH}"' in text
+    )
+    assert "`int8` 0.82x (slower) and 0.95x (slower) at batch 1 and 8" in text
+    assert "`nf4` 1.58x (faster) and 1.62x (faster)" in text
+    assert (
+        "`gguf q8_0`:** 0.266 of float32, perplexity +0.2%, decode 5.38x (faster) and 2.22x (faster) at batch 1 and 8"
+        in text
+    )
+
+    # the same promises, the other way round: the sentences turn with the figures
+    df.loc["int8", ["perplexity", "answer"]] = [45.0, FRENCH]
+    df.loc["nf4", ["tokens_per_s_batch1", "perplexity", "answer"]] = [6.5, 38.9, PARIS]
+    df.loc["fp4", ["weight_ratio", "weight_bytes", "answer"]] = [0.45, 250e6, PARIS]
+    text = str(dk.quantization_findings(df, nf4_bytes_at_load=169_800_000))
+    assert "**8-bit keeps quality close** (does not hold" in text and "its answer is not" in text
+    assert (
+        "`nf4` 0.42x (slower) and 1.62x (faster)" in text
+        and "every 4-bit answer is `fp32`'s" in text
+    )
+    assert "after a forward pass (the table): no smaller" in text
+    assert dk.quantization_ratio(df, "nf4", "tokens_per_s_batch1") == pytest.approx(6.5 / 15.4)
+    assert math.isnan(dk.quantization_ratio(df, "fp16", "perplexity"))
+
+
+def test_quantization_findings_without_fp32_compare_with_the_first_row():
+    df = _table(
+        {
+            "bf16": (HF, 14_000, 0.5, 0.5, 6.0, 30.0, 200.0, PARIS),
+            "nf4": (BNB, 5_000, 0.18, 0.14, 6.3, 20.0, 150.0, PARIS),
+        }
+    )
+    text = str(dk.quantization_findings(df))
+    assert "relative to `bf16`" in text and "`nf4` +5.0%" in text
+    assert (
+        "`nf4` 0.67x (slower) and 0.75x (slower)" in text
+        and "8-bit" not in text
+        and "(holds): perplexity" in text
+    )
+
+
+def test_serving_text_fits_a_page_and_keeps_the_flags():
+    text = dk.serving_text(["int8", "nf4"], width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "  TGI   --quantize bitsandbytes-nf4" in text and "--quantization fp8" in text
+    assert text.splitlines()[0] == "int8:"
+
+
+def test_quantization_findings_group_4bit_rows_that_differ_in_the_last_bytes():
+    df = _table(
+        {
+            "fp32": (HF, 538.1, 1.0, 1.0, 38.78, 15.4, 70.9, PARIS),
+            "nf4": (BNB, 169.8, 0.316, 0.132844, 47.45, 24.4, 114.8, PARIS),
+            "nf4-dq": (BNB, 169.8, 0.316, 0.132846, 47.54, 25.2, 113.9, PARIS),
+            "gguf f16": (CPP, 269.1, 0.5, 0.5, 38.7799, 69.2, 94.1, PARIS),
+        }
+    )
+    text = str(dk.quantization_findings(df))
+    assert "the linear layers of `nf4` and `nf4-dq` take 0.133" in text
+    assert "`nf4-dq`'s" not in text and "-0.0%" not in text

@@ -16,7 +16,7 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,16 +82,15 @@ class _TransformersRunner:
         from ..generate import _sync
 
         started = time.perf_counter()
-        with _no_transformers_bars():  # one bar per load would bury the measurement's own
-            # dtype is the bitsandbytes methods' compute dtype; fp32/bf16/fp16 set their own
-            dtype = self.dtype if self.quantization.is_bitsandbytes else "auto"
-            self.lm = load_model(
-                self.model,
-                device=self.device,
-                dtype=dtype,
-                quantization=self.quantization,
-                progress=False,
-            )
+        # dtype is the bitsandbytes methods' compute dtype; fp32/bf16/fp16 set their own
+        dtype = self.dtype if self.quantization.is_bitsandbytes else "auto"
+        self.lm = load_model(  # progress=False: no bar per load to bury the measurement's own
+            self.model,
+            device=self.device,
+            dtype=dtype,
+            quantization=self.quantization,
+            progress=False,
+        )
         _sync(self.lm)
         self.load_s = time.perf_counter() - started
         if self.quantization.is_bitsandbytes:
@@ -155,20 +154,6 @@ class _TransformersRunner:
         gc.collect()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def _no_transformers_bars() -> Iterator[None]:
-    """Hide transformers' weight-loading bars for the block."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 def _gguf_files(model: str, types: Sequence[str], progress: bool) -> dict[str, Path]:

@@ -138,3 +138,19 @@ def serving_table(methods=None):
             }
         )
     return pd.DataFrame(rows).set_index("method")
+
+
+def serving_text(methods=None, width: int = 96) -> str:
+    """Return `serving_table` as lines that fit a page: one block per method, one line per server."""
+    import textwrap
+
+    table = serving_table(methods)
+    blocks = []
+    for method, row in table.iterrows():
+        lines = [f"{method}:"]
+        for server, column in (("vLLM", "vLLM"), ("TGI", "TGI"), ("GGUF", "llama.cpp (GGUF type)")):
+            lines += textwrap.wrap(
+                row[column], width=width, initial_indent=f"  {server:5} ", subsequent_indent=" " * 8
+            )
+        blocks.append("\n".join(lines))
+    return "\n".join(blocks)
