@@ -128,3 +128,15 @@ def test_bench_llamacpp_has_its_own_model_and_one_slot_per_request_in_flight():
     # every request in flight gets a slot, and each slot room for its prompt and output
     assert engine.n_parallel == 8 and engine.ctx_size // engine.n_parallel > 32
     assert engine.threads == args.threads == 1
+
+
+def test_prefix_cache_plot_labels_every_bar_even_an_empty_one():
+    import deploykit as dk
+
+    results = {
+        "shared": dk.PrefixCacheResult(8, 8, 3584, 4928),
+        "off": dk.PrefixCacheResult(8, 8, 0, 0),
+    }
+    fig = dk.plot_prefix_cache(results)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["73% of 4,928 tokens looked up", "no lookups (prefix caching off)"]

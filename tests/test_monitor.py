@@ -194,3 +194,22 @@ def test_prometheus_scrapes_deploykit_and_llamacpp_and_counts_every_request():
             prom.query("sum(")
         folder = prom.folder
     assert not any(s.is_running() for s in (prom.server, srv, llama)) and not folder.exists()
+
+
+def test_plot_trace_splits_units_into_panels_and_marks_every_sample():
+    from deploykit.monitor.scrape import MetricsTrace
+
+    trace = MetricsTrace(
+        (0.0, 0.5, 1.0), {"kv": (0.0, 1.0, 0.5), "run": (0, 3, 1), "wait": (0, 5, 0)}
+    )
+    fig = dk.plot_trace(
+        trace,
+        {"kv": "KV cache used", "run": "running", "wait": "waiting"},
+        scale={"kv": 100},
+        units={"kv": "KV cache used (%)", "run": "requests", "wait": "requests"},
+    )
+    top, bottom = fig.axes
+    assert top.get_ylabel() == "KV cache used (%)" and bottom.get_ylabel() == "requests"
+    assert list(top.get_lines()[0].get_ydata()) == [0.0, 100.0, 50.0]
+    assert {ln.get_drawstyle() for ax in fig.axes for ln in ax.get_lines()} == {"steps-post"}
+    assert "3 samples" in bottom.get_xlabel()

@@ -121,3 +121,17 @@ def test_table_lists_every_plan():
     rows = P.memory_plans("Mistral-7B", gpus=("L4", "H100"), context_len_tokens=4096)
     text = P.plan_table(rows)
     assert len(text.splitlines()) == 2 + len(rows) == 8
+
+
+def test_kv_growth_plot_names_models_that_share_a_line():
+    import deploykit as dk
+
+    configs = [P.model_config(n) for n in ("Llama-2-7B", "Llama-3.1-8B", "Mistral-7B")]
+    fig = dk.plot_kv_growth(configs, "A100-80GB", 4096)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "Llama-3.1-8B = Mistral-7B (same KV per token)" in labels and "Llama-2-7B" in labels
+    left, right = fig.axes
+    assert len(left.get_lines()) == len(right.get_lines()) == 3  # two models, one room line
+    assert [ln.get_color() for ln in left.get_lines()] == [
+        ln.get_color() for ln in right.get_lines()
+    ]

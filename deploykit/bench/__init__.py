@@ -17,7 +17,12 @@ from .loadgen import (
 )
 from .metrics import goodput
 from .plots import plot_bench, plot_sweeps
-from .prefix_cache import PrefixCacheResult, measure_prefix_cache, median_ttft_s
+from .prefix_cache import (
+    PrefixCacheResult,
+    measure_prefix_cache,
+    median_ttft_s,
+    plot_prefix_cache,
+)
 from .serve import RESULT_FIELDS, bench_serve, bench_table, format_result, synthetic_prompts
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "PrefixCacheResult",
     "measure_prefix_cache",
     "median_ttft_s",
+    "plot_prefix_cache",
     "RESULT_FIELDS",
     "bench_serve",
     "bench_table",

@@ -18,35 +18,47 @@ def plot_kv_growth(
 ):
     """Plot KV-cache bytes of one sequence vs context, and of a batch vs its size, per model.
 
-    The dashed line is the KV room left on `gpu` next to `reference_model`'s weights.
+    The dashed line is the KV room left on `gpu` next to `reference_model`'s weights. Models
+    with the same KV bytes per token would draw the same line, so they share one, named for
+    all of them; each line keeps its colour in both panels, and the legend sits below them.
     """
     import matplotlib.pyplot as plt
 
     contexts = [2**k for k in range(10, 18)]
     batches = [1, 2, 4, 8, 16, 32, 64, 128]
     room = memory_plan(reference_model, gpu, context_len_tokens=context_len_tokens).kv_cache_bytes
-    fig, (ax_ctx, ax_batch) = plt.subplots(1, 2, figsize=(12, 4))
+    lines: dict[int, list[str]] = {}  # KV bytes per token -> models (in the order given)
     for c in configs:
-        per_token = c.kv_bytes_per_token(kv_dtype)
-        ax_ctx.plot(contexts, [per_token * n / _GIB for n in contexts], marker="o", label=c.name)
+        lines.setdefault(c.kv_bytes_per_token(kv_dtype), []).append(c.name)
+    fig, (ax_ctx, ax_batch) = plt.subplots(1, 2, figsize=(10, 3.9))
+    for per_token, names in lines.items():
+        label = " = ".join(names) + (" (same KV per token)" if len(names) > 1 else "")
+        (line,) = ax_ctx.plot(
+            contexts, [per_token * n / _GIB for n in contexts], marker="o", label=label
+        )
         ax_batch.plot(
             batches,
             [per_token * context_len_tokens * b / _GIB for b in batches],
             marker="o",
-            label=c.name,
+            color=line.get_color(),
         )
     for ax in (ax_ctx, ax_batch):
         ax.axhline(
-            room / _GIB, color="gray", ls="--", label=f"KV room on {gpu} next to {reference_model}"
+            room / _GIB,
+            color="gray",
+            ls="--",
+            label=f"KV room on {gpu} next to {reference_model}" if ax is ax_ctx else None,
         )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_ylabel(f"KV cache (GiB, {kv_dtype})")
         ax.grid(True, alpha=0.3)
+    ax_ctx.set_title("one sequence")
     ax_ctx.set_xlabel("context length of one sequence (tokens)")
+    ax_batch.set_title(f"a batch of {context_len_tokens}-token sequences")
     ax_batch.set_xlabel(f"sequences of {context_len_tokens} tokens")
-    ax_ctx.legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
@@ -60,7 +72,7 @@ def plot_plan_knobs(
     """Plot what gpu_memory_utilization (bf16 vs fp8 KV) and max_num_batched_tokens buy."""
     import matplotlib.pyplot as plt
 
-    fig, (ax_u, ax_s) = plt.subplots(1, 2, figsize=(12, 3.5))
+    fig, (ax_u, ax_s) = plt.subplots(1, 2, figsize=(10, 3.1))
     for kv_dtype in ("bf16", "fp8"):
         seqs = [
             memory_plan(
@@ -89,6 +101,7 @@ def plot_plan_knobs(
     ax_s.set_ylabel("KV capacity (thousand tokens)")
     for ax in (ax_u, ax_s):
         ax.set_title(f"{model} on {gpu}")
+        ax.set_ylim(bottom=0)  # from zero: the changes are read as shares of the whole
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
