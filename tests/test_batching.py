@@ -244,3 +244,36 @@ def test_compare_checks_every_strategy_first(tiny):
         dk.compare_batching(
             tiny, dk.batching_workload(2), strategies=["none", "paged"], progress=False
         )
+
+
+def test_findings_state_the_tables_figures_and_who_came_out_ahead(results):
+    table = dk.batching_table(results, latency_target_ms=60_000)
+    text = str(dk.batching_findings(results, latency_target_ms=60_000, ttft_target_ms=0.001))
+    best_wall = table["tokens_per_s"].idxmax()
+    assert f"highest: `{best_wall}`" in text
+    for name in ("static", "dynamic", "continuous"):
+        ratio = results[name].tokens_per_s / results["none"].tokens_per_s
+        assert f"`{name}` {ratio:.2f}x" in text
+    assert f"lowest `{table['ttft_p50_ms'].idxmin()}`" in text
+    assert "**Within the 60000 ms end-to-end latency target:** `none` 100%" in text
+    assert "**Within the 0.001 ms time to first token target:** `none` 0%" in text
+    assert "(`continuous`'s decode forwards, cpu time, medians)" in text
+    # without a `none` run there is nothing to divide by: the rates alone
+    alone = str(dk.batching_findings({"static": results["static"]}))
+    assert "**Throughput per second of wall time:** `static`" in alone and "multiple" not in alone
+
+
+def test_plots_keep_one_colour_per_strategy(results):
+    from matplotlib.colors import to_rgb
+
+    from deploykit.batching.plots import STRATEGY_COLORS
+
+    fig = dk.plot_batching(results, latency_target_ms=100)
+    bars = fig.axes[0].patches[: len(results)]
+    assert [to_rgb(b.get_facecolor()[:3]) for b in bars] == [
+        to_rgb(STRATEGY_COLORS[n]) for n in results
+    ]
+    costs = dk.plot_batch_sizes(results).axes[0]  # the cost panel is added first
+    assert [to_rgb(c.lines[0].get_color()) for c in costs.containers] == [
+        to_rgb(STRATEGY_COLORS[n]) for n in results
+    ]

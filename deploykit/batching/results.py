@@ -1,6 +1,7 @@
-"""What a batching strategy did and what it cost: per request, per forward pass, as a table, as plots.
+"""What a batching strategy did and what it cost: per request, per forward pass, as a table.
 
-Nothing here measures; `strategies.py` fills these records.
+Nothing here measures; `strategies.py` fills these records, `plots.py` draws them and
+`findings.py` says what they show.
 """
 
 from __future__ import annotations
@@ -108,13 +109,17 @@ class BatchingResult:
         """Return what decode_ms_by_rows measures: CPU time on a CPU, synchronized wall time on a GPU."""
         return "cpu" if str(self.conditions.get("device", "cpu")).startswith("cpu") else "wall"
 
-    def decode_ms_by_rows(self) -> dict[int, float]:
-        """Return the median milliseconds of a decode forward for each batch size seen."""
+    def decode_ms_samples(self) -> dict[int, list[float]]:
+        """Return the milliseconds of every decode forward, by its rows (fewest rows first)."""
         by_rows: dict[int, list[float]] = {}
         for f in self.forwards:
             if not f.is_prefill:
                 by_rows.setdefault(f.rows, []).append(_cost_ms(f, self.forward_cost))
-        return {rows: float(np.median(ms)) for rows, ms in sorted(by_rows.items())}
+        return dict(sorted(by_rows.items()))
+
+    def decode_ms_by_rows(self) -> dict[int, float]:
+        """Return the median milliseconds of a decode forward for each batch size seen."""
+        return {rows: float(np.median(ms)) for rows, ms in self.decode_ms_samples().items()}
 
     def within(
         self, latency_target_ms: float | None = None, ttft_target_ms: float | None = None
@@ -199,103 +204,3 @@ def answer_agreement(
         / len(ref)
         for name, r in results.items()
     }
-
-
-def plot_batching(
-    results: Mapping[str, BatchingResult],
-    latency_target_ms: float | None = None,
-    ttft_target_ms: float | None = None,
-):
-    """Plot throughput, latency percentiles and wasted work per run; return the figure."""
-    import matplotlib.pyplot as plt
-
-    names = list(results)
-    x = np.arange(len(names))
-    fig, (ax_tp, ax_lat, ax_work) = plt.subplots(1, 3, figsize=(15, 3.8))
-    ax_tp.bar(
-        x - 0.2, [r.tokens_per_s for r in results.values()], 0.4, label="per second of wall time"
-    )
-    ax_tp.bar(x + 0.2, [r.tokens_per_cpu_s for r in results.values()], 0.4, label="per CPU second")
-    ax_tp.set_ylabel("output tokens")
-    ax_tp.set_title("Throughput")
-    ax_tp.legend(fontsize=8)
-    for i, (label, q, fn) in enumerate(
-        (
-            ("TTFT p50", 50, "ttft_ms"),
-            ("latency p50", 50, "latency_ms"),
-            ("latency p95", 95, "latency_ms"),
-        )
-    ):
-        ax_lat.bar(
-            x + (i - 1) * 0.27, [getattr(r, fn)(q) for r in results.values()], 0.27, label=label
-        )
-    if latency_target_ms is not None:
-        ax_lat.axhline(latency_target_ms, color="gray", ls="--", label="latency target")
-    if ttft_target_ms is not None:
-        ax_lat.axhline(ttft_target_ms, color="gray", ls=":", label="TTFT target")
-    ax_lat.set_yscale("log")
-    ax_lat.set_ylabel("ms (log scale)")
-    ax_lat.set_title("Latency per request")
-    ax_lat.legend(fontsize=8)
-    useful = [r.output_tokens for r in results.values()]
-    wasted = [r.wasted_decode_slots for r in results.values()]
-    padded = [r.padded_prompt_tokens for r in results.values()]
-    ax_work.bar(x, useful, label="output tokens kept")
-    ax_work.bar(x, wasted, bottom=useful, label="decode slots of finished requests")
-    ax_work.bar(x, padded, bottom=np.add(useful, wasted), label="prompt padding")
-    ax_work.set_ylabel("token positions computed")
-    ax_work.set_title("Where the forward passes went")
-    ax_work.legend(fontsize=8)
-    for ax in (ax_tp, ax_lat, ax_work):
-        ax.set_xticks(x, names, rotation=15)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def plot_batch_sizes(results: Mapping[str, BatchingResult]):
-    """Plot each run's decode batch size over time, and the cost of a decode forward by rows.
-
-    Prefill forwards (the prompts of newly admitted requests) are left out: they would hide
-    how many rows were decoding. The cost is CPU time on a CPU (a shared machine stretches
-    wall time at random) and synchronized wall time on a GPU.
-    """
-    import matplotlib.pyplot as plt
-
-    cost = next(iter(results.values())).forward_cost
-    top = max(max(r.batch_sizes) for r in results.values()) + 1
-    fig = plt.figure(figsize=(13, 1.2 + 1.1 * len(results)))
-    grid = fig.add_gridspec(len(results), 2, width_ratios=(3, 2))
-    ax_ms = fig.add_subplot(grid[:, 1])
-    by_rows: dict[int, list[float]] = {}
-    for i, (name, r) in enumerate(results.items()):
-        decodes = [f for f in r.forwards if not f.is_prefill]
-        ax = fig.add_subplot(grid[i, 0], sharex=fig.axes[1] if i else None)
-        ax.step(
-            [f.start_s for f in decodes],
-            [f.rows for f in decodes],
-            where="post",
-            lw=1,
-            color=f"C{i}",
-        )
-        ax.set_ylim(0, top)
-        ax.set_ylabel(name, rotation=0, ha="right", va="center")
-        ax.grid(True, alpha=0.3)
-        if i < len(results) - 1:
-            ax.tick_params(labelbottom=False)
-        costs = [_cost_ms(f, cost) for f in decodes]
-        ax_ms.scatter([f.rows for f in decodes], costs, s=6, alpha=0.25, color=f"C{i}", label=name)
-        for f, ms in zip(decodes, costs):
-            by_rows.setdefault(f.rows, []).append(ms)
-    fig.axes[1].set_title("Rows decoding together, over time")
-    ax.set_xlabel("seconds since the first arrival")
-    rows = sorted(by_rows)
-    ax_ms.plot(rows, [np.median(by_rows[n]) for n in rows], "k-o", ms=3, label="median")
-    ax_ms.set_xlabel("rows in the decode forward")
-    ax_ms.set_ylabel(f"ms per decode forward ({'CPU' if cost == 'cpu' else 'wall'} time)")
-    ax_ms.set_ylim(bottom=0)
-    ax_ms.set_title("What one more row costs")
-    ax_ms.grid(True, alpha=0.3)
-    ax_ms.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
