@@ -273,6 +273,15 @@ def test_plots_keep_one_colour_per_strategy(results):
     assert [to_rgb(b.get_facecolor()[:3]) for b in bars] == [
         to_rgb(STRATEGY_COLORS[n]) for n in results
     ]
+    two = dk.plot_batching(results, ttft_target_ms=0.5, panels=("latency", "work"))
+    assert [ax.get_title() for ax in two.axes] == [
+        "Latency per request",
+        "Where the forward passes went",
+    ]
+    low, high = two.axes[0].get_ylim()
+    assert low < 0.5 < high, "the target line inside the frame"
+    with pytest.raises(InvalidArgumentError, match="panels"):
+        dk.plot_batching(results, panels=("speed",))
     costs = dk.plot_batch_sizes(results).axes[0]  # the cost panel is added first
     assert [to_rgb(c.lines[0].get_color()) for c in costs.containers] == [
         to_rgb(STRATEGY_COLORS[n]) for n in results

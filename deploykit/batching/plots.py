@@ -7,10 +7,11 @@ no data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from .results import BatchingResult
 
 STRATEGY_COLORS = {
@@ -47,32 +48,53 @@ def _shade(label: str, alpha: float, hatch: str = ""):
     return Patch(facecolor="0.35", alpha=alpha, hatch=hatch, edgecolor="black", label=label)
 
 
+PANELS = ("throughput", "latency", "work")
+
+
 def plot_batching(
     results: Mapping[str, BatchingResult],
     latency_target_ms: float | None = None,
     ttft_target_ms: float | None = None,
+    panels: Sequence[str] = PANELS,
 ):
     """Plot throughput, latency percentiles and where the forwards went, per run; return the figure.
 
     Bars are in each strategy's colour; the lighter and darker shades of a group are the
-    measures its legend names. Latency is on a log axis (ms) with plain tick labels.
+    measures its legend names. Latency is on a log axis (ms) with plain tick labels. panels
+    picks which of the three to draw, in order.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    unknown = set(panels) - set(PANELS)
+    if unknown or not panels:
+        raise InvalidArgumentError(f"panels={list(panels)!r}: pick one or more of {PANELS}")
     names = list(results)
-    runs = list(results.values())
     colors = [_color(n, i) for i, n in enumerate(names)]
-    x = np.arange(len(names))
-    fig, (ax_tp, ax_lat, ax_work) = plt.subplots(1, 3, figsize=(15, 4.2))
+    width = 5 * len(panels)  # inches
+    # at most ~1100 pixels wide: a wider image is only scaled down on the page, and its text
+    # is most of the PNG's bytes
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(width, 4.2), dpi=min(100, 1100 / width), squeeze=False
+    )
+    draw = {"throughput": _throughput, "latency": _latency, "work": _work}
+    for ax, panel in zip(axes[0], panels):
+        draw[panel](ax, list(results.values()), colors, latency_target_ms, ttft_target_ms)
+        ax.set_xticks(np.arange(len(names)), names)
+        for tick, color in zip(ax.get_xticklabels(), colors):
+            tick.set_color(color)
+        ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
 
+
+def _throughput(ax, runs: list[BatchingResult], colors: list[str], *_targets) -> None:
+    x = np.arange(len(runs))
     throughput = (
         ("per second of wall time", [r.tokens_per_s for r in runs]),
         ("per CPU second", [r.tokens_per_cpu_s for r in runs]),
     )
     for i, (_, values) in enumerate(throughput):
-        ax_tp.bar(
+        ax.bar(
             x + (i - 0.5) * 0.4,
             values,
             0.4,
@@ -81,17 +103,29 @@ def plot_batching(
             edgecolor="black",
             linewidth=0.4,
         )
-    ax_tp.set_ylabel("output tokens / s")
+    ax.set_ylabel("output tokens / s")
     handles = [_shade(t, _SHADES[i + 1]) for i, (t, _) in enumerate(throughput)]
-    _legend_above(ax_tp, handles, 2, "Throughput")
+    _legend_above(ax, handles, 2, "Throughput")
 
+
+def _latency(
+    ax,
+    runs: list[BatchingResult],
+    colors: list[str],
+    latency_target_ms: float | None,
+    ttft_target_ms: float | None,
+) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    x = np.arange(len(runs))
     latency = (
         ("TTFT p50", [r.ttft_ms(50) for r in runs]),
         ("latency p50", [r.latency_ms(50) for r in runs]),
         ("latency p95", [r.latency_ms(95) for r in runs]),
     )
     for i, (_, values) in enumerate(latency):
-        ax_lat.bar(
+        ax.bar(
             x + (i - 1) * 0.27,
             values,
             0.27,
@@ -106,36 +140,34 @@ def plot_batching(
         (ttft_target_ms, ":", "TTFT target"),
     ):
         if target is not None:
-            ax_lat.axhline(target, color="black", ls=style, lw=1)
+            ax.axhline(target, color="black", ls=style, lw=1)
             handles.append(Line2D([], [], color="black", ls=style, lw=1, label=label))
-    ax_lat.set_yscale("log")
-    ax_lat.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax_lat.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax_lat.yaxis.set_minor_formatter(NullFormatter())
-    ax_lat.set_ylabel("ms per request (log scale)")
-    _legend_above(ax_lat, handles, 2, "Latency per request")
+    ax.set_yscale("log")
+    shown = [v for _, values in latency for v in values if v > 0]
+    shown += [t for t in (latency_target_ms, ttft_target_ms) if t is not None]
+    ax.set_ylim(min(shown) / 1.6, max(shown) * 1.6)  # a target line clear of the frame
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel("ms per request (log scale)")
+    _legend_above(ax, handles, 2, "Latency per request")
 
+
+def _work(ax, runs: list[BatchingResult], colors: list[str], *_targets) -> None:
+    x = np.arange(len(runs))
     kept = [r.output_tokens for r in runs]
     wasted = [r.wasted_decode_slots for r in runs]
     padded = [r.padded_prompt_tokens for r in runs]
-    ax_work.bar(x, kept, color=colors, edgecolor="black", linewidth=0.4)
-    ax_work.bar(x, wasted, bottom=kept, color="white", hatch="///", edgecolor="0.3", linewidth=0.4)
-    ax_work.bar(x, padded, bottom=np.add(kept, wasted), color="0.8", edgecolor="0.3", linewidth=0.4)
-    ax_work.set_ylabel("token positions computed")
+    ax.bar(x, kept, color=colors, edgecolor="black", linewidth=0.4)
+    ax.bar(x, wasted, bottom=kept, color="white", hatch="///", edgecolor="0.3", linewidth=0.4)
+    ax.bar(x, padded, bottom=np.add(kept, wasted), color="0.8", edgecolor="0.3", linewidth=0.4)
+    ax.set_ylabel("token positions computed")
     work = [
         _shade("output tokens kept (strategy colour)", 1.0),
         _shade("decode slots of finished requests", 0.0, "///"),
         _shade("prompt padding", 0.25),
     ]
-    _legend_above(ax_work, work, 1, "Where the forward passes went")
-
-    for ax in (ax_tp, ax_lat, ax_work):
-        ax.set_xticks(x, names)
-        for tick, color in zip(ax.get_xticklabels(), colors):
-            tick.set_color(color)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    _legend_above(ax, work, 1, "Where the forward passes went")
 
 
 def plot_batch_sizes(results: Mapping[str, BatchingResult]):
@@ -151,7 +183,7 @@ def plot_batch_sizes(results: Mapping[str, BatchingResult]):
 
     cost = next(iter(results.values())).forward_cost
     top = max(max(r.batch_sizes) for r in results.values()) + 1
-    fig = plt.figure(figsize=(13, 1.4 + 1.1 * len(results)))
+    fig = plt.figure(figsize=(13, 1.4 + 1.1 * len(results)), dpi=85)  # ~1100 pixels wide
     grid = fig.add_gridspec(len(results), 2, width_ratios=(3, 2))
     ax_ms = fig.add_subplot(grid[:, 1])
     axes: list = []

@@ -23,6 +23,7 @@ def plot_kv_growth(
     all of them; each line keeps its colour in both panels, and the legend sits below them.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     contexts = [2**k for k in range(10, 18)]
     batches = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -30,7 +31,7 @@ def plot_kv_growth(
     lines: dict[int, list[str]] = {}  # KV bytes per token -> models (in the order given)
     for c in configs:
         lines.setdefault(c.kv_bytes_per_token(kv_dtype), []).append(c.name)
-    fig, (ax_ctx, ax_batch) = plt.subplots(1, 2, figsize=(10, 3.9))
+    fig, (ax_ctx, ax_batch) = plt.subplots(1, 2, figsize=(10, 3.9), dpi=90)
     for per_token, names in lines.items():
         label = " = ".join(names) + (" (same KV per token)" if len(names) > 1 else "")
         (line,) = ax_ctx.plot(
@@ -51,6 +52,8 @@ def plot_kv_growth(
         )
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_count))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_ylabel(f"KV cache (GiB, {kv_dtype})")
         ax.grid(True, alpha=0.3)
     ax_ctx.set_title("one sequence")
@@ -71,8 +74,9 @@ def plot_plan_knobs(
 ):
     """Plot what gpu_memory_utilization (bf16 vs fp8 KV) and max_num_batched_tokens buy."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
-    fig, (ax_u, ax_s) = plt.subplots(1, 2, figsize=(10, 3.1))
+    fig, (ax_u, ax_s) = plt.subplots(1, 2, figsize=(10, 3.1), dpi=90)
     for kv_dtype in ("bf16", "fp8"):
         seqs = [
             memory_plan(
@@ -97,6 +101,7 @@ def plot_plan_knobs(
     ]
     ax_s.plot(step_sizes, capacity, marker="o")
     ax_s.set_xscale("log", base=2)
+    ax_s.xaxis.set_major_formatter(FuncFormatter(_count))
     ax_s.set_xlabel("max_num_batched_tokens")
     ax_s.set_ylabel("KV capacity (thousand tokens)")
     for ax in (ax_u, ax_s):
@@ -105,3 +110,8 @@ def plot_plan_knobs(
         ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _count(value: float, _pos=None) -> str:
+    """Return a power-of-two tick as 1, 2, ..., 512, 1k, 2k, ... (k = 1,024)."""
+    return f"{value / 1024:g}k" if value >= 1024 else f"{value:g}"
