@@ -1,8 +1,9 @@
 """Load generation and benchmarks: `loadgen` sends the load, `metrics` computes vLLM's
 serving figures from it, `serve` benchmarks any running endpoint (`deploykit bench --url`),
-`harness` runs interleaved rounds and writes the doc section; `servers`, `vllm`, `llamacpp`
-and `quantize` are the benchmarks that start their own servers (`cli` adds them all to
-`deploykit bench`), `prefix_cache` measures what vLLM's prefix cache serves.
+`tables` prints its results and says what a sweep shows, `harness` runs interleaved rounds
+and writes the doc section; `servers`, `vllm`, `llamacpp` and `quantize` are the benchmarks
+that start their own servers (`cli` adds them all to `deploykit bench`), `prefix_cache`
+measures what vLLM's prefix cache serves.
 """
 
 from .compare import ServerRuns, bench_servers
@@ -23,7 +24,8 @@ from .prefix_cache import (
     median_ttft_s,
     plot_prefix_cache,
 )
-from .serve import RESULT_FIELDS, bench_serve, bench_table, format_result, synthetic_prompts
+from .serve import RESULT_FIELDS, bench_serve, synthetic_prompts
+from .tables import bench_table, format_result, goodput_findings, sweep_findings
 
 __all__ = [
     "ServerRuns",
@@ -44,7 +46,9 @@ __all__ = [
     "plot_prefix_cache",
     "RESULT_FIELDS",
     "bench_serve",
+    "synthetic_prompts",
     "bench_table",
     "format_result",
-    "synthetic_prompts",
+    "goodput_findings",
+    "sweep_findings",
 ]

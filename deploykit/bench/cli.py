@@ -110,7 +110,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Run `deploykit bench --url ...`: benchmark, print vLLM-style blocks, save and plot."""
-    from .serve import bench_serve, format_result, save_results
+    from .serve import bench_serve, save_results
+    from .tables import format_result
 
     if args.url is None:
         raise InvalidArgumentError(

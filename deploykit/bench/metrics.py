@@ -13,7 +13,10 @@ the same thing everywhere, and the same as in vLLM (vllm/benchmarks/serve.py,
   A non-streamed answer shows its first token when the whole body arrives, so its TTFT is
   its E2EL, and it has no ITLs and no TPOT.
 - mean, median, std (population) and percentiles by linear interpolation (numpy's
-  defaults); an empty list gives 0, as in vLLM.
+  defaults). A statistic of no values (TPOT and ITL of a non-streamed run, anything of a
+  run where no request completed) is None, written as JSON null and shown as "n/a": vLLM
+  writes 0 there, which reads as a measured 0 ms; pandas, and so vLLM's own sweep plots,
+  read null as a missing value.
 - duration: first send to last answer of the measured requests (warm-ups excluded);
   throughputs are completed requests and their tokens over it.
 - goodput: completed requests per second that meet every latency target given (TTFT,
@@ -79,17 +82,18 @@ def count_good(
 
 
 def _stats(name: str, values_s: Sequence[float], percentiles: Sequence[float]) -> dict:
+    """Return mean, median, std and percentiles in ms; None for each when there are no values."""
     import numpy as np
 
-    ms = [v * 1000 for v in values_s] or [0.0]  # vLLM: an empty list counts as one 0
+    ms = [v * 1000 for v in values_s]
     out = {
-        f"mean_{name}_ms": float(np.mean(ms)),
-        f"median_{name}_ms": float(np.median(ms)),
-        f"std_{name}_ms": float(np.std(ms)),
+        f"mean_{name}_ms": float(np.mean(ms)) if ms else None,
+        f"median_{name}_ms": float(np.median(ms)) if ms else None,
+        f"std_{name}_ms": float(np.std(ms)) if ms else None,
     }
     for p in percentiles:
         word = str(int(p)) if int(p) == p else str(p)
-        out[f"p{word}_{name}_ms"] = percentile(ms, p)
+        out[f"p{word}_{name}_ms"] = percentile(ms, p) if ms else None
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..errors import InvalidArgumentError
 from .loadgen import LoadResult
@@ -76,43 +77,49 @@ def _by_label(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping]) -> dict
     return grouped
 
 
-def plot_bench(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], p: float = 99):
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per server, with its colour
+
+
+def plot_bench(
+    runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], p: float = 99, dpi: int = 80
+):
     """Plot bench_serve results: throughput, TTFT and TPOT (median, p-th) against load, TTFT CDF.
 
     runs is one bench_serve list, or {label: list} for several servers under the same sweep.
-    The CDF shows each server's requests at its highest load level.
+    Each server keeps one colour and marker in every panel; medians are solid lines, the
+    p-th percentiles dashed with hollow markers. Latencies and throughputs are on log axes
+    (servers differ by decades). The CDF shows each server's requests at its highest load
+    level. A server measured without streaming has no TPOT: the panel names it.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     grouped = _by_label(runs)
     kind = load_level(next(iter(grouped.values()))[0])[0]
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=dpi)
     (ax_tps, ax_cdf), (ax_ttft, ax_tpot) = axes
+    handles, no_tpot = [], []
     for i, (label, results) in enumerate(grouped.items()):
-        color = f"C{i}"
+        style: dict[str, Any] = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)]}
+        handles.append(Line2D([], [], label=label, **style))
         results = sorted(results, key=lambda r: load_level(r)[1])
-        x = [load_level(r)[1] for r in results]
-        ax_tps.plot(
-            x, [r["output_throughput"] for r in results], marker="o", color=color, label=label
-        )
+        # dodged a little sideways, so that servers with equal values stay visible side by side
+        dodge = 2 ** (0.04 * (i - (len(grouped) - 1) / 2))
+        x = [load_level(r)[1] * dodge for r in results]
+        ax_tps.plot(x, [r["output_throughput"] for r in results], **style)
         for ax, name in ((ax_ttft, "ttft"), (ax_tpot, "tpot")):
             values = [_per_request_ms(r, name) for r in results]
             if not any(values):
-                continue  # e.g. TPOT of a server measured without streaming: none exists
+                no_tpot.append(label)  # e.g. TPOT of a server measured without streaming
+                continue
+            ax.plot(x, [percentile(v, 50, math.nan) for v in values], **style)
             ax.plot(
                 x,
-                [percentile(v, 50, 0.0) for v in values],
-                marker="o",
-                color=color,
-                label=f"{label} median",
-            )
-            ax.plot(
-                x,
-                [percentile(v, p, 0.0) for v in values],
-                marker="x",
+                [percentile(v, p, math.nan) for v in values],
                 linestyle="--",
-                color=color,
-                label=f"{label} p{p:g}",
+                markerfacecolor="none",
+                **style,
             )
         ttfts = sorted(_per_request_ms(results[-1], "ttft"))
         if ttfts:
@@ -120,27 +127,55 @@ def plot_bench(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], p: flo
                 ttfts,
                 [(k + 1) / len(ttfts) for k in range(len(ttfts))],
                 where="post",
-                color=color,
-                label=f"{label} ({kind} {x[-1]:g})",
+                color=style["color"],
             )
     xlabel = "concurrent requests" if kind == "concurrency" else "request rate (requests/s)"
     levels = sorted({load_level(r)[1] for results in grouped.values() for r in results})
-    for ax, title in (
-        (ax_tps, "Output throughput (tokens/s)"),
-        (ax_ttft, "Time to first token (ms)"),
-        (ax_tpot, "Time per output token after the first (ms)"),
+    tpot_title = "Time per output token after the first"
+    if no_tpot:
+        tpot_title += f"\n(not streamed, no TPOT: {', '.join(no_tpot)})"
+    for ax, title, ylabel in (
+        (ax_tps, "Output throughput", "tokens/s"),
+        (ax_ttft, "Time to first token", "ms"),
+        (ax_tpot, tpot_title, "ms"),
     ):
         ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
         ax.set_xticks(levels, [f"{x:g}" for x in levels])
+        ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
         ax.set_xlabel(xlabel)
-        ax.set_title(title)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+    ax_cdf.set_xscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    for ax in (ax_tps, ax_ttft, ax_tpot):
+        low, high = ax.get_ylim()  # labels at 1, 2 and 5 unless the axis spans many decades
+        ax.yaxis.set_major_locator(LogLocator(subs=(1,) if high > 300 * low else (1, 2, 5)))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax_cdf.xaxis.set_major_formatter(plain)
     ax_cdf.set_xlabel("time to first token (ms)")
     ax_cdf.set_ylabel("share of requests")
-    ax_cdf.set_title("TTFT distribution at the highest load")
+    top = (
+        f"{levels[-1]:g} concurrent requests"
+        if kind == "concurrency"
+        else f"{levels[-1]:g} requests/s"
+    )
+    ax_cdf.set_title(f"TTFT distribution at {top}", fontsize=10)
     for ax in axes.flat:
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-    fig.tight_layout()
+        ax.grid(True, which="major", alpha=0.3)
+    styles = [
+        Line2D([], [], color="grey", marker="o", label="median"),
+        Line2D([], [], color="grey", marker="o", markerfacecolor="none", ls="--", label=f"p{p:g}"),
+    ]
+    fig.legend(
+        handles=handles + styles,
+        loc="lower center",
+        ncol=len(handles) + len(styles),
+        frameon=False,
+        fontsize="small",
+    )
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 

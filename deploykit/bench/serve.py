@@ -24,7 +24,6 @@ import os
 import platform
 import re
 import warnings
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +135,9 @@ def synthetic_prompts(
 
     With a tokenizer (a built-in name, local folder or hub id), prompts are random
     non-special token ids, decoded and re-encoded until they are exactly input_tokens
-    tokens long with the tokenizer's special tokens, as vLLM's random dataset makes them.
+    tokens long with the tokenizer's special tokens, as vLLM's random dataset makes them; a
+    draw whose text does not settle at that length is drawn again (vLLM keeps it), and a
+    prompt still off after every draw is named in `source`.
     Without one, they are input_tokens common words each, and the input lengths come from
     the server's usage.
     """
@@ -159,18 +160,44 @@ def synthetic_prompts(
     texts: list[str] = []
     counts: list[int] = []
     for _ in range(num_prompts):
-        ids = [int(i) for i in rng.choice(allowed, target)]
-        for _ in range(10):  # a decoded text may re-encode to other tokens: adjust and retry
-            text = tok.decode(ids)
-            ids = tok(text, add_special_tokens=False).input_ids
-            if len(ids) == target:
+        for _ in range(_DRAWS):
+            text = _decoded_to_length(
+                tok, [int(i) for i in rng.choice(allowed, target)], allowed, rng
+            )
+            if len(tok(text, add_special_tokens=False).input_ids) == target:
                 break
-            ids = ids[:target] + [int(i) for i in rng.choice(allowed, max(0, target - len(ids)))]
         texts.append(text)
         counts.append(len(tok(text).input_ids))
+    missed = sum(c != input_tokens for c in counts)
     return Prompts(
-        tuple(texts), tuple(counts), tok_id, f"random token ids of {tok_id}, decoded; seed {seed}"
+        tuple(texts),
+        tuple(counts),
+        tok_id,
+        f"random token ids of {tok_id}, decoded; seed {seed}"
+        + (f"; {missed} of {num_prompts} not {input_tokens} tokens long" if missed else ""),
     )
+
+
+# Fresh draws of one prompt before its length is left as it came out: a draw misses when its
+# bytes never settle (a byte-level token cut from its character decodes to U+FFFD, which
+# re-encodes to three tokens, and a truncation makes another).
+_DRAWS = 20
+
+
+def _decoded_to_length(tok, ids: list[int], allowed, rng) -> str:
+    """Return text from ids, re-encoded and adjusted (at most 10 times) towards len(ids) tokens.
+
+    As vLLM's random dataset does (`gen_prompt_decode_to_target_len`): decode, re-encode,
+    truncate or pad with random ids, and again.
+    """
+    target = len(ids)
+    for _ in range(10):
+        text = tok.decode(ids)
+        ids = tok(text, add_special_tokens=False).input_ids
+        if len(ids) == target:
+            break
+        ids = ids[:target] + [int(i) for i in rng.choice(allowed, max(0, target - len(ids)))]
+    return text
 
 
 def check_endpoint(url: str, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
@@ -404,80 +431,3 @@ def save_results(results: Sequence[Mapping], result_dir: str | Path) -> list[Pat
         path.write_text(json.dumps(result, indent=1, allow_nan=False))
         paths.append(path)
     return paths
-
-
-def failure_reasons(result: Mapping) -> dict[str, int]:
-    """Return how many requests failed for each reason (most common first)."""
-    return dict(Counter(e for e in result["errors"] if e).most_common())
-
-
-def bench_table(results: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]) -> list[dict]:
-    """Return one headline row per result (per label, if given {label: results})."""
-    grouped = results if isinstance(results, Mapping) else {None: results}
-    rows = []
-    for label, group in grouped.items():
-        for r in group:
-            level = (
-                f"concurrency {r['max_concurrency']}"
-                if r["request_rate"] == "inf"
-                else f"{r['request_rate']:g} req/s"
-            )
-            rows.append(
-                {
-                    "server": label or r["label"],
-                    "load": level,
-                    "ok": f"{r['completed']}/{r['completed'] + r['failed']}",
-                    "output tok/s": round(r["output_throughput"], 1),
-                    "req/s": round(r["request_throughput"], 2),
-                    "mean TTFT ms": round(r["mean_ttft_ms"], 1),
-                    "p99 TTFT ms": round(r.get("p99_ttft_ms", float("nan")), 1),
-                    "mean TPOT ms": round(r["mean_tpot_ms"], 2),
-                    "p99 TPOT ms": round(r.get("p99_tpot_ms", float("nan")), 2),
-                    "mean E2EL ms": round(r["mean_e2el_ms"], 1),
-                }
-            )
-    return rows
-
-
-def format_result(result: Mapping) -> str:
-    """Return one result as vLLM's `bench serve` prints it."""
-    lines = [
-        "{:=^50}".format(" Serving Benchmark Result "),
-        f"{'Successful requests:':<40} {result['completed']}",
-        f"{'Failed requests:':<40} {result['failed']}",
-    ]
-    if result["max_concurrency"] is not None:
-        lines.append(f"{'Maximum request concurrency:':<40} {result['max_concurrency']}")
-    if result["request_rate"] != "inf":
-        lines.append(f"{'Request rate configured (RPS):':<40} {result['request_rate']:.2f}")
-    lines += [
-        f"{'Benchmark duration (s):':<40} {result['duration']:.2f}",
-        f"{'Total input tokens:':<40} {result['total_input_tokens']}",
-        f"{'Total generated tokens:':<40} {result['total_output_tokens']}",
-        f"{'Request throughput (req/s):':<40} {result['request_throughput']:.2f}",
-    ]
-    if result["request_goodput"] is not None:
-        lines.append(f"{'Request goodput (req/s):':<40} {result['request_goodput']:.2f}")
-    lines += [
-        f"{'Output token throughput (tok/s):':<40} {result['output_throughput']:.2f}",
-        f"{'Total token throughput (tok/s):':<40} {result['total_token_throughput']:.2f}",
-    ]
-    for key, name, header in (
-        ("ttft", "TTFT", "Time to First Token"),
-        ("tpot", "TPOT", "Time per Output Token (excl. 1st token)"),
-        ("itl", "ITL", "Inter-token Latency"),
-        ("e2el", "E2EL", "End-to-end Latency"),
-    ):
-        lines.append(f"{header:-^50}")
-        for field, value in result.items():
-            match = re.fullmatch(rf"(mean|median|p[\d.]+)_{key}_ms", field)
-            if match:
-                stat = (
-                    match.group(1).capitalize()
-                    if match.group(1)[0] != "p"
-                    else match.group(1).upper()
-                )
-                lines.append(f"{f'{stat} {name} (ms):':<40} {value:.2f}")
-    for reason, count in list(failure_reasons(result).items())[:3]:
-        lines.append(f"failed x{count}: {reason[:160]}")
-    return "\n".join(lines + ["=" * 50])
