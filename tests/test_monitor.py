@@ -6,6 +6,7 @@ import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +14,7 @@ from _servers import MODEL, start_server
 
 import deploykit as dk
 from deploykit.errors import InvalidArgumentError, MissingExtraError, PrometheusError
+from deploykit.monitor.live import plot_panels
 from deploykit.monitor.prom import prometheus_config
 from deploykit.monitor.promql import requests_waiting, standard_panels
 from deploykit.monitor.rules import prometheus_path
@@ -77,6 +79,23 @@ def test_config_scrapes_any_targets_and_promtool_accepts_it(tmp_path):
             prometheus_config(targets)
 
 
+def test_a_written_config_names_its_rule_file_relative_to_itself(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as a notebook writes it: paths relative to its folder
+    folder = Path("deploy/11_monitoring")
+    rules = dk.AlertRules().write(folder / "alert-rules.yml")
+    path = dk.write_prometheus_config(
+        folder / "prometheus.yml", {"deploykit": "http://deploykit:8000"}, rule_files=[rules]
+    )
+    config = yaml.safe_load(path.read_text())
+    assert config["rule_files"] == ["alert-rules.yml"]
+    assert config["scrape_configs"][0]["static_configs"][0]["targets"] == ["deploykit:8000"]
+    monkeypatch.chdir("/")  # promtool reads the rule file relative to the config, from anywhere
+    assert "SUCCESS: 1 rule files found" in dk.check_config(tmp_path / path)
+    (tmp_path / folder / "alert-rules.yml").unlink()
+    with pytest.raises(PrometheusError, match="promtool rejected the config"):
+        dk.check_config(tmp_path / path)
+
+
 def test_a_missing_prometheus_says_how_to_install_it():
     with pytest.raises(MissingExtraError, match="apt-get install prometheus"):
         prometheus_path("prometheus-that-is-not-installed")
@@ -136,6 +155,44 @@ def test_grafana_dashboard_has_the_panels_and_a_datasource_variable(tmp_path):
 
 
 # ---- a real Prometheus over a real deploykit server ---------------------------------------
+
+
+def test_live_view_keeps_a_colour_per_job_and_a_low_threshold_off_the_axis():
+    import pandas as pd
+
+    panels = dk.live_panels("5s")
+    assert [p.title for p in panels] == [
+        "Generated tokens/s",
+        "Time to first token",
+        "Requests waiting and running",
+    ]
+    assert "HTTP 5xx errors/s" in [p.title for p in dk.live_panels("5s", errors=True)]
+    t = [0.0, 1.0, 2.0]
+    frames = {
+        "Generated tokens/s": pd.DataFrame({"deploykit": [0, 50, 60], "vllm": [0, 80, 90]}, t),
+        "Time to first token": pd.DataFrame(
+            {
+                "p50 deploykit": [0.05, 0.06, 0.07],
+                "p95 deploykit": [0.1, 0.2, 0.3],
+                "p50 vllm": [0.02, 0.03, 0.04],
+                "p95 vllm": [0.3, 0.4, 0.5],
+            },
+            t,
+        ),
+    }
+    fig = plot_panels(frames, panels, thresholds={"Time to first token": 0.001})
+    tokens, ttft, queue = fig.axes
+    colour = {line.get_label(): line.get_color() for ax in (tokens, ttft) for line in ax.lines}
+    assert colour["deploykit"] == colour["p50 deploykit"] == colour["p95 deploykit"]
+    assert colour["vllm"] == colour["p95 vllm"] != colour["deploykit"]
+    styles = {line.get_label(): line.get_linestyle() for line in ttft.lines}
+    assert styles["p50 vllm"] != styles["p95 vllm"]
+    low, high = ttft.get_ylim()
+    assert ttft.get_yscale() == "log" and low < 0.001 and high > 0.5  # the line clears the axis
+    legend = [text.get_text() for text in ttft.get_legend().get_texts()]
+    assert "alert threshold (1 ms)" in legend
+    assert ttft.get_legend().get_bbox_to_anchor().x0 >= ttft.get_window_extent().x1  # beside
+    assert queue.texts[0].get_text() == "no data yet" and ttft.get_ylabel() == "seconds"
 
 
 def test_prometheus_scrapes_deploykit_and_llamacpp_and_counts_every_request():

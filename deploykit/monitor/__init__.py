@@ -9,7 +9,7 @@ from .live import live_panels, watch_live
 from .plots import plot_trace
 from .prom import Prometheus, start_prometheus, write_prometheus_config
 from .promql import generation_tokens_per_s, metric_selector, ttft_quantile
-from .rules import AlertRules, check_rules, test_rules
+from .rules import AlertRules, check_config, check_rules, test_rules
 from .scrape import Metrics, MetricsTrace, scrape_metrics, watch_metrics
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "metric_selector",
     "ttft_quantile",
     "AlertRules",
+    "check_config",
     "check_rules",
     "test_rules",
     "Metrics",

@@ -24,10 +24,19 @@ T = TypeVar("T")
 
 
 def live_panels(
-    window: str = "15s", by: Sequence[str] = ("job",), engines: Sequence[str] = METRIC_PREFIXES
+    window: str = "15s",
+    by: Sequence[str] = ("job",),
+    engines: Sequence[str] = METRIC_PREFIXES,
+    errors: bool = False,
 ) -> tuple[Panel, ...]:
-    """Return the live view's panels: tokens/s, TTFT p50/p95, queue depth, 5xx errors."""
-    return tuple(p for p in standard_panels(window, by, engines) if p.unit != "percentunit")
+    """Return the live view's panels: tokens/s, TTFT p50/p95, requests waiting and running.
+
+    The dashboard's KV-cache panel is left out (deploykit's server reports no paged cache),
+    and so is its 5xx panel unless errors=True: a load without failures draws it as a flat
+    zero, and the error-ratio alert and its unit tests cover errors.
+    """
+    left_out = {"percentunit"} | (set() if errors else {"reqps"})
+    return tuple(p for p in standard_panels(window, by, engines) if p.unit not in left_out)
 
 
 @dataclass
@@ -83,37 +92,84 @@ def read_panels(
     return out
 
 
+def _seconds_text(value_s: float) -> str:
+    return f"{value_s * 1000:g} ms" if value_s < 1 else f"{value_s:g} s"
+
+
 def plot_panels(
     frames: dict,
     panels: Sequence[Panel],
     title: str = "",
     thresholds: dict[str, float] | None = None,
+    dpi: int = 80,
 ):
-    """Draw each panel's lines on a grid of axes (two per row); return the figure."""
-    import matplotlib.pyplot as plt
+    """Draw each panel's lines in a row of its own, over one time axis; return the figure.
 
-    rows = (len(panels) + 1) // 2
-    fig, axes = plt.subplots(rows, 2, figsize=(12, 3.2 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+    A series (a job) keeps one colour in every panel, and a panel's queries (p50 and p95,
+    waiting and running) differ by line style. Latencies are on a log axis, so that a
+    threshold far from the lines (an alert set low on purpose) stays apart from the axis;
+    it is drawn labelled with its value. Legends sit beside the axes, never over the lines.
+    """
+    import math
+
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    def split(panel: Panel, column: str) -> tuple[str, str]:
+        """Return (query prefix, series name) of a frame column, as read_panels named it."""
+        prefix = max((p for p, _ in panel.queries if column.startswith(p)), key=len, default="")
+        return prefix, column[len(prefix) :].strip() or panel.title
+
+    series = sorted(
+        {
+            split(panel, str(column))[1]
+            for panel in panels
+            if panel.title in frames
+            for column in frames[panel.title].columns
+        }
+    )
+    colours = {name: f"C{i % 10}" for i, name in enumerate(series)}
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(9, 0.6 + 2.2 * len(panels)), sharex=True, squeeze=False, dpi=dpi
+    )
+    for ax, panel in zip(axes[:, 0], panels):
+        styles = {
+            prefix: ("-", "--", ":", "-.")[n % 4] for n, (prefix, _) in enumerate(panel.queries)
+        }
         frame = frames.get(panel.title)
-        if frame is not None and not frame.empty:
+        if frame is not None and frame.empty:
+            frame = None
+        if frame is not None:
             for column in frame.columns:
-                ax.plot(frame.index, frame[column], label=column)
-            ax.legend(fontsize=8, loc="upper left")
+                prefix, name = split(panel, str(column))
+                ax.plot(
+                    frame.index,
+                    frame[column],
+                    color=colours[name],
+                    ls=styles.get(prefix, "-"),
+                    label=str(column),
+                )
         else:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
         limit = (thresholds or {}).get(panel.title)
         if limit is not None:
-            ax.axhline(limit, color="red", ls="--", lw=1)
-        ax.set_ylim(bottom=0)  # every panel is a rate, a latency or a count
-        unit = {"s": " (s)", "percentunit": " (fraction)"}.get(panel.unit, "")
-        ax.set_title(panel.title + unit, fontsize=10)
-        ax.set_xlabel("seconds since start")
+            text = _seconds_text(limit) if panel.unit == "s" else f"{limit:g}"
+            ax.axhline(limit, color="red", ls="-.", lw=1, label=f"alert threshold ({text})")
+        values = frame.to_numpy().ravel() if frame is not None else []
+        positive = [v for v in values if math.isfinite(v) and v > 0] + ([limit] if limit else [])
+        if panel.unit == "s" and positive:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+        else:  # a rate or a count: from 0, with a line at 0 kept clear of the axis
+            ax.set_ylim(bottom=-0.04 * max(ax.get_ylim()[1], 1.0))
+        ax.set_ylabel(panel.axis or panel.unit, fontsize=9)
+        ax.set_title(panel.title, fontsize=10, loc="left")
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    axes[-1, 0].set_xlabel("seconds since the load began")
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -226,24 +282,39 @@ class _LiveWidget:
         plt.close(fig)
 
     def finish(self, fig) -> None:
-        """Replace the widget by fig as a plain image (what papermill keeps); None: just close."""
+        """Replace the widget by fig as a plain image (what papermill keeps); None: a note.
+
+        The update is a raw PNG bundle with no text/plain, so a viewer that shows text shows
+        no object repr (`<IPython.core.display.Image object>`, `VBox(children=...)`).
+        """
+        import base64
+
         import matplotlib.pyplot as plt
 
         if fig is not None:
-            self.handle.update(_image(fig))
+            png = base64.b64encode(_png(fig)).decode("ascii")
+            self.handle.update({"image/png": png}, raw=True)
             plt.close(fig)
+        else:
+            self.handle.update({"text/plain": "(the live view stopped early)"}, raw=True)
+        self.output.clear_output()
         self.box.close()
 
 
-def _image(fig):
-    """Return fig as a PNG image for IPython's display, whatever matplotlib's backend."""
+def _png(fig) -> bytes:
+    """Return fig as PNG bytes at its own dpi, whatever matplotlib's backend."""
     import io
 
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=fig.dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _image(fig):
+    """Return fig as an image for IPython's display inside the live widget."""
     from IPython.display import Image
 
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return Image(data=buffer.getvalue(), format="png")
+    return Image(data=_png(fig), format="png")
 
 
 def _capture(work: Callable[[], T]) -> tuple[bool, object]:

@@ -97,10 +97,21 @@ def prometheus_config(
 def write_prometheus_config(
     path: str | os.PathLike[str], targets: Mapping[str, object], **options
 ) -> Path:
-    """Write prometheus_config(targets, **options) as YAML to path; return the path."""
+    """Write prometheus_config(targets, **options) as YAML to path; return the path.
+
+    Rule files inside path's folder are written relative to it (Prometheus reads them
+    relative to its config file), so the folder can be copied as it is.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(prometheus_config(targets, **options), sort_keys=False))
+    config = prometheus_config(targets, **options)
+    folder = path.parent.resolve()
+    config_rules = [Path(p) for p in config.get("rule_files", [])]
+    if config_rules:
+        config["rule_files"] = [
+            str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in config_rules
+        ]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
 

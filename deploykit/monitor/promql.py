@@ -145,6 +145,7 @@ class Panel:
     title: str
     unit: str  # Grafana's unit id: "s", "percentunit", "short", "reqps"
     queries: tuple[tuple[str, str], ...]  # (legend prefix, PromQL)
+    axis: str = ""  # what the y axis counts, with its unit, e.g. "tokens/s" (plots)
 
 
 def standard_panels(
@@ -152,7 +153,12 @@ def standard_panels(
 ) -> tuple[Panel, ...]:
     """Return the panels both dashboards draw: tokens/s, TTFT p50/p95, queue, KV cache, errors."""
     return (
-        Panel("Generated tokens/s", "short", (("", generation_tokens_per_s(window, by, engines)),)),
+        Panel(
+            "Generated tokens/s",
+            "short",
+            (("", generation_tokens_per_s(window, by, engines)),),
+            "tokens/s",
+        ),
         Panel(
             "Time to first token",
             "s",
@@ -160,6 +166,7 @@ def standard_panels(
                 ("p50 ", ttft_quantile(0.5, window, by, engines)),
                 ("p95 ", ttft_quantile(0.95, window, by, engines)),
             ),
+            "seconds",
         ),
         Panel(
             "Requests waiting and running",
@@ -168,7 +175,13 @@ def standard_panels(
                 ("waiting ", requests_waiting(by, engines)),
                 ("running ", requests_running(by, engines)),
             ),
+            "requests",
         ),
-        Panel("KV-cache usage", "percentunit", (("", kv_cache_usage(by, engines)),)),
-        Panel("HTTP 5xx errors/s", "reqps", (("", errors_per_s(window, by)),)),
+        Panel(
+            "KV-cache usage",
+            "percentunit",
+            (("", kv_cache_usage(by, engines)),),
+            "fraction of the cache",
+        ),
+        Panel("HTTP 5xx errors/s", "reqps", (("", errors_per_s(window, by)),), "responses/s"),
     )

@@ -288,6 +288,11 @@ def check_rules(rules: AlertRules | str | os.PathLike[str]) -> str:
     return _promtool("check", "rules", rules, what=f"the rule file {os.fspath(rules)}")
 
 
+def check_config(path: str | os.PathLike[str]) -> str:
+    """Run `promtool check config` on a Prometheus config (and the rule files it names)."""
+    return _promtool("check", "config", path, what=f"the config {os.fspath(path)}")
+
+
 def test_rules(tests: AlertRules | str | os.PathLike[str]) -> str:
     """Run `promtool test rules` on a test file, or on AlertRules' generated tests; return its report."""
     if isinstance(tests, AlertRules):
