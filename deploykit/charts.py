@@ -19,16 +19,21 @@ def plot_bars(
     ylabel: str,
     title: str = "",
     horizontal: bool = False,
+    *,
     log: bool | None = None,
+    annotate: str | None = None,
 ):
     """Plot one bar per label (e.g. prefix-cache hit rate per setting); ylabel names the unit.
 
-    Each bar carries its value. horizontal=True draws the bars across, first label on top, for
-    long labels (ylabel then labels the x axis). log=None picks a log axis when the positive
-    values span a factor of 100 or more; True or False forces it.
+    Each bar carries its value: annotate is a format for it (e.g. "{:.2f} ms"), or a short
+    default. horizontal=True draws the bars across, first label on top, for long labels
+    (ylabel then labels the x axis). log=None picks a log axis when the positive values span
+    a factor of 100 or more; True or False forces it.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
+    plain = FuncFormatter(lambda value, _: f"{value:g}")  # 0.1, not 10^-1, on a log axis
     labels, heights = list(values), [float(v) for v in values.values()]
     positive = [h for h in heights if h > 0]
     if log is None:
@@ -43,6 +48,7 @@ def plot_bars(
         ax.set_xlabel(ylabel + (" (log scale)" if log else ""))
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(plain)
     else:
         fig, ax = plt.subplots(figsize=(6, 3))
         bars = ax.bar(labels, heights)
@@ -50,11 +56,13 @@ def plot_bars(
         ax.set_ylabel(textwrap.fill(ylabel + (" (log scale)" if log else ""), 28))
         if log:
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(plain)
         if max((len(label) for label in labels), default=0) > _LONG_LABEL:
             ax.tick_params(axis="x", labelrotation=25)
             for tick in ax.get_xticklabels():
                 tick.set_horizontalalignment("right")
-    ax.bar_label(bars, labels=[_value_text(h) for h in heights], padding=2, fontsize=8)
+    texts = [annotate.format(h) if annotate else _value_text(h) for h in heights]
+    ax.bar_label(bars, labels=texts, padding=2, fontsize=8)
     # room for the value labels past the longest bar
     if horizontal:
         ax.set_xlim(right=ax.get_xlim()[1] * (3 if log else 1.15))

@@ -305,44 +305,53 @@ def plot_fault_results(results: Sequence[ScenarioResult], baseline: str = "no fa
     """Plot requests lost (silently or loudly), retries spent and latency added per scenario.
 
     Latency added is each client's mean latency minus its own in the `baseline` scenario.
+    Every bar carries its value, so a 0 reads as measured; a client with no bar did not run
+    that scenario. One legend, under the panels, names the clients.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     baseline_ms = {r.client: r.mean_latency_ms for r in results if r.scenario == baseline}
     results = [r for r in results if r.scenario != baseline]
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     clients = list(dict.fromkeys(r.client for r in results))
     cell = {(r.scenario, r.client): r for r in results}
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), dpi=80)
     width = 0.8 / len(clients)
     for i, client in enumerate(clients):
-        xs = [k + i * width for k in range(len(scenarios))]
-        rows = [cell.get((s, client)) for s in scenarios]
-        loud = [r.lost - r.silent if r else 0 for r in rows]
-        silent = [r.silent if r else 0 for r in rows]
-        axes[0].bar(xs, loud, width, color=f"C{i}", label=client)
-        axes[0].bar(xs, silent, width, bottom=loud, color=f"C{i}", hatch="//", alpha=0.5)
-        axes[1].bar(xs, [r.retries if r else 0 for r in rows], width, color=f"C{i}", label=client)
+        ran = [(k, cell[s, client]) for k, s in enumerate(scenarios) if (s, client) in cell]
+        xs = [k + i * width for k, _ in ran]
+        rows = [r for _, r in ran]
+        loud = [r.lost - r.silent for r in rows]
+        silent = [r.silent for r in rows]
+        axes[0].bar(xs, loud, width, color=f"C{i}")
+        lost = axes[0].bar(xs, silent, width, bottom=loud, color=f"C{i}", hatch="//", alpha=0.5)
+        axes[0].bar_label(lost, labels=[f"{r.lost}" for r in rows], fontsize=7)
+        spent = axes[1].bar(xs, [r.retries for r in rows], width, color=f"C{i}")
+        axes[1].bar_label(spent, fontsize=7)
         base = baseline_ms.get(client, 0.0)
-        axes[2].bar(
-            xs,
-            [max(0.0, r.mean_latency_ms - base) if r else 0 for r in rows],
-            width,
-            color=f"C{i}",
-            label=client,
+        added = axes[2].bar(
+            xs, [max(0.0, r.mean_latency_ms - base) for r in rows], width, color=f"C{i}"
         )
-    titles = [
-        "Requests lost (hatched: caller not told)",
-        "Retries spent",
-        "Mean latency added vs no fault (ms)",
-    ]
-    for ax, title in zip(axes, titles):
+        axes[2].bar_label(added, fmt="%.0f", fontsize=7)
+    panels = (
+        ("Requests lost (hatched: caller not told)", "requests"),
+        ("Retries spent", "retries"),
+        ("Mean latency added vs no fault", "ms"),
+    )
+    for ax, (title, unit) in zip(axes, panels):
         ax.set_xticks(
             [k + width * (len(clients) - 1) / 2 for k in range(len(scenarios))],
             scenarios,
             fontsize=8,
         )
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(unit)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, max(1.0, ax.get_ylim()[1]) * 1.12)  # room for the value labels
+    handles = [Patch(color=f"C{i}", label=client) for i, client in enumerate(clients)]
+    handles.append(Patch(facecolor="white", edgecolor="grey", hatch="//", label="lost silently"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
