@@ -30,13 +30,12 @@ def test_config_has_the_settings_that_matter(tmp_path):
     text = dk.nginx_config(
         URLS,
         listen_port=8080,
-        prefix_dir=tmp_path,
         max_fails=2,
         fail_timeout_s=5,
         read_timeout_s=600,
         connect_timeout_s=0.5,
     )
-    assert "daemon off;" in text and f"pid {tmp_path.resolve() / 'nginx.pid'};" in text
+    assert "daemon off;" in text and "\npid nginx.pid;" in text
     assert "least_conn;" in text
     assert "server 127.0.0.1:8001 max_fails=2 fail_timeout=5s;" in text
     assert "server 127.0.0.1:8002 max_fails=2 fail_timeout=5s;" in text
@@ -52,12 +51,12 @@ def test_config_has_the_settings_that_matter(tmp_path):
         assert line in text, line
     assert "non_idempotent" not in text.split("proxy_next_upstream ")[1].split(";")[0]
     assert "\nuser " not in text  # only when asked (run as root)
-    # every path nginx writes to lies under the prefix, none under /var or /etc
-    assert "/var/" not in text and "/etc/" not in text
+    # every path nginx writes to is relative to its prefix: none under /var, /etc or /tmp
+    assert "/var/" not in text and "/etc/" not in text and str(tmp_path) not in text
+    assert "proxy_temp_path proxy;" in text and "access_log access.log upstream;" in text
     retried = dk.nginx_config(
         URLS,
         listen_port=8080,
-        prefix_dir=tmp_path,
         retry_non_idempotent=True,
         user="nobody nogroup",
     )
@@ -68,6 +67,7 @@ def test_generated_config_passes_nginx_t(tmp_path):
     path = write_nginx_config(URLS, tmp_path, listen_port=dk.free_port(), user=nginx_worker_user())
     report = dk.check_nginx_config(path)
     assert "syntax is ok" in report and "test is successful" in report
+    assert [p.name for p in tmp_path.iterdir()] == ["nginx.conf"]  # checked in a scratch prefix
 
 
 def test_nginx_t_rejection_carries_nginx_message(tmp_path):
@@ -92,7 +92,7 @@ def test_nginx_t_rejection_carries_nginx_message(tmp_path):
 )
 def test_bad_replicas_are_refused_before_anything_starts(tmp_path, urls, match):
     with pytest.raises(dk.InvalidArgumentError, match=match):
-        dk.nginx_config(urls, listen_port=8080, prefix_dir=tmp_path)
+        dk.nginx_config(urls, listen_port=8080)
     with pytest.raises(dk.InvalidArgumentError, match=match):
         dk.start_nginx(urls, prefix_dir=tmp_path / "never")
     assert not (tmp_path / "never").exists()
@@ -103,7 +103,7 @@ def test_bad_replicas_are_refused_before_anything_starts(tmp_path, urls, match):
 )
 def test_bad_options_are_refused(tmp_path, option):
     with pytest.raises(dk.InvalidArgumentError, match=next(iter(option))):
-        dk.nginx_config(URLS, **{"listen_port": 8080, "prefix_dir": tmp_path, **option})
+        dk.nginx_config(URLS, **{"listen_port": 8080, **option})
 
 
 def test_real_nginx_balances_a_real_load(replicas, tmp_path):

@@ -228,3 +228,26 @@ def test_killing_one_of_three_under_load_loses_nothing(replicas):
     # the load had got at the kill (CI once saw the victim serve 14, as many as a survivor)
     victim = replicas[0].url.split("://")[1]
     assert all(v > 0 for k, v in drill.served.items() if k != victim), drill.served
+
+
+def test_drill_findings_state_each_paths_counts():
+    from deploykit.drills.failover import INTERRUPTED, OK, RETRIED, DrillRequest, DrillResult
+
+    requests = (
+        DrillRequest(0.0, 3.0, True, INTERRUPTED, 1, 40),
+        DrillRequest(0.0, 5.0, True, OK, 1, 90),
+        *(DrillRequest(0.1 * k, 0.2, False, OK, 1, 10) for k in range(5)),
+        DrillRequest(1.0, 0.6, False, RETRIED, 2, 10),
+    )
+    served = {"127.0.0.1:9001": 3, "127.0.0.1:9002": 3, "127.0.0.1:9003": 2}
+    drill = DrillResult("router", "127.0.0.1:9001", 1.02, 6.0, requests, served)
+    lines = dk.drill_findings([drill]).lines
+    assert lines[0] == (
+        "Through router: 5 requests answered at the first attempt, 1 after a retry, 0 lost; "
+        "1 of 2 streams cut by the kill at 1.02 s."
+    )
+    assert lines[1].endswith("answered 3 requests, within the range of the others (2, 3).")
+    assert lines[2].endswith("took a median 0.60 s, one answered at the first attempt 0.20 s.")
+    fewer = DrillResult("nginx", "127.0.0.1:9003", 1.0, 6.0, requests, served)
+    assert "fewer than any other replica (3, 3)" in dk.drill_findings([fewer]).lines[1]
+    assert "nginx's access log" in dk.drill_findings([fewer]).lines[1]

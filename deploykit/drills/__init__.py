@@ -8,6 +8,7 @@ or nginx under load; `drain` sends SIGTERM to a server with requests in flight.
 from .drain import DrainResult, sigterm_drain
 from .failover import (
     DrillResult,
+    drill_findings,
     drill_table,
     failover_drill,
     plot_drills,
@@ -32,6 +33,7 @@ __all__ = [
     "DrainResult",
     "sigterm_drain",
     "DrillResult",
+    "drill_findings",
     "drill_table",
     "failover_drill",
     "plot_drills",

@@ -30,6 +30,7 @@ from ..errors import (
     StreamInterruptedError,
 )
 from ..launch import Server
+from ..report import Findings
 from ..router.proxy import REPLICA_HEADER
 
 OK, RETRIED, INTERRUPTED, LOST = "ok", "ok after retry", "stream interrupted", "lost"
@@ -315,17 +316,74 @@ def time_to_rejoin(
     return math.inf
 
 
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def _compared(count: int, others: list[int]) -> str:
+    if not others:
+        return "it was the only replica"
+    if count < min(others):
+        return "fewer than any other replica"
+    if count > max(others):
+        return "more than any other replica"
+    if count in others and min(others) == max(others):
+        return "as many as each other replica"
+    return "within the range of the others"
+
+
+def drill_findings(drills) -> Findings:
+    """Return what each drill shows, in the run's own figures: outcomes, who served what, retries' cost.
+
+    Who served what comes from each balancer's own books (`served`), streams included.
+    """
+    findings = Findings("What the drills show")
+    for drill in drills:
+        streams = sum(r.stream for r in drill.requests)
+        findings.add(
+            f"Through {drill.front}: {drill.count(OK, False)} requests answered at the first "
+            f"attempt, {drill.count(RETRIED, False)} after a retry, {drill.lost} lost; "
+            f"{drill.interrupted_streams} of {streams} streams cut by the kill at "
+            f"{drill.kill_at_s:.2f} s."
+        )
+        victim = drill.served.get(drill.victim, 0)
+        others = sorted(v for k, v in drill.served.items() if k != drill.victim)
+        books = "nginx's access log" if drill.front == "nginx" else f"the {drill.front}'s stats"
+        findings.add(
+            f"By {books}, the killed replica ({drill.victim}) answered {victim} requests, "
+            f"{_compared(victim, others)} ({', '.join(map(str, others)) or 'none'})."
+        )
+        first = [r.latency_s for r in drill.requests if not r.stream and r.outcome == OK]
+        again = [r.latency_s for r in drill.requests if not r.stream and r.outcome == RETRIED]
+        if first and again:
+            findings.add(
+                f"Through {drill.front}, a request answered after a retry took a median "
+                f"{_median(again):.2f} s, one answered at the first attempt {_median(first):.2f} s."
+            )
+    return findings
+
+
 def drill_table(drills) -> list[dict]:
     """Return one summary row per drill (for a DataFrame)."""
     return [d.summary() for d in drills]
 
 
 def plot_drills(drills):
-    """Plot each drill's requests over time, what clients saw, and who served what."""
+    """Plot each drill's requests over time, what clients saw, and who served what.
+
+    Each balancer keeps its colour in every panel, bars carry their counts, and one legend
+    under the panels names balancers and outcomes.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.artist import Artist
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     drills = list(drills)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), dpi=80)
     markers = {OK: "o", RETRIED: "^", LOST: "s"}
     ax = axes[0]
     for i, drill in enumerate(drills):
@@ -340,46 +398,58 @@ def plot_drills(drills):
                     color=color,
                     s=40 if outcome != OK else 14,
                     alpha=1.0 if outcome != OK else 0.5,
-                    label=f"{drill.front}: {outcome}",
                 )
         ax.axvline(drill.kill_at_s, color=color, linestyle="--", linewidth=1)
-    ax.set(
-        xlabel="request start (s); dashed: SIGKILL of one replica",
-        ylabel="latency (s)",
-        title="Non-streamed requests over time",
-    )
-    ax.legend(fontsize=7)
+    ax.set(xlabel="request start (s)", ylabel="latency (s)")
+    ax.set_title("Non-streamed requests over time", fontsize=10)
     ax = axes[1]
     kinds = [(OK, False), (RETRIED, False), (LOST, False), (INTERRUPTED, True)]
     width = 0.8 / max(1, len(drills))
     for i, drill in enumerate(drills):
-        ax.bar(
+        bars = ax.bar(
             [k + i * width for k in range(len(kinds))],
             [drill.count(outcome, stream) for outcome, stream in kinds],
             width,
-            label=drill.front,
+            color=f"C{i}",
         )
+        ax.bar_label(bars, fontsize=8)
     ax.set_xticks(
         [k + width * (len(drills) - 1) / 2 for k in range(len(kinds))],
         ["ok", "ok after\nretry", "lost", "streams\ninterrupted"],
     )
-    ax.set(title="What the clients saw", ylabel="requests")
-    ax.legend()
+    ax.set_ylabel("requests")
+    ax.set_title("What the clients saw", fontsize=10)
     ax = axes[2]
     replicas = sorted({k for d in drills for k in d.served})
     for i, drill in enumerate(drills):
-        ax.bar(
+        bars = ax.bar(
             [k + i * width for k in range(len(replicas))],
             [drill.served.get(r, 0) for r in replicas],
             width,
-            label=drill.front,
+            color=f"C{i}",
         )
+        ax.bar_label(bars, fontsize=8)
     ax.set_xticks(
         [k + width * (len(drills) - 1) / 2 for k in range(len(replicas))],
-        [r + ("\n(killed)" if any(d.victim == r for d in drills) else "") for r in replicas],
+        [
+            "port "
+            + r.rsplit(":", 1)[-1]
+            + ("\n(killed)" if any(d.victim == r for d in drills) else "")
+            for r in replicas
+        ],
         fontsize=8,
     )
-    ax.set(title="Requests answered per replica", ylabel="requests")
-    ax.legend()
-    fig.tight_layout()
+    ax.set_ylabel("requests answered")
+    ax.set_title("Requests answered per replica (balancer's books)", fontsize=10)
+    for ax in axes[1:]:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, max(1.0, ax.get_ylim()[1]) * 1.12)  # room for the value labels
+    handles: list[Artist] = [Patch(color=f"C{i}", label=d.front) for i, d in enumerate(drills)]
+    handles += [
+        Line2D([], [], color="grey", marker=m, ls="", label=f"{o} (left)")
+        for o, m in markers.items()
+    ]
+    handles.append(Line2D([], [], color="grey", ls="--", label="SIGKILL of one replica"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig

@@ -1,8 +1,8 @@
 """nginx in front of replicas: a complete nginx.conf, checked with `nginx -t`, and run.
 
 The rendered file runs nginx as a local foreground process (`daemon off;`) with every path
-it writes (pid, logs, temp files) under one prefix folder, so it needs neither root nor
-/etc/nginx. What nginx does here, next to deploykit's router:
+it writes (pid, logs, temp files) relative to its prefix folder (`nginx -p`), so it needs
+neither root nor /etc/nginx, and the file holds no path of the machine that rendered it. What nginx does here, next to deploykit's router:
 
 - `least_conn` sends each request to the replica with the fewest open connections;
 - health checks are passive: a replica counts as failed after `max_fails` errors within
@@ -88,7 +88,6 @@ def nginx_config(
     replica_urls: Sequence[str],
     *,
     listen_port: int,
-    prefix_dir: str | os.PathLike[str],
     listen_host: str = "127.0.0.1",
     max_fails: int = 1,
     fail_timeout_s: float = 10.0,
@@ -101,7 +100,11 @@ def nginx_config(
     user: str | None = None,
     worker_processes: int = 1,
 ) -> str:
-    """Return a complete nginx.conf balancing over replica_urls (checked first)."""
+    """Return a complete nginx.conf balancing over replica_urls (checked first).
+
+    Its paths (pid, logs, temp folders) are relative: nginx resolves them in the prefix
+    folder it is started with (`nginx -p FOLDER -c nginx.conf -e stderr`).
+    """
     urls = check_replica_urls(replica_urls)
     if any(urlsplit(u).scheme != "http" for u in urls):
         raise InvalidArgumentError(
@@ -131,19 +134,19 @@ def nginx_config(
         ("worker_processes", worker_processes),
     ):
         _positive(name, value, whole=True)
-    prefix = Path(prefix_dir).resolve()
     servers = "\n".join(
         f"        server {urlsplit(u).netloc} max_fails={max_fails} "
         f"fail_timeout={_seconds(fail_timeout_s)};"
         for u in urls
     )
-    temps = "\n".join(f"    {kind}_temp_path {prefix / kind};" for kind in _TEMP_DIRS)
+    temps = "\n".join(f"    {kind}_temp_path {kind};" for kind in _TEMP_DIRS)
     next_upstream = "error timeout http_502 http_503" + (
         " non_idempotent" if retry_non_idempotent else ""
     )
     return f"""\
-# nginx in front of {len(urls)} replica(s), rendered by deploykit (deploykit.deploy.nginx).
-# Run: nginx -p {prefix} -c {prefix / "nginx.conf"}
+# nginx in front of {len(urls)} replica(s), rendered by deploykit (deploykit.router.nginx).
+# Run it in the folder that holds this file (the prefix of every relative path below):
+#   nginx -p . -c nginx.conf -e stderr
 daemon off;  # a foreground process: whoever starts it (deploykit, systemd, a container) stops it
 {
         f"user {user};  # run as root: workers drop to this user"
@@ -151,8 +154,8 @@ daemon off;  # a foreground process: whoever starts it (deploykit, systemd, a co
         else "# no user directive: not run as root, so the workers stay this user"
     }
 worker_processes {worker_processes};
-pid {prefix / "nginx.pid"};
-error_log {prefix / "error.log"} warn;
+pid nginx.pid;
+error_log error.log warn;
 
 events {{
     worker_connections 1024;
@@ -162,7 +165,7 @@ http {{
     log_format upstream '$remote_addr [$time_local] "$request" $status $body_bytes_sent '
                         'upstream=$upstream_addr upstream_status=$upstream_status '
                         'request_time=$request_time';
-    access_log {prefix / "access.log"} upstream;
+    access_log access.log upstream;
 {temps}
     client_max_body_size {max_body_bytes};
     # the whole body stays in memory, so it can be sent again to the next replica
@@ -210,14 +213,15 @@ http {{
 def write_nginx_config(
     replica_urls: Sequence[str], prefix_dir: str | os.PathLike[str], *, listen_port: int, **options
 ) -> Path:
-    """Render the config into prefix_dir/nginx.conf (making the folders nginx writes to)."""
-    prefix = Path(prefix_dir).resolve()
-    text = nginx_config(replica_urls, listen_port=listen_port, prefix_dir=prefix, **options)
+    """Render the config into prefix_dir/nginx.conf; return its path.
+
+    nginx makes its temp folders there when it starts (and `nginx -t` when it checks).
+    """
+    prefix = Path(prefix_dir)
+    text = nginx_config(replica_urls, listen_port=listen_port, **options)
     prefix.mkdir(parents=True, exist_ok=True)
     if options.get("user"):
         prefix.chmod(0o755)  # workers (another user) reach their temp folders through it
-    for kind in _TEMP_DIRS:
-        (prefix / kind).mkdir(exist_ok=True)
     path = prefix / "nginx.conf"
     path.write_text(text)
     return path
@@ -228,15 +232,21 @@ def check_nginx_config(
     prefix_dir: str | os.PathLike[str] | None = None,
     timeout_s: float = 30.0,
 ) -> str:
-    """Run `nginx -t` on the config at path; return nginx's report, or raise with its message."""
+    """Run `nginx -t` on the config at path; return nginx's report, or raise with its message.
+
+    prefix_dir is where nginx resolves the file's relative paths (and makes its logs and
+    temp folders while checking); by default a temporary folder, so a checked file's folder
+    stays as it was.
+    """
     path = Path(path).resolve()
     if not path.is_file():
         raise InvalidArgumentError(
             f"no nginx config at {path}; write one with dk.write_nginx_config(...) first."
         )
-    prefix = Path(prefix_dir).resolve() if prefix_dir is not None else path.parent
-    command = [nginx_path(), "-t", "-p", str(prefix), "-c", str(path), "-e", "stderr"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    with tempfile.TemporaryDirectory(prefix="deploykit-nginx-t-") as scratch:
+        prefix = Path(prefix_dir).resolve() if prefix_dir is not None else Path(scratch)
+        command = [nginx_path(), "-t", "-p", f"{prefix}/", "-c", str(path), "-e", "stderr"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     report = (done.stderr + done.stdout).strip()
     if done.returncode != 0:
         raise NginxConfigError(
@@ -286,7 +296,7 @@ def start_nginx(
     check_nginx_config(conf, prefix)
     for log in ("access.log", "error.log"):  # this run's logs only, when a prefix is reused
         (prefix / log).write_text("")
-    command = [binary, "-p", str(prefix.resolve()), "-c", str(conf), "-e", "stderr"]
+    command = [binary, "-p", f"{prefix.resolve()}/", "-c", str(conf.resolve()), "-e", "stderr"]
     return launch_server(
         [sys.executable, "-c", _EXEC_TIED_TO_PARENT, str(os.getpid()), *command],
         port=port,
