@@ -56,6 +56,9 @@ class Findings:
     def __str__(self) -> str:
         return self._repr_markdown_()
 
+    # the text a notebook keeps beside the Markdown: the sentences, not the dataclass's fields
+    __repr__ = __str__
+
 
 @dataclass(frozen=True)
 class Reference:

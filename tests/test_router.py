@@ -212,9 +212,15 @@ def test_killing_one_of_three_under_load_loses_nothing(replicas):
             streams=3,
             stream_max_tokens=600,
             kill_after_s=1.0,
+            kill_after_requests=15,  # sooner on a fast machine: requests are still to come
         )
         stats = dk.router_stats(router)
     assert not replicas[0].is_running()
+    ended = sorted(r.start_s + r.latency_s for r in drill.requests if not r.stream)
+    assert drill.kill_at_s <= ended[14] + 0.5 and drill.kill_at_s < ended[-1], (
+        drill.kill_at_s,
+        ended,
+    )
     assert drill.lost == 0, [r.error for r in drill.requests if r.outcome == "lost"]
     assert drill.count("ok", stream=False) + drill.count("ok after retry", stream=False) == 45
     # each replica held one stream at the kill (streams start first, least-outstanding)
@@ -251,3 +257,8 @@ def test_drill_findings_state_each_paths_counts():
     fewer = DrillResult("nginx", "127.0.0.1:9003", 1.0, 6.0, requests, served)
     assert "fewer than any other replica (3, 3)" in dk.drill_findings([fewer]).lines[1]
     assert "nginx's access log" in dk.drill_findings([fewer]).lines[1]
+
+
+def test_a_kill_after_every_request_is_refused():
+    with pytest.raises(dk.InvalidArgumentError, match="kill_after_requests"):
+        dk.failover_drill(None, None, model=MODEL, num_requests=10, kill_after_requests=10)

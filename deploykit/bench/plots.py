@@ -81,7 +81,7 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per server, with its c
 
 
 def plot_bench(
-    runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], p: float = 99, dpi: int = 80
+    runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping], p: float = 99, dpi: int = 72
 ):
     """Plot bench_serve results: throughput, TTFT and TPOT (median, p-th) against load, TTFT CDF.
 
@@ -97,7 +97,7 @@ def plot_bench(
 
     grouped = _by_label(runs)
     kind = load_level(next(iter(grouped.values()))[0])[0]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), dpi=dpi)
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 6.6), dpi=dpi)
     (ax_tps, ax_cdf), (ax_ttft, ax_tpot) = axes
     handles, no_tpot = [], []
     for i, (label, results) in enumerate(grouped.items()):
@@ -149,8 +149,9 @@ def plot_bench(
     ax_cdf.set_xscale("log")
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     for ax in (ax_tps, ax_ttft, ax_tpot):
-        low, high = ax.get_ylim()  # labels at 1, 2 and 5 unless the axis spans many decades
-        ax.yaxis.set_major_locator(LogLocator(subs=(1,) if high > 300 * low else (1, 2, 5)))
+        low, high = ax.get_ylim()  # labels at 1, 2 and 5, fewer as the axis spans more decades
+        subs = (1, 2, 5) if high < 30 * low else (1, 3) if high < 1000 * low else (1,)
+        ax.yaxis.set_major_locator(LogLocator(subs=subs))
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax_cdf.xaxis.set_major_formatter(plain)

@@ -51,8 +51,8 @@ def bench_table(results: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]) ->
                 {
                     "server": label or r["label"],
                     "load": level_name(r),
-                    "ok": f"{r['completed']}/{r['completed'] + r['failed']}",
-                    "out tok/s": round(r["output_throughput"], 1),
+                    "failed": r["failed"],
+                    "tok/s": round(r["output_throughput"], 1),
                     "req/s": round(r["request_throughput"], 2),
                     "TTFT ms": _ms(r["mean_ttft_ms"], 1),
                     "TTFT p99": _ms(r.get("p99_ttft_ms"), 1),

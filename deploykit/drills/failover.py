@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import os
 import signal
@@ -149,6 +150,7 @@ async def _drill(
     stream_max_tokens: int,
     kill_after_s: float,
     timeout_s: float,
+    kill_after_requests: int | None = None,
 ) -> tuple[list[DrillRequest], float, float]:
 
     retry = RetryPolicy(
@@ -158,6 +160,8 @@ async def _drill(
     params = {"max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}
     began = time.perf_counter()
     kill_at: list[float] = []
+    answered = [0]  # non-streamed requests answered (or given up) so far
+    enough = asyncio.Event()  # kill_after_requests of them are
 
     async with AsyncResilientClient(
         front.url + "/v1", model=model, retry=retry, timeouts=timeouts
@@ -188,12 +192,18 @@ async def _drill(
 
         sem = asyncio.Semaphore(concurrency)
 
+        def tick() -> None:
+            answered[0] += 1
+            if kill_after_requests is not None and answered[0] >= kill_after_requests:
+                enough.set()
+
         async def one_request() -> DrillRequest:
             async with sem:
                 start = time.perf_counter()
                 try:
                     done = await client.completions("The quick brown fox", **params)
                 except (RetryBudgetExhaustedError, RequestRejectedError) as exc:
+                    tick()
                     return DrillRequest(
                         start - began,
                         time.perf_counter() - start,
@@ -203,6 +213,7 @@ async def _drill(
                         0,
                         str(exc),
                     )
+                tick()
                 return DrillRequest(
                     start - began,
                     time.perf_counter() - start,
@@ -213,7 +224,9 @@ async def _drill(
                 )
 
         async def kill() -> None:
-            await asyncio.sleep(kill_after_s)
+            # at kill_after_s, or as soon as kill_after_requests are answered if that is sooner
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(enough.wait(), kill_after_s)
             os.kill(victim.pid, signal.SIGKILL)
             kill_at.append(time.perf_counter() - began)
 
@@ -244,11 +257,15 @@ def failover_drill(
     stream_max_tokens: int = 1000,
     kill_after_s: float = 2.0,
     timeout_s: float = 120.0,
+    kill_after_requests: int | None = None,
 ) -> DrillResult:
     """Send a load through front and SIGKILL victim after kill_after_s; report every request.
 
-    front is a router (dk.start_router) or nginx (dk.start_nginx) over replicas that include
-    victim. victim is dead afterwards: restart it with dk.start_server(..., port=victim.port).
+    With kill_after_requests, the kill comes as soon as that many non-streamed requests are
+    answered, if that is sooner: on a fast machine the load may otherwise be over before
+    kill_after_s, and no request in flight would show what a kill costs. front is a router
+    (dk.start_router) or nginx (dk.start_nginx) over replicas that include victim. victim
+    is dead afterwards: restart it with dk.start_server(..., port=victim.port).
     """
     for name, value in (
         ("num_requests", num_requests),
@@ -260,6 +277,15 @@ def failover_drill(
             raise InvalidArgumentError(f"{name}={value!r} must be a whole number >= 1.")
     if isinstance(streams, bool) or not isinstance(streams, int) or streams < 0:
         raise InvalidArgumentError(f"streams={streams!r} must be a whole number >= 0.")
+    if kill_after_requests is not None and not (
+        isinstance(kill_after_requests, int)
+        and not isinstance(kill_after_requests, bool)
+        and 0 < kill_after_requests < num_requests
+    ):
+        raise InvalidArgumentError(
+            f"kill_after_requests={kill_after_requests!r} must be a whole number from 1 to "
+            f"num_requests - 1 ({num_requests - 1}), so that requests are in flight at the kill."
+        )
     if not 0 <= kill_after_s < timeout_s:
         raise InvalidArgumentError(
             f"kill_after_s={kill_after_s!r} must be >= 0 and below timeout_s={timeout_s!r}."
@@ -283,6 +309,7 @@ def failover_drill(
             stream_max_tokens,
             kill_after_s,
             timeout_s,
+            kill_after_requests,
         )
     )
     victim.wait(10)  # reap it, so is_running() is False at once

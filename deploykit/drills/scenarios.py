@@ -74,18 +74,16 @@ class ScenarioResult:
         return sum(o.latency_ms for o in self.outcomes) / max(1, len(self.outcomes))
 
     def row(self) -> dict:
-        """Return a summary row for a table."""
+        """Return a summary row for a table: lost (of them silently), retries, latency, why."""
         errors = collections.Counter(o.error.split(":")[0] for o in self.outcomes if o.error)
         return {
             "scenario": self.scenario,
             "client": self.client,
-            "requests": self.requests,
-            "lost": self.lost,
-            "lost silently": self.silent,
+            "lost": f"{self.lost}/{self.requests}",
+            "silently": self.silent,
             "retries": self.retries,
-            "mean latency (ms)": round(self.mean_latency_ms, 1),
-            "wall (s)": round(self.wall_s, 2),
-            "errors": dict(errors),
+            "mean ms": round(self.mean_latency_ms, 1),
+            "why lost": ", ".join(f"{kind} x{n}" for kind, n in errors.items()),
         }
 
 
@@ -145,7 +143,7 @@ def seed_requester(url: str) -> Requester:
             return Outcome(False, False, _ms(started), 2, f"{type(cause).__name__}: {cause}")
         attempts = answer.pop("_attempts")
         ok = cacheable_response(answer)
-        error = "" if ok else f"error JSON returned as an answer: {str(answer)[:80]}"
+        error = "" if ok else f"error JSON as an answer: {str(answer)[:80]}"
         return Outcome(ok, not ok, _ms(started), attempts - 1, error)
 
     return request
@@ -295,10 +293,10 @@ def kill_replica(server: Server) -> int:
 
 
 def results_table(results: Sequence[ScenarioResult]):
-    """Return the results as a pandas DataFrame, one row per scenario and client."""
+    """Return the results as a pandas DataFrame, one row per scenario and client (the index)."""
     import pandas as pd
 
-    return pd.DataFrame([r.row() for r in results])
+    return pd.DataFrame([r.row() for r in results]).set_index(["scenario", "client"])
 
 
 def plot_fault_results(results: Sequence[ScenarioResult], baseline: str = "no fault"):
@@ -331,14 +329,13 @@ def plot_fault_results(results: Sequence[ScenarioResult], baseline: str = "no fa
         spent = axes[1].bar(xs, [r.retries for r in rows], width, color=f"C{i}")
         axes[1].bar_label(spent, fontsize=7)
         base = baseline_ms.get(client, 0.0)
-        added = axes[2].bar(
-            xs, [max(0.0, r.mean_latency_ms - base) for r in rows], width, color=f"C{i}"
-        )
-        axes[2].bar_label(added, fmt="%.0f", fontsize=7)
+        added_s = [max(0.0, r.mean_latency_ms - base) / 1000 for r in rows]
+        added = axes[2].bar(xs, added_s, width, color=f"C{i}")
+        axes[2].bar_label(added, fmt="%.2f", fontsize=7)
     panels = (
         ("Requests lost (hatched: caller not told)", "requests"),
         ("Retries spent", "retries"),
-        ("Mean latency added vs no fault", "ms"),
+        ("Mean latency added vs no fault", "s"),
     )
     for ax, (title, unit) in zip(axes, panels):
         ax.set_xticks(
@@ -348,8 +345,9 @@ def plot_fault_results(results: Sequence[ScenarioResult], baseline: str = "no fa
         )
         ax.set_title(title, fontsize=10)
         ax.set_ylabel(unit)
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylim(0, max(1.0, ax.get_ylim()[1]) * 1.12)  # room for the value labels
+        if unit != "s":
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, max(1.0 if unit != "s" else 0.1, ax.get_ylim()[1]) * 1.12)  # for labels
     handles = [Patch(color=f"C{i}", label=client) for i, client in enumerate(clients)]
     handles.append(Patch(facecolor="white", edgecolor="grey", hatch="//", label="lost silently"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=8)

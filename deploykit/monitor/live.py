@@ -147,6 +147,8 @@ def plot_panels(
                     frame[column],
                     color=colours[name],
                     ls=styles.get(prefix, "-"),
+                    marker="o",  # one per sample: the line between two is not measured
+                    markersize=3,
                     label=str(column),
                 )
         else:
