@@ -340,8 +340,18 @@ def test_tgi_runnable_needs_docker_and_a_gpu(tools, ok, reason, tmp_path, monkey
     for name, script in tools.items():
         _tool(tmp_path, name, script)
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     found, why = tgi_runnable()
     assert found is ok and reason in why, why
+
+
+def test_tgi_does_not_run_offline_since_it_downloads_its_model(tmp_path, monkeypatch):
+    _tool(tmp_path, "docker", DOCKER_OK)
+    _tool(tmp_path, "nvidia-smi", SMI_GPU)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    found, why = tgi_runnable()
+    assert not found and "HF_HUB_OFFLINE=1" in why, why
 
 
 def test_start_tgi_refuses_with_the_reason(tmp_path, monkeypatch):
@@ -384,6 +394,7 @@ def test_start_tgi_runs_the_container_command_and_waits_for_health(tmp_path, mon
     log = tmp_path / "docker-run.json"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # TGI runs only where it may download its model
     monkeypatch.setenv("DK_FAKE_DOCKER_LOG", str(log))
     args = TGIArgs(
         model=MODEL,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .. import _env
 from ..errors import EngineArgumentError, InvalidArgumentError, ServerStartError
 from ..launch import Server, launch_server
 from .base import EngineArgs, check_choice, check_positive_ints, optional_flags
@@ -268,7 +269,10 @@ class TGIArgs(EngineArgs):
 
 
 def tgi_runnable(timeout_s: float = 20.0) -> tuple[bool, str]:
-    """Return (True, what was found) when Docker answers and a GPU is visible, else (False, why)."""
+    """Return (True, what was found) when Docker answers and a GPU is visible, else (False, why).
+
+    Under HF_HUB_OFFLINE=1 it is (False, why) too: TGI downloads its model itself.
+    """
     docker = shutil.which("docker")
     if docker is None:
         return False, (
@@ -288,6 +292,11 @@ def tgi_runnable(timeout_s: float = 20.0) -> tuple[bool, str]:
     lines = [line for line in gpus.splitlines() if line.startswith("GPU ")]
     if not ok or not lines:
         return False, f"`nvidia-smi -L` lists no GPU ({gpus or 'no output'})"
+    if _env.hub_offline():  # the container would fetch its image and weights all the same
+        return False, (
+            "HF_HUB_OFFLINE=1: TGI's container downloads its model from the hub; "
+            "unset HF_HUB_OFFLINE to run TGI"
+        )
     return True, f"Docker {out.strip()} and {len(lines)} GPU(s): {lines[0]}"
 
 
