@@ -1,5 +1,6 @@
 """Every notebook follows the house structure, and runs on the cpu recipe."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -60,8 +61,32 @@ def test_structure(path):
 def test_every_notebook_has_cpu_recipe_values():
     recipe = cookbook.load_recipe("cpu", ROOT)
     cookbook.resolve(recipe, NOTEBOOKS, NOTEBOOKS)  # raises on any unknown key
-    for name in ("gpu-24gb", "gpu-80gb"):
+    for name in ("gpu-smoke", "gpu-24gb", "gpu-80gb"):
         cookbook.resolve(cookbook.load_recipe(name, ROOT), NOTEBOOKS, NOTEBOOKS)
+    assert set(cookbook.list_recipes(ROOT)) == {"cpu", "gpu-smoke", "gpu-24gb", "gpu-80gb"}
+
+
+MODEL_KEYS = ("model", "chat_model", "convert_model", "host_model")  # parameters naming a model
+
+
+def test_gpu_smoke_runs_every_notebook_on_cuda_with_built_in_models():
+    """What a GPU machine without network runs: no hub model, nothing left on the CPU default."""
+    resolved = cookbook.resolve(cookbook.load_recipe("gpu-smoke", ROOT), NOTEBOOKS, NOTEBOOKS)
+    assert sorted(resolved) == IDS
+    for path in NOTEBOOKS:
+        declared = cookbook.notebook_parameters(path)
+        values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
+        values |= resolved[path.stem]
+        if "device" in values:
+            assert values["device"] == "cuda", f"{path.stem} runs on {values['device']}"
+        if "dtype" in values:
+            assert values["dtype"] == "bfloat16", f"{path.stem}: dtype {values['dtype']}"
+        if "model" in values:
+            assert values["model"] == "smollm2-135m", f"{path.stem}: model {values['model']}"
+        hub = {
+            k: values[k] for k in MODEL_KEYS if values.get(k, "") not in ("", *dk.BUILTIN_MODELS)
+        }
+        assert hub == {}, f"{path.stem} would fetch from a model hub: {hub}"
 
 
 @pytest.mark.notebook
