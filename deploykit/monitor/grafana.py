@@ -85,7 +85,7 @@ def grafana_dashboard(
 
 
 def write_grafana_dashboard(path: str | os.PathLike[str], **options) -> Path:
-    """Write grafana_dashboard(**options) as JSON to path; return the path."""
+    """Write `grafana_dashboard(**options)` as JSON to path; return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(grafana_dashboard(**options), indent=2) + "\n")

@@ -97,7 +97,7 @@ def prometheus_config(
 def write_prometheus_config(
     path: str | os.PathLike[str], targets: Mapping[str, object], **options
 ) -> Path:
-    """Write prometheus_config(targets, **options) as YAML to path; return the path.
+    """Write `prometheus_config(targets, **options)` as YAML to path; return the path.
 
     Rule files inside path's folder are written relative to it (Prometheus reads them
     relative to its config file), so the folder can be copied as it is.

@@ -76,7 +76,7 @@ class Metrics:
     @overload
     def get(self, name: str, default: None = None, **labels: str) -> float | None: ...
     def get(self, name: str, default: float | None = None, **labels: str) -> float | None:
-        """Return value(name, **labels), or `default` when the metric is absent."""
+        """Return `value(name, **labels)`, or `default` when the metric is absent."""
         try:
             return self.value(name, **labels)
         except MetricNotFoundError:
