@@ -9,14 +9,19 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test check install vllm-env models system-packages clean
+.PHONY: cookbook test check install vllm-env models system-packages docs clean
 
 # Debian packages that the monitoring and load-balancing recipes run for real: Prometheus
-# (with promtool) and nginx. Installed with apt-get (as root, or through sudo) only when
-# missing; the package scripts do not start either service here (each recipe starts its own
-# on a loopback port). Without apt-get, the message says what to install.
-DEBIAN_PACKAGES := prometheus nginx
+# (with promtool) and nginx; and what the site and its tests use: npm (the widget JavaScript),
+# chromium with chromium-driver (the browser test, headless and off the network) and
+# shellcheck (the workflows' run: steps). Installed with apt-get (as root, or through sudo)
+# only when missing; the package scripts do not start Prometheus or nginx here (each recipe
+# starts its own on a loopback port). Without apt-get, the message says what to install.
+DEBIAN_PACKAGES := prometheus nginx npm chromium chromium-driver shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The cpu and gpu-smoke recipes never reach a model hub; the GPU recipes download their
+# models: `HF_HUB_OFFLINE=0 make cookbook RECIPE=gpu-24gb` (and HF_TOKEN for gated ones).
+HF_HUB_OFFLINE ?= 1
 
 
 $(STAMP): pyproject.toml
@@ -42,7 +47,9 @@ models: $(STAMP)
 
 system-packages:
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
-	    && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; }; then :; \
+	    && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
+	    && command -v npm >/dev/null && command -v chromium >/dev/null \
+	    && command -v chromedriver >/dev/null && command -v shellcheck >/dev/null; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq \
@@ -50,19 +57,25 @@ system-packages:
 	       $(DEBIAN_PACKAGES) >/dev/null; \
 	else \
 	  echo "make: the monitoring and load-balancing recipes need Prometheus (prometheus, promtool)"; \
-	  echo "and nginx on PATH; this machine has no apt-get: install them with its package manager."; \
+	  echo "and nginx on PATH, the site npm, its tests chromium, chromedriver and shellcheck;"; \
+	  echo "this machine has no apt-get: install them with its package manager."; \
 	  exit 1; \
 	fi
 
 # Every notebook on the cpu recipe; executed copies and summary under build/cookbook/.
 cookbook: $(STAMP) vllm-env models system-packages
-	HF_HUB_OFFLINE=1 $(BIN)/deploykit cookbook run --recipe $(RECIPE)
+	HF_HUB_OFFLINE=$(HF_HUB_OFFLINE) $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
-# The static checks: lint and format (ruff), types (mypy on deploykit/), and the import
+# The cookbook site, from the executed notebooks of the last `make cookbook` (not run again):
+# build/site/html/index.html. Warnings are errors; see docs/site.py.
+docs: $(STAMP) system-packages
+	$(BIN)/python docs/site.py --executed build/cookbook/$(RECIPE) --out build/site
+
+# The static checks: lint and format (ruff), types (mypy on deploykit/ and docs/), and the import
 # layers (import-linter's contracts in pyproject.toml). Seconds; the tests run after them.
 check: $(STAMP)
-	$(BIN)/ruff check deploykit tests
-	$(BIN)/ruff format --check deploykit tests
+	$(BIN)/ruff check deploykit tests docs
+	$(BIN)/ruff format --check deploykit tests docs
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

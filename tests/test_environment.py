@@ -14,7 +14,8 @@ def _name(requirement: str) -> str:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in project["dependencies"]}
-    wanted |= {_name(r) for r in project["optional-dependencies"]["test"]}
+    for extra in project["optional-dependencies"].values():
+        wanted |= {_name(r) for r in extra}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     listed = {_name(r) for r in pip if not r.startswith("-")}
@@ -33,3 +34,11 @@ def test_requires_python_is_the_python_the_project_runs_on():
     oldest = project["requires-python"].removeprefix(">=")
     assert conda_python == f"python={oldest}"
     assert f"Python {oldest}+" in (ROOT / "README.md").read_text()
+
+
+def test_the_test_extra_holds_the_docs_extra():
+    """`make test` builds the site: installing .[test] must bring what `make docs` needs."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert set(extras["docs"]) <= set(extras["test"])
