@@ -270,3 +270,37 @@ def test_plot_trace_splits_units_into_panels_and_marks_every_sample():
     assert list(top.get_lines()[0].get_ydata()) == [0.0, 100.0, 50.0]
     assert {ln.get_drawstyle() for ax in fig.axes for ln in ax.get_lines()} == {"steps-post"}
     assert "3 samples" in bottom.get_xlabel()
+
+
+# ---- the live view in a kernel ------------------------------------------------------------
+
+LIVE_CELL = """\
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from deploykit.monitor.live import _LiveWidget
+live = _LiveWidget()
+fig, ax = plt.subplots(); ax.plot([0, 1]); live.show(fig, "running for 1 s")
+fig, ax = plt.subplots(); ax.plot([1, 0]); live.finish(fig, "finished: 1 refreshes over 2 s")
+"""
+
+
+def test_the_live_view_keeps_its_last_figure_in_saved_widget_state(tmp_path):
+    """What an executed notebook 11 holds: the widget's state with the final figure, and a PNG."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(LIVE_CELL)])
+    client = NotebookClient(nb, kernel_name="python3", timeout=120, startup_timeout=120)
+    client.resources = {"metadata": {"path": str(tmp_path)}}
+    client.execute()
+    [display] = [o for o in nb.cells[0].outputs if o.output_type == "display_data"]
+    view = display.data["application/vnd.jupyter.widget-view+json"]
+    assert display.data["image/png"], "no plain image for viewers without widgets"
+    state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
+    box = state[view["model_id"]]
+    assert box["model_name"] == "VBoxModel"
+    status, output = (state[ref.removeprefix("IPY_MODEL_")] for ref in box["state"]["children"])
+    assert status["state"]["value"] == "finished: 1 refreshes over 2 s"
+    [shown] = output["state"]["outputs"]  # the last figure only; the running one was cleared
+    assert shown["data"]["image/png"] == display.data["image/png"]

@@ -2,8 +2,9 @@
 
 `watch_live` runs the work (a load) in a background thread and, every `refresh_s`, reads
 the panels' range queries from Prometheus and redraws them in an ipywidgets Output. When
-the work ends, the live widget is closed and the final figure is displayed as a plain
-image in the widget's place, which is what an executed notebook (papermill) keeps.
+the work ends, the widget shows the final figure and stays: an executed notebook (papermill)
+keeps its saved state, which JupyterLab and the cookbook site render, and the same figure as
+a plain PNG in the display, for viewers without widgets (GitHub, nbviewer).
 Outside a Jupyter kernel nothing is drawn: plot the returned trace with `plot_panels`.
 """
 
@@ -251,8 +252,11 @@ def watch_live(
         prom.wait_for_scrape(after=work_end_s)
         trace.end_s = time.time()
         trace.frames = read_panels(prom, panels, trace.start_s, None, step_s, by)
-        if widget is not None:  # its place now holds the final figure as a plain image
-            widget.finish(plot_panels(trace.frames, panels, title, thresholds))
+        if widget is not None:  # the final figure, in the widget and as a plain image
+            widget.finish(
+                plot_panels(trace.frames, panels, title, thresholds),
+                f"finished: {trace.refreshes} refreshes over {work_end_s - trace.start_s:.0f} s",
+            )
             widget = None
     finally:
         if widget is not None:
@@ -283,24 +287,30 @@ class _LiveWidget:
             display(_image(fig))
         plt.close(fig)
 
-    def finish(self, fig) -> None:
-        """Replace the widget by fig as a plain image (what papermill keeps); None: a note.
+    def finish(self, fig, status: str = "finished") -> None:
+        """Leave fig in the widget, and the same image beside it for viewers without widgets.
 
-        The update is a raw PNG bundle with no text/plain, so a viewer that shows text shows
-        no object repr (`<IPython.core.display.Image object>`, `VBox(children=...)`).
+        The widget stays open: an executed notebook saves its state (the status line and the
+        last figure), which JupyterLab and the cookbook site render, and its display also
+        carries the figure as a plain PNG, which GitHub and nbviewer show. None: just close.
         """
         import base64
 
         import matplotlib.pyplot as plt
+        from IPython.display import clear_output, display
 
-        if fig is not None:
-            png = base64.b64encode(_png(fig)).decode("ascii")
-            self.handle.update({"image/png": png}, raw=True)
-            plt.close(fig)
-        else:
-            self.handle.update({"text/plain": "(the live view stopped early)"}, raw=True)
-        self.output.clear_output()
-        self.box.close()
+        if fig is None:
+            self.box.close()
+            return
+        image = _image(fig)
+        plt.close(fig)
+        self.status.value = status
+        with self.output:
+            clear_output(wait=True)
+            display(image)
+        bundle = self.box._repr_mimebundle_()
+        bundle["image/png"] = base64.b64encode(image.data).decode()
+        self.handle.update(bundle, raw=True)
 
 
 def _png(fig) -> bytes:
