@@ -286,7 +286,7 @@ fig, ax = plt.subplots(); ax.plot([1, 0]); live.finish(fig, "finished: 1 refresh
 
 
 def test_the_live_view_keeps_its_last_figure_in_saved_widget_state(tmp_path):
-    """What an executed notebook 11 holds: the widget's state with the final figure, and a PNG."""
+    """What an executed notebook 11 holds: the widget's state with the final figure."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -296,11 +296,11 @@ def test_the_live_view_keeps_its_last_figure_in_saved_widget_state(tmp_path):
     client.execute()
     [display] = [o for o in nb.cells[0].outputs if o.output_type == "display_data"]
     view = display.data["application/vnd.jupyter.widget-view+json"]
-    assert display.data["image/png"], "no plain image for viewers without widgets"
+    assert "finished: 1 refreshes over 2 s" in display.data["text/plain"]
     state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]["state"]
     box = state[view["model_id"]]
     assert box["model_name"] == "VBoxModel"
     status, output = (state[ref.removeprefix("IPY_MODEL_")] for ref in box["state"]["children"])
     assert status["state"]["value"] == "finished: 1 refreshes over 2 s"
     [shown] = output["state"]["outputs"]  # the last figure only; the running one was cleared
-    assert shown["data"]["image/png"] == display.data["image/png"]
+    assert shown["data"]["image/png"].startswith("iVBORw0KGgo")  # a PNG, base64

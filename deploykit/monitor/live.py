@@ -3,8 +3,7 @@
 `watch_live` runs the work (a load) in a background thread and, every `refresh_s`, reads
 the panels' range queries from Prometheus and redraws them in an ipywidgets Output. When
 the work ends, the widget shows the final figure and stays: an executed notebook (papermill)
-keeps its saved state, which JupyterLab and the cookbook site render, and the same figure as
-a plain PNG in the display, for viewers without widgets (GitHub, nbviewer).
+keeps its saved state, which JupyterLab and the cookbook site render.
 Outside a Jupyter kernel nothing is drawn: plot the returned trace with `plot_panels`.
 """
 
@@ -288,14 +287,12 @@ class _LiveWidget:
         plt.close(fig)
 
     def finish(self, fig, status: str = "finished") -> None:
-        """Leave fig in the widget, and the same image beside it for viewers without widgets.
+        """Leave fig in the widget, which stays open; None: just close the widget.
 
-        The widget stays open: an executed notebook saves its state (the status line and the
-        last figure), which JupyterLab and the cookbook site render, and its display also
-        carries the figure as a plain PNG, which GitHub and nbviewer show. None: just close.
+        An executed notebook saves the widget's state (the status line and the last figure),
+        which JupyterLab and the cookbook site render. The image is saved once, in the state:
+        a second copy as a plain PNG would double the notebook's largest output.
         """
-        import base64
-
         import matplotlib.pyplot as plt
         from IPython.display import clear_output, display
 
@@ -309,7 +306,7 @@ class _LiveWidget:
             clear_output(wait=True)
             display(image)
         bundle = self.box._repr_mimebundle_()
-        bundle["image/png"] = base64.b64encode(image.data).decode()
+        bundle["text/plain"] = f"live view, {status} (a widget: JupyterLab and the site show it)"
         self.handle.update(bundle, raw=True)
 
 
