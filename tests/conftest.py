@@ -24,3 +24,8 @@ def smollm2():
     import deploykit as dk
 
     return dk.load_model("smollm2-135m", device="cpu", dtype="float32", progress=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that read the notebook tests' executed copies after those runs."""
+    items.sort(key=lambda item: item.get_closest_marker("executed") is not None)
