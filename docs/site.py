@@ -5,7 +5,7 @@ myst-nb only renders their saved outputs), and an API page generated from the fa
 `deploykit` (each subpackage's `__all__`). Everything is staged under OUT/src, then Sphinx
 writes OUT/html with warnings as errors and nitpicky references. The widget JavaScript
 (@jupyter-widgets/html-manager and requirejs, pinned below) comes from the npm registry once,
-into OUT/npm, and is served from the site's own _static/widgets/: pages load nothing from a
+into build/npm/, and is served from the site's own _static/widgets/: pages load nothing from a
 CDN. What this does not do: run notebooks, or publish (the CI workflow uploads OUT/html).
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+NPM_CACHE = ROOT / "build" / "npm"  # the widget JS packages, fetched once for every build
 
 # npm packages whose files the site serves; sha512 as the registry's `integrity` states it
 WIDGET_PACKAGES = {
@@ -328,7 +329,7 @@ def build(executed: Path, out: Path, partial: bool = False, jobs: str = "1") -> 
     from sphinx.cmd.build import build_main
 
     sys.path.insert(0, str(ROOT))  # autodoc documents this checkout's deploykit
-    included = stage(out / "src", executed, out / "npm", partial)
+    included = stage(out / "src", executed, NPM_CACHE, partial)
     html = out / "html"
     args = ["-b", "html", "-W", "--keep-going", "-n", "-q", "-j", jobs]
     args += ["-d", str(out / "doctrees"), str(out / "src"), str(html)]

@@ -52,6 +52,25 @@ def site(tmp_path_factory) -> Path:
     return out / "html"
 
 
+def test_the_build_refuses_missing_or_failed_runs(tmp_path):
+    """The site shows every notebook executed: a missing or failed copy stops it, with the fix."""
+    failed = json.loads(NOTEBOOKS[0].read_text())
+    failed["metadata"]["papermill"] = {"exception": True}
+    (tmp_path / NOTEBOOKS[0].name).write_text(json.dumps(failed))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "site.py"), "--executed", str(tmp_path)]
+        + ["--out", str(tmp_path / "site")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{NOTEBOOKS[0].stem}: its run in {tmp_path} failed" in done.stderr
+    assert f"{NOTEBOOKS[1].stem}: no executed copy" in done.stderr
+    assert "Run `make cookbook` first" in done.stderr
+    assert not (tmp_path / "site" / "html").exists()
+
+
 class _Page(HTMLParser):
     """What the checks read from a page: links, sources, ids, notebook outputs."""
 
