@@ -119,10 +119,24 @@ def checked_cells(executed: nbformat.NotebookNode, patterns: list[str]) -> nbfor
     return nbformat.v4.new_notebook(cells=cells, metadata={})
 
 
-def compare(reference: nbformat.NotebookNode, obtained: nbformat.NotebookNode) -> str:
+def run_folder(executed: nbformat.NotebookNode) -> list[tuple[str, str, str]]:
+    """Return replacements of the folder papermill ran a notebook in (its output's folder)."""
+    output = executed.metadata.get("papermill", {}).get("output_path")
+    if not output:
+        return []
+    folder = re.escape(str((ROOT / output).parent))  # ROOT / an absolute path is that path
+    return [(where, folder, "<run>") for where in (_TEXT, _PLAIN, _HTML)]
+
+
+def compare(
+    reference: nbformat.NotebookNode,
+    obtained: nbformat.NotebookNode,
+    replace: list[tuple[str, str, str]] | None = None,
+) -> str:
     """Return pytest-notebook's diff of reference against obtained, after its replacements."""
-    initial = regex_replace_nb(reference, list(FIXTURE.diff_replace))
-    final = regex_replace_nb(obtained, list(FIXTURE.diff_replace))
+    replacements = (replace or []) + list(FIXTURE.diff_replace)
+    initial = regex_replace_nb(reference, replacements)
+    final = regex_replace_nb(obtained, replacements)
     diff = filter_diff(diff_notebooks(initial, final), list(FIXTURE.diff_ignore))
     return diff_to_string(initial, diff, use_color=False) if diff else ""
 
@@ -136,10 +150,11 @@ def test_deterministic_outputs_match_the_reference(name, request):
         pytest.skip(f"no executed copy in {EXECUTED}: the notebook tests write it (-m notebook)")
     if executed.stat().st_mtime < source.stat().st_mtime:
         pytest.skip(f"{executed} is older than {source}: run its notebook test again")
-    obtained = checked_cells(nbformat.read(executed, as_version=4), CHECKED[name])
+    run = nbformat.read(executed, as_version=4)
+    obtained, replace = checked_cells(run, CHECKED[name]), run_folder(run)
     reference_path = REFERENCES / f"{name}.ipynb"
     if request.config.getoption("nb_force_regen"):
-        reference = regex_replace_nb(obtained, list(FIXTURE.diff_replace))
+        reference = regex_replace_nb(obtained, replace + list(FIXTURE.diff_replace))
         for output in (o for cell in reference.cells for o in cell.outputs):
             if "image/png" in output.get("data", {}):
                 output.data["image/png"] = ""  # plots are not compared: keep no pixels here
@@ -149,7 +164,7 @@ def test_deterministic_outputs_match_the_reference(name, request):
     assert reference_path.exists(), (
         f"no reference {reference_path}: run this test with --nb-force-regen"
     )
-    diff = compare(nbformat.read(reference_path, as_version=4), obtained)
+    diff = compare(nbformat.read(reference_path, as_version=4), obtained, replace)
     if diff:
         cells = "".join(
             f"\n  /cells/{i}: {cell.source.splitlines()[0]}"
