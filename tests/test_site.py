@@ -258,7 +258,7 @@ return [status.textContent, img.naturalWidth, img.getBoundingClientRect().width]
 """
 
 
-def test_pages_show_plots_and_the_live_view_and_request_only_loopback(browser, served):
+def test_pages_show_plots_and_the_live_view_and_request_only_loopback(served, browser):
     _requests(browser)  # start from an empty log
     seen: list[str] = []
     for name in ("index.html", "api.html", "which-recipe.html"):
