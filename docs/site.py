@@ -113,12 +113,12 @@ def landing_page(included: list[str], missing: list[str]) -> str:
     return "\n".join(parts)
 
 
-def notebooks_page(included: list[str]) -> str:
+def notebooks_page(included: list[str], recipe: str) -> str:
     """Return notebooks/index.md: the executed notebooks, in order."""
     lines = [
         "# Notebooks",
         "",
-        "Each page is a notebook as the `cpu` recipe ran it (`make cookbook`), with its outputs.",
+        f"Each page is a notebook as `make cookbook RECIPE={recipe}` ran it, with its outputs.",
         "",
         "```{toctree}",
         ":maxdepth: 1",
@@ -307,7 +307,8 @@ def stage(src: Path, executed: Path, npm_cache: Path, partial: bool) -> list[str
             _write(src / page.name, page.read_bytes())
             wanted.add(page.name)
     _write(src / "index.md", landing_page(included, missing))
-    _write(src / "notebooks" / "index.md", notebooks_page(included))
+    # build/cookbook/<recipe>, or the notebook tests' build/test-notebooks/cpu
+    _write(src / "notebooks" / "index.md", notebooks_page(included, executed.name))
     wanted.add("notebooks/index.md")
     _write(src / "api.md", api_page())
     for stem, copy in copies.items():
