@@ -136,6 +136,24 @@ def test_tgi_chat_completion(hf):
     assert out.choices[0].message.content
 
 
+def test_tgi_chat_completion_without_a_model_name(hf, server):
+    """huggingface_hub sends a placeholder model name; TGI accepts it, and so does deploykit."""
+    out = hf.chat_completion([{"role": "user", "content": "Hello"}], max_tokens=6, temperature=0)
+    assert out.choices[0].message.content and out.model == MODEL
+    chunks = list(
+        hf.chat_completion([{"role": "user", "content": "Hi"}], max_tokens=4, stream=True)
+    )
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    # "tgi", TGI's documented placeholder, which OpenAI clients pointed at TGI send
+    body = {"model": "tgi", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+    assert httpx.post(server.url + "/v1/chat/completions", json=body).status_code == 200
+    body = {"model": "tgi", "prompt": PROMPT, "max_tokens": 4}
+    assert httpx.post(server.url + "/v1/completions", json=body).status_code == 200
+    # any other unknown name is still a 404, as in OpenAI's API and vLLM
+    body["model"] = "gpt-4o"
+    assert httpx.post(server.url + "/v1/completions", json=body).status_code == 404
+
+
 def test_tgi_info_reports_the_configured_limits(hf, server):
     info = hf.get_endpoint_info()
     assert info["model_id"] == MODEL

@@ -90,7 +90,7 @@ def complete(
     _fill_limits(
         defs,
         {
-            "model": {"enum": [model_name]},
+            "model": {"enum": list(dict.fromkeys([model_name, *p.TGI_PLACEHOLDER_MODELS]))},
             "token_id": {"maximum": vocab_size - 1},
             # the prompt takes at least one token of the context
             "max_tokens": {

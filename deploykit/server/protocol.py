@@ -21,7 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 SERVER_LIMIT = "x-deploykit-limit"  # schema key app.py replaces with this server's bound
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
-# a server serves one model; any other name is a 404
+# a server serves one model; any other name is a 404, except the placeholders TGI's clients
+# send, which TGI accepts (it ignores "model"): "tgi" (TGI's documented value, which OpenAI
+# clients pointed at TGI and older huggingface_hub send) and "dummy" (huggingface_hub's
+# InferenceClient(base_url).chat_completion since 0.3x)
+TGI_PLACEHOLDER_MODELS = ("tgi", "dummy")
 ModelName = Annotated[str, Field(json_schema_extra={SERVER_LIMIT: "model"})]
 # ids are checked against the vocabulary in serving.py, which indexes logits with them
 TokenId = Annotated[int, Field(ge=0, json_schema_extra={SERVER_LIMIT: "token_id"})]

@@ -382,7 +382,7 @@ class OpenAIServing(BaseServing):
     # ---- helpers ----------------------------------------------------------------------
 
     def _check_model(self, name: str) -> None:
-        if name != self.model_name:
+        if name != self.model_name and name not in p.TGI_PLACEHOLDER_MODELS:
             raise APIError(
                 404,
                 f"The model {name!r} does not exist on this server; it serves "
