@@ -41,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", "-b", type=int, default=None, help="logical batch (n_batch)")
     p.add_argument("--ubatch-size", "-ub", type=int, default=None, help="physical batch (n_ubatch)")
     p.add_argument("--metrics", action="store_true", help="serve Prometheus metrics at /metrics")
+    p.add_argument(
+        "--chat-template", default=None, help="chat template (Jinja) instead of the GGUF's own"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     return p.parse_args(argv)
@@ -65,6 +68,11 @@ def build_params(xllamacpp, ns: argparse.Namespace):
     if ns.ubatch_size is not None:
         params.n_ubatch = ns.ubatch_size
     params.endpoint_metrics = ns.metrics
+    if ns.chat_template is not None:
+        params.chat_template = ns.chat_template
+        # a name ("chatml", "llama2") picks llama.cpp's built-in format, as llama-server's
+        # --chat-template does without --jinja; Jinja text is rendered as such
+        params.use_jinja = "{" in ns.chat_template
     params.hostnames = [ns.host]
     params.port = ns.port
     return params

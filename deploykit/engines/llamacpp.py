@@ -37,7 +37,9 @@ class LlamaCppArgs(EngineArgs):
     threads for generation and prompt batches. `n_gpu_layers` is how many layers go to the
     GPU (0 on a CPU-only wheel; None lets llama.cpp fit them). `batch_size` and
     `ubatch_size` are llama.cpp's logical and physical batch sizes (prompt tokens per
-    step). `metrics` turns on Prometheus metrics at /metrics.
+    step). `metrics` turns on Prometheus metrics at /metrics. `chat_template` replaces the
+    chat template the GGUF carries (Jinja text, or a name llama.cpp knows, e.g. "llama2"):
+    for a model that has none; the wrong one makes a good model answer nonsense.
     """
 
     alias: str | None = None
@@ -48,6 +50,7 @@ class LlamaCppArgs(EngineArgs):
     batch_size: int | None = None
     ubatch_size: int | None = None
     metrics: bool = False
+    chat_template: str | None = None
 
     engine: ClassVar[str] = "llama.cpp"
     health_path: ClassVar[str] = "/health"
@@ -86,6 +89,13 @@ class LlamaCppArgs(EngineArgs):
             )
         if not isinstance(self.metrics, bool):
             raise EngineArgumentError(f"metrics={self.metrics!r} must be True or False.")
+        if self.chat_template is not None and (
+            not isinstance(self.chat_template, str) or not self.chat_template
+        ):
+            raise EngineArgumentError(
+                f"chat_template={self.chat_template!r} must be a non-empty string (Jinja, or a "
+                "name llama.cpp knows such as 'chatml') or None (the GGUF's own template)."
+            )
 
     @property
     def served_name(self) -> str:
@@ -161,6 +171,8 @@ class LlamaCppArgs(EngineArgs):
         )
         if self.metrics:
             cmd.append("--metrics")
+        if self.chat_template is not None:
+            cmd += ["--chat-template", self.chat_template]
         return cmd + ["--host", str(host), "--port", str(port)]
 
 
