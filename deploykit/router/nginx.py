@@ -99,11 +99,18 @@ def nginx_config(
     retry_non_idempotent: bool = False,
     user: str | None = None,
     worker_processes: int = 1,
+    buffering: bool = False,
+    gzip: bool = False,
 ) -> str:
     """Return a complete nginx.conf balancing over replica_urls (checked first).
 
     Its paths (pid, logs, temp folders) are relative: nginx resolves them in the prefix
     folder it is started with (`nginx -p FOLDER -c nginx.conf -e stderr`).
+
+    buffering=True keeps nginx's own default, `proxy_buffering on`; gzip=True compresses
+    answers, event streams included, as many sites' nginx does. Together they hold a streamed
+    answer until it ends (gzip flushes only what buffering marks to flush), which is what
+    `doctor` diagnoses; both are off by default.
     """
     urls = check_replica_urls(replica_urls)
     if any(urlsplit(u).scheme != "http" for u in urls):
@@ -166,7 +173,7 @@ http {{
                         'upstream=$upstream_addr upstream_status=$upstream_status '
                         'request_time=$request_time';
     access_log access.log upstream;
-{temps}
+{_GZIP if gzip else ""}{temps}
     client_max_body_size {max_body_bytes};
     # the whole body stays in memory, so it can be sent again to the next replica
     client_body_buffer_size {max_body_bytes};
@@ -188,8 +195,7 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            # streams: pass each SSE event on as it arrives, never store the answer
-            proxy_buffering off;
+            {_buffering_lines(buffering)}
             proxy_cache off;
             proxy_connect_timeout {_seconds(connect_timeout_s)};
             proxy_send_timeout {_seconds(send_timeout_s)};
@@ -208,6 +214,19 @@ http {{
     }}
 }}
 """
+
+
+_GZIP = """    gzip on;  # compress text answers, event streams too
+    gzip_types text/event-stream application/x-ndjson application/json text/plain;
+    gzip_min_length 0;
+    gzip_proxied any;
+"""
+
+
+def _buffering_lines(buffering: bool) -> str:
+    if buffering:
+        return "# nginx's default: hold answers in buffers (streams arrive in lumps)\n            proxy_buffering on;"
+    return "# streams: pass each SSE event on as it arrives, never store the answer\n            proxy_buffering off;"
 
 
 def write_nginx_config(
@@ -268,15 +287,19 @@ def start_nginx(
     retry_non_idempotent: bool = False,
     timeout_s: float = 30.0,
     name: str = "nginx",
+    host: str = "127.0.0.1",
+    buffering: bool = False,
+    gzip: bool = False,
 ) -> Server:
     """Render, check (`nginx -t`) and start nginx over replica_urls; wait until /health passes.
 
     /health is proxied to a replica, so it passes once nginx runs and one replica answers.
     prefix_dir (default: a new temp folder) holds the config, logs and temp files. On Linux
     nginx also stops when the thread that started it ends, so start it from the main thread.
+    host is the address nginx listens on; buffering and gzip are `nginx_config`'s.
     """
     binary = nginx_path()  # before any file is written
-    port = port or free_port()
+    port = port or free_port(host)
     prefix = (
         Path(prefix_dir)
         if prefix_dir is not None
@@ -292,6 +315,9 @@ def start_nginx(
         read_timeout_s=read_timeout_s,
         retry_non_idempotent=retry_non_idempotent,
         user=nginx_worker_user(),
+        listen_host=host,
+        buffering=buffering,
+        gzip=gzip,
     )
     check_nginx_config(conf, prefix)
     for log in ("access.log", "error.log"):  # this run's logs only, when a prefix is reused
@@ -300,6 +326,7 @@ def start_nginx(
     return launch_server(
         [sys.executable, "-c", _EXEC_TIED_TO_PARENT, str(os.getpid()), *command],
         port=port,
+        host=host,
         health_path="/health",
         timeout_s=timeout_s,
         name=name,
