@@ -16,13 +16,15 @@ import-linter contracts in pyproject.toml check it):
 4. `engines` and `server`: engines run as processes, deploykit's own server;
 5. `client`, `monitor`, `router`, `batching`, `hosted`, `quantize`: what uses servers;
 6. `bench`: measures any of them;
-7. `deploy`, `drills`, `cookbook`: deployment files, fault drills, the notebook runner;
+7. `check`, `deploy`, `drills`, `cookbook`: endpoint checks and diagnoses, deployment files,
+   fault drills, the notebook runner;
 8. `cli`: the `deploykit` command.
 """
 
 from . import batching as _batching
 from . import bench as _bench
 from . import charts as _charts
+from . import check as _check
 from . import client as _client
 from . import cookbook as _cookbook
 from . import deploy as _deploy
@@ -43,6 +45,7 @@ from ._version import __version__ as __version__
 from .batching import *
 from .bench import *
 from .charts import *
+from .check import *
 from .client import *
 from .cookbook import *
 from .deploy import *
@@ -78,5 +81,6 @@ __all__ += _batching.__all__
 __all__ += _hosted.__all__
 __all__ += _quantize.__all__
 __all__ += _drills.__all__
+__all__ += _check.__all__
 __all__ += _deploy.__all__
 __all__ += _cookbook.__all__

@@ -23,6 +23,7 @@ _COMMANDS = [
     "engines.vllm",
     "plan.memory",
     "bench.cli",
+    "check.cli",
     "router.cli",
     "drills.faults",
 ]

@@ -1,0 +1,123 @@
+"""The compatibility table: several `deploykit check` JSON reports side by side, in Markdown.
+
+`deploykit compat table a.json b.json --write-doc docs/compatibility.md` writes the page:
+one column per endpoint, one row per case (an error case shows the status each server
+answered), then what each endpoint does differently, in the checker's own words, with the
+date and versions of the runs. Nothing in it is typed by hand: rerun the command to refresh.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..errors import InvalidArgumentError
+from .suite import CheckReport
+
+_MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "skip": "–"}
+
+INTRO = """# Endpoint compatibility
+
+What `deploykit check` found on each server, run here against the same model. A server
+that fails a case is not broken for every client: the table says where clients of the
+dialect's reference (OpenAI's API, TGI's, Ollama's) would see something else, and the
+section below it says what. Error rows give the HTTP status each server answered to a bad
+input (**FAIL**: accepted a malformed request, or a 5xx for a client's mistake; warn: a 4xx
+other than the reference's, or an error body of another shape).
+
+The same suite runs against any endpoint: `deploykit check URL` (the dialect is detected, or
+`--dialect openai|tgi|ollama`; `--json` for machines; exit status 1 when a case fails;
+`--api-key-env VAR` names the variable that holds a key, which is never printed), and in a
+team's own CI as `pytest --endpoint URL` (the plugin comes with deploykit; the fixture
+`endpoint_report` hands a test the whole report). When a case fails, `deploykit doctor URL`
+says why and what to change.
+
+Regenerate this page with the command at its end."""
+
+
+def load_reports(paths: Iterable[str | Path]) -> list[CheckReport]:
+    """Read `deploykit check --out` files."""
+    reports = []
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise InvalidArgumentError(
+                f"no report at {p}; write one with `deploykit check URL --out {p}`."
+            )
+        reports.append(CheckReport.from_dict(json.loads(p.read_text())))
+    if not reports:
+        raise InvalidArgumentError("give at least one report file.")
+    return reports
+
+
+def _label(report: CheckReport) -> str:
+    return report.label or report.url
+
+
+def _cell(report: CheckReport, name: str) -> str:
+    try:
+        r = report.result(name)
+    except KeyError:
+        return "–"
+    mark = _MARK[r.status]
+    if r.group == "errors" and r.status != "skip":
+        status = r.data.get("status", r.exchange.status if r.exchange else None)
+        shown = "no answer" if status is None else str(status)
+        return shown if r.status == "pass" else f"{shown} {mark}"
+    return mark
+
+
+def compatibility_table(reports: Sequence[CheckReport]) -> str:
+    """Return one Markdown table: a row per case, a column per report."""
+    names: list[tuple[str, str]] = []
+    for report in reports:
+        for r in report.results:
+            if (r.group, r.name) not in names:
+                names.append((r.group, r.name))
+    head = "| group | case | " + " | ".join(_label(r) for r in reports) + " |"
+    rows = [head, "|---|---|" + "---|" * len(reports)]
+    for group, name in names:
+        cells = " | ".join(_cell(r, name) for r in reports)
+        rows.append(f"| {group} | `{name}` | {cells} |")
+    totals = " | ".join(
+        "{pass} pass, {fail} fail, {warn} warn".format(**r.counts()) for r in reports
+    )
+    rows.append(f"| | **total** | {totals} |")
+    return "\n".join(rows)
+
+
+def differences(report: CheckReport) -> list[str]:
+    """Return one line per case that did not pass, in the checker's words."""
+    return [
+        f"`{r.name}` ({r.status}): {r.why}" for r in report.results if r.status in ("fail", "warn")
+    ]
+
+
+def compatibility_doc(reports: Sequence[CheckReport], command: str | None = None) -> str:
+    """Return the whole page: intro, table, each endpoint's differences, runs and versions."""
+    lines = [INTRO, "", compatibility_table(reports), "", "## What each does differently", ""]
+    for report in reports:
+        lines.append(f"### {_label(report)}")
+        lines.append("")
+        diffs = differences(report)
+        lines += [f"- {d}" for d in diffs] or ["- Nothing: every case passed."]
+        lines.append("")
+    lines += ["## The runs", ""]
+    for report in reports:
+        server = ", ".join(f"{k} {v}" for k, v in report.server.items() if v) or "n/a"
+        lines.append(
+            f"- {_label(report)}: {report.started_at}, dialect {report.dialect}, model "
+            f"`{report.model}`, {report.seconds:.0f} s; server: {server}."
+        )
+    files = command or "deploykit compat table <one JSON report per server>"
+    lines += ["", f"Generated by `{files}` from `deploykit check URL --out FILE` reports."]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: str | Path, text: str) -> Path:
+    """Write the page to path (its folder made if needed)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return out
