@@ -24,6 +24,7 @@ _COMMANDS = [
     "plan.memory",
     "bench.cli",
     "check.cli",
+    "check.doctor",
     "router.cli",
     "drills.faults",
 ]

