@@ -63,6 +63,9 @@ def test_every_subcommand_registers_through_its_module():
         "bench",
         "router",
         "faults",
+        "check",
+        "compat",
+        "doctor",
     }
 
 

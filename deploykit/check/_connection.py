@@ -189,7 +189,9 @@ def diagnose_refused(url: str, why: str, model: str | None = None, log: str = ""
             else "no server-like process listens on any other port"
         )
     if mine:
-        best = min(mine, key=lambda s: abs(s.port - port))
+        # a socket this host reaches first (not one bound to another address), then the nearest port
+        best = min(mine, key=lambda s: (not _covers(s, host_ip), abs(s.port - port)))
+        url_host = host if _covers(best, host_ip) else best.address
         listed = "; ".join(
             f"{s.address}:{s.port} (pid {s.pid}: {s.command[:80]})" for s in mine[:3]
         )
@@ -198,7 +200,7 @@ def diagnose_refused(url: str, why: str, model: str | None = None, log: str = ""
             "wrong_port",
             f"Nothing listens on port {port}; the server listens on port {best.port}",
             (*evidence, f"{what}: {listed}"),
-            f"Use the port the server was started with (http://{host}:{best.port}), or start it "
+            f"Use the port the server was started with (http://{url_host}:{best.port}), or start it "
             f"with `--port {port}`; a server started with port 0 picks a free one and logs it.",
         )
     return Diagnosis(

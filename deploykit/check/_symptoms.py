@@ -19,7 +19,6 @@ import re
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from ._http import Endpoint, Reply
@@ -164,7 +163,7 @@ def model_template(model: str | None) -> tuple[str, str, str] | None:
     try:
         from ..models import resolve_model
 
-        source = resolve_model(Path(model).name if Path(model).is_dir() else model, progress=False)
+        source = resolve_model(model, progress=False)
     except Exception:
         return None
     folder = source.folder
@@ -353,16 +352,13 @@ def read_metrics(ep: Endpoint):
     return metrics, None
 
 
-def preemptions(before, after, prefix: str | None) -> tuple[Diagnosis | None, str]:
-    """Return a diagnosis when the KV cache preempted requests (vLLM's counter)."""
+def preemptions(before, after, prefix: str | None, window: str) -> tuple[Diagnosis | None, str]:
+    """Return a diagnosis when the KV cache preempted requests in the window (vLLM's counter)."""
     if after is None or prefix != "vllm:":
         return None, "preemptions: no vLLM counter to read"
-    count = after.get("vllm:num_preemptions", 0.0) or 0.0
-    since = count - (
-        (before.get("vllm:num_preemptions", 0.0) or 0.0) if before is not None else 0.0
-    )
+    count = _since(after, before, "vllm:num_preemptions") or 0.0
     usage = after.get("vllm:kv_cache_usage_perc")
-    seen = f"vllm:num_preemptions_total {count:g} ({since:g} during doctor's load)"
+    seen = f"vllm:num_preemptions_total grew by {count:g} {window}"
     if count <= 0:
         return None, seen
     return (

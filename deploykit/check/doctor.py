@@ -163,9 +163,21 @@ def _probe(
         model = model or card.get("id")
         context = card.get("max_model_len") or _props_context(ep)
         seen.append(f"model {model!r}, context {context or 'not said'}")
-        metrics_before, prefix = _symptoms.read_metrics(ep)
-        if metrics_since is not None:
-            metrics_before = metrics_since
+        # /metrics first: the traffic before doctor came (since metrics_since, else since the
+        # server started), which doctor's own probes must not dilute
+        metrics_now, prefix = _symptoms.read_metrics(ep)
+        if metrics_now is None:
+            seen.append("GET /metrics: none (preemptions and the prefill share not read)")
+        else:
+            window = (
+                "since the snapshot" if metrics_since is not None else "since the server started"
+            )
+            for diagnosis, line in (
+                _symptoms.preemptions(metrics_since, metrics_now, prefix, window),
+                _symptoms.long_prompts(metrics_now, prefix, metrics_since),
+            ):
+                seen.append(line)
+                found += [diagnosis] if diagnosis else []
         # the cold-start probe must be the first generation doctor sends
         for probe in (_symptoms.cold_start, _symptoms.buffered_stream, _symptoms.chat_template):
             diagnosis, line, figures = probe(ep, model)
@@ -187,16 +199,13 @@ def _probe(
                 seen.append(line)
                 data.update(figures)
                 found += [diagnosis] if diagnosis else []
-        metrics_after, prefix = _symptoms.read_metrics(ep)
-        if metrics_after is None:
-            seen.append("GET /metrics: none (preemptions and the prefill share not read)")
-        else:
-            for diagnosis, line in (
-                _symptoms.preemptions(metrics_before, metrics_after, prefix),
-                _symptoms.long_prompts(metrics_after, prefix, metrics_since),
-            ):
-                seen.append(line)
-                found += [diagnosis] if diagnosis else []
+        if load and metrics_now is not None and "kv_preemption" not in [d.cause for d in found]:
+            after, prefix = _symptoms.read_metrics(ep)
+            diagnosis, line = _symptoms.preemptions(
+                metrics_now, after, prefix, "during doctor's load"
+            )
+            seen.append(line)
+            found += [diagnosis] if diagnosis else []
         if plan is None and not log_text:
             seen.append("dtype: give the server's log (log=) or its arguments (plan=) to check it")
     finally:
