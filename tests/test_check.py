@@ -131,6 +131,12 @@ def test_the_dialect_is_detected_and_the_table_reads(server):
     assert shown.data["status"] == 404 and shown.command.startswith("curl -sS -X POST")
 
 
+def test_a_case_chosen_alone_still_learns_the_models_name(server):
+    report = dk.check_endpoint(server.url, only=["chat"])
+    assert [r.name for r in report.results] == ["chat"]
+    assert report.result("chat").status == "pass", report.result("chat")
+
+
 def test_the_command_prints_json_writes_it_and_exits_0(server, tmp_path):
     out = tmp_path / "deploykit.json"
     done = subprocess.run(
