@@ -37,6 +37,12 @@ class Diagnosis:
     evidence: tuple[str, ...]
     fix: str
 
+    def _repr_markdown_(self) -> str:
+        lines = [f"**{self.title}** (`{self.cause}`)"]
+        lines += [f"- evidence: {_md(e)}" for e in self.evidence]
+        lines.append(f"- fix: {_md(self.fix)}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "cause": self.cause,

@@ -74,7 +74,8 @@ def doctor(
             )
         dtype, line = _memory.diagnose_dtype(plan, text, local, _hidden(plan, model))
         found += [dtype] if dtype else []
-        seen.append(line)
+        if plan is not None or "unknown" not in line:
+            seen.append(line)
     if url is not None:
         _probe(
             url,
