@@ -146,7 +146,8 @@ def test_a_stream_held_by_a_buffering_proxy(good):
 
 
 def test_context_exceeded_says_how_many_tokens_fit(good):
-    request = {"model": MODEL, "prompt": "hello " * 1500, "max_tokens": 1000}
+    # " hello" is two of toy-tiny's tokens: about 1,200 of its 2,048
+    request = {"model": MODEL, "prompt": "hello " * 600, "max_tokens": 1000}
     report = dk.doctor(good.url, request=request)
     room = report.data["room_tokens"]
     assert "context_exceeded" in report.causes and 0 < room < 1000
@@ -155,7 +156,7 @@ def test_context_exceeded_says_how_many_tokens_fit(good):
 
 
 def test_long_prompts_dominating_prefill_are_read_from_metrics(good):
-    long = dk.LoadSpec(model=MODEL, max_tokens=4, prompt="hello " * 1500)
+    long = dk.LoadSpec(model=MODEL, max_tokens=4, prompt="hello " * 600)
     before = dk.scrape_metrics(good.url)
     dk.run_load(good.url, long, num_requests=6, concurrency=1)
     assert "long_prompts" in dk.doctor(good.url, metrics_since=before).causes
@@ -184,13 +185,9 @@ def test_a_chat_template_that_is_not_the_models():
 
 
 def test_a_lazy_loading_server_has_a_cold_start():
-    from deploykit.bench.servers import server_command
-
-    command = server_command("transformers", MODEL, "cpu", "float32")
-    with launch_server(
-        command, timeout_s=300, name="tf-doctor", env={"OMP_NUM_THREADS": "1"}
-    ) as srv:
-        name = dk.resolve_model(MODEL, progress=False).location
+    # smollm2-135m: a load long enough to notice (toy-tiny's takes a fraction of a second)
+    with dk.start_transformers_serve("smollm2-135m") as srv:
+        name = dk.served_name("transformers", "smollm2-135m")
         cold = dk.doctor(srv.url, model=name)
         warm = dk.doctor(srv.url, model=name)
     assert "cold_start" in cold.causes, cold.text()
