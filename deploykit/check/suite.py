@@ -230,6 +230,8 @@ def detect_dialect(endpoint: Endpoint) -> str:
         return "ollama"
     if models.status is None:
         return "openai"  # nothing answers: the openai cases report how (health fails first)
+    if models.status in (401, 403):
+        return "openai"  # the key is refused: the openai cases report it, each with its request
     raise InvalidArgumentError(
         f"could not tell which API {redact_url(endpoint.url)} speaks: GET /v1/models gave "
         f"{models.status}, GET /info {info.status}, GET /api/tags {tags.status}. Name it with "
