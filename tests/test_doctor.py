@@ -123,8 +123,10 @@ def test_a_healthy_server_under_load_has_nothing_wrong(good):
 
 
 def test_one_at_a_time_and_a_short_queue_are_batching_off_and_overload():
-    with start_server("--max-batch-size", "1", "--max-waiting", "2", name="serve-serial") as srv:
-        report = dk.doctor(srv.url, load=True, burst=24)
+    # a queue as long as doctor's concurrent set (8), so that set is queued, not shed; the burst is
+    args = ("--max-batch-size", "1", "--max-waiting", "8")
+    with start_server(*args, name="serve-serial") as srv:
+        report = dk.doctor(srv.url, load=True, concurrency=8, burst=24)
     assert {"batching_off", "overloaded"} <= set(report.causes), report.text()
     assert "--max-batch-size" in report.diagnosis("batching_off").fix
     assert report.data["statuses"].get("503", 0) > 0
@@ -137,11 +139,12 @@ def test_the_wrong_port_is_told_from_the_model_it_serves(good):
 
 
 def test_a_stream_held_by_a_buffering_proxy(good):
-    with dk.start_nginx([good.url], buffering=True) as proxy:
+    # gzip keeps what proxy buffering does not flush: the stream arrives at its end (Recipe 17)
+    with dk.start_nginx([good.url], buffering=True, gzip=True) as proxy:
         report = dk.doctor(proxy.url)
     assert "buffered_stream" in report.causes, report.text()
     assert "proxy_buffering off" in report.diagnosis("buffered_stream").fix
-    with dk.start_nginx([good.url]) as proxy:
+    with dk.start_nginx([good.url], gzip=True) as proxy:
         assert "buffered_stream" not in dk.doctor(proxy.url).causes
 
 
