@@ -12,12 +12,14 @@ TORCH ?= torch==2.13.0
 .PHONY: cookbook test check install vllm-env models system-packages docs clean
 
 # Debian packages that the monitoring and load-balancing recipes run for real: Prometheus
-# (with promtool) and nginx; and what the site and its tests use: npm (the widget JavaScript),
-# chromium with chromium-driver (the browser test, headless and off the network) and
-# shellcheck (the workflows' run: steps). Installed with apt-get (as root, or through sudo)
-# only when missing; the package scripts do not start Prometheus or nginx here (each recipe
-# starts its own on a loopback port). Without apt-get, the message says what to install.
-DEBIAN_PACKAGES := prometheus nginx npm chromium chromium-driver shellcheck
+# (with promtool) and nginx; iproute2, whose `ip netns` keeps the Ray recipe's cluster in a
+# loopback-only network namespace (as root); and what the site and its tests use: npm (the
+# widget JavaScript), chromium with chromium-driver (the browser test, headless and off the
+# network) and shellcheck (the workflows' run: steps). Installed with apt-get (as root, or
+# through sudo) only when missing; the package scripts do not start Prometheus or nginx here
+# (each recipe starts its own on a loopback port). Without apt-get, the message says what to
+# install.
+DEBIAN_PACKAGES := prometheus nginx iproute2 npm chromium chromium-driver shellcheck
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The cpu and gpu-smoke recipes never reach a model hub; the GPU recipes download their
 # models: `HF_HUB_OFFLINE=0 make cookbook RECIPE=gpu-24gb` (and HF_TOKEN for gated ones).
@@ -49,7 +51,8 @@ system-packages:
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
 	    && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
 	    && command -v npm >/dev/null && command -v chromium >/dev/null \
-	    && command -v chromedriver >/dev/null && command -v shellcheck >/dev/null; then :; \
+	    && command -v chromedriver >/dev/null && command -v shellcheck >/dev/null \
+	    && { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; }; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq \
@@ -57,8 +60,9 @@ system-packages:
 	       $(DEBIAN_PACKAGES) >/dev/null; \
 	else \
 	  echo "make: the monitoring and load-balancing recipes need Prometheus (prometheus, promtool)"; \
-	  echo "and nginx on PATH, the site npm, its tests chromium, chromedriver and shellcheck;"; \
-	  echo "this machine has no apt-get: install them with its package manager."; \
+	  echo "and nginx on PATH, the Ray recipe iproute2 (ip), the site npm, its tests chromium,"; \
+	  echo "chromedriver and shellcheck; this machine has no apt-get: install them with its"; \
+	  echo "package manager."; \
 	  exit 1; \
 	fi
 

@@ -14,7 +14,8 @@ import-linter contracts in pyproject.toml check it):
 2. `models`: the built-in models, resolving, loading, storage formats, GGUF export;
 3. `generate` and `plan`: in-process generation, the memory planner;
 4. `engines` and `server`: engines run as processes, deploykit's own server;
-5. `client`, `monitor`, `router`, `batching`, `hosted`, `quantize`: what uses servers;
+5. `client`, `monitor`, `router`, `batching`, `hosted`, `quantize`, `rayserve`: what uses
+   servers (`rayserve`: Ray Serve on a Ray cluster);
 6. `bench`: measures any of them;
 7. `check`, `deploy`, `drills`, `cookbook`: endpoint checks and diagnoses, deployment files,
    fault drills, the notebook runner;
@@ -38,6 +39,7 @@ from . import models as _models
 from . import monitor as _monitor
 from . import plan as _plan
 from . import quantize as _quantize
+from . import rayserve as _rayserve
 from . import report as _report
 from . import router as _router
 from . import server as _server
@@ -59,6 +61,7 @@ from .models import *
 from .monitor import *
 from .plan import *
 from .quantize import *
+from .rayserve import *
 from .report import *
 from .router import *
 from .server import *
@@ -77,6 +80,7 @@ __all__ += _client.__all__
 __all__ += _bench.__all__
 __all__ += _monitor.__all__
 __all__ += _router.__all__
+__all__ += _rayserve.__all__
 __all__ += _batching.__all__
 __all__ += _hosted.__all__
 __all__ += _quantize.__all__

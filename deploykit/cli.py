@@ -26,6 +26,7 @@ _COMMANDS = [
     "check.cli",
     "check.doctor",
     "router.cli",
+    "rayserve.cli",
     "drills.faults",
 ]
 

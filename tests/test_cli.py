@@ -66,6 +66,7 @@ def test_every_subcommand_registers_through_its_module():
         "check",
         "compat",
         "doctor",
+        "ray",
     }
 
 
