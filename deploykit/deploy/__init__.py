@@ -1,4 +1,4 @@
-"""Dockerfile, Compose and Kubernetes files rendered from one config, and checked."""
+"""Dockerfile, Compose, Kubernetes and KubeRay files rendered from one config, and checked."""
 
 from .config import DeploymentConfig
 from .docker import (
@@ -8,6 +8,16 @@ from .docker import (
     host_command,
     run_healthcheck,
     write_docker_files,
+)
+from .kuberay import (
+    RAYSERVICE_SCHEMA_SOURCE,
+    kuberay_commands,
+    ray_serve_config,
+    rayservice,
+    rayservice_manifests,
+    rayservice_mistakes,
+    validate_rayservice,
+    write_rayservice,
 )
 from .kubernetes import (
     kubernetes_commands,
@@ -42,6 +52,14 @@ __all__ = [
     "host_command",
     "run_healthcheck",
     "write_docker_files",
+    "RAYSERVICE_SCHEMA_SOURCE",
+    "kuberay_commands",
+    "ray_serve_config",
+    "rayservice",
+    "rayservice_manifests",
+    "rayservice_mistakes",
+    "validate_rayservice",
+    "write_rayservice",
     "kubernetes_commands",
     "manifests",
     "plot_pod_timeline",
