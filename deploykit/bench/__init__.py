@@ -1,9 +1,9 @@
 """Load generation and benchmarks: `loadgen` sends the load, `metrics` computes vLLM's
 serving figures from it, `serve` benchmarks any running endpoint (`deploykit bench --url`),
 `tables` prints its results and says what a sweep shows, `harness` runs interleaved rounds
-and writes the doc section; `servers`, `vllm`, `llamacpp` and `quantize` are the benchmarks
-that start their own servers (`cli` adds them all to `deploykit bench`), `prefix_cache`
-measures what vLLM's prefix cache serves.
+and writes the doc section; `overhead` times what a front adds per request; `servers`, `vllm`,
+`llamacpp` and `quantize` are the benchmarks that start their own servers (`cli` adds them all
+to `deploykit bench`), `prefix_cache` measures what vLLM's prefix cache serves.
 """
 
 from .compare import ServerRuns, bench_servers
@@ -17,6 +17,7 @@ from .loadgen import (
     sweep,
 )
 from .metrics import goodput
+from .overhead import added_latency
 from .plots import plot_bench, plot_sweeps
 from .prefix_cache import (
     PrefixCacheResult,
@@ -38,6 +39,7 @@ __all__ = [
     "summary_rows",
     "sweep",
     "goodput",
+    "added_latency",
     "plot_bench",
     "plot_sweeps",
     "PrefixCacheResult",

@@ -2,7 +2,8 @@
 
 `faults` is the fault-injection proxy (`deploykit faults`); `scenarios` runs the seed's
 client against the resilient one through it; `failover` kills a replica behind the router
-or nginx under load; `drain` sends SIGTERM to a server with requests in flight.
+or nginx under load; `drain` sends SIGTERM to a server with requests in flight; `ray_serve`
+scales a Ray Serve application under load and kills one of its cluster's nodes.
 """
 
 from .drain import DrainResult, sigterm_drain
@@ -16,6 +17,17 @@ from .failover import (
     time_to_rejoin,
 )
 from .faults import Fault, FaultProxy, start_fault_proxy
+from .ray_serve import (
+    FailedAttempt,
+    NodeKillDrill,
+    ScaleUp,
+    failover_comparison,
+    node_kill_drill,
+    plot_ray_serve,
+    scale_under_load,
+    serve_findings,
+    wait_scaled_down,
+)
 from .scenarios import (
     consume_stream,
     kill_replica,
@@ -39,6 +51,15 @@ __all__ = [
     "plot_drills",
     "served_by_replica",
     "time_to_rejoin",
+    "FailedAttempt",
+    "NodeKillDrill",
+    "ScaleUp",
+    "failover_comparison",
+    "node_kill_drill",
+    "plot_ray_serve",
+    "scale_under_load",
+    "serve_findings",
+    "wait_scaled_down",
     "Fault",
     "FaultProxy",
     "start_fault_proxy",
