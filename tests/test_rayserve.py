@@ -148,6 +148,42 @@ def test_each_failed_attempt_is_explained(status, error, stream, text, words):
     assert words in explain(status, error, stream, text)
 
 
+def test_failover_comparison_sets_the_balancers_drills_beside_serves_node_kill():
+    from deploykit.drills.failover import DrillRequest, DrillResult
+    from deploykit.drills.ray_serve import NodeKillDrill
+    from deploykit.rayserve.cluster import NodeKill
+
+    def result(front, outcomes):
+        requests = tuple(
+            DrillRequest(i * 0.1, 0.5, stream, outcome, 1, 10)
+            for i, (outcome, stream) in enumerate(outcomes)
+        )
+        return DrillResult(front, "127.0.0.1:1", 1.0, 5.0, requests)
+
+    serve = NodeKillDrill(
+        kill=NodeKill("worker1", (1,), ("raylet",), 0.0, replicas_killed=1),
+        began=0.0,
+        result=result("Ray Serve", [("ok", False), ("ok after retry", False)]),
+        failures=(),
+        replicas_before=3,
+        noticed_s=2.0,
+        last_failure_s=2.5,
+        recovered_s=20.123,
+        replacement_first_answer_s=None,
+        placement_after={},
+    )
+    router = result("router", [("ok after retry", False), ("lost", False), ("ok", True)])
+    rows = dk.failover_comparison(
+        serve, [router, {"front": "nginx", "lost": 0}], {"Ray Serve": 9.5, "router": 1.0},
+        rejoin_s={"router": 0.4},
+    )  # fmt: skip
+    assert [r["front"] for r in rows] == ["Ray Serve", "router", "nginx"]
+    assert rows[0]["capacity_back_s"] == 20.12 and rows[0]["rejoin_s"] == "n/a"
+    assert (rows[1]["lost"], rows[1]["ok_after_retry"], rows[1]["rejoin_s"]) == (1, 1, 0.4)
+    assert rows[1]["capacity_back_s"] == "n/a" and rows[2]["added_latency_ms"] == "n/a"
+    assert rows[0]["added_latency_ms"] == 9.5 and rows[1]["source"] == "this run"
+
+
 def test_kill_node_refuses_the_head_and_unknown_nodes():
     from deploykit.rayserve.cluster import LocalRayCluster
 

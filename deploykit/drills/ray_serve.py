@@ -459,30 +459,44 @@ def plot_ray_serve(watch: ReplicaWatch, scale: ScaleUp | None, drill: NodeKillDr
 
 def failover_comparison(
     serve: NodeKillDrill,
-    others: Sequence[Mapping[str, Any]] = (),
+    others: Sequence[DrillResult | Mapping[str, Any]] = (),
     added_latency_ms: Mapping[str, float | None] | None = None,
+    rejoin_s: Mapping[str, float | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Return Ray Serve's node kill beside other fronts' replica kills, one row per front.
 
-    others are rows with some of the same keys (e.g. notebook 13's router and nginx, with
-    their source); added_latency_ms gives each front's median cost per request over a direct
-    server. What a row does not say reads "n/a".
+    others are dk.failover_drill results (the router's and nginx's, as in notebook 13) or
+    rows with some of the same keys; added_latency_ms gives each front's median cost per
+    request over a direct server; rejoin_s how long each balancer kept a restarted replica
+    out of rotation. capacity_back_s is Serve's own replacement: a balancer has none (a
+    person restarts the replica). What a row does not say reads "n/a".
     """
     added = dict(added_latency_ms or {})
+    rejoin = dict(rejoin_s or {})
     row: dict[str, Any] = {
         "front": serve.result.front,
         "lost": serve.result.lost,
         "ok_after_retry": serve.result.count(RETRIED, False),
         "streams_interrupted": serve.result.interrupted_streams,
-        "failures_end_s": _round(serve.last_failure_s) if serve.last_failure_s else 0.0,
         "capacity_back_s": _round(serve.recovered_s),
+        "rejoin_s": None,
         "added_latency_ms": _round(added.get(serve.result.front)),
         "source": "this run",
     }
     rows = [row]
     for other in others:
+        if isinstance(other, DrillResult):
+            other = {
+                "front": other.front,
+                "lost": other.lost,
+                "ok_after_retry": other.count(RETRIED, False),
+                "streams_interrupted": other.interrupted_streams,
+                "source": "this run",
+            }
         merged = {**{k: None for k in row}, **other}
         merged["added_latency_ms"] = _round(added.get(other["front"]))
+        if other["front"] in rejoin:
+            merged["rejoin_s"] = _round(rejoin[other["front"]])
         rows.append(merged)
     return [{k: "n/a" if v is None else v for k, v in r.items()} for r in rows]
 
