@@ -30,9 +30,13 @@ COMMANDS = (
     "text-generation-launcher",
 )
 _TEMP = re.compile(r"/tmp/|pytest-of-|/var/folders/|" + re.escape(tempfile.gettempdir() + "/"))
-# Linux's ephemeral range (net.ipv4.ip_local_port_range): free_port() hands these out
+# Linux's ephemeral range (net.ipv4.ip_local_port_range): free_port() hands these out. Fixed
+# defaults of tools that fall in it are not ephemeral: Ray's dashboard agent listens on 52365
+# on every node, and KubeRay's probes call it there (deploy/kuberay.py's AGENT_PORT).
+_FIXED_PORTS = ("52365",)
 _EPHEMERAL_PORT = re.compile(
-    r"(?<![\d.])(?:127\.0\.0\.1|localhost|0\.0\.0\.0)?:(3[2-9]\d{3}|[45]\d{4}|60\d{3})\b"
+    r"(?<![\d.])(?:127\.0\.0\.1|localhost|0\.0\.0\.0)?:"
+    r"(?!(?:" + "|".join(_FIXED_PORTS) + r")\b)(3[2-9]\d{3}|[45]\d{4}|60\d{3})\b"
 )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from _outputs import deployment_problems, printed_commands, temporary_paths
+from _outputs import deployment_problems, ephemeral_ports, printed_commands, temporary_paths
 from _paths import EXECUTED, ROOT
 from _prose import REFERENCE_MARK, prose_figures
 
@@ -166,3 +166,5 @@ def test_a_temporary_path_in_a_written_file_or_a_printed_command_is_caught(tmp_p
         f"kubectl apply -f {tmp_path}/manifests.yaml"
     ]
     assert temporary_paths("docker compose -f deploy/14/compose.yaml up") == []
+    assert ephemeral_ports("url = 'http://localhost:52365/api/healthz'") == []  # Ray's fixed port
+    assert ephemeral_ports("url = 'http://localhost:52366/api/healthz'") != []
