@@ -130,11 +130,13 @@ class _Load:
             if last is None:
                 outcome = OK if attempts == 1 else RETRIED
                 return DrillRequest(start, self.now() - start, stream, outcome, attempts, chars)
-            retryable = status == 0 or status in RETRY_STATUSES
             if stream and chars:  # text already shown: never restart a stream
                 return DrillRequest(
                     start, self.now() - start, True, INTERRUPTED, attempts, chars, last
                 )
+            # a stream whose body broke before any text is sent again, as the resilient
+            # client does; a 4xx is the request's own fault and is never retried
+            retryable = status == 0 or status in RETRY_STATUSES or (stream and status == 200)
             if not retryable or attempts == _MAX_ATTEMPTS:
                 break
             await asyncio.sleep(_BACKOFF_S[attempts - 1])
@@ -406,6 +408,7 @@ _OUTCOME_STYLE = {OK: ("C0", "o"), RETRIED: ("C1", "^"), INTERRUPTED: ("C3", "D"
 def plot_ray_serve(watch: ReplicaWatch, scale: ScaleUp | None, drill: NodeKillDrill | None):
     """Plot replicas by state over time with the scenario's events, and the drill's requests."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
     samples = watch.samples
@@ -446,6 +449,7 @@ def plot_ray_serve(watch: ReplicaWatch, scale: ScaleUp | None, drill: NodeKillDr
         top.annotate(label, (when, 1.0), xycoords=("data", "axes fraction"), rotation=90,
                      fontsize=8, va="top", ha="right")  # fmt: skip
     top.set(ylabel="replicas", title="Serve's replicas by state")
+    top.yaxis.set_major_locator(MaxNLocator(integer=True))  # replicas are whole
     top.set_ylim(0, max([c for _, cs in samples for c in cs.values()] + [1]) + 1.5)
     top.legend(fontsize=8, loc="center left")
     bottom.set(
