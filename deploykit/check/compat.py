@@ -115,9 +115,11 @@ def compatibility_doc(reports: Sequence[CheckReport], command: str | None = None
     return "\n".join(lines) + "\n"
 
 
-def _model_name(model: str) -> str:
+def _model_name(model: str | None) -> str:
     """Return a model's name for the page: a server that names models by their folder
     (`transformers serve`) gives an absolute path, of which only the folder's name is kept."""
+    if not model:
+        return "n/a"
     path = Path(model)
     return f"{path.name} (a local folder)" if path.is_absolute() else model
 
