@@ -36,7 +36,6 @@ CHECKED = {
         r"^table = dk\.platform_table\(\)",  # the platforms as data
         r"^local = dk\.start_server\(",  # the local server's greedy answer
         r"^bedrock_request = dk\.converse_request\(",  # the hosted APIs' request shapes
-        r"^example_tokens_per_s = ",  # the break-even table at a fixed throughput
     ],
     "08_kv_cache": [
         r"^configs = \[dk\.model_config",  # layers, KV heads, weights, KV bytes per token
@@ -54,8 +53,8 @@ CHECKED = {
         r"^config = dk\.DeploymentConfig\(",
         r"^wrong = ",  # the manifests a cluster would punish, refused
         r"^probes = dk\.probes\(",  # probes and the pod's timeline
-        r"^path = dk\.write_manifests\(",  # the Deployment
-        r'if doc\["kind"\] != "Deployment"',  # PVC, Service, HPA, PDB
+        r"^paths = dk\.write_manifests\(",  # the files written and the Deployment
+        r'if file not in \("deployment\.yaml"',  # PVC, Service, HPA, PDB
         r"dk\.kubernetes_differences\(",
         r"dk\.kubernetes_commands\(",
     ],
