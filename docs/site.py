@@ -44,6 +44,8 @@ GUIDES = [
     "adding",
     "gpu-runner",
     "troubleshooting",
+    "compatibility",
+    "ray",
     "benchmarks",
     "models",
     "library",
