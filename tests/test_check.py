@@ -186,6 +186,7 @@ def test_a_key_from_the_environment_is_used_and_never_printed(keyed, monkeypatch
 
 
 def test_pytest_plugin_runs_the_cases_as_tests(server, pytester):
+    # no -p: installing deploykit registers the plugin (pytest11 entry point), as in a team's CI
     pytester.makepyfile(
         """
         def test_my_endpoint(endpoint_report):
@@ -193,8 +194,6 @@ def test_pytest_plugin_runs_the_cases_as_tests(server, pytester):
         """
     )
     result = pytester.runpytest_subprocess(
-        "-p",
-        "deploykit.check.pytest_plugin",
         "--endpoint",
         server.url,
         "--endpoint-only",
@@ -210,8 +209,6 @@ def test_pytest_plugin_runs_the_cases_as_tests(server, pytester):
 
 def test_pytest_plugin_reports_a_failing_case_with_its_request(pytester):
     result = pytester.runpytest_subprocess(
-        "-p",
-        "deploykit.check.pytest_plugin",
         "--endpoint",
         f"http://127.0.0.1:{dk.free_port()}",
         "--endpoint-dialect",
