@@ -217,11 +217,11 @@ def test_async_client_retries_and_fails_streams_loudly(faults):
         async with dk.AsyncResilientClient(faults.url + "/v1", model=MODEL, retry=FAST) as client:
             faults.inject(status=503, count=1, retry_after_s=0.2)
             answer = await client.completions(PROMPT, **SHORT)
-            faults.inject(cut_stream_after_chunks=3, count=1)
+            faults.inject(cut_stream_after_chunks=5, count=1)  # role event + 4 token events
             received = []
             with pytest.raises(dk.StreamInterruptedError) as caught:
                 async for text in client.stream_chat(
-                    [{"role": "user", "content": "hi"}], **LONG_STREAM
+                    [{"role": "user", "content": "hi"}], temperature=0, **LONG_STREAM
                 ):
                     received.append(text)
             whole = [t async for t in client.stream_completions(PROMPT, **SHORT)]
@@ -232,9 +232,12 @@ def test_async_client_retries_and_fails_streams_loudly(faults):
 
     answer, interrupted, received, whole, stats = asyncio.run(scenario())
     assert answer.attempts == 2 and answer.text
-    assert interrupted.chunks == len(received) == 2 and whole
+    # the contract, not how the bytes were split: the text the caller got is what the error
+    # reports (a token event may carry no text yet), and a break after text is not retried
+    assert received and interrupted.chunks == len(received) and whole
+    assert interrupted.text == "".join(received)
     assert stats.retries == 1 + 2 and stats.giveups == 1 and stats.streams_interrupted == 1
-    assert [r["fault"] for r in _seen(faults)].count("cut after 3 events") == 1
+    assert [r["fault"] for r in _seen(faults)].count("cut after 5 events") == 1
 
 
 def test_threads_share_one_client(client, faults):
