@@ -35,8 +35,13 @@ from ..rayserve.serve import (
     ServeAutoscaling,
 )
 from .config import MODEL_DIR, USER_ID, DeploymentConfig
-from .docker import _environment
-from .kubernetes import KUBERNETES_VERSION, _labels, persistent_volume_claim, secret_name
+from .kubernetes import (
+    KUBERNETES_VERSION,
+    _labels,
+    container_env,
+    persistent_volume_claim,
+    secret_name,
+)
 from .validate import Check
 
 RAY_VERSION = "2.60.0"  # as pyproject.toml pins ray[serve]: the image must hold the same
@@ -101,21 +106,7 @@ def ray_serve_config(
 
 
 def _env(config: DeploymentConfig) -> list[dict[str, Any]]:
-    env: list[dict[str, Any]] = [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
-    env += [{"name": k, "value": v} for k, v in _environment(config).items() if k != "HOME"]
-    env.append(
-        {
-            "name": config.hf_token_env,
-            "valueFrom": {
-                "secretKeyRef": {
-                    "name": secret_name(config),
-                    "key": config.hf_token_env,
-                    "optional": True,
-                }
-            },
-        }
-    )
-    return env
+    return [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}, *container_env(config)]
 
 
 def _pod(config: DeploymentConfig, container: dict[str, Any]) -> dict[str, Any]:

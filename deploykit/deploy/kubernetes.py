@@ -76,8 +76,8 @@ def _resources(config: DeploymentConfig) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def deployment(config: DeploymentConfig) -> dict[str, Any]:
-    """Return the Deployment manifest."""
+def container_env(config: DeploymentConfig) -> list[dict[str, Any]]:
+    """Return a server container's env: the image's settings and the hub token from its Secret."""
     env: list[dict[str, Any]] = [
         {"name": k, "value": v} for k, v in _environment(config).items() if k != "HOME"
     ]
@@ -93,6 +93,12 @@ def deployment(config: DeploymentConfig) -> dict[str, Any]:
             },
         }
     )
+    return env
+
+
+def deployment(config: DeploymentConfig) -> dict[str, Any]:
+    """Return the Deployment manifest."""
+    env = container_env(config)
     container: dict[str, Any] = {
         "name": "server",
         "image": config.image_ref,
