@@ -22,7 +22,8 @@ Catch a family to handle a kind of failure, or `DeployKitError` for all of them:
     │   ├── ModelBuildError            a built-in model could not be fetched or built
     │   ├── EngineStepError            a model step failed; its batch ended with this error
     │   ├── EngineOverloadedError      the waiting queue is full (a server answers 503)
-    │   └── EngineStoppedError         draining or stopped (a server answers 503)
+    │   ├── EngineStoppedError         draining or stopped (a server answers 503)
+    │   └── DockerError                no Docker engine, or a build, container or Compose failed
     └── RequestError               a request to a server failed, or its answer is unusable
         ├── InvalidRequestError        the request is malformed or asks the impossible (400)
         ├── EndpointUnreachableError   nothing answers at the URL
@@ -62,6 +63,7 @@ __all__ = [
     "MissingCredentialError",
     "NginxConfigError",
     "PrometheusError",
+    "DockerError",
     "EndpointUnreachableError",
     "RetryBudgetExhaustedError",
     "StreamInterruptedError",
@@ -146,6 +148,11 @@ class EngineStepError(EngineError, RuntimeError):
 
 class EngineRunError(EngineError, RuntimeError):
     """An inference-engine subprocess failed; the message carries its log tail."""
+
+
+class DockerError(EngineError, RuntimeError):
+    """No Docker engine could be used, or a build, container or Compose command failed; the
+    message carries the command's output and what to do."""
 
 
 class MetricNotFoundError(RequestError, KeyError):
