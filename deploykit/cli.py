@@ -28,6 +28,7 @@ _COMMANDS = [
     "router.cli",
     "rayserve.cli",
     "drills.faults",
+    "deploy.image",
 ]
 
 

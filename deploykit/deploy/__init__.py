@@ -5,9 +5,22 @@ from .docker import (
     docker_commands,
     dockerfile,
     exec_form,
+    folder_size,
     host_command,
     run_healthcheck,
     write_docker_files,
+)
+from .engine import DockerEngine, docker_engine, engine_summary, leftovers
+from .image import (
+    BASE_TAG,
+    BuildResult,
+    ServerContainer,
+    Stack,
+    base_image,
+    build_image,
+    build_table,
+    run_server,
+    write_stack,
 )
 from .kuberay import (
     RAYSERVICE_SCHEMA_SOURCE,
@@ -43,15 +56,32 @@ from .validate import (
     validate_compose,
     validate_manifests,
 )
+from .wheels import wheelhouse, wheelhouse_ready
 
 __all__ = [
     "DeploymentConfig",
     "docker_commands",
     "dockerfile",
     "exec_form",
+    "folder_size",
     "host_command",
     "run_healthcheck",
     "write_docker_files",
+    "DockerEngine",
+    "docker_engine",
+    "engine_summary",
+    "leftovers",
+    "BASE_TAG",
+    "BuildResult",
+    "ServerContainer",
+    "Stack",
+    "base_image",
+    "build_image",
+    "build_table",
+    "run_server",
+    "write_stack",
+    "wheelhouse",
+    "wheelhouse_ready",
     "RAYSERVICE_SCHEMA_SOURCE",
     "kuberay_commands",
     "ray_serve_config",

@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -33,11 +34,31 @@ class DrainResult:
     drain_s: float  # from SIGTERM to the process's exit (or to the timeout)
     new_request_status: int = 0  # a completion sent while draining (0: the port was closed)
     retry_after: str | None = None  # its Retry-After header, if it had one
+    max_tokens: int = 0  # tokens each in-flight request asked for (ignore_eos: it must get them)
 
     @property
     def all_completed(self) -> bool:
         """Return True when every in-flight request answered 200."""
         return self.statuses == (200,) * self.requests
+
+    @property
+    def lost(self) -> int:
+        """Return how many in-flight requests failed or came back short of their tokens."""
+        return sum(
+            1
+            for s, t in zip(self.statuses, self.completion_tokens)
+            if s != 200 or t < self.max_tokens
+        )
+
+
+class Stoppable(Protocol):
+    """What sigterm_drain stops besides a Server: a container (`sigterm` is `docker stop`)."""
+
+    url: str
+
+    def sigterm(self) -> None: ...
+
+    def wait(self, timeout_s: float | None = None) -> int | None: ...
 
 
 def _admitted(metrics: str) -> float:
@@ -50,7 +71,7 @@ def _admitted(metrics: str) -> float:
 
 
 def sigterm_drain(
-    server: Server,
+    server: Server | Stoppable,
     *,
     model: str,
     requests: int = 4,
@@ -58,7 +79,11 @@ def sigterm_drain(
     timeout_s: float = 120.0,
 ) -> DrainResult:
     """Start `requests` completions of max_tokens each, SIGTERM the server once all are admitted,
-    and wait for the requests and the process (deploykit servers: it reads /metrics)."""
+    and wait for the requests and the process (deploykit servers: it reads /metrics).
+
+    A Server gets the signal from os.kill; a container (anything with `sigterm()`) from
+    `docker stop`, which is how Docker, Compose and Kubernetes stop it.
+    """
     if requests < 1 or max_tokens < 1:
         raise InvalidArgumentError("requests and max_tokens must be >= 1.")
     body = {
@@ -87,7 +112,10 @@ def sigterm_drain(
                 if time.monotonic() > deadline:
                     raise InvalidArgumentError("the requests never reached the server")
                 await asyncio.sleep(0.05)
-            os.kill(server.pid, signal.SIGTERM)
+            if isinstance(server, Server):
+                os.kill(server.pid, signal.SIGTERM)
+            else:
+                server.sigterm()
             signalled = time.monotonic()
             await asyncio.sleep(0.2)
             try:
@@ -110,4 +138,14 @@ def sigterm_drain(
         r.json()["usage"]["completion_tokens"] if r is not None and r.status_code == 200 else 0
         for r in responses
     )
-    return DrainResult(requests, statuses, tokens, ready, code, drain_s, *refused)
+    return DrainResult(
+        requests,
+        statuses,
+        tokens,
+        ready,
+        code,
+        drain_s,
+        new_request_status=refused[0],
+        retry_after=refused[1],
+        max_tokens=max_tokens,
+    )
