@@ -5,22 +5,23 @@ start into the volume mounted at /models, or already sit there), checks /health,
 on SIGTERM. vLLM and TGI images are thin layers over the official ones; their command lines
 come from `VLLMArgs` / `TGIArgs`, deploykit's from `serve_command`. `write_docker_files`
 writes a folder that is its own build context (the Dockerfile, its .dockerignore, compose.yaml
-and, for deploykit's image, deploykit's source archive), every path in it relative to it.
-Nothing here builds an image or talks to a Docker engine: `host_command` turns the CPU image's
-CMD into a command this machine can run, listing each part it had to change.
+and, for deploykit's image, its code in app/ and the wheelhouse/ it installs from), every
+path in it relative to it. deploykit's image builds with no network: `FROM` is a build argument
+(the official slim Python image where it can be pulled, a local Debian base where it cannot),
+and pip installs only from the wheelhouse. Building and running are in `image`; here,
+`host_command` turns the CPU image's CMD into a command this machine runs without Docker.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
+import compileall
 import json
 import os
-import re
+import py_compile
 import shlex
+import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +29,15 @@ from typing import Any
 
 from ..errors import ConfigurationError, InvalidArgumentError
 from ..launch import Server, deploykit_command, launch_server
-from .config import MODEL_DIR, PYTHON_IMAGE, TORCH_VERSION, USER_ID, DeploymentConfig
+from .config import MODEL_DIR, PYTHON_IMAGE, USER_ID, DeploymentConfig
+from .wheels import constraints_text, requirements_text, wheel_files
 
 HF_HOME = f"{MODEL_DIR}/huggingface"
 DEPLOYKIT_CACHE = f"{MODEL_DIR}/deploykit"
 VLLM_CACHE_ROOT = f"{MODEL_DIR}/vllm"  # torch.compile artefacts: later starts skip compiling
 HOME = "/home/app"
+APP_DIR = "/opt/app"  # deploykit's code in the image (on PYTHONPATH), the last layer
+VENV = "/opt/venv"
 _HEALTH_TIMEOUT_S = 5
 
 
@@ -55,8 +59,8 @@ def image_command(config: DeploymentConfig) -> list[str]:
         dtype=config.dtype,
         args=["--drain-timeout-s", str(config.drain_timeout_s)],
     )
-    # serve_command starts `python -m deploykit`; the image has the console script
-    argv = ["deploykit", *argv[3:]]
+    # serve_command starts this interpreter's `-m deploykit`; the image's python is its venv's
+    argv = ["python", "-m", "deploykit", *argv[3:]]
     return [a.replace("{host}", "0.0.0.0").replace("{port}", str(config.port)) for a in argv]
 
 
@@ -71,12 +75,17 @@ def healthcheck_command(config: DeploymentConfig) -> list[str]:
     url = f"http://127.0.0.1:{config.port}{config.health_path}"
     if config.engine == "tgi":
         return ["curl", "--fail", "--silent", "--max-time", str(_HEALTH_TIMEOUT_S - 1), url]
-    python = "python3" if config.engine == "vllm" else "python"
-    # no curl in python:slim; urlopen raises (exit 1) on anything but 2xx/3xx
+    if config.engine == "vllm":
+        code = f"import urllib.request; urllib.request.urlopen('{url}', timeout={_HEALTH_TIMEOUT_S - 1})"
+        return ["python3", "-c", code]
+    # no curl in python:slim; urlopen raises (exit 1) on anything but 2xx/3xx. The port is
+    # $PORT: a container on the host's network gets its port at `docker run -e PORT=...`
     code = (
-        f"import urllib.request; urllib.request.urlopen('{url}', timeout={_HEALTH_TIMEOUT_S - 1})"
+        "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s"
+        f"{config.health_path}' % os.environ.get('PORT', '{config.port}'), "
+        f"timeout={_HEALTH_TIMEOUT_S - 1})"
     )
-    return [python, "-c", code]
+    return ["python", "-c", code]
 
 
 def _environment(config: DeploymentConfig) -> dict[str, str]:
@@ -96,30 +105,28 @@ def _environment(config: DeploymentConfig) -> dict[str, str]:
 
 def dockerfile(config: DeploymentConfig) -> str:
     """Return the Dockerfile text for config (see the module docstring for what it guarantees)."""
-    base = config.base_image or config.default_base_image()
     lines = [
-        "# syntax=docker/dockerfile:1",
         f"# Rendered by deploykit from DeploymentConfig(name={config.name!r}, "
         f"engine={config.engine!r}).",
         "# No model inside: it is downloaded at first start "
         f"into the volume at {MODEL_DIR}, or mounted there.",
-        "",
     ]
     if config.engine == "deploykit":
-        lines += _deploykit_build(config, base)
+        lines += _deploykit_build(config)
     else:
+        base = config.base_image or config.default_base_image()
         lines += [
+            "",
             f"FROM {base}",
             "",
             "# the official image runs as root; add an unprivileged user with a writable home",
+            *_user_lines(),
         ]
     env = _environment(config)
+    if config.engine == "deploykit":  # the image's own: where Python and the code are
+        env = {"PATH": f"{VENV}/bin:$PATH", "PYTHONPATH": APP_DIR, **env}
+        env["PORT"] = str(config.port)  # the health check's port; `docker run -e PORT=` moves it
     lines += [
-        "",
-        f"RUN groupadd --gid {USER_ID} app \\",
-        f"    && useradd --uid {USER_ID} --gid {USER_ID} --home-dir {HOME} --create-home "
-        "--shell /usr/sbin/nologin app \\",
-        f"    && mkdir -p {MODEL_DIR} && chown {USER_ID}:{USER_ID} {MODEL_DIR}",
         "ENV " + " \\\n    ".join(f"{k}={v}" for k, v in env.items()),
         f"WORKDIR {HOME}",
         f"USER {USER_ID}:{USER_ID}",
@@ -134,100 +141,151 @@ def dockerfile(config: DeploymentConfig) -> str:
     elif config.engine == "tgi":
         lines.append("# ENTRYPOINT (text-generation-launcher) comes from the base image")
     lines.append(f"CMD {json.dumps(image_command(config))}")
+    if config.engine == "deploykit":
+        lines += [
+            "",
+            "# deploykit's code, byte-compiled: the last layer, so a code change rebuilds only this",
+            f"COPY app/ {APP_DIR}/",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def source_archive_name() -> str:
-    """Return the file name of deploykit's source archive in the build context."""
-    from .._version import __version__
+def _user_lines() -> list[str]:
+    return [
+        f"RUN groupadd --gid {USER_ID} app \\",
+        f"    && useradd --uid {USER_ID} --gid {USER_ID} --home-dir {HOME} --create-home "
+        "--shell /usr/sbin/nologin app \\",
+        f"    && mkdir -p {MODEL_DIR} && chown {USER_ID}:{USER_ID} {MODEL_DIR}",
+    ]
 
-    return f"deploykit-{__version__}.tar.gz"
 
-
-def _deploykit_build(config: DeploymentConfig, base: str) -> list[str]:
-    """Return the stages that build deploykit's wheel from its source archive and install it."""
-    from .._version import __version__
-
-    wheel = f"deploykit-{__version__}-py3-none-any.whl"
-    archive = source_archive_name()
-    if config.gpus:  # the CUDA runtime image has no Python: the distribution's, in a venv
+def _deploykit_build(config: DeploymentConfig) -> list[str]:
+    """Return the stages that install the wheelhouse into a virtualenv and add the user."""
+    base = config.base_image or config.default_base_image()
+    if config.gpus:  # the CUDA runtime image has no Python: the distribution's, in both stages
         python = [
-            f"FROM {base}",
             "ARG DEBIAN_FRONTEND=noninteractive",
             "# the base image's tag pins the distribution; apt pins would break on its security "
             "updates",
             "# hadolint ignore=DL3008",
             "RUN apt-get update \\",
             "    && apt-get install -y --no-install-recommends python3 python3-venv \\",
-            "    && rm -rf /var/lib/apt/lists/* \\",
-            "    && python3 -m venv /opt/venv",
-            'ENV PATH="/opt/venv/bin:$PATH"',
-            f"RUN pip install --no-cache-dir torch=={TORCH_VERSION}",
+            "    && rm -rf /var/lib/apt/lists/*",
+        ]
+        note = [
+            "# Both sit beside this file. BASE: a CUDA runtime image; Python comes from its",
+            "# distribution.",
         ]
     else:
-        python = [
-            f"FROM {base}",
-            "# the CPU build of torch (the default one drags in several GB of CUDA libraries)",
-            "RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "
-            f"torch=={TORCH_VERSION}",
+        python = []
+        note = [
+            f"# Both sit beside this file. BASE: {PYTHON_IMAGE} where it can be pulled, or any",
+            "# Debian bookworm image with python3 and python3-venv (deploykit makes one with",
+            "# debootstrap where nothing can be pulled).",
         ]
+    pip = (
+        f"{VENV}/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse "
+        "--disable-pip-version-check \\\n"
+        "        -r /wheelhouse/requirements.txt -c /wheelhouse/constraints.txt"
+    )
     return [
-        f"# Stage 1: build deploykit's wheel from {archive}, beside this Dockerfile.",
-        f"FROM {PYTHON_IMAGE} AS wheel",
-        f"COPY {archive} /src/",
-        f"RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist /src/{archive} \\"
-        f"\n    && test -f /dist/{wheel}",
+        "# Builds with no network: pip installs only from wheelhouse/ (--no-index); the code is app/.",
+        *note,
+        f"ARG BASE={base}",
         "",
-        "# Stage 2: the server image: torch, then the wheel (mounted, never a layer); no source.",
+        "# Stage 1: the dependencies, into a virtualenv, from the wheelhouse",
+        "FROM ${BASE} AS deps",
         *python,
-        "RUN --mount=type=bind,from=wheel,source=/dist,target=/dist \\",
-        f"    pip install --no-cache-dir /dist/{wheel}",
+        "COPY wheelhouse/ /wheelhouse/",
+        f"RUN python3 -m venv {VENV} \\",
+        f"    && {pip}",
+        "",
+        "# Stage 2: the server: the virtualenv (not the wheels), a non-root user, then the code",
+        "FROM ${BASE}",
+        *python,
+        *_user_lines(),
+        f"COPY --from=deps {VENV} {VENV}",
     ]
 
 
-def dockerignore(config: DeploymentConfig) -> str:
-    """Return the .dockerignore: an allow-list of what the build copies (nothing for vLLM/TGI)."""
-    if config.engine != "deploykit":
-        return "*\n"  # vLLM and TGI images copy nothing from the context
-    return f"*\n!{source_archive_name()}\n"
-
-
-def write_source_archive(path: str | Path) -> Path:
-    """Write deploykit's source (pyproject.toml, README.md, deploykit/) as a .tar.gz; return path.
-
-    The files the wheel is built from, taken from the checkout this deploykit is imported
-    from, under one top folder as in a source distribution; pip builds a wheel from it. Byte
-    for byte the same for the same source: entries sorted, owners and times zeroed.
-    """
-    from .._version import __version__
-
+def _package_files() -> tuple[Path, list[Path]]:
+    """Return the checkout and deploykit's source files (no caches) from it."""
     root = Path(__file__).resolve().parents[2]  # deploykit/deploy/docker.py -> the checkout
     if not (root / "pyproject.toml").is_file():
         raise ConfigurationError(
             f"deploykit is imported from {root / 'deploykit'}, not from a checkout: its "
             "image is built from the source. Install it with `pip install -e .` from a clone."
         )
-    top = f"deploykit-{__version__}"
-    files = [root / "pyproject.toml", root / "README.md"]
-    files += sorted(
+    files = sorted(
         p
         for p in (root / "deploykit").rglob("*")
         if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
     )
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for file in files:
-            info = tar.gettarinfo(str(file), f"{top}/{file.relative_to(root).as_posix()}")
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            info.mtime = 0
-            info.mode = 0o644
-            with file.open("rb") as handle:
-                tar.addfile(info, handle)
-    out = Path(path)
-    with out.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        gz.write(buffer.getvalue())
-    return out
+    return root, files
+
+
+def write_app(out: str | Path) -> Path:
+    """Write deploykit's code into out (the image's app/ layer), byte-compiled; return out.
+
+    The files come from the checkout this deploykit is imported from. The .pyc files use
+    checked hashes: valid whatever the files' times, since the server's user cannot write
+    __pycache__. Files no longer in the source are removed, so the layer is what the code is.
+    """
+    root, files = _package_files()
+    dest = Path(out)
+    wanted = {dest / f.relative_to(root) for f in files}
+    if dest.exists():
+        for old in sorted(dest.rglob("*"), reverse=True):
+            if old.is_file() and old not in wanted and "__pycache__" not in old.parts:
+                old.unlink()
+    for file in files:
+        target = dest / file.relative_to(root)
+        data = file.read_bytes()
+        if not target.exists() or target.read_bytes() != data:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    compileall.compile_dir(
+        str(dest / "deploykit"),
+        quiet=1,
+        force=True,  # a file changed back keeps no .pyc of its other version
+        invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH,
+    )
+    return dest
+
+
+def write_wheelhouse(out: str | Path, wheels: str | Path | None = None) -> Path:
+    """Write wheelhouse/: requirements.txt, constraints.txt, and the wheels of `wheels` linked in.
+
+    Without wheels, only the two lists: `pip download -r requirements.txt -c constraints.txt
+    --only-binary=:all: -d .` inside the folder fills it (docker_commands prints it).
+    """
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "requirements.txt").write_text(requirements_text())
+    (dest / "constraints.txt").write_text(constraints_text())
+    if wheels is not None:
+        source = wheel_files(Path(wheels))
+        names = {w.name for w in source}
+        for old in dest.glob("*.whl"):
+            if old.name not in names:
+                old.unlink()
+        for wheel in source:
+            target = dest / wheel.name
+            if target.exists() and target.stat().st_size == wheel.stat().st_size:
+                continue
+            target.unlink(missing_ok=True)
+            try:
+                os.link(wheel, target)  # the same disk: no copy of 250 MB
+            except OSError:
+                shutil.copyfile(wheel, target)
+    return dest
+
+
+def dockerignore(config: DeploymentConfig) -> str:
+    """Return the .dockerignore: an allow-list of what the build copies (nothing for vLLM/TGI)."""
+    if config.engine != "deploykit":
+        return "*\n"  # vLLM and TGI images copy nothing from the context
+    return "*\n!app/\n!wheelhouse/\n"
 
 
 def compose_file(config: DeploymentConfig) -> dict[str, Any]:
@@ -245,6 +303,7 @@ def compose_file(config: DeploymentConfig) -> dict[str, Any]:
         "environment": [config.hf_token_env],
         "volumes": [f"model-cache:{MODEL_DIR}"],
         "restart": "unless-stopped",
+        "init": True,  # tini as PID 1 forwards SIGTERM, even before the server's handler is set
         "stop_signal": "SIGTERM",
         # docker stop waits 10 s by default, then SIGKILLs: give the drain its time
         "stop_grace_period": f"{config.drain_timeout_s + 10}s",
@@ -254,7 +313,6 @@ def compose_file(config: DeploymentConfig) -> dict[str, Any]:
             "timeout": f"{_HEALTH_TIMEOUT_S}s",
             "retries": 3,
             "start_period": f"{config.model_load_s}s",
-            "start_interval": "5s",
         },
         "deploy": {"resources": {"limits": {"memory": f"{config.memory_gib}g"}}},
     }
@@ -266,7 +324,8 @@ def compose_file(config: DeploymentConfig) -> dict[str, Any]:
         service["shm_size"] = "8g" if config.engine != "tgi" else config.engine_args().shm_size
     # named explicitly (Compose would prefix the project): `docker run` mounts the same volume
     volumes = {"model-cache": {"name": volume_name(config)}}
-    return {"name": config.name, "services": {config.name: service}, "volumes": volumes}
+    # no top-level `name:` (the project is the folder's name, or -p): Compose 1.29 rejects it
+    return {"services": {config.name: service}, "volumes": volumes}
 
 
 def volume_name(config: DeploymentConfig) -> str:
@@ -281,12 +340,16 @@ def compose_yaml(config: DeploymentConfig) -> str:
     return yaml.safe_dump(compose_file(config), sort_keys=False)
 
 
-def write_docker_files(config: DeploymentConfig, out_dir: str | Path) -> dict[str, Path]:
+def write_docker_files(
+    config: DeploymentConfig, out_dir: str | Path, *, wheels: str | Path | None = None
+) -> dict[str, Path]:
     """Write a build context into out_dir; return each file's path (under out_dir as given).
 
-    The folder holds the Dockerfile, its .dockerignore, compose.yaml (`context: .`) and, for
-    deploykit's image, deploykit's source archive: `docker build out_dir` and `docker compose
-    -f out_dir/compose.yaml up` work from anywhere, and the folder can be copied elsewhere.
+    The folder holds the Dockerfile, its .dockerignore and compose.yaml (`context: .`); for
+    deploykit's image also app/ (its code) and wheelhouse/ (requirements.txt, constraints.txt
+    and, when `wheels` names a wheelhouse, its wheels, hard-linked). `docker build out_dir`
+    and `docker compose -f out_dir/compose.yaml up` work from anywhere, with no network, and
+    the folder can be copied elsewhere.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,15 +362,24 @@ def write_docker_files(config: DeploymentConfig, out_dir: str | Path) -> dict[st
     paths[".dockerignore"].write_text(dockerignore(config))
     paths["compose.yaml"].write_text(compose_yaml(config))
     if config.engine == "deploykit":
-        archive = source_archive_name()
-        paths[archive] = write_source_archive(out / archive)
+        paths["app/"] = write_app(out / "app")
+        paths["wheelhouse/"] = write_wheelhouse(out / "wheelhouse", wheels)
     return paths
+
+
+def folder_size(path: Path) -> tuple[int, int]:
+    """Return (files, bytes) under path (a file: 1 and its size)."""
+    if path.is_file():
+        return 1, path.stat().st_size
+    sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file()]
+    return len(sizes), sum(sizes)
 
 
 def docker_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
     """Return the shell commands that build and run the files in out_dir where Docker exists.
 
-    Paths are out_dir as given: run the commands from the folder it is relative to.
+    Paths are out_dir as given: run the commands from the folder it is relative to. For
+    deploykit's image the first command fills the wheelhouse (the one step with a network).
     """
     out = Path(out_dir)
     gpus = ["--gpus", str(config.gpus)] if config.gpus else []
@@ -315,6 +387,7 @@ def docker_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
         "docker",
         "run",
         "--rm",
+        "--init",
         "-p",
         f"{config.port}:{config.port}",
         *gpus,
@@ -326,7 +399,23 @@ def docker_commands(config: DeploymentConfig, out_dir: str | Path) -> list[str]:
     ]
     compose = ["docker", "compose", "-f", (out / "compose.yaml").as_posix()]
     q = shlex.join
+    wheelhouse = (out / "wheelhouse").as_posix()
+    fill = [
+        "python3",
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "-d",
+        wheelhouse,
+        "-r",
+        f"{wheelhouse}/requirements.txt",
+        "-c",
+        f"{wheelhouse}/constraints.txt",
+    ]
+    first = [q(fill)] if config.engine == "deploykit" else []
     return [
+        *first,
         q(["docker", "build", "-t", config.image_ref, out.as_posix()]),
         q(run),
         q([*compose, "up", "--detach", "--wait"]),
@@ -399,8 +488,8 @@ def exec_form(dockerfile_text: str, instruction: str = "CMD") -> list[str]:
 def run_healthcheck(dockerfile_text: str, port: int, timeout_s: float = 30.0) -> int:
     """Run the Dockerfile's HEALTHCHECK command here against port; return its exit code.
 
-    For the deploykit images' Python probe: `python` becomes this Python, the container's
-    port 127.0.0.1:<port> in the URL becomes the local server's; 0 means healthy.
+    For the deploykit images' Python probe: `python` becomes this Python, and $PORT the
+    local server's port; 0 means healthy.
     """
     argv = exec_form(dockerfile_text, "HEALTHCHECK")
     if argv[0] not in ("python", "python3"):
@@ -408,12 +497,11 @@ def run_healthcheck(dockerfile_text: str, port: int, timeout_s: float = 30.0) ->
             f"run_healthcheck runs the Python probe of deploykit images; "
             f"this one starts {argv[0]!r}."
         )
-    code = re.sub(r"127\.0\.0\.1:\d+/", f"127.0.0.1:{port}/", argv[-1])
     done = subprocess.run(
-        [sys.executable, *argv[1:-1], code],
+        [sys.executable, *argv[1:]],
         capture_output=True,
         timeout=timeout_s,
-        env={**os.environ, "NO_PROXY": "127.0.0.1"},
+        env={**os.environ, "NO_PROXY": "127.0.0.1", "PORT": str(port)},
     )
     return done.returncode
 
@@ -430,18 +518,18 @@ def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
     from ..models import BUILTIN_MODELS
 
     argv = list(cmd)
-    if argv[:2] != ["deploykit", "serve"]:
+    if argv[:4] != ["python", "-m", "deploykit", "serve"]:
         raise InvalidArgumentError(
             f"host_command runs deploykit images only; this CMD starts "
-            f"{shlex.join(argv[:2])!r}. vLLM and TGI images need their "
+            f"{shlex.join(argv[:4])!r}. vLLM and TGI images need their "
             "engine and a GPU."
         )
     subs = [
         Substitution(
             "executable",
-            "deploykit",
+            "python",
             f"{Path(sys.executable).name} -m deploykit",
-            "same entry point as the image's console script",
+            "this machine's Python, with deploykit installed",
         )
     ]
     out = deploykit_command("serve")
@@ -462,7 +550,7 @@ def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
         ),
         "--device": lambda v: (v != "cpu", "cpu", "cpu", "no GPU on this machine"),
     }
-    rest = argv[2:]
+    rest = argv[4:]
     i = 0
     while i < len(rest):
         flag = rest[i]

@@ -72,9 +72,16 @@ def docker_differences(config: DeploymentConfig) -> list[dict[str, str]]:
             "Dockerfile",
             "what is copied",
             "COPY . . (the whole folder, .env and .git included)",
-            "deploykit's source archive into a build stage, the wheel into the image; "
+            "app/ (deploykit's code, last) and wheelhouse/ (into a first stage only); "
             "an allow-list .dockerignore",
             "a secret in the build context would end up in a layer anyone with the image can read",
+        ),
+        (
+            "Dockerfile",
+            "network at build",
+            "pip install from PyPI while building",
+            "none: pip --no-index from wheelhouse/, FROM ${BASE} a build argument",
+            "builds where no registry or index is reachable, and installs what was tested",
         ),
         (
             "Dockerfile",
@@ -118,6 +125,13 @@ def docker_differences(config: DeploymentConfig) -> list[dict[str, str]]:
             "10 s, Docker's default, then SIGKILL",
             f"stop_grace_period {c.drain_timeout_s + 10}s",
             "longer than the drain",
+        ),
+        (
+            "Compose",
+            "PID 1",
+            "the server, with no SIGTERM handler while the model loads",
+            "init: true (tini forwards the signal)",
+            "a stop during the load ends at once instead of waiting for SIGKILL",
         ),
         (
             "Compose",
