@@ -68,7 +68,10 @@ def deployment_problems(run_dir: Path, executed: Path) -> list[str]:
     """Return what a user could not take away from a notebook's run as it is."""
     problems = []
     deploy = run_dir / DEPLOY_DIR
-    for path in sorted(p for p in deploy.rglob("*") if p.is_file()) if deploy.exists() else []:
+    files = sorted(p for p in deploy.rglob("*") if p.is_file()) if deploy.exists() else []
+    for path in files:
+        if {"app", "wheelhouse"} & set(path.relative_to(deploy).parts[1:-1]):
+            continue  # an image's build context: deploykit's code and the wheels, copied as is
         text = path.read_text(errors="replace")
         name = path.relative_to(run_dir)
         problems += [f"{name}: temporary path: {line}" for line in temporary_paths(text)]

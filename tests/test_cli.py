@@ -67,6 +67,7 @@ def test_every_subcommand_registers_through_its_module():
         "compat",
         "doctor",
         "ray",
+        "docker",
     }
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import httpx
@@ -47,7 +46,8 @@ def test_compose_file_validates_against_the_compose_spec(name):
     assert service["environment"] == ["HF_TOKEN"]  # by name: no value in the file
     assert service["volumes"] == ["model-cache:/models"]
     volume = compose_file(config)["volumes"]["model-cache"]["name"]
-    assert f" -v {volume}:/models " in dk.docker_commands(config, "out")[1]  # one cache for both
+    [run] = [c for c in dk.docker_commands(config, "out") if c.startswith("docker run")]
+    assert f" -v {volume}:/models " in run  # one cache for both
     assert service["restart"] == "unless-stopped"
     assert int(service["stop_grace_period"].rstrip("s")) > config.drain_timeout_s
     assert service["healthcheck"]["start_period"] == f"{config.model_load_s}s"
@@ -140,8 +140,8 @@ def test_images_run_as_non_root_and_hold_no_model():
     assert "FROM ghcr.io/huggingface/text-generation-inference:3.3.7" in dk.dockerfile(
         CONFIGS["tgi-gpu"]
     )
-    assert "FROM nvidia/cuda:" in dk.dockerfile(CONFIGS["deploykit-gpu"])
-    assert "slim" in dk.dockerfile(CONFIGS["deploykit-cpu"]).split("AS wheel")[1]
+    assert "ARG BASE=nvidia/cuda:" in dk.dockerfile(CONFIGS["deploykit-gpu"])
+    assert "ARG BASE=python:3.11-slim-bookworm" in dk.dockerfile(CONFIGS["deploykit-cpu"])
 
 
 WRONG = [
@@ -196,59 +196,87 @@ def test_probe_and_grace_defaults_follow_the_timings():
 def test_written_folder_is_its_own_build_context(tmp_path):
     out = tmp_path / "deploy" / "14_docker_compose"
     paths = dk.write_docker_files(DeploymentConfig(), out)
-    archive = f"deploykit-{dk.__version__}.tar.gz"
-    assert sorted(paths) == sorted(["Dockerfile", ".dockerignore", "compose.yaml", archive])
+    assert sorted(paths) == sorted(
+        ["Dockerfile", ".dockerignore", "compose.yaml", "app/", "wheelhouse/"]
+    )
     assert all(path.parent == out for path in paths.values())
     compose = yaml.safe_load(paths["compose.yaml"].read_text())
     assert compose["services"]["llm"]["build"] == {"context": ".", "dockerfile": "Dockerfile"}
-    assert paths[".dockerignore"].read_text() == f"*\n!{archive}\n"
+    assert "name" not in compose  # Compose 1.29 rejects a top-level name
+    assert "start_interval" not in compose["services"]["llm"]["healthcheck"]
+    assert paths[".dockerignore"].read_text() == "*\n!app/\n!wheelhouse/\n"
     assert dk.check_build_context(paths["compose.yaml"]).ok
-    for path in paths.values():  # nothing in the folder names where it was written
-        assert temporary_paths(path.read_text(errors="replace")) == [], path
-        assert str(tmp_path) not in path.read_text(errors="replace"), path
-    with tarfile.open(paths[archive]) as tar:
-        names = tar.getnames()
-    top = f"deploykit-{dk.__version__}"
-    assert {f"{top}/pyproject.toml", f"{top}/README.md", f"{top}/deploykit/__init__.py"} <= set(
-        names
-    )
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    first = paths[archive].read_bytes()
-    dk.write_docker_files(DeploymentConfig(), out)
-    assert paths[archive].read_bytes() == first  # the same source gives the same archive
+    for path in (
+        paths["Dockerfile"],
+        paths["compose.yaml"],
+        paths["wheelhouse/"] / "requirements.txt",
+    ):
+        assert temporary_paths(path.read_text()) == [], path  # nothing names where it was written
+        assert str(tmp_path) not in path.read_text(), path
+    text = paths["Dockerfile"].read_text()
+    code = [line for line in text.splitlines() if not line.startswith("#")]
+    urls = [u for line in code for u in line.split("://")[1:]]
+    assert all(u.startswith("127.0.0.1:") for u in urls)  # no index address: an offline build
+    assert "--no-index --find-links /wheelhouse" in text
+    assert text.rstrip().splitlines()[-1] == "COPY app/ /opt/app/"  # the code layer comes last
 
     commands = dk.docker_commands(DeploymentConfig(), "deploy/14_docker_compose")
-    assert commands[0] == "docker build -t deploykit-llm:0.1.0 deploy/14_docker_compose"
-    assert commands[2].startswith("docker compose -f deploy/14_docker_compose/compose.yaml up")
+    assert commands[0].startswith("python3 -m pip download --only-binary=:all: -d ")
+    assert commands[1] == "docker build -t deploykit-llm:0.1.0 deploy/14_docker_compose"
+    assert commands[3].startswith("docker compose -f deploy/14_docker_compose/compose.yaml up")
 
     vllm = dk.write_docker_files(CONFIGS["vllm-gpu"], tmp_path / "vllm")
     assert sorted(vllm) == [".dockerignore", "Dockerfile", "compose.yaml"]  # copies nothing
     assert dk.check_build_context(vllm["compose.yaml"]).ok
 
 
-def test_pip_builds_the_wheel_the_dockerfile_expects_from_the_source_archive(tmp_path):
-    pytest.importorskip("setuptools")  # the build backend; the image's first stage downloads it
-    paths = dk.write_docker_files(DeploymentConfig(), tmp_path / "ctx")
-    archive = paths[f"deploykit-{dk.__version__}.tar.gz"]
+def test_app_layer_is_the_checkouts_code_byte_compiled_and_imports(tmp_path):
+    app = dk.write_docker_files(DeploymentConfig(), tmp_path / "ctx")["app/"]
+    names = {p.relative_to(app).as_posix() for p in app.rglob("*") if p.is_file()}
+    assert "deploykit/__init__.py" in names and "deploykit/server/app.py" in names
+    assert not [n for n in names if n.startswith(("tests/", ".git")) or n.endswith(".ipynb")]
+    pyc = next((app / "deploykit" / "__pycache__").glob("__init__.cpython-*.pyc")).read_bytes()
+    assert int.from_bytes(pyc[4:8], "little") == 0b11  # checked hash: valid whatever the times
+    stale = app / "deploykit" / "gone.py"
+    stale.write_text("x = 1\n")
+    dk.write_docker_files(DeploymentConfig(), tmp_path / "ctx")  # a rewrite drops removed files
+    assert not stale.exists()
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
-        + ["--quiet", "--wheel-dir", str(tmp_path / "dist"), str(archive)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "import deploykit; print(deploykit.__file__)",
+            str(app),
+        ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=120,
     )
-    assert done.returncode == 0, done.stderr
-    [wheel] = (tmp_path / "dist").glob("*.whl")
-    assert f"test -f /dist/{wheel.name}" in paths["Dockerfile"].read_text()
-    assert f"pip install --no-cache-dir /dist/{wheel.name}" in paths["Dockerfile"].read_text()
+    assert done.returncode == 0 and done.stdout.startswith(str(app)), done.stderr
+
+
+def test_wheelhouse_lists_pin_this_environment_and_hold_only_the_server():
+    from importlib.metadata import version
+
+    from deploykit.deploy.wheels import SERVER_REQUIREMENTS, constraints_text
+
+    pins = dict(line.split("==") for line in constraints_text().splitlines()[1:])
+    assert pins["torch"] == version("torch") and pins["fastapi"] == version("fastapi")
+    assert "deploykit" not in pins
+    assert not {"jupyterlab", "papermill", "matplotlib", "pandas", "openai"} & set(
+        SERVER_REQUIREMENTS
+    )
 
 
 def test_build_context_check_finds_what_docker_would_miss(tmp_path):
     paths = dk.write_docker_files(DeploymentConfig(), tmp_path / "ctx")
-    archive = f"deploykit-{dk.__version__}.tar.gz"
-    paths[".dockerignore"].write_text("*\n")  # the archive no longer reaches the build
+    paths[".dockerignore"].write_text("*\n!wheelhouse/\n")  # app/ no longer reaches the build
     assert "excluded by .dockerignore" in str(dk.check_build_context(paths["compose.yaml"]))
-    paths[archive].unlink()
+    import shutil
+
+    shutil.rmtree(paths["app/"])
     assert "not in the build context" in str(dk.check_build_context(paths["compose.yaml"]))
     compose = yaml.safe_load(paths["compose.yaml"].read_text())
     compose["services"]["llm"]["build"] = {"context": str(tmp_path / "ctx")}

@@ -67,7 +67,7 @@ def test_every_notebook_has_cpu_recipe_values():
     assert set(cookbook.list_recipes(ROOT)) == {"cpu", "gpu-smoke", "gpu-24gb", "gpu-80gb"}
 
 
-MODEL_KEYS = ("model", "chat_model", "convert_model", "host_model")  # parameters naming a model
+MODEL_KEYS = ("model", "chat_model", "convert_model", "run_model")  # parameters naming a model
 
 
 def test_gpu_smoke_runs_every_notebook_on_cuda_with_built_in_models():

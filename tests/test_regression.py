@@ -77,8 +77,8 @@ _REPLACEMENTS = [
     (r"\[\d\d:\d\d<[^\]]*\]", "[<time>]"),  # tqdm's elapsed<remaining
     (r"\b[0-9a-f]{32}\b", "<id>"),  # uuid4().hex ids
     (r"Docker CLI here: \S+", "Docker CLI here: <docker>"),  # whether this machine has one
-    # the source archive's size changes with every edit of deploykit/, not with the recipe
-    (r"(deploykit-[\w.]+\.tar\.gz) \([\d,]+ bytes\)", r"\1 (<bytes>)"),
+    # the files in app/ and wheelhouse/ change with deploykit's code and this environment
+    (r"(written: \S+/) \([\d,]+ files\)", r"\1 (<n> files)"),
     # a seeded sample depends on torch's sampling kernels, not only on the model: greedy only
     (r"(?m)^sampled: .*$", "sampled: <a seeded sample>"),
     (r"'(\w*_API_KEY|\w*_TOKEN|AWS_\w+)': (True|False)", r"'\1': <set?>"),  # this shell's keys
