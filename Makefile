@@ -9,17 +9,20 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test check install vllm-env models system-packages docs clean
+.PHONY: cookbook test check install vllm-env models system-packages docker-images docs clean
 
 # Debian packages that the monitoring and load-balancing recipes run for real: Prometheus
 # (with promtool) and nginx; iproute2, whose `ip netns` keeps the Ray recipe's cluster in a
 # loopback-only network namespace (as root); and what the site and its tests use: npm (the
 # widget JavaScript), chromium with chromium-driver (the browser test, headless and off the
-# network) and shellcheck (the workflows' run: steps). Installed with apt-get (as root, or
-# through sudo) only when missing; the package scripts do not start Prometheus or nginx here
-# (each recipe starts its own on a loopback port). Without apt-get, the message says what to
-# install.
-DEBIAN_PACKAGES := prometheus nginx iproute2 npm chromium chromium-driver shellcheck
+# network) and shellcheck (the workflows' run: steps). For the Docker recipe, where no Docker
+# engine answers `docker version` already: docker.io (dockerd, containerd, runc; deploykit
+# starts its own daemon, loopback only, and stops it), docker-compose and debootstrap (the
+# base image, since no registry may be reachable). Installed with apt-get (as root, or
+# through sudo) only when missing; the package scripts do not start Prometheus, nginx or
+# dockerd here (each recipe starts its own). Without apt-get, the message says what to install.
+DEBIAN_PACKAGES := prometheus nginx iproute2 npm chromium chromium-driver shellcheck \
+	docker.io docker-compose debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The cpu and gpu-smoke recipes never reach a model hub; the GPU recipes download their
 # models: `HF_HUB_OFFLINE=0 make cookbook RECIPE=gpu-24gb` (and HF_TOKEN for gated ones).
@@ -52,7 +55,9 @@ system-packages:
 	    && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
 	    && command -v npm >/dev/null && command -v chromium >/dev/null \
 	    && command -v chromedriver >/dev/null && command -v shellcheck >/dev/null \
-	    && { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; }; then :; \
+	    && { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; } \
+	    && { docker version >/dev/null 2>&1 || { test -x /usr/sbin/dockerd \
+	         && command -v docker-compose >/dev/null && test -x /usr/sbin/debootstrap; }; }; then :; \
 	elif command -v apt-get >/dev/null; then \
 	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
 	  $(SUDO) apt-get update -qq \
@@ -61,13 +66,20 @@ system-packages:
 	else \
 	  echo "make: the monitoring and load-balancing recipes need Prometheus (prometheus, promtool)"; \
 	  echo "and nginx on PATH, the Ray recipe iproute2 (ip), the site npm, its tests chromium,"; \
-	  echo "chromedriver and shellcheck; this machine has no apt-get: install them with its"; \
+	  echo "chromedriver and shellcheck, the Docker recipe a Docker engine (or, as root, dockerd,"; \
+	  echo "docker-compose and debootstrap); this machine has no apt-get: install them with its"; \
 	  echo "package manager."; \
 	  exit 1; \
 	fi
 
+# The Docker recipe's images, made once on your engine or a private one (then stopped): a
+# Debian base (debootstrap), the server's wheelhouse (PyPI), the server image, Prometheus's.
+# First time 4-6 minutes; then seconds. Cached in the engine and ~/.cache/deploykit/docker.
+docker-images: $(STAMP) system-packages
+	$(BIN)/deploykit docker prepare
+
 # Every notebook on the cpu recipe; executed copies and summary under build/cookbook/.
-cookbook: $(STAMP) vllm-env models system-packages
+cookbook: $(STAMP) vllm-env models system-packages docker-images
 	HF_HUB_OFFLINE=$(HF_HUB_OFFLINE) $(BIN)/deploykit cookbook run --recipe $(RECIPE)
 
 # The cookbook site, from the executed notebooks of the last `make cookbook` (not run again):
@@ -85,7 +97,7 @@ check: $(STAMP)
 
 # Checks, then unit, server and notebook tests (CI runs exactly this). The built-in models
 # are built first, outside pytest's per-test timeout.
-test: $(STAMP) check vllm-env models system-packages
+test: $(STAMP) check vllm-env models system-packages docker-images
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -ra
 
 clean:
