@@ -46,6 +46,7 @@ GUIDES = [
     "troubleshooting",
     "compatibility",
     "ray",
+    "docker",
     "benchmarks",
     "models",
     "library",
