@@ -134,24 +134,30 @@ class DockerEngine:
             return self._proc is not None and self._proc.poll() is None
         return self.docker("version", check=False, timeout=20).returncode == 0
 
-    def _start(self, timeout_s: float = 60.0) -> DockerEngine:
+    def _start(self, timeout_s: float = 60.0, wait_s: float = 900.0) -> DockerEngine:
         root = self.root
         assert root is not None
         for sub in ("data", "exec", "config"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         self._lock = (root / "lock").open("w")
-        deadline = time.monotonic() + timeout_s
+        waiting_since = time.monotonic()
+        told = False
         while True:  # one private engine per machine: another deploykit process may hold it
             try:
                 fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if not told:
+                    print("waiting for another deploykit process to stop the private Docker engine")
+                    told = True
+                if time.monotonic() - waiting_since > wait_s:
+                    self._lock.close()
                     raise DockerError(
-                        f"another deploykit process is using the private Docker engine in "
-                        f"{root}; wait until it ends, or stop it."
+                        f"another deploykit process has used the private Docker engine in "
+                        f"{root} for over {wait_s:.0f} s; wait until it ends, or stop it."
                     ) from None
                 time.sleep(0.5)
+        deadline = time.monotonic() + timeout_s
         _stop_stale(root)  # left by a process that died before it could stop it
         argv = [
             _which("dockerd"),
@@ -385,9 +391,28 @@ def _stop_stale(root: Path, timeout_s: float = 20.0) -> None:
         (root / name).unlink(missing_ok=True)
 
 
+def _held_elsewhere(root: Path) -> bool:
+    """Return True when another process holds the private engine's lock (it is in use)."""
+    if _private is not None or not (root / "lock").exists():
+        return False
+    with (root / "lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return False
+
+
 def leftovers(root: Path | None = None) -> list[str]:
-    """Return what still runs of the private engine ('pid name'); empty when all is stopped."""
+    """Return what still runs of the private engine ('pid name') with no process owning it.
+
+    Empty when all is stopped. An engine another deploykit process is using (it holds the
+    engine's lock) is not left over.
+    """
     root = root or engine_root()
+    if _held_elsewhere(root):
+        return []
     out = [f"{pid} {name}" for pid, name in _processes(root)]
     out += [f"{pid} (container)" for pid in _container_pids()]
     return sorted(out)
