@@ -50,18 +50,26 @@ def image_command(config: DeploymentConfig) -> list[str]:
         # the official image's ENTRYPOINT runs text-generation-launcher
         dtype = ["--dtype", config.dtype] if config.dtype != "auto" else []
         return [*config.engine_args().launcher_args(), *dtype, "--port", str(config.port)]
-    from ..server.process import serve_command
-
-    device = "cuda" if config.gpus else "cpu"
-    argv = serve_command(
+    return serve_in_image(
         config.model,
-        device=device,
+        host="0.0.0.0",
+        port=config.port,
+        device="cuda" if config.gpus else "cpu",
         dtype=config.dtype,
         args=["--drain-timeout-s", str(config.drain_timeout_s)],
     )
+
+
+def serve_in_image(
+    model: str, *, host: str, port: int, device: str, dtype: str, args: Sequence[str] = ()
+) -> list[str]:
+    """Return `serve_command` as a container runs it: the image's python, host and port set."""
+    from ..server.process import serve_command
+
+    argv = serve_command(model, device=device, dtype=dtype, args=args)
     # serve_command starts this interpreter's `-m deploykit`; the image's python is its venv's
     argv = ["python", "-m", "deploykit", *argv[3:]]
-    return [a.replace("{host}", "0.0.0.0").replace("{port}", str(config.port)) for a in argv]
+    return [a.replace("{host}", host).replace("{port}", str(port)) for a in argv]
 
 
 def container_command(config: DeploymentConfig) -> list[str]:
@@ -509,8 +517,8 @@ def run_healthcheck(dockerfile_text: str, port: int, timeout_s: float = 30.0) ->
 def host_command(cmd: Sequence[str], *, model: str = "toy-tiny") -> HostCommand:
     """Return the deploykit image's CMD as a command for `launch_server` on this machine.
 
-    Only what cannot exist here changes, each listed: the console script becomes this
-    Python's `-m deploykit`; the host 0.0.0.0 becomes launch_server's {host} (loopback:
+    Only what cannot exist here changes, each listed: the image's `python` becomes this
+    Python; the host 0.0.0.0 becomes launch_server's {host} (loopback:
     servers here bind 127.0.0.1 only); the port becomes {port} (a free one); a model that
     is not a deploykit built-in (a hub id, or a folder on the image's /models volume) becomes
     `model`; device cuda becomes cpu. Every other flag is kept as written.

@@ -221,10 +221,7 @@ class DockerEngine:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        _sweep(self.root)
-        _unmount(self.root)
-        for name in ("docker.sock", "dockerd.pid"):
-            (self.root / name).unlink(missing_ok=True)
+        _clean_up(self.root)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -385,6 +382,11 @@ def _stop_stale(root: Path, timeout_s: float = 20.0) -> None:
             deadline = time.monotonic() + timeout_s
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
+    _clean_up(root)
+
+
+def _clean_up(root: Path) -> None:
+    """Kill what is left of the engine in root, unmount its mounts, remove its socket and pid."""
     _sweep(root)
     _unmount(root)
     for name in ("docker.sock", "dockerd.pid"):  # dockerd refuses to start beside a pid file

@@ -36,8 +36,10 @@ from .._progress import progress_bar
 from ..errors import DockerError
 from ..launch import free_port
 from ..monitor.prom import write_prometheus_config
-from .config import MODEL_DIR, PYTHON_IMAGE
-from .engine import DockerEngine
+from .config import MODEL_DIR, PYTHON_IMAGE, DeploymentConfig
+from .docker import healthcheck_command, serve_in_image, write_docker_files
+from .engine import DockerEngine, docker_engine, leftovers
+from .wheels import wheelhouse
 
 BASE_TAG = "deploykit-base:bookworm-py311"
 _BASE_PACKAGES = "python3,python3-venv,ca-certificates"  # what python:3.11-slim has, and venv
@@ -182,7 +184,6 @@ class BuildResult:
     tag: str
     seconds: float
     size_bytes: int
-    steps: int
     cached_steps: int  # RUN, COPY and ADD steps the cache answered
     layers: tuple[Layer, ...] = field(repr=False)
     rebuilt: tuple[str, ...] = ()  # RUN, COPY and ADD steps that ran (legacy builder's output)
@@ -258,7 +259,7 @@ def build_image(
     previous = _image_id(engine, tag)
     started = time.monotonic()
     log_lines: list[str] = []
-    steps = cached = 0
+    cached = 0
     current = ""  # the RUN/COPY/ADD step being built, until the cache answers it
     rebuilt: list[str] = []
     proc = subprocess.Popen(
@@ -279,8 +280,7 @@ def build_image(
                     rebuilt.append(current)
                 instruction = step.group(3).strip()
                 current = instruction if instruction.split()[0] in ("RUN", "COPY", "ADD") else ""
-                steps = int(step.group(2))
-                bar.total = steps
+                bar.total = int(step.group(2))
                 bar.n = int(step.group(1))
                 bar.refresh()
             if "Using cache" in line and current:
@@ -296,18 +296,12 @@ def build_image(
             f"docker build of {folder.name}/ failed (exit {code}):\n"
             + "".join(log_lines[-15:]).rstrip()
         )
-    if not steps:  # BuildKit's output has no "Step n/m" lines
-        steps = sum(
-            1
-            for line in (folder / "Dockerfile").read_text().splitlines()
-            if line and not line.startswith((" ", "#"))
-        )
     size = int(engine.docker("image", "inspect", "-f", "{{.Size}}", tag).stdout.strip())
     if previous and previous != _image_id(engine, tag):
         # the tag's previous image, now untagged; its layers that the new one shares stay. (Not
         # `docker image prune`: that also deletes the first stage's images, the build cache.)
         engine.docker("rmi", previous, check=False)
-    return BuildResult(tag, seconds, size, steps, cached, image_layers(engine, tag), tuple(rebuilt))
+    return BuildResult(tag, seconds, size, cached, image_layers(engine, tag), tuple(rebuilt))
 
 
 def _image_id(engine: DockerEngine, ref: str) -> str:
@@ -440,32 +434,15 @@ class ServerContainer:
         self.stop()
 
 
-def _served_name(model_folder: Path, name: str | None) -> str:
-    return name or model_folder.name
-
-
 def server_command(
     *, model_mount: str, served_name: str, port: int, drain_timeout_s: int
 ) -> list[str]:
     """Return the command the container runs: the image's CMD with this run's model and port."""
-    return [
-        "python",
-        "-m",
-        "deploykit",
-        "serve",
-        "--model",
-        model_mount,
-        "--served-model-name",
-        served_name,
-        "--host",
-        "127.0.0.1",  # the host's network: loopback only
-        "--port",
-        str(port),
-        "--device",
-        "cpu",
-        "--drain-timeout-s",
-        str(drain_timeout_s),
-    ]
+    args = ["--served-model-name", served_name, "--drain-timeout-s", str(drain_timeout_s)]
+    # the host's network: loopback only
+    return serve_in_image(
+        model_mount, host="127.0.0.1", port=port, device="cpu", dtype="auto", args=args
+    )
 
 
 def run_server(
@@ -493,7 +470,7 @@ def run_server(
             f"{folder} is not a model folder (no config.json): mount a built model, e.g. "
             "dk.resolve_model('toy-tiny').folder."
         )
-    served = _served_name(folder, served_name)
+    served = served_name or folder.name
     port = port or free_port()
     engine.docker("rm", "-f", name, check=False)  # a container of an earlier, interrupted run
     mount = f"{MODEL_DIR}/{served}"
@@ -548,10 +525,7 @@ def stack_compose(
     too (no top-level `name:`, no `start_interval`).
     """
     mount = f"{MODEL_DIR}/{served_name}"
-    health = (
-        "import os, urllib.request; urllib.request.urlopen("
-        "'http://127.0.0.1:%s/health' % os.environ['PORT'], timeout=3)"
-    )
+    health = healthcheck_command(DeploymentConfig(port=port))  # the image's own probe
     return {
         "services": {
             "server": {
@@ -570,9 +544,9 @@ def stack_compose(
                 ),
                 "stop_grace_period": f"{drain_timeout_s + 10}s",
                 "healthcheck": {
-                    "test": ["CMD", "python", "-c", health],
+                    "test": ["CMD", *health],
                     "interval": "2s",
-                    "timeout": "4s",
+                    "timeout": "5s",  # as the image's HEALTHCHECK
                     "retries": 3,
                     "start_period": "120s",
                 },
@@ -678,7 +652,7 @@ def write_stack(
     out = Path(tempfile.mkdtemp(prefix="deploykit-stack-") if out_dir is None else out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folder = Path(model_folder).resolve()
-    served = _served_name(folder, served_name)
+    served = served_name or folder.name
     prometheus = prometheus_image(engine, base, _env.cache_dir() / "docker" / "prometheus-image")
     port, prometheus_port = free_port(), free_port()
     write_prometheus_config(
@@ -711,11 +685,6 @@ def prepare(*, quiet: bool = False) -> dict[str, float]:
     deploykit's image takes its dependency layers from the engine's cache. Returns the
     seconds each step took; the private engine is stopped at the end.
     """
-    from .config import DeploymentConfig
-    from .docker import write_docker_files
-    from .engine import docker_engine
-    from .wheels import wheelhouse
-
     times: dict[str, float] = {}
     engine = docker_engine()
     try:
@@ -754,8 +723,6 @@ def add_cli(sub: Any) -> None:
 
 
 def _cli_docker(args: Any) -> int:
-    from .engine import leftovers
-
     if args.action == "leftovers":
         left = leftovers()
         print("\n".join(left) if left else "nothing of the private engine is running")

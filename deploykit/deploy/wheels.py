@@ -78,14 +78,14 @@ def _check_python() -> None:
         )
 
 
-def _folder() -> Path:
-    key = hashlib.sha256((requirements_text() + constraints_text()).encode()).hexdigest()[:12]
+def _folder(req: str, cons: str) -> Path:
+    key = hashlib.sha256((req + cons).encode()).hexdigest()[:12]
     return _env.cache_dir() / "docker" / f"wheelhouse-{key}"
 
 
 def wheelhouse_ready() -> bool:
     """Return True when the wheelhouse for this environment is complete (no download needed)."""
-    return (_folder() / ".complete").exists()
+    return (_folder(requirements_text(), constraints_text()) / ".complete").exists()
 
 
 def wheelhouse(*, quiet: bool = False) -> Path:
@@ -97,7 +97,7 @@ def wheelhouse(*, quiet: bool = False) -> Path:
     """
     _check_python()
     req, cons = requirements_text(), constraints_text()
-    folder = _folder()
+    folder = _folder(req, cons)
     stamp = folder / ".complete"
     if stamp.exists():
         return folder
