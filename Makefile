@@ -19,10 +19,10 @@ TORCH ?= torch==2.13.0
 # engine answers `docker version` already: docker.io (dockerd, containerd, runc; deploykit
 # starts its own daemon, loopback only, and stops it), docker-compose and debootstrap (the
 # base image, since no registry may be reachable). Installed with apt-get (as root, or
-# through sudo) only when missing; the package scripts do not start Prometheus, nginx or
-# dockerd here (each recipe starts its own). Without apt-get, the message says what to install.
-DEBIAN_PACKAGES := prometheus nginx iproute2 npm chromium chromium-driver shellcheck \
-	docker.io docker-compose debootstrap
+# through sudo), each package only when its program is missing: an npm that came with another
+# Node.js (NodeSource's nodejs bundles it) conflicts with Debian's npm package, and apt-get then
+# installs nothing at all. The package scripts do not start Prometheus, nginx or dockerd here
+# (each recipe starts its own). Without apt-get, the message says what to install.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The cpu and gpu-smoke recipes never reach a model hub; the GPU recipes download their
 # models: `HF_HUB_OFFLINE=0 make cookbook RECIPE=gpu-24gb` (and HF_TOKEN for gated ones).
@@ -51,24 +51,32 @@ models: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/deploykit models toy-tiny smollm2-135m
 
 system-packages:
-	@if command -v prometheus >/dev/null && command -v promtool >/dev/null \
-	    && { command -v nginx >/dev/null || test -x /usr/sbin/nginx; } \
-	    && command -v npm >/dev/null && command -v chromium >/dev/null \
-	    && command -v chromedriver >/dev/null && command -v shellcheck >/dev/null \
-	    && { command -v ip >/dev/null || test -x /usr/sbin/ip || test -x /sbin/ip; } \
-	    && { docker version >/dev/null 2>&1 || { test -x /usr/sbin/dockerd \
-	         && command -v docker-compose >/dev/null && test -x /usr/sbin/debootstrap; }; }; then :; \
+	@missing=""; \
+	have() { command -v "$$1" >/dev/null 2>&1 || test -x "/usr/sbin/$$1" || test -x "/sbin/$$1"; }; \
+	{ have prometheus && have promtool; } || missing="$$missing prometheus"; \
+	have nginx || missing="$$missing nginx"; \
+	have ip || missing="$$missing iproute2"; \
+	have npm || missing="$$missing npm"; \
+	have chromium || missing="$$missing chromium"; \
+	have chromedriver || missing="$$missing chromium-driver"; \
+	have shellcheck || missing="$$missing shellcheck"; \
+	if ! docker version >/dev/null 2>&1; then \
+	  have dockerd || missing="$$missing docker.io"; \
+	  have docker-compose || missing="$$missing docker-compose"; \
+	  have debootstrap || missing="$$missing debootstrap"; \
+	fi; \
+	if [ -z "$$missing" ]; then :; \
 	elif command -v apt-get >/dev/null; then \
-	  echo "installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq \
 	    && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	       $(DEBIAN_PACKAGES) >/dev/null; \
+	       $$missing >/dev/null; \
 	else \
-	  echo "make: the monitoring and load-balancing recipes need Prometheus (prometheus, promtool)"; \
-	  echo "and nginx on PATH, the Ray recipe iproute2 (ip), the site npm, its tests chromium,"; \
-	  echo "chromedriver and shellcheck, the Docker recipe a Docker engine (or, as root, dockerd,"; \
-	  echo "docker-compose and debootstrap); this machine has no apt-get: install them with its"; \
-	  echo "package manager."; \
+	  echo "make: missing Debian packages:$$missing. The monitoring and load-balancing recipes"; \
+	  echo "need Prometheus (prometheus, promtool) and nginx on PATH, the Ray recipe iproute2 (ip),"; \
+	  echo "the site npm, its tests chromium, chromedriver and shellcheck, the Docker recipe a"; \
+	  echo "Docker engine (or, as root, dockerd, docker-compose and debootstrap); this machine has"; \
+	  echo "no apt-get: install them with its package manager."; \
 	  exit 1; \
 	fi
 
