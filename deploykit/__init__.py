@@ -10,7 +10,8 @@ Layers, lowest first; a module imports only from its own layer or those below (t
 import-linter contracts in pyproject.toml check it):
 
 1. foundation: `errors`, `_env`, `_version`, `_memo`, `_runtime`, `_conditions`, `_urls`,
-   `argtypes`, `charts`, then `launch` (processes);
+   `argtypes`, `charts`, then `runs` (the run folder of started servers) and `launch`
+   (processes);
 2. `models`: the built-in models, resolving, loading, storage formats, GGUF export;
 3. `generate` and `plan`: in-process generation, the memory planner;
 4. `engines` and `server`: engines run as processes, deploykit's own server;
@@ -42,6 +43,7 @@ from . import quantize as _quantize
 from . import rayserve as _rayserve
 from . import report as _report
 from . import router as _router
+from . import runs as _runs
 from . import server as _server
 from ._version import __version__ as __version__
 from .batching import *
@@ -64,11 +66,13 @@ from .quantize import *
 from .rayserve import *
 from .report import *
 from .router import *
+from .runs import *
 from .server import *
 
 __all__: list[str] = []
 __all__ += _errors.__all__
 __all__ += _launch.__all__
+__all__ += _runs.__all__
 __all__ += _models.__all__
 __all__ += _generate.__all__
 __all__ += _plan.__all__

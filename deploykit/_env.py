@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import MissingCredentialError, NotebookNotFoundError
+from .errors import InvalidArgumentError, MissingCredentialError, NotebookNotFoundError
 
 
 def cache_dir() -> Path:
@@ -15,6 +15,49 @@ def cache_dir() -> Path:
         return Path(root).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "deploykit"
+
+
+def run_dir() -> Path:
+    """Return the run folder where every server deploykit starts is registered."""
+    path = os.environ.get("DEPLOYKIT_RUN_DIR")
+    return Path(path).expanduser() if path else cache_dir() / "run"
+
+
+def owner() -> str:
+    """Return who owns the servers this process starts: DEPLOYKIT_OWNER, else the Unix user."""
+    import getpass
+
+    named = os.environ.get("DEPLOYKIT_OWNER")
+    if named:
+        return named
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        return str(os.getuid())
+
+
+def notebook_name() -> str | None:
+    """Return the notebook this kernel runs: DEPLOYKIT_NOTEBOOK, else Jupyter's session name."""
+    name = os.environ.get("DEPLOYKIT_NOTEBOOK") or os.environ.get("JPY_SESSION_NAME")
+    return Path(name).stem if name else None
+
+
+def port_range() -> tuple[int, int] | None:
+    """Return the (low, high) ports named by DEPLOYKIT_PORTS="LOW-HIGH", or None when unset."""
+    text = os.environ.get("DEPLOYKIT_PORTS", "").strip()
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high if sep else low))
+    except ValueError:
+        bounds = (0, -1)
+    if not 1024 <= bounds[0] <= bounds[1] <= 65535:
+        raise InvalidArgumentError(
+            f"DEPLOYKIT_PORTS={text!r} is not a port range: write LOW-HIGH with "
+            f"1024 <= LOW <= HIGH <= 65535, e.g. DEPLOYKIT_PORTS=20000-20099, or unset it."
+        )
+    return bounds
 
 
 def hub_offline() -> bool:

@@ -29,6 +29,7 @@ _COMMANDS = [
     "rayserve.cli",
     "drills.faults",
     "deploy.image",
+    "runs",
 ]
 
 

@@ -226,9 +226,12 @@ def run_notebook(
     from papermill.exceptions import PapermillExecutionError
 
     run_id = uuid.uuid4().hex
-    saved = {k: os.environ.get(k) for k in ("DEPLOYKIT_RUN_ID", "DEPLOYKIT_ROOT")}
+    saved = {
+        k: os.environ.get(k) for k in ("DEPLOYKIT_RUN_ID", "DEPLOYKIT_ROOT", "DEPLOYKIT_NOTEBOOK")
+    }
     os.environ["DEPLOYKIT_RUN_ID"] = run_id  # inherited by the kernel and every server it starts
     os.environ["DEPLOYKIT_ROOT"] = str(root)
+    os.environ["DEPLOYKIT_NOTEBOOK"] = path.stem  # the run folder's notebook column
     output.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     result = NotebookResult(

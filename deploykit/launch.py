@@ -1,8 +1,10 @@
 """Start a server process, wait until it is healthy, and make sure it stops.
 
 Each server runs in its own process group, so stopping it also stops the workers it
-forked. Servers are stopped at interpreter exit; nothing here survives a SIGKILL of the
-Python process itself, because no code runs then.
+forked. Servers are stopped at interpreter exit. No code runs when the Python process itself
+is killed (SIGKILL), so each server is also registered in the run folder (`runs`): `deploykit ps`
+lists what a dead kernel left, `deploykit stop` stops it, and the next run of the same notebook
+stops its own orphans before it starts servers.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import re
 import shlex
 import shutil
@@ -27,7 +30,9 @@ from pathlib import Path
 import httpx
 import psutil
 
+from . import _env, runs
 from .errors import InvalidArgumentError, MissingExtraError, ServerStartError
+from .runs import group_processes, signal_group, wait_group_gone
 
 __all__ = ["Job", "Server", "free_port", "launch_server", "run_job", "stop_all"]
 
@@ -60,12 +65,40 @@ def deploykit_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "deploykit", *args]
 
 
+_handed_out: dict[int, float] = {}  # ports free_port() returned lately, from a port range
+_HANDED_OUT_S = 120.0  # long enough for a caller to start its server on the port
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port on host that nothing listens on right now."""
+    """Return a TCP port on host that nothing listens on right now.
+
+    With DEPLOYKIT_PORTS=LOW-HIGH (a workshop attendee's range) the port is from that range,
+    and not one this process handed out in the last two minutes; else the system picks one.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    bounds = _env.port_range()
+    if bounds is None:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            return int(sock.getsockname()[1])
+    low, high = bounds
+    now = time.monotonic()
+    # a random start: two kernels of one attendee rarely try the same port first
+    first = random.randrange(low, high + 1)
+    for port in [*range(first, high + 1), *range(low, first)]:
+        if now - _handed_out.get(port, -_HANDED_OUT_S) < _HANDED_OUT_S:
+            continue
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out[port] = now
+        return port
+    raise ServerStartError(
+        f"no free port left in DEPLOYKIT_PORTS={low}-{high}: stop servers you no longer need "
+        f"(`deploykit ps`, then `deploykit stop NAME` or `deploykit stop --all`)."
+    )
 
 
 def _client_host(host: str) -> str:
@@ -80,35 +113,6 @@ def _port_open(host: str, port: int, timeout_s: float) -> bool:
             return True
     except OSError:
         return False
-
-
-def _group_processes(pgid: int) -> list[psutil.Process]:
-    """Return the live (not zombie) processes of group pgid."""
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(OSError, psutil.Error):  # it exited while we looked
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-    return found
-
-
-def _group_alive(pgid: int) -> bool:
-    """Return True while a process of group pgid is alive (zombies do not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    # killpg also finds zombies that nobody reaped (e.g. under a container's init)
-    return bool(_group_processes(pgid))
-
-
-def _wait_group_gone(pgid: int, deadline: float) -> bool:
-    """Wait until group pgid has no live process or the deadline passes; return True if gone."""
-    while _group_alive(pgid):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def log_tail(path: str | os.PathLike[str], lines: int = 40) -> str:
@@ -190,7 +194,7 @@ class Server:
     def cpu_s(self) -> float:
         """Return the CPU seconds (user + system) the server's live processes have used."""
         total = 0.0
-        for proc in _group_processes(self.pid):
+        for proc in group_processes(self.pid):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
                 total += times.user + times.system
@@ -205,7 +209,7 @@ class Server:
         self._signal_group(signal.SIGSTOP)
         deadline = time.monotonic() + timeout_s
         while any(
-            proc.info["status"] != psutil.STATUS_STOPPED for proc in _group_processes(self.pid)
+            proc.info["status"] != psutil.STATUS_STOPPED for proc in group_processes(self.pid)
         ):
             if time.monotonic() >= deadline:
                 break
@@ -227,18 +231,18 @@ class Server:
         self._signal_group(signal.SIGCONT)  # a paused server acts on SIGTERM only once resumed
         self.wait(timeout_s)
         # workers may outlive the leader; they get the rest of the grace period too
-        if not _wait_group_gone(self.pid, deadline):
+        if not wait_group_gone(self.pid, deadline):
             self._signal_group(signal.SIGKILL)
             # SIGKILL is delivered asynchronously: return only once the whole group is gone
-            _wait_group_gone(self.pid, time.monotonic() + 5.0)
+            wait_group_gone(self.pid, time.monotonic() + 5.0)
         code = self._process.wait()
         self._stopped = True
         _running.discard(self)
+        runs.unregister(self.pid)
         return code
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)  # start_new_session made the pid the group id
+        signal_group(self.pid, sig)  # start_new_session made the pid the group id
 
     def __enter__(self) -> Server:
         return self
@@ -333,6 +337,24 @@ def _failure_message(server: Server, problem: str, code: int, exited: bool) -> s
     )
 
 
+def _stop_earlier_run_on(port: int) -> None:
+    """Stop the server on port that an earlier run of this notebook, in this kernel, started.
+
+    Running a notebook's cells again must not fail on the port its first run still holds.
+    """
+    notebook = _env.notebook_name()
+    if notebook is None:
+        return
+    earlier = {e.pid for e in runs.list_servers() if e.notebook == notebook and e.port == port}
+    for server in [s for s in _running if s.pid in earlier and s._owner_pid == os.getpid()]:
+        print(
+            f"deploykit: stopping {server.name} (pid {server.pid}), which an earlier run of "
+            f"{notebook} started on port {port}",
+            file=sys.stderr,
+        )
+        server.stop()
+
+
 def launch_server(
     command: Sequence[str | os.PathLike[str]],
     *,
@@ -363,10 +385,19 @@ def launch_server(
     name = name or Path(argv[0]).name
     if health_path is not None:
         health_path = "/" + health_path.lstrip("/")
+    runs.stop_orphans_of_this_notebook()  # what a killed kernel of this notebook left
+    _stop_earlier_run_on(port)
     if _port_open(host, port, timeout_s=1.0):
+        holder = next((e for e in runs.list_servers() if e.port == port), None)
+        held = (
+            f" by {holder.name} (pid {holder.pid}, owner {holder.owner}, notebook "
+            f"{holder.notebook or '-'}): `deploykit stop {holder.pid}` stops it"
+            if holder is not None
+            else ""
+        )
         raise ServerStartError(
-            f"Port {port} on {host} already accepts connections, so health checks would reach "
-            f"another server. Stop that server, or pass port=0 to pick a free port."
+            f"Port {port} on {host} already accepts connections{held}, so health checks would "
+            f"reach another server. Stop that server, or pass port=0 to pick a free port."
         )
     if log_path is None:
         # a name may hold a hub id ("org/model"): keep the file in the temp folder
@@ -395,6 +426,9 @@ def launch_server(
                 f"and on PATH (or give its full path), and that cwd exists."
             ) from exc
     server = Server(process, command=argv, host=host, port=port, name=name, log_path=log_path)
+    runs.register(
+        process.pid, name=name, host=host, port=port, command=argv, log_path=str(log_path)
+    )
     try:
         problem = _wait_healthy(server, health_path, expect_status, timeout_s, poll_interval_s)
     except BaseException:  # e.g. KeyboardInterrupt in a notebook: leave nothing running
@@ -466,5 +500,5 @@ def run_job(
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            _wait_group_gone(process.pid, time.monotonic() + 5.0)
+            wait_group_gone(process.pid, time.monotonic() + 5.0)
     return Job(tuple(argv), code, time.monotonic() - started, log_path)

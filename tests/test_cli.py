@@ -68,6 +68,8 @@ def test_every_subcommand_registers_through_its_module():
         "doctor",
         "ray",
         "docker",
+        "ps",
+        "stop",
     }
 
 
