@@ -62,9 +62,32 @@ def test_structure(path):
 def test_every_notebook_has_cpu_recipe_values():
     recipe = cookbook.load_recipe("cpu", ROOT)
     cookbook.resolve(recipe, NOTEBOOKS, NOTEBOOKS)  # raises on any unknown key
-    for name in ("gpu-smoke", "gpu-24gb", "gpu-80gb"):
+    for name in ("gpu-smoke", "gpu-24gb", "gpu-80gb", "workshop"):
         cookbook.resolve(cookbook.load_recipe(name, ROOT), NOTEBOOKS, NOTEBOOKS)
-    assert set(cookbook.list_recipes(ROOT)) == {"cpu", "gpu-smoke", "gpu-24gb", "gpu-80gb"}
+    assert set(cookbook.list_recipes(ROOT)) == {
+        "cpu",
+        "gpu-smoke",
+        "gpu-24gb",
+        "gpu-80gb",
+        "workshop",
+    }
+
+
+def test_the_workshop_recipe_runs_every_notebook_on_the_cpu_with_built_in_models():
+    """What an attendee's laptop runs offline: no hub model, no GPU, every notebook resolved."""
+    resolved = cookbook.resolve(cookbook.load_recipe("workshop", ROOT), NOTEBOOKS, NOTEBOOKS)
+    assert sorted(resolved) == IDS
+    for path in NOTEBOOKS:
+        declared = cookbook.notebook_parameters(path)
+        values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
+        values |= resolved[path.stem]
+        if "device" in values:
+            assert values["device"] == "cpu", f"{path.stem} runs on {values['device']}"
+        assert values.get("gpus", 0) == 0, path.stem
+        hub = {
+            k: values[k] for k in MODEL_KEYS if values.get(k, "") not in ("", *dk.BUILTIN_MODELS)
+        }
+        assert hub == {}, f"{path.stem} would fetch from a model hub: {hub}"
 
 
 MODEL_KEYS = ("model", "chat_model", "convert_model", "run_model")  # parameters naming a model
