@@ -97,7 +97,7 @@ class RunEntry:
     name: str
     pid: int
     host: str
-    port: int
+    port: int  # 0: none of its own (a Ray worker node)
     owner: str
     owner_pid: int  # the process that started it: a kernel, a script, a test
     notebook: str | None
@@ -285,12 +285,12 @@ def format_table(entries: Sequence[RunEntry]) -> str:
         (
             e.name,
             str(e.pid),
-            str(e.port),
+            str(e.port or "-"),
             e.owner,
             e.notebook or "-",
             "orphan" if e.orphan else f"owner pid {e.owner_pid}",
             _age(time.time() - e.started),
-            e.url,
+            e.url if e.port else "-",
         )
         for e in entries
     ]

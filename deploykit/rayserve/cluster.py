@@ -43,6 +43,7 @@ from pathlib import Path
 
 import psutil
 
+from .. import runs
 from ..errors import InvalidArgumentError, ServerStartError
 from ..launch import Server, free_port, log_tail
 from ._dashboard import NODE_RESOURCE, Dashboard, RayNode
@@ -378,6 +379,15 @@ class LocalRayCluster(RayCluster):
                 f"{shlex.join(command)}\n  log: {log}\n{log_tail(log, 30)}\nRay's own logs: "
                 f"{temp_dir}/session_latest/logs/ (raylet.err, gcs_server.err)."
             )
+        # `ray start` has exited; its daemons keep its process group, which `deploykit ps` shows
+        runs.register(
+            node.pgid,
+            name=f"ray-{name}",
+            host=self.node_ip,
+            port=self.ports["gcs"] if head else 0,
+            command=command,
+            log_path=str(log),
+        )
         return node
 
     def _start_node_retrying(self, *args, retries: int = 1) -> _Node:
@@ -438,6 +448,8 @@ class LocalRayCluster(RayCluster):
         _kill_all(alive)
         # what escaped the groups (a worker whose raylet died first), by marker, never by name
         _kill_all(self.processes())
+        for node in self.nodes_started.values():
+            runs.unregister(node.pgid)
         if self.bridge is not None:
             self.bridge.stop(timeout_s=max(0.5, timeout_s))
         if self.netns:
