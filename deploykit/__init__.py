@@ -10,8 +10,8 @@ Layers, lowest first; a module imports only from its own layer or those below (t
 import-linter contracts in pyproject.toml check it):
 
 1. foundation: `errors`, `_env`, `_version`, `_memo`, `_runtime`, `_conditions`, `_urls`,
-   `argtypes`, `charts`, then `runs` (the run folder of started servers) and `launch`
-   (processes);
+   `argtypes`, `tryit` (the notebooks' Try-it widget), `charts`, then `runs` (the run folder
+   of started servers) and `launch` (processes);
 2. `models`: the built-in models, resolving, loading, storage formats, GGUF export;
 3. `generate` and `plan`: in-process generation, the memory planner;
 4. `engines` and `server`: engines run as processes, deploykit's own server;
@@ -45,6 +45,7 @@ from . import report as _report
 from . import router as _router
 from . import runs as _runs
 from . import server as _server
+from . import tryit as _tryit
 from ._version import __version__ as __version__
 from .batching import *
 from .bench import *
@@ -68,6 +69,7 @@ from .report import *
 from .router import *
 from .runs import *
 from .server import *
+from .tryit import *
 
 __all__: list[str] = []
 __all__ += _errors.__all__
@@ -77,6 +79,7 @@ __all__ += _models.__all__
 __all__ += _generate.__all__
 __all__ += _plan.__all__
 __all__ += _charts.__all__
+__all__ += _tryit.__all__
 __all__ += _report.__all__
 __all__ += _engines.__all__
 __all__ += _server.__all__
