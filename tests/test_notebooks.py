@@ -59,6 +59,31 @@ def test_structure(path):
     assert any(h.startswith("## Step 1") for h in headings)
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_a_try_it_cell_follows_its_heading_between_the_steps_and_the_clean_up(path):
+    """Where a notebook has a Try-it cell (not every one has it yet), it is placed as agreed."""
+    cells = nbformat.read(path, as_version=4).cells
+    ids = [c.get("id") for c in cells]
+    if "try-it" not in ids and "try-it-md" not in ids:
+        return
+    at = ids.index("try-it")
+    assert ids.count("try-it") == 1 and ids.count("try-it-md") == 1
+    heading, code = cells[at - 1], cells[at]
+    assert heading.get("id") == "try-it-md" and heading.cell_type == "markdown", (
+        "the try-it code cell must come right after the try-it-md markdown cell"
+    )
+    assert heading.source.startswith("## Try it") and heading.source.strip() != "## Try it", (
+        "the try-it-md cell starts '## Try it' and says what to move and what to watch"
+    )
+    assert code.cell_type == "code" and code.source.startswith("dk.try_it("), (
+        "the try-it cell is a code cell starting 'dk.try_it('"
+    )
+    markdown = [(i, c.source) for i, c in enumerate(cells) if c.cell_type == "markdown"]
+    step_1 = min(i for i, text in markdown if text.startswith("## Step 1"))
+    clean_up = min(i for i, text in markdown if text.startswith("## Clean up"))
+    assert step_1 < at - 1 and at < clean_up, "Try it goes after the steps, before Clean up"
+
+
 def test_every_notebook_has_cpu_recipe_values():
     recipe = cookbook.load_recipe("cpu", ROOT)
     cookbook.resolve(recipe, NOTEBOOKS, NOTEBOOKS)  # raises on any unknown key
