@@ -86,7 +86,11 @@ def choice(options: Sequence[Any], *, default: Any) -> Any:  # a Dropdown
 
 
 def try_it(fn: Callable[..., Any], *, title: str | None = None, **controls: Any) -> TryIt:
-    """Return a Try-it widget calling fn(**controls' values); fn has already run once."""
+    """Return a Try-it widget calling fn(**controls' values); fn has already run once.
+
+    fn returns what to show (a figure, a string, a table, anything IPython displays) rather
+    than displaying it: the Output shows the returned value and what fn printed.
+    """
     if not callable(fn):
         raise InvalidArgumentError(
             "dk.try_it: fn must be a function taking the controls by name, e.g. "
