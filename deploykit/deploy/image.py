@@ -38,8 +38,8 @@ from ..launch import free_port
 from ..monitor.prom import write_prometheus_config
 from .config import MODEL_DIR, PYTHON_IMAGE, DeploymentConfig
 from .docker import healthcheck_command, serve_in_image, write_docker_files
-from .engine import DockerEngine, docker_engine, leftovers
-from .wheels import wheelhouse
+from .engine import DockerEngine, _users_engine, _which, docker_engine, leftovers
+from .wheels import wheelhouse, wheelhouse_ready
 
 BASE_TAG = "deploykit-base:bookworm-py311"
 _BASE_PACKAGES = "python3,python3-venv,ca-certificates"  # what python:3.11-slim has, and venv
@@ -78,8 +78,7 @@ def base_image(engine: DockerEngine, *, quiet: bool = False) -> str:
         return PYTHON_IMAGE
     if engine.has_image(BASE_TAG):
         return BASE_TAG
-    cache = _env.cache_dir() / "docker"
-    tarball = cache / "base-bookworm-py311.tar"
+    tarball = base_tarball()
     changes = [
         "--change",
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -92,6 +91,11 @@ def base_image(engine: DockerEngine, *, quiet: bool = False) -> str:
         _debootstrap(tarball, quiet=quiet)
     engine.docker("import", *changes, str(tarball), BASE_TAG, timeout=600)
     return BASE_TAG
+
+
+def base_tarball() -> Path:
+    """Return where the private engine's Debian base is kept (debootstrap's root filesystem)."""
+    return _env.cache_dir() / "docker" / "base-bookworm-py311.tar"
 
 
 def _debootstrap(tarball: Path, *, quiet: bool) -> None:
@@ -707,6 +711,30 @@ def prepare(*, quiet: bool = False) -> dict[str, float]:
     finally:
         engine.stop()
     return times
+
+
+def offline_missing() -> list[str]:
+    """Return what `prepare()` would still fetch from a network; empty: the images build offline.
+
+    Cheap: it asks your engine (if one answers) for the base image, and otherwise looks for
+    the private engine's programs and its kept base; it starts no engine.
+    """
+    missing = [] if wheelhouse_ready() else ["the server image's wheelhouse (PyPI)"]
+    users = _users_engine()
+    if users is not None:
+        if not users.has_image(PYTHON_IMAGE):
+            missing.append(f"the base image {PYTHON_IMAGE} (a registry)")
+        return missing
+    for program in ("dockerd", "docker-compose", "debootstrap"):
+        try:
+            _which(program)
+        except DockerError:
+            missing.append(f"{program} (apt-get install docker.io docker-compose debootstrap)")
+    if os.geteuid() != 0:
+        missing.append("a Docker engine (none answers `docker version`; a private one needs root)")
+    if not base_tarball().exists():
+        missing.append("the Debian base image (debootstrap, from a Debian mirror)")
+    return missing
 
 
 def add_cli(sub: Any) -> None:

@@ -73,6 +73,11 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:10]
 
 
+def is_cached(name: str, key: str, kind: str = "models") -> bool:
+    """Return True when cache/<kind>/<name>-<key> holds a finished build (nothing is built)."""
+    return (_env.cache_dir() / kind / f"{name}-{key}" / "deploykit_build.json").exists()
+
+
 def cached_build(name: str, key: str, build: Callable[[Path], Any], kind: str = "models") -> Path:
     """Return cache/<kind>/<name>-<key>, running build(dest) once if it is not there yet.
 

