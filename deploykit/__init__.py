@@ -20,7 +20,8 @@ import-linter contracts in pyproject.toml check it):
 6. `bench`: measures any of them;
 7. `check`, `deploy`, `drills`, `cookbook`: endpoint checks and diagnoses, deployment files,
    fault drills, the notebook runner;
-8. `cli`: the `deploykit` command.
+8. `workshop`: the workshop's JupyterLab on attendees' copies, and its preparation;
+9. `cli`: the `deploykit` command.
 """
 
 from . import batching as _batching
@@ -46,6 +47,7 @@ from . import router as _router
 from . import runs as _runs
 from . import server as _server
 from . import tryit as _tryit
+from . import workshop as _workshop
 from ._version import __version__ as __version__
 from .batching import *
 from .bench import *
@@ -70,6 +72,7 @@ from .router import *
 from .runs import *
 from .server import *
 from .tryit import *
+from .workshop import *
 
 __all__: list[str] = []
 __all__ += _errors.__all__
@@ -95,3 +98,4 @@ __all__ += _drills.__all__
 __all__ += _check.__all__
 __all__ += _deploy.__all__
 __all__ += _cookbook.__all__
+__all__ += _workshop.__all__

@@ -30,6 +30,7 @@ _COMMANDS = [
     "drills.faults",
     "deploy.image",
     "runs",
+    "workshop.cli",
 ]
 
 

@@ -70,6 +70,7 @@ def test_every_subcommand_registers_through_its_module():
         "docker",
         "ps",
         "stop",
+        "workshop",
     }
 
 
