@@ -9,13 +9,14 @@ STAMP := $(VENV)/.deploykit-installed
 RECIPE ?= cpu
 TORCH ?= torch==2.13.0
 
-.PHONY: cookbook test check install vllm-env models system-packages docker-images docs clean
+.PHONY: cookbook workshop test check install vllm-env models system-packages docker-images docs clean
 
 # Debian packages that the monitoring and load-balancing recipes run for real: Prometheus
 # (with promtool) and nginx; iproute2, whose `ip netns` keeps the Ray recipe's cluster in a
 # loopback-only network namespace (as root); and what the site and its tests use: npm (the
-# widget JavaScript), chromium with chromium-driver (the browser test, headless and off the
-# network) and shellcheck (the workflows' run: steps). For the Docker recipe, where no Docker
+# widget JavaScript), chromium with chromium-driver (the browser tests, headless and off the
+# network), strace (the workshop test records every connection the lab makes) and shellcheck
+# (the workflows' run: steps). For the Docker recipe, where no Docker
 # engine answers `docker version` already: docker.io (dockerd, containerd, runc; deploykit
 # starts its own daemon, loopback only, and stops it), docker-compose and debootstrap (the
 # base image, since no registry may be reachable). Installed with apt-get (as root, or
@@ -60,6 +61,7 @@ system-packages:
 	have chromium || missing="$$missing chromium"; \
 	have chromedriver || missing="$$missing chromium-driver"; \
 	have shellcheck || missing="$$missing shellcheck"; \
+	have strace || missing="$$missing strace"; \
 	if ! docker version >/dev/null 2>&1; then \
 	  have dockerd || missing="$$missing docker.io"; \
 	  have docker-compose || missing="$$missing docker-compose"; \
@@ -89,6 +91,17 @@ docker-images: $(STAMP) system-packages
 # Every notebook on the cpu recipe; executed copies and summary under build/cookbook/.
 cookbook: $(STAMP) vllm-env models system-packages docker-images
 	HF_HUB_OFFLINE=$(HF_HUB_OFFLINE) $(BIN)/deploykit cookbook run --recipe $(RECIPE)
+
+# The workshop on this machine (docs/workshop.md): `deploykit workshop prepare` makes what the
+# recipe's notebooks need (models, the vLLM environment, the Docker images; once, then seconds)
+# and prints its checklist; then JupyterLab starts on your copies of the notebooks, offline, and
+# prints its URL. Ctrl-C stops it. WORKSHOP_RECIPE (default: workshop, else cpu), WORKSHOP_DIR
+# (default: ~/deploykit-workshop).
+WORKSHOP_FLAGS = $(if $(WORKSHOP_RECIPE),--recipe $(WORKSHOP_RECIPE)) $(if $(WORKSHOP_DIR),--dir $(WORKSHOP_DIR))
+workshop: $(STAMP) system-packages
+	HF_HUB_OFFLINE=$(HF_HUB_OFFLINE) $(BIN)/deploykit workshop prepare $(WORKSHOP_FLAGS) \
+	  || echo "make: some notebooks lack something (the checklist above says what); starting the lab"
+	HF_HUB_OFFLINE=$(HF_HUB_OFFLINE) $(BIN)/deploykit workshop $(WORKSHOP_FLAGS)
 
 # The cookbook site, from the executed notebooks of the last `make cookbook` (not run again):
 # build/site/html/index.html. Warnings are errors; see docs/site.py.

@@ -41,6 +41,7 @@ WIDGET_PACKAGES = {
 GUIDES = [
     "which-recipe",
     "running",
+    "workshop",
     "adding",
     "gpu-runner",
     "troubleshooting",
