@@ -22,11 +22,11 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from _browser import outside, requests, start_chromium, wait_for
 from _paths import EXECUTED, ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 pytestmark = pytest.mark.executed
 
@@ -191,56 +191,9 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Debian chromium under chromedriver, off the network, logging every request."""
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail("no chromium or chromedriver: run `make system-packages` (Debian packages)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",  # containers' /dev/shm is small
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--disable-extensions",
-        "--no-first-run",
-        "--window-size=1280,2000",
-        # a request that tries to leave loopback is still logged, and then fails here
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = start_chromium(tmp_path_factory.mktemp("chromium"))
     yield driver
     driver.quit()
-
-
-def _requests(driver) -> list[str]:
-    """Return the URLs of the requests made since the last call (Chromium's network log)."""
-    urls = []
-    for entry in driver.get_log("performance"):
-        message = json.loads(entry["message"])["message"]
-        if message["method"] == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
-def _wait(driver, script: str, timeout_s: float = 30.0):
-    """Return script's value once it is truthy (polled, not slept for a fixed time)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.2)
-    return driver.execute_script(script)
 
 
 PLOTS = """
@@ -259,40 +212,31 @@ return [status.textContent, img.naturalWidth, img.getBoundingClientRect().width]
 
 
 def test_pages_show_plots_and_the_live_view_and_request_only_loopback(served, browser):
-    _requests(browser)  # start from an empty log
+    requests(browser)  # start from an empty log
     seen: list[str] = []
     for name in ("index.html", "api.html", "which-recipe.html"):
         browser.get(f"{served}/{name}")
         assert browser.title, name
-        seen += _requests(browser)
+        seen += requests(browser)
     plotted = 0
     for notebook in NOTEBOOKS:
         browser.get(f"{served}/notebooks/{notebook.stem}.html")
-        sizes = _wait(browser, PLOTS)
+        sizes = wait_for(browser, PLOTS)
         assert sizes is not None, f"{notebook.stem}: images did not load"
         assert all(natural > 0 and shown > 0 for natural, shown in sizes), (
             f"{notebook.stem}: a plot is not displayed: {sizes}"
         )
         plotted += len(sizes) > 0
-        seen += _requests(browser)
+        seen += requests(browser)
     assert plotted >= 5, f"plots on only {plotted} notebook pages"
     browser.get(f"{served}/notebooks/11_monitoring.html")
-    live = _wait(browser, LIVE_VIEW)
+    live = wait_for(browser, LIVE_VIEW)
     assert live, "notebook 11's live view did not render from its saved widget state"
     status, natural, shown = live
     assert status.startswith("finished") and natural > 0 and shown > 0, live
-    seen += _requests(browser)
-    base = urlsplit(served)
-    # data:, blob:, about: and chrome:// are the browser's own; anything on a network is not
-    outside = sorted(
-        {
-            url
-            for url in seen
-            if urlsplit(url).scheme in ("http", "https", "ws", "wss", "ftp")
-            and urlsplit(url).netloc != base.netloc
-        }
-    )
-    assert outside == [], f"requests left loopback: {outside}"
+    seen += requests(browser)
+    left = outside(seen, urlsplit(served).netloc)
+    assert left == [], f"requests left loopback: {left}"
     assert any(urlsplit(url).path == "/_static/widgets/embed-amd.js" for url in seen)
     # the check sees a request that tries to leave (which the resolver rule then stops)
     probe = "https://cdn.jsdelivr.net/npm/x.js"
@@ -300,5 +244,5 @@ def test_pages_show_plots_and_the_live_view_and_request_only_loopback(served, br
     logged: list[str] = []
     deadline = time.monotonic() + 10
     while probe not in logged and time.monotonic() < deadline:
-        logged += _requests(browser)
+        logged += requests(browser)
     assert probe in logged, logged
