@@ -89,6 +89,12 @@ def test_a_refresh_replaces_unedited_copies_and_keeps_edited_ones(cookbook, tmp_
     nb.cells.append(nbformat.v4.new_code_cell("print('my own cell')"))
     nbformat.write(nb, edited)
     mine = edited.read_bytes()
+    # ... and runs 09: outputs and metadata are not edits
+    ran = nbformat.read(folder / "09_batching.ipynb", as_version=4)
+    code = next(cell for cell in ran.cells if cell.cell_type == "code")
+    code.outputs, code.execution_count = [nbformat.v4.new_output("stream", text="ran\n")], 1
+    ran.metadata.language_info = {"name": "python", "version": "3.11"}
+    nbformat.write(ran, folder / "09_batching.ipynb")
 
     second = dk.attendee_copies(folder, "second", root=cookbook)
     assert second.kept == ("01_quickstart.ipynb",) and second.updated == ("09_batching.ipynb",)

@@ -4,7 +4,8 @@
 injected after its parameters cell (papermill's parameterize, nothing executed) and the
 `deploykit` kernel; the originals under notebooks/ are only read. A refresh replaces the
 copies nobody edited and writes the new version of an edited one beside it
-(`01_quickstart.new.ipynb`): a manifest holds each copy's digest as it was written.
+(`01_quickstart.new.ipynb`): a manifest holds the digest of each copy's cells (their type and
+source) as written, so running a notebook, which adds outputs and metadata, is not an edit.
 
 `start_lab` serves that folder with JupyterLab on 127.0.0.1 with a random token and the
 `deploykit` kernel by default, and asks nothing of the network: no news feed, no update check
@@ -93,8 +94,14 @@ def render_notebook(path: Path, parameters: dict[str, Any]) -> bytes:
     return (nbformat.writes(nb) + "\n").encode()
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _digest(data: bytes) -> str | None:
+    """Return the digest of a notebook's cells (type and source); None if it is not one."""
+    try:
+        cells = json.loads(data)["cells"]
+        text = [(c["cell_type"], "".join(c["source"])) for c in cells]
+    except (ValueError, KeyError, TypeError):  # not a notebook any more: treat it as edited
+        return None
+    return hashlib.sha256(json.dumps(text).encode()).hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -139,7 +146,7 @@ class CopyReport:
 
 
 def _read_manifest(state: Path) -> dict[str, str]:
-    """Return each copy's digest as last written ({} for a new folder)."""
+    """Return the digest of each copy's cells as last written ({} for a new folder)."""
     path = state / MANIFEST
     if not path.exists():
         return {}
@@ -154,9 +161,9 @@ def attendee_copies(
 ) -> CopyReport:
     """Make or refresh the attendee's copies of the notebooks in folder; never lose an edit.
 
-    A copy that is as it was written is replaced by the new material; an edited one (or one
-    this folder's manifest does not know) is kept, and the new version is written beside it
-    as NAME.new.ipynb, which each refresh rewrites.
+    A copy whose cells are as they were written (outputs do not count) is replaced by the new
+    material; an edited one (or one this folder's manifest does not know) is kept, and the new
+    version is written beside it as NAME.new.ipynb, which each refresh rewrites.
     """
     root = Path(root).resolve() if root else _env.find_root()
     folder = Path(folder or default_folder()).expanduser().resolve()
@@ -170,14 +177,14 @@ def attendee_copies(
     done: dict[str, list[str]] = {"new": [], "updated": [], "unchanged": [], "kept": []}
     for path in notebooks:
         data = render_notebook(path, parameters[path.stem])
-        digest, dest = _digest(data), folder / path.name
+        digest, dest = _digest(data) or "", folder / path.name  # always a notebook here
         if not dest.exists():
             outcome = "new"
         else:
             current = _digest(dest.read_bytes())
             if current == digest:
-                outcome = "unchanged"
-            elif current == written.get(path.name):
+                outcome = "unchanged"  # outputs and all: a run is not an edit
+            elif current is not None and current == written.get(path.name):
                 outcome = "updated"
             else:
                 outcome = "kept"
