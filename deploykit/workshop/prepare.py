@@ -180,11 +180,22 @@ def notebook_needs(path: Path, recipe_values: dict[str, Any]) -> Needs:
     )
 
 
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
 def _hub_cached(repo_id: str) -> bool:
-    """Return True when the hub model's config.json is in the local Hugging Face cache."""
+    """Return True when the hub model's config and weights are in the Hugging Face cache."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, name), str)
+
+    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
 
 
 def _program_lack(program: str) -> Lack | None:
@@ -359,15 +370,23 @@ def prepare_workshop(
     builtins = sorted({m for n in needs for m in n.models})
     hub = sorted({m for n in needs for m in n.hub_models})
     if models:
-        from ..models.gguf import converter_path
-        from ..models.resolve import resolve_model
+        from ..models.gguf import converter_path, converter_ready
+        from ..models.resolve import is_built, resolve_model
 
         for model in builtins:
-            _step(steps, f"model {model}", resolve_model, model)
+            if is_built(model):
+                steps[f"model {model}"] = "already built"
+            else:
+                _step(steps, f"model {model}", resolve_model, model)
         if any(n.gguf_converter for n in needs):
-            _step(steps, "GGUF converter", converter_path)
+            if converter_ready():
+                steps["GGUF converter"] = "already fetched"
+            else:
+                _step(steps, "GGUF converter", converter_path)
         for repo_id in hub:
-            if _env.hub_offline():
+            if _hub_cached(repo_id):
+                steps[f"hub model {repo_id}"] = "already in the Hugging Face cache"
+            elif _env.hub_offline():
                 steps[f"hub model {repo_id}"] = "skipped: HF_HUB_OFFLINE=1 (set it to 0 to fetch)"
             else:
                 _step(steps, f"hub model {repo_id}", _download, repo_id)
