@@ -60,6 +60,23 @@ def port_range() -> tuple[int, int] | None:
     return bounds
 
 
+def gpu_share() -> float | None:
+    """Return DEPLOYKIT_GPU_SHARE, the share of GPU memory this attendee's vLLM may claim."""
+    text = os.environ.get("DEPLOYKIT_GPU_SHARE", "").strip()
+    if not text:
+        return None
+    try:
+        share = float(text)
+    except ValueError:
+        share = 0.0
+    if not 0 < share <= 1:
+        raise InvalidArgumentError(
+            f"DEPLOYKIT_GPU_SHARE={text!r} is not a share of GPU memory: write a number in "
+            "(0, 1], e.g. 0.3 (the workshop hub sets it per attendee), or unset it."
+        )
+    return share
+
+
 def hub_offline() -> bool:
     """Return True when the Hugging Face hub must not be contacted."""
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")

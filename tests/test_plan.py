@@ -102,6 +102,22 @@ def test_smallest_fit():
     assert P.smallest_fit("Llama-3.1-70B", weights=("bf16",), context_len_tokens=8192) is None
 
 
+def test_attendees_that_fit_split_one_gpu_by_the_planners_need():
+    # Llama-3.1-8B in bf16: ~15 GiB of weights, so one attendee per 24 GiB card, four on 80 GiB
+    assert [P.attendees_that_fit(g, "Llama-3.1-8B") for g in (16, 24, 80)] == [0, 1, 4]
+    assert P.attendees_that_fit(80, "Llama-3.1-8B", weights="nf4") > 4
+    # the planner's own terms: n attendees fit, one more would not
+    config = P.model_config("Mistral-7B")
+    plan = P.memory_plan(config, P.GPU("x", 80 * P.GIB), gpu_memory_utilization=1.0)
+    need = plan.weight_bytes + plan.activation_bytes + plan.overhead_bytes
+    need += 2 * 4096 * config.kv_bytes_per_token("bf16")
+    n = P.attendees_that_fit(80, config, concurrent_seqs=2)
+    assert n * need <= 0.9 * 80 * P.GIB < (n + 1) * need
+    assert P.attendees_that_fit(80, config, context_len_tokens=32768) < n
+    with pytest.raises(ValueError, match="concurrent_seqs"):
+        P.attendees_that_fit(80, config, concurrent_seqs=0)
+
+
 def test_t4_has_no_bf16():
     assert P.memory_plan("Llama-2-7B", "T4", weights="bf16").weights == "fp16"
 

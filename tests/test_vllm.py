@@ -16,7 +16,12 @@ import pytest
 
 from deploykit.engines.vllm import VLLMArgs, offline_generate, start_vllm
 from deploykit.engines.vllm_env import find_vllm_env
-from deploykit.errors import EngineArgumentError, UnknownModelError, VLLMEnvError
+from deploykit.errors import (
+    EngineArgumentError,
+    InvalidArgumentError,
+    UnknownModelError,
+    VLLMEnvError,
+)
 from deploykit.monitor.scrape import parse_metrics, scrape_metrics
 from deploykit.plan import memory as plan
 
@@ -114,6 +119,23 @@ def test_tensor_parallel_on_cpu_is_rejected():
     with pytest.raises(EngineArgumentError, match="CPU"):
         VLLMArgs(model="toy-tiny", tensor_parallel_size=2).check("cpu")
     VLLMArgs(model="toy-tiny", tensor_parallel_size=2).check("gpu")
+
+
+def test_workshop_gpu_share_caps_gpu_memory_utilization_on_the_gpu_build(monkeypatch):
+    monkeypatch.setenv("DEPLOYKIT_GPU_SHARE", "0.3")
+    shared = VLLMArgs(model="toy-tiny").for_flavor("gpu")
+    assert _flags(shared)[-2:] == ["--gpu-memory-utilization", "0.3"]
+    assert VLLMArgs(model="toy-tiny", gpu_memory_utilization=0.9).for_flavor("gpu") == shared
+    assert VLLMArgs(model="toy-tiny", gpu_memory_utilization=0.2).for_flavor(
+        "gpu"
+    ).gpu_memory_utilization == pytest.approx(0.2)
+    # an exact KV-cache size claims no share; the CPU build has no GPU to share
+    exact = VLLMArgs(model="toy-tiny", kv_cache_memory_bytes=1 << 20).for_flavor("gpu")
+    assert exact.gpu_memory_utilization is None
+    assert VLLMArgs(model="toy-tiny").for_flavor("cpu").gpu_memory_utilization is None
+    monkeypatch.setenv("DEPLOYKIT_GPU_SHARE", "1.5")
+    with pytest.raises(InvalidArgumentError, match="DEPLOYKIT_GPU_SHARE"):
+        VLLMArgs(model="toy-tiny").for_flavor("gpu")
 
 
 def test_prometheus_parser():

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .. import _env
 from ..errors import EngineArgumentError, EngineRunError
 from ..launch import Server, failure_report, run_job
 from .base import (
@@ -73,7 +74,9 @@ class VLLMArgs(EngineArgs):
     `cpu_kvcache_space_gib` becomes VLLM_CPU_KVCACHE_SPACE (the CPU backend sizes its KV
     cache from it; `gpu_memory_utilization` does that on GPUs). Each applies only to its
     own build: start_vllm and offline_generate drop the other one (see `for_flavor`), so a
-    recipe can set both. `kv_cache_memory_bytes` sets the KV cache exactly on either.
+    recipe can set both. `kv_cache_memory_bytes` sets the KV cache exactly on either. Where
+    several people share a GPU (the workshop hub), DEPLOYKIT_GPU_SHARE caps
+    `gpu_memory_utilization` on the GPU build: unset, it becomes the share; larger, the share.
     `api_key` travels as VLLM_API_KEY so that it does not show in `ps`. `enforce_eager`
     turns off torch.compile (and CUDA graphs): a much faster start, slower steps. `extra_args`
     are appended verbatim.
@@ -134,7 +137,11 @@ class VLLMArgs(EngineArgs):
         """Return these arguments without the setting the other build ignores ('cpu' or 'gpu')."""
         if flavor == "cpu":
             return replace(self, gpu_memory_utilization=None)
-        return replace(self, cpu_kvcache_space_gib=None)
+        util, share = self.gpu_memory_utilization, _env.gpu_share()
+        # each attendee's vLLM claims only their share; an exact KV size claims no share
+        if share is not None and self.kv_cache_memory_bytes is None:
+            util = share if util is None else min(util, share)
+        return replace(self, cpu_kvcache_space_gib=None, gpu_memory_utilization=util)
 
     def check(self, flavor: str) -> None:
         """Reject combinations the vLLM build cannot run ('cpu' or 'gpu'), before starting."""

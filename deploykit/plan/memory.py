@@ -339,6 +339,45 @@ def smallest_fit(
     return None
 
 
+def attendees_that_fit(
+    gpu_memory_gib: float,
+    model: str | Path | ModelConfig,
+    *,
+    weights: str = "bf16",
+    context_len_tokens: int = 4096,
+    concurrent_seqs: int = 1,
+    gpu_memory_utilization: float = 0.9,
+    **kwargs,
+) -> int:
+    """Return how many attendees can each run their own vLLM server of model on one GPU.
+
+    Each server needs the model's weights, one step's activation peak and the runtime
+    overhead (as `memory_plan` counts them, same keyword arguments), plus KV cache for
+    `concurrent_seqs` sequences of `context_len_tokens` (vLLM refuses to start without room
+    for one). Together they may use `gpu_memory_utilization` of the GPU, split evenly: each
+    attendee's share is gpu_memory_utilization / attendees (`DEPLOYKIT_GPU_SHARE`).
+    """
+    if gpu_memory_gib <= 0 or concurrent_seqs < 1:
+        raise InvalidArgumentError(
+            f"gpu_memory_gib={gpu_memory_gib} must be > 0 and concurrent_seqs={concurrent_seqs} "
+            "an integer >= 1 (full-context sequences each attendee's server must hold)"
+        )
+    card = GPU(f"{gpu_memory_gib:g} GiB", int(gpu_memory_gib * GIB))
+    # the whole GPU as budget: only the fixed costs and the per-token KV size are used below
+    plan = memory_plan(
+        model,
+        card,
+        weights=weights,
+        gpu_memory_utilization=1.0,
+        context_len_tokens=context_len_tokens,
+        **kwargs,
+    )
+    block = kwargs.get("block_size_tokens", 16)
+    kv = concurrent_seqs * math.ceil(context_len_tokens / block) * block * plan.kv_bytes_per_token
+    need = plan.weight_bytes + plan.activation_bytes + plan.overhead_bytes + kv
+    return int(card.memory_bytes * gpu_memory_utilization // need)
+
+
 def plan_table(rows: list[MemoryPlan]) -> str:
     """Return several plans as one plain-text table, one plan per line."""
     head = (
