@@ -60,6 +60,16 @@ def port_range() -> tuple[int, int] | None:
     return bounds
 
 
+def workshop_settings() -> dict[str, str]:
+    """Return the variables a workshop hub hands on to attendees: DEPLOYKIT_*, HF_*, no secrets."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name.startswith(("DEPLOYKIT_", "HF_", "TRANSFORMERS_"))
+        and not name.endswith(("_TOKEN", "_KEY"))
+    }
+
+
 def gpu_share() -> float | None:
     """Return DEPLOYKIT_GPU_SHARE, the share of GPU memory this attendee's vLLM may claim."""
     text = os.environ.get("DEPLOYKIT_GPU_SHARE", "").strip()
