@@ -15,10 +15,11 @@ import psutil
 import pytest
 from _paths import ROOT
 
+from deploykit.cookbook import Recipe
 from deploykit.errors import InvalidArgumentError
 from deploykit.launch import launch_server
 from deploykit.server.process import start_server
-from deploykit.workshop.hub import Hub, start_hub
+from deploykit.workshop.hub import Hub, _gpu_share, start_hub
 
 
 def _free_port_in(low: int, high: int) -> int:
@@ -153,3 +154,15 @@ def test_bad_attendee_names_are_refused_in_one_line(tmp_path):
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "deploykit: error: attendees" in done.stderr
+
+
+def test_gpu_memory_is_split_evenly_where_the_planner_says_the_model_fits():
+    gpu = Recipe("g", "", {"device": "cuda", "model": "meta-llama/Llama-3.1-8B-Instruct"}, {})
+    assert _gpu_share(gpu, 3, None, memory_gib=80.0) == 0.3  # the planner fits 4 on 80 GiB
+    assert _gpu_share(gpu, 3, None, memory_gib=None) == 0.3  # no GPU seen: nothing to check
+    with pytest.raises(InvalidArgumentError, match="GPU for 1 of them"):
+        _gpu_share(gpu, 2, None, memory_gib=24.0)
+    assert _gpu_share(gpu, 2, 0.2, memory_gib=24.0) == 0.2  # the instructor's call
+    assert _gpu_share(gpu, 127, None, memory_gib=None) == 0.007
+    cpu = Recipe("c", "", {"device": "cpu", "model": "toy-tiny"}, {})
+    assert _gpu_share(cpu, 3, None, memory_gib=80.0) is None

@@ -145,7 +145,7 @@ def start_hub(
         )
     cookbook = _env.find_root()
     chosen = _recipe(recipe, cookbook)
-    share = _gpu_share(chosen, len(names), gpu_share)
+    share = _gpu_share(chosen, len(names), gpu_share, _gpu_memory_gib())
     root = Path(root).resolve()
     state = root / ".hub"
     state.mkdir(parents=True, exist_ok=True)
@@ -236,16 +236,21 @@ def _recipe(name: str, cookbook: Path) -> Recipe:
         return load_recipe("cpu", cookbook)  # the workshop recipe may not exist yet
 
 
-def _gpu_share(recipe: Recipe, attendees: int, share: float | None) -> float | None:
-    """Return each attendee's share of GPU memory (None: a CPU recipe, nothing to share)."""
+def _gpu_share(
+    recipe: Recipe, attendees: int, share: float | None, memory_gib: float | None
+) -> float | None:
+    """Return each attendee's share of GPU memory (None: a CPU recipe, nothing to share).
+
+    memory_gib: the GPU's memory; with it, the planner checks that the recipe's model fits.
+    """
     if share is not None:
         if not 0 < share <= 1:
             raise InvalidArgumentError(f"gpu_share={share} must be in (0, 1], e.g. 0.3")
         return share
     if not str(recipe.parameters.get("device", "cpu")).startswith("cuda"):
         return None
-    share = math.floor(GPU_MEMORY_UTILIZATION / attendees * 100) / 100
-    memory_gib, model = _gpu_memory_gib(), recipe.parameters.get("model")
+    share = math.floor(GPU_MEMORY_UTILIZATION / attendees * 1000) / 1000  # vLLM takes any float
+    model = recipe.parameters.get("model")
     if memory_gib and model:
         try:
             fit = attendees_that_fit(memory_gib, model)
