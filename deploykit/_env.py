@@ -61,12 +61,17 @@ def port_range() -> tuple[int, int] | None:
 
 
 def workshop_settings() -> dict[str, str]:
-    """Return the variables a workshop hub hands on to attendees: DEPLOYKIT_*, HF_*, no secrets."""
+    """Return the variables a workshop hub hands on to attendees: DEPLOYKIT_*, HF_*, no secrets.
+
+    Not those that describe the instructor's own process: its notebook, run or lab.
+    """
+    own = {"DEPLOYKIT_NOTEBOOK", "DEPLOYKIT_RUN_ID", "DEPLOYKIT_LAB_ID"}
     return {
         name: value
         for name, value in os.environ.items()
         if name.startswith(("DEPLOYKIT_", "HF_", "TRANSFORMERS_"))
         and not name.endswith(("_TOKEN", "_KEY"))
+        and name not in own
     }
 
 

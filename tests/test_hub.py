@@ -4,6 +4,7 @@ login form, their single-user servers, and servers reached through jupyter-serve
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -93,7 +94,16 @@ def test_each_attendee_reaches_their_own_server_and_no_other(hub, tmp_path):
     alice, bob = hub.attendees["alice"], hub.attendees["bob"]
     as_alice, as_bob = _login(hub, "alice", alice.password), _login(hub, "bob", bob.password)
     with contextlib.closing(as_alice), contextlib.closing(as_bob):
-        assert "jupyter" in _open_lab(as_alice, "alice").text.lower()
+        # alice's JupyterLab is the workshop lab: offline, on the deploykit kernel
+        page = _open_lab(as_alice, "alice").text
+        config = json.loads(
+            re.search(r'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S).group(1)
+        )
+        assert config["disabledExtensions"] == ["@jupyterlab/apputils-extension:announcements"]
+        assert config["news"] == {"disabled": True}
+        assert config["extensionManager"]["name"] == "read-only"
+        specs = as_alice.get("/user/alice/api/kernelspecs").json()
+        assert specs["default"] == "deploykit"
         _open_lab(as_bob, "bob")
         # each single-user server carries its attendee's environment (kernels inherit it)
         servers = {
@@ -105,7 +115,8 @@ def test_each_attendee_reaches_their_own_server_and_no_other(hub, tmp_path):
         env = servers["alice"].environ()
         assert env["DEPLOYKIT_PORTS"] == "20000-20099" and env["HOME"] == str(alice.home)
         assert servers["bob"].environ()["DEPLOYKIT_PORTS"] == "20100-20199"
-        assert (alice.home / "01_quickstart.ipynb").exists()
+        copy = json.loads((alice.home / "01_quickstart.ipynb").read_text())
+        assert copy["metadata"]["kernelspec"]["name"] == "deploykit"
 
         # alice's notebook starts deploykit's server in her range; bob a plain one in his
         toy = start_server(
@@ -166,3 +177,27 @@ def test_gpu_memory_is_split_evenly_where_the_planner_says_the_model_fits():
     assert _gpu_share(gpu, 127, None, memory_gib=None) == 0.007
     cpu = Recipe("c", "", {"device": "cpu", "model": "toy-tiny"}, {})
     assert _gpu_share(cpu, 3, None, memory_gib=80.0) is None
+
+
+def test_the_command_prints_each_login_and_sigterm_stops_everything(tmp_path):
+    command = [sys.executable, "-m", "deploykit", "workshop", "hub", "--attendees", "ann,ben"]
+    cli = subprocess.Popen(
+        [*command, "--dir", str(tmp_path), "--recipe", "cpu"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        lines = [cli.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("JupyterHub for 2 attendees at http://127.0.0.1:"), lines
+        assert re.match(r"  ann +password \S{12}  ports 20000-20099  folder ", lines[1]), lines
+        assert re.match(r"  ben +password \S{12}  ports 20100-20199  folder ", lines[2]), lines
+        started = psutil.Process(cli.pid).children(recursive=True)  # the hub and its proxy
+        assert len(started) >= 2
+        cli.terminate()
+        assert cli.wait(timeout=60) == 0
+    finally:
+        cli.kill()
+    assert "stopping JupyterHub" in cli.stdout.read()
+    assert not any(_alive(proc.pid) for proc in started)

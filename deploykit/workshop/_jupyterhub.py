@@ -12,7 +12,7 @@ from typing import Any
 
 from jupyterhub.auth import Authenticator
 from jupyterhub.spawner import SimpleLocalProcessSpawner
-from traitlets import Dict, Unicode
+from traitlets import Dict, List, Unicode
 
 
 class ClassroomAuthenticator(Authenticator):
@@ -36,10 +36,17 @@ class ClassroomSpawner(SimpleLocalProcessSpawner):
         Dict(Unicode()), config=True, help="attendee name -> extra environment variables"
     )
 
+    attendee_arguments = Dict(
+        List(Unicode()), config=True, help="attendee name -> extra single-user server options"
+    )
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
         env.update(self.attendee_environment.get(self.user.name, {}))
         return env
+
+    def get_args(self) -> list[str]:
+        return [*super().get_args(), *self.attendee_arguments.get(self.user.name, [])]
 
 
 def configure(c: Any, settings: dict[str, Any]) -> None:
@@ -62,6 +69,7 @@ def configure(c: Any, settings: dict[str, Any]) -> None:
     c.JupyterHub.spawner_class = ClassroomSpawner
     c.ClassroomSpawner.home_dir_template = settings["home_template"]
     c.ClassroomSpawner.attendee_environment = settings["environment"]
+    c.ClassroomSpawner.attendee_arguments = settings["singleuser_args"]
     # the single-user server runs on this interpreter (deploykit's venv, with its kernel)
     c.Spawner.cmd = [sys.executable, "-m", "jupyterhub.singleuser"]
     c.Spawner.args = [f"--config={settings['singleuser_config']}"]

@@ -1,7 +1,8 @@
-"""What runs inside an attendee's single-user server: offline JupyterLab, deploykit's kernel,
-and a proxy (`/proxy/PORT/`) that reaches only the attendee's own ports.
+"""What runs inside an attendee's single-user server: a proxy (`/proxy/PORT/`) that reaches
+only the attendee's own ports.
 
-The single-user config file (written by `hub.start_hub`) calls `configure(c)`.
+The single-user config file (written by `hub.start_hub`) calls `configure(c)`; the offline
+JupyterLab and the deploykit kernel are the workshop lab's options (`lab.lab_arguments`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from typing import Any
 
 from .. import _env
 
-KERNEL = "deploykit"  # the kernel `make install` registers (the project's venv)
 # /proxy/PORT/, /proxy/HOST:PORT/, /proxy/absolute/PORT/ (jupyter-server-proxy's routes)
 _PROXY_PATH = re.compile(r"/proxy/(?:absolute/)?(?:[^/:@]+:)?(\d+)(?:/|$)")
 
@@ -68,11 +68,3 @@ def configure(c: Any) -> None:
     """Fill the single-user server's config object `c`."""
     c.ServerProxy.host_allowlist = own_ports_only  # /proxy/HOST:PORT/
     c.ServerApp.jpserver_extensions.update({__name__: True})  # /proxy/PORT/
-    c.MappingKernelManager.default_kernel_name = KERNEL
-    # every attendee runs as the user who started the hub, root in a container or a CI job
-    c.ServerApp.allow_root = True
-    # offline: no news feed, no update check, no extension manager asking PyPI
-    # TODO(coordinator): use helper B's lab settings (deploykit/workshop/lab.py) once merged
-    c.LabApp.news_url = None
-    c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
-    c.LabApp.extension_manager = "readonly"

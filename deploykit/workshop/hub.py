@@ -23,7 +23,6 @@ import re
 import secrets
 import signal
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +30,19 @@ from pathlib import Path
 import psutil
 
 from .. import _env
-from ..cookbook import Recipe, list_notebooks, load_recipe
-from ..errors import InvalidArgumentError, UnknownModelError, UnknownRecipeError
+from ..cookbook import Recipe, load_recipe
+from ..errors import InvalidArgumentError, UnknownModelError
 from ..launch import Server, free_port, launch_server
 from ..plan import attendees_that_fit
 from ._proxy import proxy_command
+from .lab import (
+    STATE_DIR,
+    _require_kernel,
+    _write_lab_config,
+    attendee_copies,
+    lab_arguments,
+    workshop_recipe,
+)
 
 __all__ = ["Attendee", "Hub", "add_hub_cli", "start_hub"]
 
@@ -125,7 +132,7 @@ def start_hub(
     *,
     root: str | os.PathLike[str],
     port: int = 0,
-    recipe: str = "workshop",
+    recipe: str | None = None,
     gpu_share: float | None = None,
     port_base: int = PORT_BASE,
     ports_each: int = PORTS_EACH,
@@ -133,7 +140,7 @@ def start_hub(
 ) -> Hub:
     """Start JupyterHub on 127.0.0.1 for these attendees, their folders under root.
 
-    port=0 picks a free port. On a GPU recipe (device cuda) each attendee's vLLM may claim
+    port=0 picks a free port; recipe: default workshop, else cpu. On a GPU recipe (device cuda) each attendee's vLLM may claim
     gpu_share of the GPU's memory (default: 0.9 split evenly, checked with the planner when
     it knows the recipe's model). Passwords are generated once and kept in root/.hub.
     """
@@ -144,7 +151,9 @@ def start_hub(
             "in 1024-65535; use e.g. port_base=20000, ports_each=100."
         )
     cookbook = _env.find_root()
-    chosen = _recipe(recipe, cookbook)
+    _require_kernel()
+    recipe = workshop_recipe(recipe, cookbook)
+    chosen = load_recipe(recipe, cookbook)
     share = _gpu_share(chosen, len(names), gpu_share, _gpu_memory_gib())
     root = Path(root).resolve()
     state = root / ".hub"
@@ -166,9 +175,12 @@ def start_hub(
     for i, name in enumerate(names):
         low = port_base + i * ports_each
         home = root / name
-        _copy_notebooks(cookbook, home)
+        # the notebooks with the recipe's values; a restart keeps edited copies (lab.py)
+        attendee_copies(home, recipe, root=cookbook)
         environment = {
             **common,
+            # the lab's page config: the announcements plugin (news, update checks) off
+            "JUPYTER_CONFIG_PATH": str(_write_lab_config(home / STATE_DIR)),
             "DEPLOYKIT_PORTS": f"{low}-{low + ports_each - 1}",
             "DEPLOYKIT_OWNER": name,
         }
@@ -186,6 +198,7 @@ def start_hub(
         "home_template": str(root / "{username}"),
         "environment": {name: a.environment for name, a in people.items()},
         "singleuser_config": str(state / "singleuser_config.py"),
+        "singleuser_args": {name: _singleuser_arguments(a.home) for name, a in people.items()},
         "spawn_timeout_s": int(timeout_s),
     }
     settings_path = state / "hub.json"
@@ -216,6 +229,16 @@ def start_hub(
     return Hub(server, people, hub_id, state)
 
 
+def _singleuser_arguments(home: Path) -> list[str]:
+    """Return the workshop lab's options that apply to a single-user server (lab.py's).
+
+    The deploykit kernel by default, JupyterLab offline, settings kept in the attendee's
+    folder; not its address and port, which JupyterHub chooses.
+    """
+    keep = ("--LabApp.", "--MultiKernelManager.", "--ServerApp.root_dir=", "--allow-root")
+    return [arg for arg in lab_arguments(home, home / STATE_DIR) if arg.startswith(keep)]
+
+
 def _check_names(attendees: list[str]) -> list[str]:
     names = [a.strip() for a in attendees if a.strip()]
     bad = [n for n in names if not _NAME.fullmatch(n)]
@@ -225,15 +248,6 @@ def _check_names(attendees: list[str]) -> list[str]:
             "(starting with a letter, at most 32), e.g. --attendees alice,bob"
         )
     return names
-
-
-def _recipe(name: str, cookbook: Path) -> Recipe:
-    try:
-        return load_recipe(name, cookbook)
-    except UnknownRecipeError:
-        if name != "workshop":
-            raise
-        return load_recipe("cpu", cookbook)  # the workshop recipe may not exist yet
 
 
 def _gpu_share(
@@ -291,23 +305,6 @@ def _passwords(path: Path, names: list[str]) -> dict[str, str]:
     return passwords
 
 
-def _copy_notebooks(cookbook: Path, home: Path) -> None:
-    """Give an attendee copies of the notebooks on the deploykit kernel; never overwrite."""
-    # TODO(coordinator): call helper B's copy function (deploykit/workshop/lab.py) instead
-    home.mkdir(parents=True, exist_ok=True)
-    for source in list_notebooks(cookbook):
-        target = home / source.name
-        if target.exists():
-            continue
-        notebook = json.loads(source.read_text())
-        notebook.setdefault("metadata", {})["kernelspec"] = {
-            "name": "deploykit",
-            "display_name": "deploykit (.venv)",
-            "language": "python",
-        }
-        target.write_text(json.dumps(notebook, indent=1) + "\n")
-
-
 def add_hub_cli(workshop_sub) -> None:
     """Add `deploykit workshop hub --attendees alice,bob [--dir DIR]` to the workshop command."""
     from ..argtypes import fraction, port
@@ -318,7 +315,7 @@ def add_hub_cli(workshop_sub) -> None:
         "--dir", default="workshop-hub", help="attendees' folders (default: %(default)s)"
     )
     p.add_argument("--port", type=port, default=0, help="the hub's port (default: a free one)")
-    p.add_argument("--recipe", default="workshop", help="recipe (default: %(default)s)")
+    p.add_argument("--recipe", default=None, help="default: workshop, else cpu")
     p.add_argument(
         "--gpu-share",
         type=fraction,
@@ -326,6 +323,10 @@ def add_hub_cli(workshop_sub) -> None:
         help="share of GPU memory each attendee's vLLM may claim (default: 0.9 / attendees)",
     )
     p.set_defaults(func=_cli_hub)
+
+
+def _stop_on(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM and SIGHUP stop the hub the way Ctrl-C does
 
 
 def _cli_hub(args) -> int:
@@ -336,22 +337,34 @@ def _cli_hub(args) -> int:
         recipe=args.recipe,
         gpu_share=args.gpu_share,
     )
-    with hub:
+    try:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _stop_on)
         print(
             f"JupyterHub for {len(hub.attendees)} attendees at {hub.url}/ (log: {hub.server.log_path})"
         )
         for a in hub.attendees.values():
             share = a.environment.get("DEPLOYKIT_GPU_SHARE")
-            gpu = f", GPU share {share}" if share else ""
+            gpu = f"  GPU share {share}" if share else ""
             print(
                 f"  {a.name:<12} password {a.password}  ports {a.ports[0]}-{a.ports[1]}{gpu}  folder {a.home}"
             )
         print(
-            "Each attendee logs in with their own password. Ctrl-C stops the hub and every server."
+            "Each attendee logs in with their own password. Ctrl-C stops the hub and every server.",
+            flush=True,
         )
-        try:
-            while hub.server.is_running():
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            pass
-    return 0
+        code = hub.server.wait()
+        print(
+            f"deploykit: JupyterHub exited with status {code}; its log: {hub.server.log_path}",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "stopping JupyterHub, the attendees' servers and what they started",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 0
+    finally:
+        hub.stop()
