@@ -20,7 +20,9 @@ from deploykit.cookbook import Recipe
 from deploykit.errors import InvalidArgumentError
 from deploykit.launch import launch_server
 from deploykit.server.process import start_server
+from deploykit.workshop._proxy import PROXY_VERSION, proxy_command
 from deploykit.workshop.hub import Hub, _gpu_share, start_hub
+from deploykit.workshop.prepare import prepare_workshop
 
 
 def _free_port_in(low: int, high: int) -> int:
@@ -201,3 +203,13 @@ def test_the_command_prints_each_login_and_sigterm_stops_everything(tmp_path):
         cli.kill()
     assert "stopping JupyterHub" in cli.stdout.read()
     assert not any(_alive(proc.pid) for proc in started)
+
+
+def test_prepare_installs_the_pinned_proxy_for_the_hub(tmp_path):
+    checklist = prepare_workshop(
+        "cpu", folder=tmp_path, models=False, vllm=False, docker=False, hub_proxy=True
+    )
+    assert checklist.steps["JupyterHub's proxy (npm)"].startswith("done")
+    node, script = proxy_command()
+    version = subprocess.run([node, script, "--version"], capture_output=True, text=True)
+    assert version.stdout.strip() == PROXY_VERSION == "5.2.0"

@@ -3,13 +3,14 @@
 The package and every one of its dependencies are pinned by the lockfile beside this module
 (`hub-proxy.package-lock.json`, with each package's sha512); `npm ci` installs exactly that
 and refuses a package whose checksum differs. The install lives in the deploykit cache
-(`~/.cache/deploykit/npm/`), so the network is needed once, by `deploykit workshop prepare` or
-the first hub.
+(`~/.cache/deploykit/npm/`), so the network is needed once, by `deploykit workshop prepare --hub`
+or the first hub.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,15 +53,18 @@ def proxy_command(timeout_s: float = 300.0) -> list[str]:
         for name, pinned in _FILES.items():
             shutil.copyfile(_PINS / pinned, work / name)
         command = [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=warn"]
-        job = run_job(command, cwd=work, timeout_s=timeout_s, log_path=work / "npm.log")
+        # npm runs as `#!/usr/bin/env node`: the node found above goes first on its PATH
+        path = os.pathsep.join([str(Path(node).parent), os.environ.get("PATH", "")])
+        log = target.parent / f"{target.name}.log"  # kept after a failure, beside the install
+        job = run_job(command, cwd=work, timeout_s=timeout_s, log_path=log, env={"PATH": path})
         if not job.ok:
             raise ServerStartError(
                 failure_report(
                     f"npm could not install configurable-http-proxy@{PROXY_VERSION}",
                     command,
                     job.log_path,
-                    "The first hub needs the npm registry (or run `deploykit workshop prepare` "
-                    "where it is reachable); a checksum error means a package changed: report it.",
+                    "The first hub needs the npm registry (or run `deploykit workshop prepare "
+                    "--hub` where it is reachable); a checksum error means a package changed.",
                     lines=20,
                 )
             )

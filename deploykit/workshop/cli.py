@@ -52,6 +52,9 @@ def add_cli(sub: Any) -> None:
     prep.add_argument("--no-vllm", action="store_true", help="do not make the vLLM environment")
     prep.add_argument("--no-docker", action="store_true", help="do not make the Docker images")
     prep.add_argument(
+        "--hub", action="store_true", help="also install the proxy of `deploykit workshop hub`"
+    )
+    prep.add_argument(
         "--check", action="store_true", help="make nothing: only check (all three --no-*)"
     )
     prep.add_argument(
@@ -98,6 +101,7 @@ def _cli_prepare(args: Any) -> int:
         models=not (args.no_models or args.check),
         vllm=not (args.no_vllm or args.check),
         docker=not (args.no_docker or args.check),
+        hub_proxy=args.hub and not args.check,
         min_free_gib=args.min_free_gib,
     )
     print(checklist)

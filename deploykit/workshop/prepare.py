@@ -352,13 +352,15 @@ def prepare_workshop(
     models: bool = True,
     vllm: bool = True,
     docker: bool = True,
+    hub_proxy: bool = False,
     min_free_gib: float = MIN_FREE_GIB,
 ) -> Checklist:
     """Build and fetch what the recipe's notebooks need, then check everything; return the list.
 
     models=False skips building models and fetching the GGUF converter and hub models,
     vllm=False the vLLM environment, docker=False the Docker images: the checklist then
-    reports what is missing without making it.
+    reports what is missing without making it. hub_proxy=True also installs JupyterHub's proxy
+    (configurable-http-proxy, from npm) for `deploykit workshop hub`.
     """
     root = Path(root).resolve() if root else _env.find_root()
     name = workshop_recipe(recipe, root)
@@ -398,6 +400,10 @@ def prepare_workshop(
         from ..deploy.image import prepare
 
         _step(steps, "Docker images", prepare)
+    if hub_proxy:
+        from ._proxy import proxy_command
+
+        _step(steps, "JupyterHub's proxy (npm)", proxy_command)
     lookup = _Lookup()
     rows = [NotebookCheck(n.notebook, lookup.lacks(n)) for n in needs]
     ports, ports_ok = check_ports()
