@@ -13,8 +13,13 @@ def cache_dir() -> Path:
     root = os.environ.get("DEPLOYKIT_CACHE")
     if root:
         return Path(root).expanduser()
+    return user_cache_dir() / "deploykit"
+
+
+def user_cache_dir() -> Path:
+    """Return the user's cache folder, XDG_CACHE_HOME or ~/.cache (Hugging Face's, vLLM's)."""
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "deploykit"
+    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
 
 
 def run_dir() -> Path:

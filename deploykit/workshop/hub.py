@@ -140,9 +140,10 @@ def start_hub(
 ) -> Hub:
     """Start JupyterHub on 127.0.0.1 for these attendees, their folders under root.
 
-    port=0 picks a free port; recipe: default workshop, else cpu. On a GPU recipe (device cuda) each attendee's vLLM may claim
-    gpu_share of the GPU's memory (default: 0.9 split evenly, checked with the planner when
-    it knows the recipe's model). Passwords are generated once and kept in root/.hub.
+    port=0 picks a free port; recipe: default workshop, else cpu. On a GPU recipe (device
+    cuda) each attendee's vLLM may claim gpu_share of the GPU's memory (default: 0.9 split
+    evenly, checked with the planner when it knows the recipe's model). Passwords are
+    generated once and kept in root/.hub.
     """
     names = _check_names(attendees)
     if ports_each < 1 or not 1024 <= port_base <= 65535 - len(names) * ports_each:
@@ -165,7 +166,7 @@ def start_hub(
         "DEPLOYKIT_ROOT": str(cookbook),
         "DEPLOYKIT_RUN_DIR": str(_env.run_dir()),  # one run folder: `deploykit ps` sees all
         # HOME is the attendee's folder; built models, the hub cache and vLLM's stay shared
-        "XDG_CACHE_HOME": str(_env.cache_dir().parent),
+        "XDG_CACHE_HOME": str(_env.user_cache_dir()),
         "DEPLOYKIT_CACHE": str(_env.cache_dir()),
         _MARK: hub_id,
     }
@@ -340,15 +341,13 @@ def _cli_hub(args) -> int:
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _stop_on)
-        print(
-            f"JupyterHub for {len(hub.attendees)} attendees at {hub.url}/ (log: {hub.server.log_path})"
-        )
+        log = hub.server.log_path
+        print(f"JupyterHub for {len(hub.attendees)} attendees at {hub.url}/ (log: {log})")
         for a in hub.attendees.values():
             share = a.environment.get("DEPLOYKIT_GPU_SHARE")
             gpu = f"  GPU share {share}" if share else ""
-            print(
-                f"  {a.name:<12} password {a.password}  ports {a.ports[0]}-{a.ports[1]}{gpu}  folder {a.home}"
-            )
+            ports = f"{a.ports[0]}-{a.ports[1]}"
+            print(f"  {a.name:<12} password {a.password}  ports {ports}{gpu}  folder {a.home}")
         print(
             "Each attendee logs in with their own password. Ctrl-C stops the hub and every server.",
             flush=True,
