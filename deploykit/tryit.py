@@ -86,7 +86,7 @@ def choice(options: Sequence[Any], *, default: Any) -> Any:  # a Dropdown
 
 
 def try_it(fn: Callable[..., Any], *, title: str | None = None, **controls: Any) -> TryIt:
-    """Return a Try-it widget calling fn(**controls' values); fn has already run once.
+    """Return a Try-it widget that calls fn with the controls' values by name; it ran once.
 
     fn returns what to show (a figure, a string, a table, anything IPython displays) rather
     than displaying it: the Output shows the returned value and what fn printed.
