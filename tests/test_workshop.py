@@ -4,6 +4,7 @@ here)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -215,7 +216,7 @@ def test_the_lab_is_offline_and_ctrl_c_stops_it_with_every_server(tmp_path):
     reader = threading.Thread(target=_lines, args=(traced.stdout, lines), daemon=True)
     reader.start()
     seen: list[str] = []
-    server_pid = None
+    server_pid, lab_id = None, None
     try:
         url = _read_until(lines, r"^\s+http://127\.0\.0\.1:\d+/lab\?token=", 120, seen).strip()
         base, token = url.split("/lab?token=")
@@ -263,9 +264,15 @@ def test_the_lab_is_offline_and_ctrl_c_stops_it_with_every_server(tmp_path):
         cli.send_signal(signal.SIGINT)  # Ctrl-C
         assert traced.wait(timeout=120) == 0
         server_left = _running(server_pid)
-    finally:
+    finally:  # on a failure, what the test started must not outlive it
         if traced.poll() is None:
+            left = psutil.Process(traced.pid).children(recursive=True)
+            left += _lab_processes(lab_id) if lab_id else []
             os.killpg(traced.pid, signal.SIGKILL)
+            for proc in left:  # the lab, kernels and servers run in their own groups
+                with contextlib.suppress(psutil.Error, OSError):
+                    if os.getpgid(proc.pid) != os.getpgid(0):
+                        os.killpg(os.getpgid(proc.pid), signal.SIGKILL)
             traced.wait()
         if server_pid is not None and _running(server_pid):
             os.killpg(server_pid, signal.SIGKILL)
