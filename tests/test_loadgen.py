@@ -9,6 +9,7 @@ import pytest
 from _servers import MODEL, start_server
 
 from deploykit.bench.loadgen import LoadSpec, _token_chunk, probe_during_load, run_load
+from deploykit.bench.tables import load_table
 from deploykit.launch import free_port, launch_server
 
 
@@ -32,6 +33,21 @@ def test_streamed_chat_load_measures_time_to_first_token(server):
     load = run_load(server.url, spec, num_requests=4, concurrency=2)
     assert load.num_ok == 4 and all(r.output_tokens == 6 for r in load.results)
     assert all(0 < r.time_to_first_token_s <= r.latency_s for r in load.results)
+
+
+def test_load_table_has_a_row_per_load_with_its_own_figures(server):
+    plain = run_load(server.url, LoadSpec(model=MODEL, max_tokens=4), num_requests=4, concurrency=2)
+    streamed = LoadSpec(model=MODEL, prompt="Say hi", max_tokens=4, stream=True, chat=True)
+    sweep = [run_load(server.url, streamed, num_requests=2, concurrency=c) for c in (1, 2)]
+    refused = run_load(server.url, LoadSpec(model="no-such-model", max_tokens=4), 2, None)
+    table = load_table({"plain": plain, "streamed": sweep, "refused": refused})
+    assert list(table["server"]) == ["plain", "streamed", "streamed", "refused"]
+    assert list(table["concurrency"]) == [2, 1, 2, "no limit"]
+    assert list(table["ok"]) == ["4/4", "2/2", "2/2", "0/2"]
+    assert table["output tok/s"][0] == round(plain.output_tokens_per_s, 1) > 0
+    assert table["latency p50 ms"][1] == round(sweep[0].latency_s(0.5) * 1e3, 1)
+    assert table["TTFT p50 ms"].isna().tolist() == [True, False, False, True]  # streamed only
+    assert table["latency p90 ms"].isna().tolist() == [False, False, False, True]
 
 
 def test_refused_requests_are_recorded_not_raised(server):

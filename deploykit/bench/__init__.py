@@ -26,7 +26,7 @@ from .prefix_cache import (
     plot_prefix_cache,
 )
 from .serve import RESULT_FIELDS, bench_serve, synthetic_prompts
-from .tables import bench_table, format_result, goodput_findings, sweep_findings
+from .tables import bench_table, format_result, goodput_findings, load_table, sweep_findings
 
 __all__ = [
     "ServerRuns",
@@ -52,5 +52,6 @@ __all__ = [
     "bench_table",
     "format_result",
     "goodput_findings",
+    "load_table",
     "sweep_findings",
 ]

@@ -1,4 +1,5 @@
-"""`bench_serve` results for reading: vLLM's printout, one table row per level, findings.
+"""`bench_serve` results for reading: vLLM's printout, one table row per level, findings;
+`load_table` does the same for `run_load`'s LoadResults.
 
 A figure that does not exist for a run (TPOT and ITL without streaming; any latency when no
 request completed) is None in a result and "n/a" here, never 0.
@@ -6,11 +7,13 @@ request completed) is None in a result and "n/a" here, never 0.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
 from ..report import Findings
+from .loadgen import LoadResult
 from .metrics import goodput
 from .plots import load_level
 
@@ -62,6 +65,36 @@ def bench_table(results: Sequence[Mapping] | Mapping[str, Sequence[Mapping]]) ->
                 }
             )
     return rows
+
+
+def _ms_or_nan(seconds: float) -> float:
+    return round(seconds * 1e3, 1) if math.isfinite(seconds) else math.nan
+
+
+def load_table(results: Mapping[str, LoadResult | Sequence[LoadResult]]):
+    """Return a DataFrame, one row per LoadResult of {label: result or results}, for reading.
+
+    Latencies in ms over the successful requests (NaN where none succeeded); TTFT only for
+    streamed loads.
+    """
+    import pandas as pd
+
+    rows = []
+    for label, group in results.items():
+        for r in [group] if isinstance(group, LoadResult) else group:
+            row = {
+                "server": label,
+                "concurrency": "no limit" if r.concurrency is None else r.concurrency,
+                "ok": f"{r.num_ok}/{len(r.results)}",
+                "output tok/s": round(r.output_tokens_per_s, 1),
+                "req/s": round(r.requests_per_s, 2),
+                "latency p50 ms": _ms_or_nan(r.latency_s(0.5)),
+                "latency p90 ms": _ms_or_nan(r.latency_s(0.9)),
+            }
+            if any(q.time_to_first_token_s is not None for q in r.results):
+                row["TTFT p50 ms"] = _ms_or_nan(r.time_to_first_token_s(0.5))
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _cell(value, fmt: str = ".2f") -> str:
