@@ -3,6 +3,7 @@ kubernetes-validate, wrong combinations refused, and the CPU image's CMD run her
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -397,3 +398,44 @@ def test_every_recipe_renders_valid_files_in_notebooks_14_and_15(recipe):
         assert dk.lint_dockerfile(dk.dockerfile(config)).ok
         assert dk.validate_compose(compose_file(config)).ok
         assert dk.validate_manifests(dk.manifests(config)).ok
+
+
+def test_rerender_diffs_the_changed_files_and_checks_the_new_ones():
+    config = DeploymentConfig()
+    gpu = dk.rerender(config, "docker", gpus=1, memory_gib=16, port=config.port)
+    assert gpu.changes == {"gpus": 1, "memory_gib": 16}  # the unchanged port is not listed
+    assert gpu.changed_files == ["Dockerfile", "compose.yaml"] and gpu.ok
+    assert [c.tool for c in gpu.checks] == ["hadolint", "compose-spec schema"]
+    diff = gpu.diff()
+    assert "+ARG BASE=nvidia/cuda:" in diff and "-ARG BASE=python:3.11-slim-bookworm" in diff
+    assert "-          memory: 8g" in diff and "+          memory: 16g" in diff
+    assert "+            count: 1" in diff and '"--device", "cuda"' in diff
+    assert str(gpu).startswith("gpus=1, memory_gib=16: Dockerfile, compose.yaml change\n")
+
+    same = dk.rerender(config, "docker", gpus=0)
+    assert same.changes == {} and same.changed_files == [] and same.diff() == ""
+    assert str(same).splitlines()[0] == "no setting changed: no file changes"
+
+
+def test_rerender_kubernetes_drops_the_autoscaler_and_validates_strictly():
+    config = DeploymentConfig(max_replicas=3, cache_access_mode="ReadWriteMany")
+    fixed = dk.rerender(config, "kubernetes", max_replicas=1)
+    assert fixed.changed_files == ["deployment.yaml", "hpa.yaml", "kustomization.yaml"]
+    assert "hpa.yaml" in fixed.before and "hpa.yaml" not in fixed.after
+    assert "+++ /dev/null" in fixed.diff() and "+  replicas: 1" in fixed.diff()
+    assert fixed.ok and fixed.checks[0].tool.startswith("kubernetes-validate")
+    assert "strict" in fixed.checks[0].tool
+
+
+@pytest.mark.parametrize(
+    "files, changes, says",
+    [
+        ("docker", {"engine": "vllm"}, "gpus=0"),  # vLLM's image with no GPU
+        ("kubernetes", {"replicas": 4}, "max_replicas=3 < replicas=4"),
+        ("helm", {}, "use one of docker, kubernetes"),
+    ],
+)
+def test_rerender_refuses_what_the_config_refuses(files, changes, says):
+    config = DeploymentConfig(max_replicas=3, cache_access_mode="ReadWriteMany")
+    with pytest.raises(dk.InvalidArgumentError, match=re.escape(says)):
+        dk.rerender(config, files, **changes)

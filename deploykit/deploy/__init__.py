@@ -41,6 +41,7 @@ from .kubernetes import (
     probes,
     write_manifests,
 )
+from .rerender import Rerendered, rerender
 from .seed import (
     SEED_DOCKERFILE,
     differences_markdown,
@@ -97,6 +98,8 @@ __all__ = [
     "probe_timeline",
     "probes",
     "write_manifests",
+    "Rerendered",
+    "rerender",
     "SEED_DOCKERFILE",
     "differences_markdown",
     "docker_differences",
