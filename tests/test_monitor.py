@@ -14,7 +14,7 @@ from _servers import MODEL, start_server
 
 import deploykit as dk
 from deploykit.errors import InvalidArgumentError, MissingExtraError, PrometheusError
-from deploykit.monitor.live import plot_panels
+from deploykit.monitor.live import LiveTrace, plot_panels
 from deploykit.monitor.prom import prometheus_config
 from deploykit.monitor.promql import requests_waiting, standard_panels
 from deploykit.monitor.rules import prometheus_path
@@ -247,10 +247,27 @@ def test_prometheus_scrapes_deploykit_and_llamacpp_and_counts_every_request():
             for target in panel["targets"]:
                 prom.query(target["expr"])
         assert trace.peak("Generated tokens/s") > 0
+        replay = dk.replay_live(prom, trace, "3s", panels=["Generated tokens/s"])
+        (ax,) = replay.axes
+        assert ax.get_title(loc="left") == "Generated tokens/s"
+        assert "generation_tokens_total" in replay.texts[-1].get_text()
+        assert "[3s]" in replay.texts[-1].get_text()
+        assert "rate window 3s" in replay._suptitle.get_text()
+        assert max(max(line.get_ydata()) for line in ax.get_lines()) > 0  # the load, read again
+        # until now by default: past the end of the watch, where what followed the load shows
+        assert max(ax.get_lines()[0].get_xdata()) >= trace.end_s - trace.start_s - 1
         with pytest.raises(PrometheusError, match="parse error"):
             prom.query("sum(")
         folder = prom.folder
     assert not any(s.is_running() for s in (prom.server, srv, llama)) and not folder.exists()
+
+
+def test_replay_refuses_a_panel_the_live_view_does_not_have_before_any_query():
+    trace = LiveTrace(dk.live_panels("5s"), start_s=0.0, end_s=10.0)
+    with pytest.raises(InvalidArgumentError, match="'Generated tokens/s'"):
+        dk.replay_live(None, trace, "5s", panels=["Tokens"])  # no Prometheus is asked
+    with pytest.raises(InvalidArgumentError, match="not a PromQL duration"):
+        dk.replay_live(None, trace, "5 s")
 
 
 def test_plot_trace_splits_units_into_panels_and_marks_every_sample():

@@ -5,7 +5,7 @@ so everything here reads deploykit and vLLM servers alike (`promql`).
 """
 
 from .grafana import grafana_dashboard, write_grafana_dashboard
-from .live import live_panels, watch_live
+from .live import live_panels, replay_live, watch_live
 from .plots import plot_trace
 from .prom import Prometheus, start_prometheus, write_prometheus_config
 from .promql import generation_tokens_per_s, metric_selector, ttft_quantile
@@ -16,6 +16,7 @@ __all__ = [
     "grafana_dashboard",
     "write_grafana_dashboard",
     "live_panels",
+    "replay_live",
     "watch_live",
     "plot_trace",
     "Prometheus",

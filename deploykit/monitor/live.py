@@ -264,6 +264,43 @@ def watch_live(
     return (results[0] if callable(work) else results), trace
 
 
+def replay_live(
+    prom: Prometheus,
+    trace: LiveTrace,
+    window: str,
+    *,
+    panels: Sequence[str] | None = None,
+    end: float | None = None,
+    step_s: float = 1.0,
+    by: Sequence[str] = ("job",),
+    thresholds: dict[str, float] | None = None,
+):
+    """Draw trace's load again from Prometheus with another rate window; return the figure.
+
+    panels picks the live view's panels by title (default: all of trace's). The plot runs
+    from the load's start to end (Unix time; None: now, so what followed the load shows too:
+    a long window keeps a rate up long after the load). The PromQL of every line is written
+    under the plot, so the reader sees which window each one used.
+    """
+    titles = [p.title for p in trace.panels] if panels is None else list(panels)
+    known = {p.title: p for p in standard_panels(window, by)}
+    unknown = [t for t in titles if t not in known]
+    if unknown or not titles:
+        raise InvalidArgumentError(
+            f"panels={titles!r}: pick one or more of {', '.join(map(repr, known))}."
+        )
+    chosen = [known[t] for t in titles]
+    frames = read_panels(prom, chosen, trace.start_s, end, step_s, by)
+    fig = plot_panels(frames, chosen, f"The same load, rate window {window}", thresholds)
+    queries = [
+        f"{', '.join(filter(None, (panel.title, prefix.strip())))}: {promql}"
+        for panel in chosen
+        for prefix, promql in panel.queries
+    ]
+    fig.text(0.0, 0.0, "\n".join(queries), family="monospace", fontsize=7, va="top")
+    return fig
+
+
 class _LiveWidget:
     """An Output widget showing the latest figure, with a status line above it."""
 
