@@ -262,3 +262,27 @@ def test_drill_findings_state_each_paths_counts():
 def test_a_kill_after_every_request_is_refused():
     with pytest.raises(dk.InvalidArgumentError, match="kill_after_requests"):
         dk.failover_drill(None, None, model=MODEL, num_requests=10, kill_after_requests=10)
+
+
+@pytest.mark.parametrize("front", ["router", "nginx"])
+def test_bench_balanced_measures_a_balancer_over_the_replicas_given(replicas, front):
+    # replicas[1:]: the kill test may have taken replicas[0]
+    urls = [r.url for r in replicas[1:]]
+    bench = dk.bench_balanced(
+        urls, model=MODEL, front=front, concurrency=2, num_prompts=6, output_tokens=4
+    )
+    r = bench.result
+    assert r["completed"] == 6 and r["failed"] == 0 and r["max_concurrency"] == 2
+    assert r["output_lens"] == [4] * 6
+    assert list(bench.served) == [u.split("://")[1] for u in urls]
+    assert sum(bench.served.values()) == 6 + 1 + 1  # the load, a warm-up, GET /v1/models
+    if front == "router":  # least outstanding, ties in turn: both get work
+        assert all(count > 0 for count in bench.served.values()), bench.served
+    assert str(bench).startswith(f"2 replica(s) behind the {front}, concurrency 2: 6 requests")
+    alone = dk.bench_balanced(urls[:1], model=MODEL, front=front, num_prompts=2, output_tokens=2)
+    assert alone.served == {urls[0].split("://")[1]: 2 + 1 + 1}
+
+
+def test_bench_balanced_refuses_a_front_it_does_not_know():
+    with pytest.raises(dk.InvalidArgumentError, match="use one of router, nginx"):
+        dk.bench_balanced(["http://127.0.0.1:1"], model=MODEL, front="haproxy")

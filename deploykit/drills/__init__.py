@@ -2,10 +2,12 @@
 
 `faults` is the fault-injection proxy (`deploykit faults`); `scenarios` runs the seed's
 client against the resilient one through it; `failover` kills a replica behind the router
-or nginx under load; `drain` sends SIGTERM to a server with requests in flight; `ray_serve`
-scales a Ray Serve application under load and kills one of its cluster's nodes.
+or nginx under load; `balanced` benchmarks a balancer over some of the replicas; `drain`
+sends SIGTERM to a server with requests in flight; `ray_serve` scales a Ray Serve
+application under load and kills one of its cluster's nodes.
 """
 
+from .balanced import BalancedBench, bench_balanced
 from .drain import DrainResult, sigterm_drain
 from .failover import (
     DrillResult,
@@ -42,6 +44,8 @@ from .scenarios import (
 )
 
 __all__ = [
+    "BalancedBench",
+    "bench_balanced",
     "DrainResult",
     "sigterm_drain",
     "DrillResult",
