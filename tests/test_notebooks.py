@@ -61,11 +61,11 @@ def test_structure(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_a_try_it_cell_follows_its_heading_between_the_steps_and_the_clean_up(path):
-    """Where a notebook has a Try-it cell (not every one has it yet), it is placed as agreed."""
+    """Every notebook has one Try-it cell, after its steps (at the latest before the step that
+    stops its servers, as in 03 and 12) and before Clean up."""
     cells = nbformat.read(path, as_version=4).cells
     ids = [c.get("id") for c in cells]
-    if "try-it" not in ids and "try-it-md" not in ids:
-        return
+    assert "try-it" in ids, f"{path.stem} has no Try-it cell (ids try-it-md and try-it)"
     at = ids.index("try-it")
     assert ids.count("try-it") == 1 and ids.count("try-it-md") == 1
     heading, code = cells[at - 1], cells[at]
@@ -154,9 +154,38 @@ def test_runs_on_cpu_recipe(path, tmp_path):
     shutil.copyfile(executed, kept)  # a run that completed, whatever the checks below find
     assert executed.stat().st_size < MAX_EXECUTED_BYTES, f"{executed.stat().st_size:,} bytes"
     assert deployment_problems(tmp_path, executed) == []
+    assert try_it_problems(executed) == []
 
 
-MAX_EXECUTED_BYTES = 300_000  # an executed notebook a reader opens (plots, tables, text)
+# an executed notebook a reader opens (plots, tables, text); the Try-it's result, often a
+# figure, is kept a second time in the widget state, which a rendered page shows
+MAX_EXECUTED_BYTES = 400_000
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def try_it_problems(executed: Path) -> list[str]:
+    """Return what is wrong with the Try-it of an executed notebook: its default run must have
+    succeeded under papermill, and its result must be in the saved widget state."""
+    nb = nbformat.read(executed, as_version=4)
+    [cell] = [c for c in nb.cells if c.get("id") == "try-it"]
+    views = [o.data[WIDGET_VIEW] for o in cell.outputs if WIDGET_VIEW in o.get("data", {})]
+    if len(views) != 1:
+        return [f"the try-it cell shows {len(views)} widgets, not one"]
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    if views[0]["model_id"] not in state:
+        return ["the executed notebook did not keep the Try-it's widget state"]
+    models = [m for m in state.values() if "dk-try-it-status" in m["state"].get("_dom_classes", ())]
+    outputs = [
+        m for m in state.values() if "dk-try-it-output" in m["state"].get("_dom_classes", ())
+    ]
+    status = [m["state"].get("value", "") for m in models]
+    problems = []
+    if len(status) != 1 or not status[0].startswith("ran in "):
+        problems.append(f"the default run did not succeed: status {status}")
+    if len(outputs) != 1 or not outputs[0]["state"].get("outputs"):
+        problems.append("the Try-it's Output kept no result in the widget state")
+    return problems
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
