@@ -100,12 +100,7 @@ def test_every_notebook_has_cpu_recipe_values():
 
 def test_the_workshop_recipe_runs_every_notebook_on_the_cpu_with_built_in_models():
     """What an attendee's laptop runs offline: no hub model, no GPU, every notebook resolved."""
-    resolved = cookbook.resolve(cookbook.load_recipe("workshop", ROOT), NOTEBOOKS, NOTEBOOKS)
-    assert sorted(resolved) == IDS
-    for path in NOTEBOOKS:
-        declared = cookbook.notebook_parameters(path)
-        values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
-        values |= resolved[path.stem]
+    for path, values in recipe_values("workshop"):
         if "device" in values:
             assert values["device"] == "cpu", f"{path.stem} runs on {values['device']}"
         assert values.get("gpus", 0) == 0, path.stem
@@ -118,14 +113,21 @@ def test_the_workshop_recipe_runs_every_notebook_on_the_cpu_with_built_in_models
 MODEL_KEYS = ("model", "chat_model", "convert_model", "run_model")  # parameters naming a model
 
 
-def test_gpu_smoke_runs_every_notebook_on_cuda_with_built_in_models():
-    """What a GPU machine without network runs: no hub model, nothing left on the CPU default."""
-    resolved = cookbook.resolve(cookbook.load_recipe("gpu-smoke", ROOT), NOTEBOOKS, NOTEBOOKS)
+def recipe_values(recipe: str) -> list[tuple[Path, dict]]:
+    """Return each notebook with the values its parameters take on recipe (defaults overridden)."""
+    resolved = cookbook.resolve(cookbook.load_recipe(recipe, ROOT), NOTEBOOKS, NOTEBOOKS)
     assert sorted(resolved) == IDS
+    found = []
     for path in NOTEBOOKS:
         declared = cookbook.notebook_parameters(path)
         values = {k: ast.literal_eval(v["default"]) for k, v in declared.items()}
-        values |= resolved[path.stem]
+        found.append((path, values | resolved[path.stem]))
+    return found
+
+
+def test_gpu_smoke_runs_every_notebook_on_cuda_with_built_in_models():
+    """What a GPU machine without network runs: no hub model, nothing left on the CPU default."""
+    for path, values in recipe_values("gpu-smoke"):
         if "device" in values:
             assert values["device"] == "cuda", f"{path.stem} runs on {values['device']}"
         if "dtype" in values:
