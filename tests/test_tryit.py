@@ -102,10 +102,12 @@ def test_a_figure_is_shown_once_and_closed():
         ax.plot(range(points))
         return fig
 
+    open_before = plt.get_fignums()  # figures earlier tests of the session left open
     ui = dk.try_it(plot, points=dk.choice([2, 5, 10], default=5))
     [shown] = ui.output.outputs
     assert shown["data"]["image/png"].startswith("iVBORw0KGgo")  # a PNG, base64
-    assert plt.get_fignums() == []  # closed: the inline backend will not show it again
+    # closed: the inline backend will not show it again
+    assert not plt.fignum_exists(ui.result.number) and plt.get_fignums() == open_before
     assert ui.result.axes[0].lines[0].get_xdata().tolist() == [0, 1, 2, 3, 4]
 
 
