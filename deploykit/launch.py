@@ -385,8 +385,13 @@ def launch_server(
     name = name or Path(argv[0]).name
     if health_path is not None:
         health_path = "/" + health_path.lstrip("/")
-    runs.stop_orphans_of_this_notebook()  # what a killed kernel of this notebook left
+    left = runs.stop_orphans_of_this_notebook()  # what a killed kernel of this notebook left
     _stop_earlier_run_on(port)
+    if any(entry.port == port for entry in left):
+        # its group is gone; on a busy machine its listener can take a moment longer to close
+        deadline = time.monotonic() + 5.0
+        while _port_open(host, port, timeout_s=1.0) and time.monotonic() < deadline:
+            time.sleep(0.1)
     if _port_open(host, port, timeout_s=1.0):
         holder = next((e for e in runs.list_servers() if e.port == port), None)
         held = (

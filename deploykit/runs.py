@@ -80,10 +80,21 @@ def stop_group(pgid: int, timeout_s: float = 10.0) -> bool:
 
 
 def _started_at(pid: int) -> float | None:
-    """Return the start time of process pid (to tell it from a later one with its number)."""
+    """Return when process pid started (to tell it from a later one with its number).
+
+    On Linux the clock ticks since boot from /proc/PID/stat, which never change for a process;
+    psutil's create_time adds the boot time, which a VM's clock adjustments can move.
+    """
+    if not os.path.isdir("/proc/self"):  # no /proc (macOS)
+        try:
+            return psutil.Process(pid).create_time()
+        except psutil.Error:
+            return None
     try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return float(fields[19])  # field 22, starttime; fields[0] is field 3
+    except (OSError, ValueError, IndexError):  # gone
         return None
 
 
@@ -116,7 +127,7 @@ class RunEntry:
         """Return True while this server's process group has a live process."""
         started = _started_at(self.pid)
         if started is not None and self.pid_started is not None:
-            if abs(started - self.pid_started) > 1.0:  # the pid now names another process
+            if started != self.pid_started:  # the pid now names another process
                 return False
         return group_alive(self.pid)
 
@@ -125,7 +136,7 @@ class RunEntry:
         started = _started_at(self.owner_pid)
         if started is None:
             return False
-        return self.owner_started is None or abs(started - self.owner_started) <= 1.0
+        return self.owner_started is None or started == self.owner_started
 
     @property
     def orphan(self) -> bool:

@@ -117,7 +117,8 @@ def test_closed_loop_writes_vllms_fields_with_consistent_values(server, tmp_path
         assert saved["output_throughput"] == pytest.approx(64 / saved["duration"])
         for ttft, itl, e2el in zip(saved["ttfts"], saved["itls"], saved["latencies"]):
             assert 0 < ttft <= e2el <= saved["duration"]
-            assert 1 <= len(itl) <= 7  # deploykit may send several tokens in one chunk
+            # gaps between chunks: deploykit may send several tokens, even all 8, in one chunk
+            assert len(itl) <= 7
             assert ttft + sum(itl) == pytest.approx(e2el)  # E2EL ends at the last token chunk
         tpots = [(e - t) / 7 for t, e in zip(saved["ttfts"], saved["latencies"])]
         assert saved["mean_tpot_ms"] == pytest.approx(1000 * sum(tpots) / 8)
