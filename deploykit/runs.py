@@ -63,6 +63,24 @@ def wait_group_gone(pgid: int, deadline: float) -> bool:
     return True
 
 
+def marked_processes(name: str, value: str) -> list[psutil.Process]:
+    """Return the live processes, other than this one, whose environment has name=value.
+
+    An environment mark rather than the process tree: a server whose kernel was killed has
+    been handed to init, but still carries the mark it inherited.
+    """
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, OSError):  # gone, or another user's
+            if (
+                proc.pid != os.getpid()
+                and proc.info["status"] != psutil.STATUS_ZOMBIE
+                and proc.environ().get(name) == value
+            ):
+                found.append(proc)
+    return found
+
+
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send sig to every process of group pgid (nothing if the group is gone)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

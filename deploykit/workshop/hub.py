@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 
-from .. import _env
+from .. import _env, runs
 from ..cookbook import Recipe, load_recipe
 from ..errors import InvalidArgumentError, UnknownModelError
 from ..launch import Server, free_port, launch_server
@@ -86,15 +86,7 @@ class Hub:
 
     def processes(self) -> list[psutil.Process]:
         """Return the live processes this hub started: proxy, servers, kernels, their servers."""
-        found = []
-        for proc in psutil.process_iter(["status"]):
-            with contextlib.suppress(psutil.Error, OSError):  # gone, or another user's
-                if (
-                    proc.info["status"] != psutil.STATUS_ZOMBIE
-                    and proc.environ().get(_MARK) == self.hub_id
-                ):
-                    found.append(proc)
-        return found
+        return runs.marked_processes(_MARK, self.hub_id)
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop the hub, its proxy, the single-user servers and all they started."""

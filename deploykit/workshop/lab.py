@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _env
+from .. import _env, runs
 from ..cookbook import list_notebooks, load_recipe, resolve
 from ..errors import MissingExtraError
 from ..launch import Server, launch_server
@@ -251,14 +251,7 @@ def _started_by(lab_id: str) -> list[Any]:
     An environment variable rather than the process tree: a server whose kernel was killed
     has been handed to init, but still carries the id.
     """
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if proc.pid != os.getpid() and proc.environ().get(LAB_ID) == lab_id:
-                found.append(proc)
-    return found
+    return runs.marked_processes(LAB_ID, lab_id)
 
 
 @dataclass
