@@ -14,38 +14,45 @@ import sys
 from .argtypes import Parser
 from .errors import DeployKitError
 
-# Modules (relative to deploykit) whose add_cli(sub) adds a subcommand; imported lazily.
-_COMMANDS = [
-    "cookbook",
-    "models.load",
-    "models.gguf",
-    "server.cli",
-    "engines.vllm",
-    "plan.memory",
-    "bench.cli",
-    "check.cli",
-    "check.doctor",
-    "router.cli",
-    "rayserve.cli",
-    "drills.faults",
-    "deploy.image",
-    "runs",
-    "workshop.cli",
-]
+# Each subcommand and the module (relative to deploykit) whose add_cli(sub) adds it. Only the
+# module of the command being run is imported: `deploykit ps` or the Ray bridge must not wait
+# for torch, which the server's module imports.
+_COMMANDS = {
+    "cookbook": "cookbook",
+    "models": "models.load",
+    "gguf": "models.gguf",
+    "serve": "server.cli",
+    "vllm": "engines.vllm",
+    "plan": "plan.memory",
+    "bench": "bench.cli",
+    "check": "check.cli",
+    "compat": "check.cli",
+    "doctor": "check.doctor",
+    "router": "router.cli",
+    "ray": "rayserve.cli",
+    "faults": "drills.faults",
+    "docker": "deploy.image",
+    "ps": "runs",
+    "stop": "runs",
+    "workshop": "workshop.cli",
+}
 
 
-def build_parser() -> Parser:
-    """Return the argument parser with every subcommand."""
+def build_parser(command: str | None = None) -> Parser:
+    """Return the argument parser: with command's subcommand only, or (None) with all."""
     parser = Parser(prog="deploykit", description="The deploykit cookbook's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in _COMMANDS:
+    modules = [_COMMANDS[command]] if command in _COMMANDS else _COMMANDS.values()
+    for module in dict.fromkeys(modules):
         importlib.import_module(f"{__package__}.{module}").add_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; deploykit's own errors print one clear line and exit 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except DeployKitError as exc:

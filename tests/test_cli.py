@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 
@@ -72,6 +73,23 @@ def test_every_subcommand_registers_through_its_module():
         "stop",
         "workshop",
     }
+
+
+def test_a_command_imports_only_its_own_module(tmp_path, capsys):
+    # `deploykit ps` and the Ray bridge (a process per cluster) must not wait for torch
+    code = (
+        "import sys\nfrom deploykit.cli import main\nassert main(['ps']) == 0\n"
+        "assert 'torch' not in sys.modules and 'deploykit.server.app' not in sys.modules\n"
+    )
+    env = {**os.environ, "DEPLOYKIT_RUN_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no server registered" in done.stdout.lower()
+    # the full list when the command is not one of them, as argparse words it
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
 
 
 def test_every_error_class_is_exported():
