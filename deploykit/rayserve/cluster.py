@@ -608,6 +608,7 @@ def start_ray_cluster(
         object_store_bytes = object_store_mb * 2**20
         cluster._start_node_retrying("head", 0, head_cpus, True, object_store_bytes)
         names = [f"worker{i + 1}" for i in range(workers)]
+        # the leaving `with` waits for every worker, also when the bridge or the dashboard fails
         with ThreadPoolExecutor(max(1, workers)) as pool:
             futures = [
                 pool.submit(
@@ -615,13 +616,14 @@ def start_ray_cluster(
                 )
                 for i, n in enumerate(names)
             ]
+            # while the workers start (the head is up): the bridge, then the head's HTTP API
+            if netns:
+                cluster.bridge, mapped = start_bridge(netns, [ports["dashboard"], ports["serve"]])
+                cluster.dashboard = Dashboard(f"http://127.0.0.1:{mapped[ports['dashboard']]}")
+                cluster.serve_url = f"http://127.0.0.1:{mapped[ports['serve']]}"
+            cluster.dashboard.wait_up(timeout_s=max(10.0, timeout_s - (time.monotonic() - started)))
             for future in futures:
                 future.result()
-        if netns:
-            cluster.bridge, mapped = start_bridge(netns, [ports["dashboard"], ports["serve"]])
-            cluster.dashboard = Dashboard(f"http://127.0.0.1:{mapped[ports['dashboard']]}")
-            cluster.serve_url = f"http://127.0.0.1:{mapped[ports['serve']]}"
-        cluster.dashboard.wait_up(timeout_s=max(10.0, timeout_s - (time.monotonic() - started)))
         _wait_nodes(cluster, 1 + workers, timeout_s=60.0)
     except BaseException:
         cluster.stop(keep_logs=True)  # the logs say why: the error names them
