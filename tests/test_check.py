@@ -5,8 +5,10 @@ compatibility page."""
 from __future__ import annotations
 
 import json
+import socketserver
 import subprocess
 import sys
+import threading
 
 import pytest
 from _servers import MODEL, start_server
@@ -218,3 +220,48 @@ def test_pytest_plugin_reports_a_failing_case_with_its_request(pytester):
     )
     result.assert_outcomes(failed=1, skipped=1)  # health fails; readiness is not tried
     assert "curl -sS http://127.0.0.1:" in result.stdout.str()
+
+
+class _ClosingHandler(socketserver.StreamRequestHandler):
+    """Answers a connection's first `answered` requests, then closes it at the next one."""
+
+    def handle(self) -> None:
+        self.server.connections += 1  # type: ignore[attr-defined]
+        for _ in range(self.server.answered):  # type: ignore[attr-defined]
+            if not self._read_request():
+                return
+            body = b'{"ok": true}'
+            self.wfile.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: keep-alive\r\n\r\n%s" % (len(body), body)
+            )
+        self._read_request()  # and close, unanswered
+
+    def _read_request(self) -> bool:
+        while (line := self.rfile.readline()) not in (b"\r\n", b""):
+            pass
+        return line == b"\r\n"
+
+
+@pytest.mark.parametrize("answered", [1, 0])
+def test_a_connection_closed_unanswered_is_sent_once_more_then_reported(answered):
+    # answered=1: the second request finds its kept-alive connection closed (a server's idle
+    # timeout racing it) and goes again on a new one; answered=0: every connection closes
+    # unanswered, and the check reports it
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _ClosingHandler) as server:
+        server.daemon_threads = True
+        server.connections, server.answered = 0, answered  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        endpoint = Endpoint(f"http://127.0.0.1:{server.server_address[1]}", timeout_s=5)
+        try:
+            replies = [endpoint.send("GET", "/health") for _ in range(2)]
+        finally:
+            endpoint.close()
+            server.shutdown()
+    if answered:
+        assert [r.status for r in replies] == [200, 200]
+        assert server.connections == 2  # type: ignore[attr-defined]
+    else:
+        assert [r.status for r in replies] == [None, None]
+        assert "without sending a response" in replies[0].exchange.answer
+        assert server.connections == 4  # type: ignore[attr-defined]  # each tried twice

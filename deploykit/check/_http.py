@@ -181,16 +181,24 @@ class Endpoint:
         raw, shown, base_headers = self._body(json_body, content)
         all_headers = {**base_headers, **(headers or {})}
         start = time.perf_counter()
-        try:
-            response = self.client.request(
-                method,
-                path,
-                content=raw,
-                headers=all_headers,
-                timeout=timeout_s or self.timeout_s,
-            )
-        except httpx.HTTPError as exc:
-            return Reply(self._exchange(method, path, shown, None, _why(exc), start, {}, headers))
+        for attempt in (1, 2):
+            try:
+                response = self.client.request(
+                    method,
+                    path,
+                    content=raw,
+                    headers=all_headers,
+                    timeout=timeout_s or self.timeout_s,
+                )
+                break
+            except httpx.HTTPError as exc:
+                if attempt == 1 and _unanswered_close(exc):
+                    # a kept-alive connection the server closed as the request left (its idle
+                    # timeout): nothing was answered, so it goes once more, on another
+                    # connection, as browsers and HTTP libraries do; a second close is reported
+                    continue
+                reply = self._exchange(method, path, shown, None, _why(exc), start, {}, headers)
+                return Reply(reply)
         text = response.text
         try:
             data = response.json()
@@ -329,6 +337,11 @@ def _event(line: str, ndjson: bool) -> Any:
         return json.loads(line)
     except ValueError:
         return {"_unparsable": line[:200]}
+
+
+def _unanswered_close(exc: httpx.HTTPError) -> bool:
+    """Return True when the server closed the connection before any byte of an answer."""
+    return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
 
 
 def _why(exc: httpx.HTTPError) -> str:
