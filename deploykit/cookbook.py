@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _env
+from . import _env, runs
 from .errors import NotebookNotFoundError, RecipeKeyError, UnknownRecipeError
 
 __all__ = ["NotebookResult", "Recipe", "load_recipe", "run_cookbook"]
@@ -168,26 +168,12 @@ def select(names: list[str], all_notebooks: list[Path]) -> list[Path]:
     return chosen
 
 
-def _leftovers(run_id: str) -> list[Any]:
-    """Return live processes started under this run (they carry the run id in their env)."""
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.pid != os.getpid() and proc.environ().get("DEPLOYKIT_RUN_ID") == run_id:
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
 def _reap_leftovers(run_id: str) -> list[str]:
     """Wait briefly for processes of this run to exit; kill and describe any that stay."""
     import psutil
 
     deadline = time.monotonic() + _LEFTOVER_GRACE_S
-    procs = _leftovers(run_id)
+    procs = runs.marked_processes("DEPLOYKIT_RUN_ID", run_id)
     while procs and time.monotonic() < deadline:
         time.sleep(0.2)
         procs = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -409,7 +409,7 @@ class LocalRayCluster(RayCluster):
 
     def processes(self) -> list[psutil.Process]:
         """Return every live process of this cluster (the marker in its environment)."""
-        return [p for p in psutil.process_iter() if _carries(p, self.cluster_id)]
+        return runs.marked_processes(MARKER, self.cluster_id)
 
     def kill_node(self, name: str) -> NodeKill:
         """SIGKILL every process of one node at once (as when a machine dies); the others stay.
@@ -505,13 +505,6 @@ def _kill_all(procs: Sequence[psutil.Process]) -> None:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(list(procs), timeout=5)
-
-
-def _carries(proc: psutil.Process, cluster_id: str) -> bool:
-    try:
-        return proc.pid != os.getpid() and proc.environ().get(MARKER) == cluster_id
-    except psutil.Error:
-        return False
 
 
 def ray_processes(since: float | None = None) -> list[psutil.Process]:
