@@ -57,6 +57,9 @@ def test_structure(path):
     assert any(h.startswith("## Clean up") for h in headings)
     assert any(h.startswith("## Next steps") for h in headings)
     assert any(h.startswith("## Step 1") for h in headings)
+    checks = next((i for i, c in enumerate(cells) if c.source.startswith("## Checks")), None)
+    assert checks is not None, "a '## Checks' heading before the cell that asserts"
+    assert "assert " in cells[checks + 1].source, "the cell after '## Checks' asserts"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
