@@ -155,7 +155,7 @@ class TryIt:
         self._running = True
         self.button.disabled = True
         kwargs = {name: widget.value for name, widget in self.controls.items()}
-        settings = ", ".join(f"{name}={_brief(value)}" for name, value in kwargs.items())
+        settings = ", ".join(f"{name}={_setting(w)}" for name, w in self.controls.items())
         self.status.value = f"running: {settings}" if settings else "running"
         plt = sys.modules.get("matplotlib.pyplot")
         figures_before = set(plt.get_fignums()) if plt else set()
@@ -312,6 +312,12 @@ def _one_line(exc: Exception) -> str:
     line = lines[0] if lines else ""
     more = len(lines) > 1 or len(line) > 300
     return line[:300] + (" ..." if more else "")
+
+
+def _setting(widget: Any) -> str:
+    """Return a control's value as its reader knows it: a dropdown's label, else the value."""
+    label = getattr(widget, "label", None)  # a Dropdown's selected label; sliders have none
+    return label if isinstance(label, str) and label else _brief(widget.value)
 
 
 def _brief(value: Any) -> str:

@@ -64,6 +64,19 @@ def test_the_parts_carry_the_browser_tests_classes_and_the_text_says_what_ran():
     assert WIDGET_VIEW in bundle and bundle["text/plain"] == text
 
 
+def test_a_dropdown_of_labelled_values_shows_its_label_in_the_status():
+    # (label, value) pairs: the status names the option as the dropdown shows it, not repr(value)
+    ui = dk.try_it(
+        lambda fault: fault["status"],
+        fault=dk.choice(
+            [("503 with Retry-After", {"status": 503}), ("reset", {"status": None})],
+            default={"status": 503},
+        ),
+    )
+    assert ui.result == 503 and ui.status.value.endswith(": fault=503 with Retry-After")
+    assert ui.run(fault={"status": None}) is None and ui.status.value.endswith(": fault=reset")
+
+
 def test_a_failing_fn_shows_one_line_and_the_widget_stays_usable():
     def fragile(n: int) -> str:
         print("about to divide")
