@@ -52,8 +52,9 @@ def run(args: argparse.Namespace) -> int:
             f"`ignore_eos`, prompt {args.prompt!r}), {args.rounds} timed rounds per server at each "
             "concurrency after one untimed round, sent by `deploykit.loadgen` (aiohttp) to "
             "`/v1/completions`. The two servers ran at the same time on loopback with the same model "
-            "in float32 on CPU and took turns round by round; the table gives the median round, the "
-            "range over rounds, and the ratio as the median of per-round ratios.",
+            f"on CPU (deploykit's in {args.dtype}, vLLM's in float32) and took turns round by round; "
+            "the table gives the median round, the range over rounds, and the ratio as the median "
+            "of per-round ratios.",
             "",
             pair_table(measured.run.results, _LABELS, "vLLM / deploykit"),
             "",
