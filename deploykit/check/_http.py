@@ -117,6 +117,24 @@ class StreamReply:
         return [e for e in self.events if isinstance(e, dict)]
 
 
+class _ResendUnanswered(httpx.HTTPTransport):
+    """Send a request once more when the server closed its connection without answering.
+
+    A kept-alive connection that the server closes (its idle timeout) as a request leaves
+    gets no byte back: nothing was answered, so the request goes again on another connection,
+    as browsers and HTTP libraries do. Plain requests and streams alike; a second close is
+    reported.
+    """
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except httpx.RemoteProtocolError as exc:
+            if "without sending a response" not in str(exc):
+                raise
+            return super().handle_request(request)
+
+
 class Endpoint:
     """An endpoint under check: its base URL, its key (kept, never shown), a time limit."""
 
@@ -136,7 +154,11 @@ class Endpoint:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # trust_env=False: a proxy from HTTP_PROXY must not sit between the check and the URL
         self.client = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout_s, trust_env=False
+            base_url=self.url,
+            headers=headers,
+            timeout=timeout_s,
+            trust_env=False,
+            transport=_ResendUnanswered(),
         )
 
     def __repr__(self) -> str:  # no key, ever
@@ -181,24 +203,16 @@ class Endpoint:
         raw, shown, base_headers = self._body(json_body, content)
         all_headers = {**base_headers, **(headers or {})}
         start = time.perf_counter()
-        for attempt in (1, 2):
-            try:
-                response = self.client.request(
-                    method,
-                    path,
-                    content=raw,
-                    headers=all_headers,
-                    timeout=timeout_s or self.timeout_s,
-                )
-                break
-            except httpx.HTTPError as exc:
-                if attempt == 1 and _unanswered_close(exc):
-                    # a kept-alive connection the server closed as the request left (its idle
-                    # timeout): nothing was answered, so it goes once more, on another
-                    # connection, as browsers and HTTP libraries do; a second close is reported
-                    continue
-                reply = self._exchange(method, path, shown, None, _why(exc), start, {}, headers)
-                return Reply(reply)
+        try:
+            response = self.client.request(
+                method,
+                path,
+                content=raw,
+                headers=all_headers,
+                timeout=timeout_s or self.timeout_s,
+            )
+        except httpx.HTTPError as exc:
+            return Reply(self._exchange(method, path, shown, None, _why(exc), start, {}, headers))
         text = response.text
         try:
             data = response.json()
@@ -337,11 +351,6 @@ def _event(line: str, ndjson: bool) -> Any:
         return json.loads(line)
     except ValueError:
         return {"_unparsable": line[:200]}
-
-
-def _unanswered_close(exc: httpx.HTTPError) -> bool:
-    """Return True when the server closed the connection before any byte of an answer."""
-    return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
 
 
 def _why(exc: httpx.HTTPError) -> str:
