@@ -253,7 +253,10 @@ class Server:
     def __repr__(self) -> str:
         code = self._process.poll()
         state = "running" if code is None else f"exited {code}"
-        return f"<Server {self.name!r} {self.url} pid={self.pid} {state} log='{self.log_path}'>"
+        # the log's name only: its folder is a temporary one, and log_path has the whole path
+        return (
+            f"<Server {self.name!r} {self.url} pid={self.pid} {state} log={self.log_path.name!r}>"
+        )
 
 
 def stop_all(timeout_s: float = 10.0) -> None:

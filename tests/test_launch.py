@@ -73,6 +73,9 @@ def test_launch_serves_and_stops() -> None:
         assert srv.is_running()
         assert srv.wait(timeout_s=0.1) is None
         assert f"pid={srv.pid}" in repr(srv) and srv.url in repr(srv)
+        assert f"log={srv.log_path.name!r}" in repr(srv) and str(srv.log_path.parent) not in repr(
+            srv
+        )
     finally:
         code = srv.stop()
     assert code == srv.stop()  # idempotent

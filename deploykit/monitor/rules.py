@@ -260,13 +260,14 @@ def prometheus_path(binary: str = "prometheus") -> str:
     )
 
 
-def _promtool(*args: str | os.PathLike[str], what: str) -> str:
-    """Run promtool; return its output, or raise PrometheusError with it."""
+def _promtool(*args: str | os.PathLike[str], what: str, cwd: str | None = None) -> str:
+    """Run promtool (in cwd); return its output, or raise PrometheusError with it."""
     done = subprocess.run(
         [prometheus_path("promtool"), *(os.fspath(a) for a in args)],
         capture_output=True,
         text=True,
         timeout=120,
+        cwd=cwd,
     )
     output = (done.stdout + done.stderr).strip()
     if done.returncode != 0:
@@ -282,9 +283,9 @@ def check_rules(rules: AlertRules | str | os.PathLike[str]) -> str:
     """Run `promtool check rules` on a rule file (or AlertRules); return its report."""
     if isinstance(rules, AlertRules):
         with tempfile.TemporaryDirectory(prefix="deploykit-rules-") as tmp:
-            return _promtool(
-                "check", "rules", rules.write(Path(tmp, "rules.yml")), what="the generated rules"
-            )
+            # run where the file is: the report names rules.yml, not a folder that is then gone
+            rules.write(Path(tmp, "rules.yml"))
+            return _promtool("check", "rules", "rules.yml", what="the generated rules", cwd=tmp)
     return _promtool("check", "rules", rules, what=f"the rule file {os.fspath(rules)}")
 
 
@@ -297,7 +298,8 @@ def test_rules(tests: AlertRules | str | os.PathLike[str]) -> str:
     """Run `promtool test rules` on a test file, or on AlertRules' generated tests; return its report."""
     if isinstance(tests, AlertRules):
         with tempfile.TemporaryDirectory(prefix="deploykit-rules-") as tmp:
-            return _promtool("test", "rules", tests.write_tests(tmp), what="the rules' unit tests")
+            name = tests.write_tests(tmp).name
+            return _promtool("test", "rules", name, what="the rules' unit tests", cwd=tmp)
     return _promtool("test", "rules", tests, what=f"the rule tests {os.fspath(tests)}")
 
 
