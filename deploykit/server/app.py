@@ -186,13 +186,14 @@ def serve(config: ServerConfig) -> None:
         timeout_graceful_shutdown=5,
     )
     log.info(
-        "serving %s as %r on http://%s:%d (device %s, dtype %s)",
+        "serving %s as %r on http://%s:%d (device %s, dtype %s, %s kernels)",
         config.model,
         config.model_name,
         config.host,
         config.port,
         lm.device,
         lm.dtype,
+        engine.kernels,
     )
     try:
         _DrainingServer(uv_config, app, engine, config.drain_timeout_s).run()

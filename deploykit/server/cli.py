@@ -6,6 +6,7 @@ import logging
 
 from .. import _env
 from ..argtypes import port, positive_float, positive_int
+from ..models.kernels import KERNELS
 from .app import ServerConfig, serve, serve_naive
 from .engine import EngineConfig
 from .tgi import TGILimits
@@ -29,6 +30,13 @@ def add_cli(sub) -> None:
     )
     cmd.add_argument("--device", default=d.device)
     cmd.add_argument("--dtype", default=d.dtype)
+    cmd.add_argument(
+        "--kernels",
+        choices=KERNELS,
+        default=e.kernels,
+        help="linear layers: onednn (weights prepacked once, CPU), int8 (weight-only, one "
+        "scale per row, CPU), eager (PyTorch's), auto (onednn where it applies)",
+    )
     cmd.add_argument(
         "--max-batch-size",
         type=positive_int,
@@ -97,7 +105,7 @@ def cli_serve(args) -> int:
         dtype=args.dtype,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout_s,
-        engine=EngineConfig(max_batch_size=batch, max_waiting=waiting),
+        engine=EngineConfig(max_batch_size=batch, max_waiting=waiting, kernels=args.kernels),
         tgi_limits=TGILimits(args.max_input_tokens, args.max_total_tokens),
     )
     if args.naive:

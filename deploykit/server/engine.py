@@ -34,6 +34,7 @@ from ..errors import (
     InvalidArgumentError,
     InvalidRequestError,
 )
+from ..models.kernels import KERNELS, DecodeAttention, use_kernels
 from .kvbatch import KVBatch, check_model
 from .request import GenerationStream, RequestState, wake
 from .sampling import SamplingParams, check_fits, sample, token_logprobs
@@ -53,6 +54,8 @@ class EngineConfig:
     # on small models a prefill forward costs as much as a decode step, so prefilling
     # each arrival alone (one per step under load) would halve throughput.
     max_admit_delay_steps: int = 8
+    # the linear layers' kernels (`models.kernels`): auto is prepacked oneDNN on CPUs
+    kernels: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_waiting < 0 or self.max_prefill_tokens < 1:
@@ -60,15 +63,27 @@ class EngineConfig:
                 f"EngineConfig needs max_batch_size >= 1, max_waiting >= 0 and "
                 f"max_prefill_tokens >= 1; got {self}"
             )
+        if self.kernels not in KERNELS:
+            raise InvalidArgumentError(
+                f"EngineConfig got kernels={self.kernels!r}; use one of {', '.join(KERNELS)}"
+            )
 
 
 class Engine:
-    """Continuous-batching generation over a `LoadedModel`; `generate` is the only entry."""
+    """Continuous-batching generation over a `LoadedModel`; `generate` is the only entry.
+
+    The engine owns lm's model from here on: it switches its linear layers to
+    config.kernels in place (`kernels` says which ran).
+    """
 
     def __init__(self, lm, config: EngineConfig = EngineConfig()) -> None:
         check_model(lm.model)
         self.lm = lm
         self.config = config
+        self.kernels = use_kernels(lm.model, config.kernels, batch_hint=config.max_batch_size)
+        self._attention = DecodeAttention(
+            lm.model, None if self.kernels == "eager" else "deploykit"
+        )
         self.context_length = lm.context_length
         tok = lm.tokenizer
         eos = getattr(lm.model.generation_config, "eos_token_id", None)
@@ -95,7 +110,9 @@ class Engine:
         if self._thread is None:
             with torch.inference_mode():
                 batch = KVBatch(self.lm.device)
+                self._attention.use("prefill")
                 batch.prefill(self.lm.model, [[self.pad_token_id] * 4], self.pad_token_id)
+                self._attention.use("decode")
                 batch.decode(self.lm.model)
             self._thread = threading.Thread(target=self._run, name="deploykit-engine", daemon=True)
             self._thread.start()
@@ -280,6 +297,7 @@ class Engine:
             self._finished(req, "stop" if req.text_stopped else "abort")
         if new:
             first_row = batch.size
+            self._attention.use("prefill")
             logits = batch.prefill(model, [r.prompt_ids for r in new], self.pad_token_id)
             self._stats.prompt_tokens += sum(len(r.prompt_ids) for r in new)
             tokens = self._sample(logits, new)
@@ -290,6 +308,7 @@ class Engine:
                 assert req.finish_reason is not None  # what _drop selected on
                 self._finished(req, req.finish_reason)
         if self._running:
+            self._attention.use("decode")
             logits = batch.decode(model)
             tokens = self._sample(logits, self._running)
             batch.set_last_tokens(tokens)

@@ -1,0 +1,205 @@
+"""Which kernels a loaded model's linear layers run: PyTorch's eager ones or oneDNN's, prepacked.
+
+On CPU, `nn.Linear` calls a GEMM that reads its weight in the row-major layout it is stored
+in, every call. oneDNN can reorder a weight once, at load, into the blocked layout its kernels
+read fastest; inductor does the same when it freezes a compiled model. For the decode step of
+a small model, which is a chain of skinny matrix products, that halves the step's matmul time
+on the CPUs measured in docs/benchmarks.md. The reorder costs a copy of each weight at load
+time (the original is then dropped; a tied embedding keeps its own).
+
+`kernels="int8"` stores each linear weight as int8 with one scale per output row (weight-only:
+activations stay in the model's dtype) and multiplies with PyTorch's `_weight_int8pack_mm`,
+the CPU kernel torchao's int8 weight-only path also ends in: a quarter of float32's bytes read
+per step. The lm_head is quantized too (it is a third of smollm2-135m's weight bytes).
+
+`kernels="auto"` picks "onednn" where it applies (CPU, float32 or bfloat16, a PyTorch built
+with oneDNN) and "eager" elsewhere; asking for "onednn" or "int8" where they do not apply is
+an error that says why. Engines using onednn or int8 run one-token decode steps with
+`decode_attention` (`DecodeAttention`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import InvalidArgumentError
+
+KERNELS = ("auto", "eager", "onednn", "int8")
+_ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+class OneDNNLinear(nn.Module):
+    """A frozen `nn.Linear` whose weight oneDNN reordered once; inference only."""
+
+    def __init__(self, linear: nn.Linear, batch_hint: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        # an opaque oneDNN tensor: not a Parameter, so .to()/state_dict() do not see it
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, batch_hint)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.dtype = weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x @ W.T + b, for inputs of any leading shape."""
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        """Return the shape, as nn.Linear shows it."""
+        return f"in_features={self.in_features}, out_features={self.out_features}, onednn"
+
+
+class Int8WeightLinear(nn.Module):
+    """A frozen `nn.Linear` with int8 weights, one symmetric scale per output row."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        scales = weight.float().abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        self.qweight = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.scales = scales.to(weight.dtype)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x @ dequant(W).T + b, for inputs of any leading shape."""
+        flat = x.reshape(-1, self.in_features)
+        out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.qweight, self.scales)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        """Return the shape, as nn.Linear shows it."""
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Return the bytes of linear-layer weights one forward reads (what a decode step streams)."""
+    total = 0
+    for m in model.modules():
+        if type(m) is nn.Linear:
+            total += m.weight.numel() * m.weight.element_size()
+        elif isinstance(m, OneDNNLinear):
+            total += m.in_features * m.out_features * m.dtype.itemsize
+        elif isinstance(m, Int8WeightLinear):
+            total += m.qweight.numel() + m.scales.numel() * m.scales.element_size()
+    return total
+
+
+def onednn_unavailable(model: nn.Module) -> str | None:
+    """Return why oneDNN linears do not apply to model (None: they do)."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return "the model has no weights"
+    if param.device.type != "cpu":
+        return f"the model is on {param.device.type}, and prepacked oneDNN linears are for CPUs"
+    if param.dtype not in _ONEDNN_DTYPES:
+        return f"the model is in {param.dtype}; oneDNN prepacking takes float32 or bfloat16"
+    if not torch.backends.mkldnn.is_available() or not hasattr(
+        torch.ops.mkldnn, "_reorder_linear_weight"
+    ):
+        return "this PyTorch build has no oneDNN (mkldnn) linear kernels"
+    return None
+
+
+def resolve_kernels(kernels: str, model: nn.Module) -> str:
+    """Turn 'auto' into 'onednn' where it applies, else 'eager'; check an explicit choice."""
+    if kernels not in KERNELS:
+        raise InvalidArgumentError(f"unknown kernels {kernels!r}; use one of {', '.join(KERNELS)}")
+    why = onednn_unavailable(model)
+    if kernels == "auto":
+        return "eager" if why else "onednn"
+    if kernels in ("onednn", "int8") and why:
+        raise InvalidArgumentError(
+            f"kernels {kernels!r} do not apply: {why}; use 'eager' or 'auto'."
+        )
+    return kernels
+
+
+def use_kernels(model: nn.Module, kernels: str, batch_hint: int = 32) -> str:
+    """Switch model's plain nn.Linear layers to the chosen kernels, in place; return the choice.
+
+    batch_hint is the number of rows the layers will usually see (the decode batch); oneDNN
+    picks its weight layout for it, and any other row count still works.
+    """
+    chosen = resolve_kernels(kernels, model)
+    if chosen in ("onednn", "int8"):
+        with torch.no_grad():
+            for parent in list(model.modules()):
+                for name, child in list(parent.named_children()):
+                    if type(child) is nn.Linear:  # not subclasses (quantized, LoRA) nor ours
+                        new = (
+                            OneDNNLinear(child, batch_hint)
+                            if chosen == "onednn"
+                            else Int8WeightLinear(child)
+                        )
+                        setattr(parent, name, new)
+    return chosen
+
+
+DECODE_ATTENTION = "deploykit_decode"
+_UNHANDLED = ("softcap", "sliding_window", "s_aux")  # attention variants left to SDPA
+
+
+def decode_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Attention for short query blocks (decode steps): grouped KV heads without copies.
+
+    query [B, H, L, D], key/value [B, KV, T, D], H = KV x G. transformers' eager attention
+    first copies each KV head G times (`repeat_kv`); here the G query heads of a KV head are
+    stacked into one matrix instead, so each layer runs two small products over the cache
+    as it is. Softmax in float32, as eager does. Models with soft-capping, sliding windows
+    or attention sinks go to SDPA.
+    """
+    if dropout or any(kwargs.get(name) is not None for name in _UNHANDLED):
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    b, h, length, d = query.shape
+    kv, t = key.shape[1], key.shape[2]
+    g = h // kv
+    scores = torch.matmul(query.reshape(b, kv, g * length, d), key.transpose(2, 3)) * scaling
+    if attention_mask is not None:  # [B, 1, L, T] additive
+        scores = scores.view(b, kv, g, length, t) + attention_mask[:, :, None, :, :t]
+        scores = scores.view(b, kv, g * length, t)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    out = torch.matmul(weights, value).view(b, h, length, d)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _register_decode_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(DECODE_ATTENTION, decode_attention)
+    AttentionMaskInterface.register(DECODE_ATTENTION, eager_mask)
+
+
+class DecodeAttention:
+    """Run prefill with the model's own attention and one-token decode steps with another.
+
+    decode: an attention implementation name, or "deploykit" for `decode_attention`. At one
+    query row per sequence, PyTorch's CPU SDPA kernel (flash attention, built for long query
+    blocks) took twice as long per decode step at 32 rows and 200 cached tokens as
+    `decode_attention` (docs/benchmarks.md, `deploykit bench kernels`). Prefill keeps the
+    model's own attention, which does not materialise a prompt's full score matrix.
+    """
+
+    def __init__(self, model: nn.Module, decode: str | None) -> None:
+        if decode == "deploykit":
+            _register_decode_attention()
+            decode = DECODE_ATTENTION
+        self.model = model
+        self.prefill_impl = model.config._attn_implementation
+        self.decode_impl = decode or self.prefill_impl
+        self._current = self.prefill_impl
+
+    def use(self, phase: str) -> None:
+        """Switch the model to the attention of phase ("prefill" or "decode") if it is not on it."""
+        want = self.decode_impl if phase == "decode" else self.prefill_impl
+        if want != self._current:
+            self.model.set_attn_implementation(want)
+            self._current = want
