@@ -25,6 +25,31 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+# the vector extensions that decide which dtypes a CPU computes natively
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16")
+
+
+def cpu_features() -> str:
+    """Return the CPU's vector extensions that matter for dtypes, and torch's kernel level.
+
+    e.g. "avx2, avx512f, avx512_bf16 (not avx512_fp16, amx_bf16); torch CPU capability AVX512".
+    """
+    flags: set[str] = set()
+    with contextlib.suppress(OSError, StopIteration):
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    have = [f for f in _CPU_FLAGS if f in flags]
+    lack = [f for f in _CPU_FLAGS if f not in flags]
+    text = ", ".join(have) or "no AVX2"
+    if lack:
+        text += f" (not {', '.join(lack)})"
+    with contextlib.suppress(ImportError, AttributeError):
+        import torch
+
+        text += f"; torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    return text
+
+
 def load_average() -> tuple[float, ...]:
     """Return the 1, 5 and 15-minute load averages (empty where the OS has none)."""
     return os.getloadavg() if hasattr(os, "getloadavg") else ()

@@ -140,3 +140,56 @@ def test_prefix_cache_plot_labels_every_bar_even_an_empty_one():
     fig = dk.plot_prefix_cache(results)
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts == ["73% of 4,928 tokens looked up", "no lookups (prefix caching off)"]
+
+
+def test_bench_engines_reads_each_server_as_engine_dtype_kernels():
+    from deploykit.bench.engines import ServerSpec, parse_server
+
+    assert parse_server("deploykit:bf16:onednn") == ServerSpec("deploykit", "bfloat16", "onednn")
+    assert parse_server("deploykit:float32") == ServerSpec("deploykit", "float32", "auto")
+    assert parse_server("vllm:bfloat16").label == "vLLM `serve`, bfloat16"
+    for bad, says in [
+        ("tgi:float32", "ENGINE is one of deploykit, vllm"),
+        ("vllm:float32:onednn", "vLLM picks its own kernels"),
+        ("deploykit:float8", "unknown dtype 'float8'"),
+        ("deploykit:float32:fast", "KERNELS is one of auto, eager, onednn, int8"),
+        ("deploykit", "write ENGINE:DTYPE"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=says):
+            parse_server(bad)
+
+
+def test_bench_engines_refuses_a_bad_server_before_starting_any(capsys):
+    code = main(["bench", "engines", "--servers", "deploykit:float32:eager", "vllm:fp32:eager"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("deploykit: error: --servers 'vllm:fp32:eager'") and "starting" not in err
+
+
+def test_bench_engines_table_compares_every_server_with_the_fastest_vllm():
+    from deploykit.bench.engines import table
+
+    kinds = ["deploykit:bfloat16:onednn", "vllm:float32", "vllm:bfloat16"]
+    speeds = {kinds[0]: (300, 310, 320), kinds[1]: (200, 100, 250), kinds[2]: (150, 155, 160)}
+    results = {
+        ("m", kind): [Measured(tuple(_round(x) for x in rounds))] for kind, rounds in speeds.items()
+    }
+    rows = {line.split(" | ")[2]: line for line in table(results, kinds).splitlines()[2:]}
+    # vLLM float32 has the faster median round (200 > 155), so it is the reference: per-round
+    # ratios 1.5, 3.1 and 1.28 have the median 1.5 (the ratio of medians would say 1.55)
+    assert rows["vLLM `serve`, float32"].endswith("|  |")
+    assert rows["deploykit `serve`, bfloat16, onednn"].endswith("| 1.50x |")
+    assert rows["vLLM `serve`, bfloat16"].endswith("| 0.75x |")
+
+
+def test_bench_kernels_modes_and_table():
+    from deploykit.bench.kernels import ModeResult, parse_mode, table
+
+    assert parse_mode("bf16:int8") == ("bfloat16", "int8")
+    with pytest.raises(InvalidArgumentError, match="KERNELS is one of eager, onednn, int8"):
+        parse_mode("float32:auto")
+    base = ModeResult("float32:eager", 400_000_000, 33.2, {1: [0.040, 0.044]})
+    fast = ModeResult("bfloat16:onednn", 200_000_000, 33.3, {1: [0.020, 0.011]})
+    rows = table([base, fast], [1], bandwidth=20.0).splitlines()[2:]
+    # median step 15.5 ms; per-round speed-ups 2.0 and 4.0; 200 MB in 15.5 ms is 12.9 GB/s
+    assert rows[1] == "| bfloat16:onednn | 1 | 15.5 | 65 | 3.00x | 200 | 12.9 (65%) | 33.30 |"

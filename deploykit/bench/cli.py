@@ -3,6 +3,8 @@
 deploykit bench --url http://127.0.0.1:8000 --concurrency 1,8,32 --num-prompts 64
 deploykit bench servers --models toy-tiny --write-doc docs/benchmarks.md
 deploykit bench vllm --models toy-tiny toy-small --write-doc docs/benchmarks.md
+deploykit bench engines --models smollm2-135m --write-doc docs/benchmarks.md
+deploykit bench kernels --write-doc docs/benchmarks.md
 deploykit bench llamacpp --models smollm2-135m --write-doc docs/benchmarks.md
 deploykit bench quantize --write-doc docs/benchmarks.md
 """
@@ -20,6 +22,11 @@ from ..errors import InvalidArgumentError
 _BENCHMARKS = {
     "servers": ("servers", "deploykit serve vs the one-at-a-time baseline vs transformers serve"),
     "vllm": ("vllm", "deploykit serve vs vLLM on the same models and load"),
+    "engines": ("engines", "deploykit serve in each mode (dtype, kernels) vs vLLM at each dtype"),
+    "kernels": (
+        "kernels",
+        "deploykit's decode step per dtype and kernels: time, roofline, perplexity",
+    ),
     "llamacpp": ("llamacpp", "deploykit serve vs llama.cpp's server on smollm2-135m, same load"),
     "quantize": ("quantize", "every quantization method side by side, transformers and llama.cpp"),
 }

@@ -72,10 +72,19 @@ def add_arguments(
     servers: tuple[str, ...],
     threads_help: str,
     default_models: tuple[str, ...] = ("toy-tiny", "toy-small"),
+    *,
+    any_server: bool = False,
+    dtype: bool = True,
 ) -> argparse.ArgumentParser:
-    """Add the options both benchmarks share: models, servers, load, rounds, threads, doc."""
+    """Add the options the benchmarks share: models, servers, load, rounds, threads, doc.
+
+    any_server: --servers takes names the benchmark parses itself (servers are the default);
+    dtype: add --dtype (False where each server names its own).
+    """
     ap.add_argument("--models", nargs="+", default=list(default_models))
-    ap.add_argument("--servers", nargs="+", default=list(servers), choices=servers)
+    ap.add_argument(
+        "--servers", nargs="+", default=list(servers), choices=None if any_server else servers
+    )
     ap.add_argument("--concurrency", nargs="+", type=positive_int, default=[1, 8, 32])
     ap.add_argument("--num-requests", type=positive_int, default=64)
     ap.add_argument("--max-tokens", type=positive_int, default=64)
@@ -88,7 +97,8 @@ def add_arguments(
     )
     ap.add_argument("--threads", type=positive_int, default=1, help=threads_help)
     ap.add_argument("--device", default="cpu", help="where deploykit's servers run (cpu, cuda)")
-    ap.add_argument("--dtype", default="float32", help="model dtype (auto: bf16/fp16 on GPUs)")
+    if dtype:
+        ap.add_argument("--dtype", default="float32", help="model dtype (auto: bf16/fp16 on GPUs)")
     ap.add_argument(
         "--write-doc",
         type=Path,

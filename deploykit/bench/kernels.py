@@ -1,0 +1,235 @@
+"""The decode step alone, per dtype and kernels: time, bytes read, roofline and perplexity.
+
+    HF_HUB_OFFLINE=1 deploykit bench kernels --write-doc docs/benchmarks.md
+
+For each mode DTYPE:KERNELS (`models.kernels`: eager, onednn, int8) the model is loaded once
+and switched as deploykit's engine switches it; then, in interleaved rounds, the engine's
+own decode step (`server.kvbatch.KVBatch`, with `decode_attention` for non-eager kernels as
+the engine runs it) is timed at each batch size over a cache of `--context` tokens per row.
+Each row's roofline column is the weight bytes a step reads (every linear layer, lm_head
+included) over the step's time, against this machine's copy bandwidth measured in the same
+run (torch copying a buffer far larger than the caches). Perplexity is over the held-out
+windows of notebook 07 (`quantize.measure.held_out_windows`), so quality sits beside speed.
+This is the A/B of each lever without HTTP; `deploykit bench engines` measures the servers.
+Not a test: it measures, prints, and rewrites only its own section of the doc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from .._conditions import cpu_features, machine_conditions
+from .._progress import progress_bar
+from ..argtypes import positive_int
+from ..errors import InvalidArgumentError
+from ..models.devices import dtype_names
+from ..models.kernels import KERNELS
+from .harness import command_line, publish
+
+SECTION = "## Engine decode step: dtypes and kernels"
+DEFAULT_MODES = (
+    "float32:eager",
+    "float32:onednn",
+    "bfloat16:eager",
+    "bfloat16:onednn",
+    "bfloat16:int8",
+)
+
+
+@dataclass
+class ModeResult:
+    """What one mode measured: step times per batch size, bytes per step, perplexity."""
+
+    mode: str
+    weight_bytes: int
+    perplexity: float
+    step_s: dict[int, list[float]] = field(default_factory=dict)
+
+    def median_ms(self, batch: int) -> float:
+        """Return the median step time at this batch size, in ms."""
+        return 1000 * statistics.median(self.step_s[batch])
+
+
+def parse_mode(text: str) -> tuple[str, str]:
+    """Parse DTYPE:KERNELS into (torch dtype name, kernels), or say what is wrong."""
+    dtype, _, kernels = text.partition(":")
+    if kernels not in KERNELS or kernels == "auto":
+        raise InvalidArgumentError(
+            f"--modes {text!r}: write DTYPE:KERNELS, e.g. bfloat16:onednn; KERNELS is one of "
+            f"{', '.join(k for k in KERNELS if k != 'auto')}."
+        )
+    return dtype_names(dtype)[0], kernels
+
+
+def copy_bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
+    """Return bytes read per second by a large tensor copy (it writes as many), in GB/s."""
+    import torch
+
+    src = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return src.numel() * 4 / statistics.median(times[1:]) / 1e9
+
+
+def _load(model: str, mode: str, batch_hint: int):
+    from ..models import load_model
+    from ..models.kernels import DecodeAttention, use_kernels, weight_bytes
+
+    dtype, kernels = parse_mode(mode)
+    lm = load_model(model, device="cpu", dtype=dtype, progress=False)
+    use_kernels(lm.model, kernels, batch_hint=batch_hint)
+    attention = DecodeAttention(lm.model, None if kernels == "eager" else "deploykit")
+    return lm, attention, weight_bytes(lm.model)
+
+
+def _perplexity(lm, windows: list[list[int]]) -> float:
+    import math
+
+    import torch
+
+    tokens = torch.tensor(windows)
+    with torch.inference_mode():
+        loss = lm.model(input_ids=tokens, labels=tokens).loss.float().item()
+    return math.exp(loss)
+
+
+def _time_steps(lm, attention, batch: int, context: int, steps: int) -> float:
+    """Return seconds per decode step of batch rows over a cache of context tokens."""
+    import torch
+
+    from ..server.kvbatch import KVBatch
+
+    with torch.inference_mode():
+        kv = KVBatch("cpu")
+        attention.use("prefill")
+        kv.prefill(lm.model, [[lm.tokenizer.eos_token_id or 0] * context] * batch, 0)
+        kv.set_last_tokens([1] * batch)
+        attention.use("decode")
+        kv.decode(lm.model)  # first step: allocations
+        start = time.perf_counter()
+        for _ in range(steps):
+            kv.decode(lm.model)
+        return (time.perf_counter() - start) / steps
+
+
+def measure_modes(args: argparse.Namespace) -> tuple[list[ModeResult], float]:
+    """Load every mode, then time them in interleaved rounds; return results and copy GB/s."""
+    import torch
+
+    from ..quantize.measure import held_out_windows
+
+    torch.set_num_threads(args.threads)
+    loaded, results = {}, []
+    for mode in progress_bar(args.modes, desc="loading modes", leave=False):
+        lm, attention, nbytes = _load(args.model, mode, max(args.batch_sizes))
+        windows = held_out_windows(lm.tokenizer, args.windows, args.seq_len)
+        loaded[mode] = (lm, attention)
+        results.append(ModeResult(mode, nbytes, _perplexity(lm, windows)))
+    bandwidth = copy_bandwidth_gb_s()
+    bar = progress_bar(total=args.rounds * len(args.modes), desc="decode steps", leave=False)
+    for r in range(args.rounds):
+        order = results[r % len(results) :] + results[: r % len(results)]
+        for res in order:
+            lm, attention = loaded[res.mode]
+            for batch in args.batch_sizes:
+                step = _time_steps(lm, attention, batch, args.context, args.steps)
+                res.step_s.setdefault(batch, []).append(step)
+            bar.update(1)
+    bar.close()
+    return results, bandwidth
+
+
+def table(results: list[ModeResult], batch_sizes: list[int], bandwidth: float) -> str:
+    """Return the markdown table: a row per mode and batch size."""
+    base = results[0]
+    lines = [
+        "| mode (dtype:kernels) | batch | ms per step (median) | tokens/s | vs "
+        f"{base.mode} | weight MB read per step | GB/s read (% of copy) | perplexity |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for res in results:
+        for batch in batch_sizes:
+            ms = res.median_ms(batch)
+            ratio = statistics.median(b / m for b, m in zip(base.step_s[batch], res.step_s[batch]))
+            gb_s = res.weight_bytes / (ms / 1000) / 1e9
+            lines.append(
+                f"| {res.mode} | {batch} | {ms:.1f} | {batch / ms * 1000:,.0f} | {ratio:.2f}x | "
+                f"{res.weight_bytes / 1e6:.0f} | {gb_s:.1f} ({100 * gb_s / bandwidth:.0f}%) | "
+                f"{res.perplexity:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
+    for mode in args.modes:
+        parse_mode(mode)  # every mode checked before anything loads
+    before = machine_conditions()
+    results, bandwidth = measure_modes(args)
+    after = machine_conditions()
+    body = "\n".join(
+        [
+            SECTION,
+            "",
+            f"deploykit's decode step on {args.model}, without HTTP: {args.steps} steps per "
+            f"batch size and round after one untimed step, each row over a cache of "
+            f"{args.context} prompt tokens, {args.rounds} rounds with the modes interleaved; "
+            f"the table gives the median step, the speed-up over {args.modes[0]} as the median "
+            "of per-round ratios, and the weight bytes a step reads over its time against "
+            f"this machine's copy bandwidth, {bandwidth:.1f} GB/s read (a {512} MiB float32 "
+            f"copy, same run). Perplexity: {args.windows} held-out windows of {args.seq_len} "
+            "tokens (notebook 07's text).",
+            "",
+            table(results, args.batch_sizes, bandwidth),
+            "",
+            f"- Machine: {before['cpu']}; {cpu_features()}; torch threads {args.threads}.",
+            "- Kernels: eager is PyTorch's `nn.Linear` and SDPA attention; onednn prepacks "
+            "every linear weight once for oneDNN and runs decode steps with deploykit's "
+            "`decode_attention` (grouped KV heads without copies); int8 is weight-only int8 "
+            "(one scale per output row) through PyTorch's `_weight_int8pack_mm`, also with "
+            "`decode_attention` (`deploykit/models/"
+            "kernels.py`).",
+            f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
+            f"Python {before['python']}.",
+            f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
+            f"{after['load_average']}.",
+            f"- Run {before['date']} to {after['date']}.",
+            f"- Command: `{command_line('kernels', args)}`",
+            "",
+        ]
+    )
+    publish(body, args.write_doc, SECTION)
+    return 0
+
+
+def configure(ap: argparse.ArgumentParser) -> None:
+    """Add this benchmark's options to its `deploykit bench kernels` parser."""
+    from pathlib import Path
+
+    ap.add_argument("--model", default="smollm2-135m", help="built-in name or local folder")
+    ap.add_argument(
+        "--modes",
+        nargs="+",
+        default=list(DEFAULT_MODES),
+        help="DTYPE:KERNELS to compare, the first is the baseline (default: %(default)s)",
+    )
+    ap.add_argument("--batch-sizes", nargs="+", type=positive_int, default=[1, 8, 32])
+    ap.add_argument("--context", type=positive_int, default=64, help="prompt tokens per row")
+    ap.add_argument("--steps", type=positive_int, default=16, help="timed steps per round")
+    ap.add_argument("--rounds", type=positive_int, default=3)
+    ap.add_argument("--windows", type=positive_int, default=8, help="held-out windows")
+    ap.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
+    ap.add_argument(
+        "--write-doc",
+        type=Path,
+        default=None,
+        help="rewrite this benchmark's section of this markdown file",
+    )
