@@ -25,6 +25,7 @@ from ..engines.vllm import VLLMArgs, start_vllm
 from ..engines.vllm_env import find_vllm_env
 from ..errors import InvalidArgumentError
 from ..launch import Server, launch_server
+from ..models import resolve_model
 from ..models.devices import dtype_names
 from ..models.kernels import KERNELS
 from ..server.process import serve_command
@@ -156,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         parse_server(kind)  # every spec checked before any server starts
     wants_vllm = any(k.startswith("vllm:") for k in args.servers)
     env = find_vllm_env() if wants_vllm else None
+    for model in args.models:  # a built-in model not built yet is built here, not in a server
+        resolve_model(model)
     measured = measure("engines", args, start_server, streamed_load)
     body = "\n".join(
         [

@@ -7,8 +7,9 @@ and switched as deploykit's engine switches it; then, in interleaved rounds, the
 own decode step (`server.kvbatch.KVBatch`, with `decode_attention` for non-eager kernels as
 the engine runs it) is timed at each batch size over a cache of `--context` tokens per row.
 Each row's roofline column is the weight bytes a step reads (every linear layer, lm_head
-included) over the step's time, against this machine's copy bandwidth measured in the same
-run (torch copying a buffer far larger than the caches). Perplexity is over the held-out
+included; the KV cache is not counted) over the step's time, against this machine's copy
+bandwidth measured in the same run (torch copying a buffer far larger than the caches,
+bytes read plus bytes written, as STREAM counts them). Perplexity is over the held-out
 windows of notebook 07 (`quantize.measure.held_out_windows`), so quality sits beside speed.
 This is the A/B of each lever without HTTP; `deploykit bench engines` measures the servers.
 Not a test: it measures, prints, and rewrites only its own section of the doc.
@@ -65,7 +66,7 @@ def parse_mode(text: str) -> tuple[str, str]:
 
 
 def copy_bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
-    """Return bytes read per second by a large tensor copy (it writes as many), in GB/s."""
+    """Return a large tensor copy's bytes moved (read + written, as STREAM counts) per s, GB/s."""
     import torch
 
     src = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
@@ -75,7 +76,7 @@ def copy_bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
         start = time.perf_counter()
         dst.copy_(src)
         times.append(time.perf_counter() - start)
-    return src.numel() * 4 / statistics.median(times[1:]) / 1e9
+    return 2 * src.numel() * 4 / statistics.median(times[1:]) / 1e9
 
 
 def _load(model: str, mode: str, batch_hint: int):
@@ -167,6 +168,20 @@ def table(results: list[ModeResult], batch_sizes: list[int], bandwidth: float) -
     return "\n".join(lines)
 
 
+def fastest_line(results: list[ModeResult], batch_sizes: list[int]) -> str:
+    """Return the doc line naming the fastest mode at each batch size, with its perplexity."""
+    base = results[0]
+    parts = []
+    for batch in batch_sizes:
+        best = min(results, key=lambda r: r.median_ms(batch))
+        parts.append(
+            f"batch {batch}: {best.mode} ({base.median_ms(batch) / best.median_ms(batch):.2f}x "
+            f"{base.mode}'s median step, perplexity {best.perplexity:.2f} against "
+            f"{base.perplexity:.2f})"
+        )
+    return "- Fastest mode in this run: " + "; ".join(parts) + "."
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     for mode in args.modes:
@@ -182,13 +197,15 @@ def run(args: argparse.Namespace) -> int:
             f"batch size and round after one untimed step, each row over a cache of "
             f"{args.context} prompt tokens, {args.rounds} rounds with the modes interleaved; "
             f"the table gives the median step, the speed-up over {args.modes[0]} as the median "
-            "of per-round ratios, and the weight bytes a step reads over its time against "
-            f"this machine's copy bandwidth, {bandwidth:.1f} GB/s read (a {512} MiB float32 "
-            f"copy, same run). Perplexity: {args.windows} held-out windows of {args.seq_len} "
+            "of per-round ratios, and the weight bytes a step reads (linear layers and lm_head; "
+            "not the KV cache) over its time against this machine's copy bandwidth, "
+            f"{bandwidth:.1f} GB/s (a 512 MiB float32 copy in the same run, bytes read plus "
+            "bytes written as STREAM counts them). Perplexity: {args.windows} held-out windows of {args.seq_len} "
             "tokens (notebook 07's text).",
             "",
             table(results, args.batch_sizes, bandwidth),
             "",
+            fastest_line(results, args.batch_sizes),
             f"- Machine: {before['cpu']}; {cpu_features()}; torch threads {args.threads}.",
             "- Kernels: eager is PyTorch's `nn.Linear` and SDPA attention; onednn prepacks "
             "every linear weight once for oneDNN and runs decode steps with deploykit's "
