@@ -132,6 +132,16 @@ def test_static_pays_for_padding_and_none_wastes_nothing(results, workload):
         assert len(ends) == 1
 
 
+def test_every_strategy_runs_the_same_eager_kernels(tiny, results):
+    # the engine behind "continuous" would switch the shared model to oneDNN kernels in place,
+    # and whichever strategy ran after it would get them: a comparison of kernels, not batching
+    from torch import nn
+
+    assert results["continuous"].forwards  # it ran on tiny before these checks
+    assert any(type(m) is nn.Linear for m in tiny.model.modules())
+    assert not any("OneDNN" in type(m).__name__ for m in tiny.model.modules())
+
+
 def test_continuous_batch_size_changes_as_requests_leave(results):
     sizes = results["continuous"].batch_sizes
     assert len(set(sizes)) > 1 and max(sizes) == BATCH

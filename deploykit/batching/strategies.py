@@ -268,7 +268,10 @@ def _run_continuous(
 ) -> _Run:
     from ..server.engine import Engine, EngineConfig
 
-    engine = Engine(lm, EngineConfig(max_batch_size=batch_size, max_waiting=len(workload)))
+    # eager kernels, as static and dynamic batching run them on the same model: the comparison
+    # is of strategies, and the engine would otherwise switch lm's layers to oneDNN in place
+    config = EngineConfig(max_batch_size=batch_size, max_waiting=len(workload), kernels="eager")
+    engine = Engine(lm, config)
     engine.start()  # warms the model up before the clock starts
     log = _ForwardLog(lm.model, time.perf_counter())
     cpu0 = time.process_time()
