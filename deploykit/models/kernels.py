@@ -3,14 +3,14 @@
 On CPU, `nn.Linear` calls a GEMM that reads its weight in the row-major layout it is stored
 in, every call. oneDNN can reorder a weight once, at load, into the blocked layout its kernels
 read fastest; inductor does the same when it freezes a compiled model. For the decode step of
-a small model, which is a chain of skinny matrix products, that halves the step's matmul time
-on the CPUs measured in docs/benchmarks.md. The reorder costs a copy of each weight at load
+a small model, a chain of skinny matrix products, that made the whole float32 step 1.5x to 2x
+faster on the CPU measured in docs/benchmarks.md (`deploykit bench kernels`). The reorder costs a copy of each weight at load
 time (the original is then dropped; a tied embedding keeps its own).
 
 `kernels="int8"` stores each linear weight as int8 with one scale per output row (weight-only:
-activations stay in the model's dtype) and multiplies with PyTorch's `_weight_int8pack_mm`,
-the CPU kernel torchao's int8 weight-only path also ends in: a quarter of float32's bytes read
-per step. The lm_head is quantized too (it is a third of smollm2-135m's weight bytes).
+activations stay in the model's dtype) and multiplies with PyTorch's `_weight_int8pack_mm`:
+a quarter of float32's bytes read per step. The lm_head is quantized too (a fifth of
+smollm2-135m's linear weights).
 
 `kernels="auto"` picks "onednn" where it applies (CPU, float32 or bfloat16, a PyTorch built
 with oneDNN) and "eager" elsewhere; asking for "onednn" or "int8" where they do not apply is
