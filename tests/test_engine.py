@@ -202,3 +202,33 @@ def test_closing_a_stream_frees_its_row_and_a_full_queue_refuses(lm):
         assert eng.num_running == 0 and eng.num_waiting == 0
     finally:
         eng.stop()
+
+
+def _waiting_request(i: int, arrival_step: int):
+    from deploykit.server.request import RequestState
+
+    loop = asyncio.new_event_loop()
+    loop.close()  # never woken: _admit only reads the queue
+    return RequestState(
+        f"r{i}", [1, 2, 3], SamplingParams(max_tokens=4), loop, False, arrival_step=arrival_step
+    )
+
+
+@pytest.mark.parametrize(
+    "running, waiting, waited_steps, admitted",
+    [
+        (1, 3, 1, 3),  # 3 rows x 1 step lost >= 1 running row: prefill now
+        (6, 1, 1, 0),  # one arrival beside six running rows: gather more first
+        (6, 2, 3, 2),  # 2 x 3 = 6 row-steps lost: as much as the prefill costs the six
+        (30, 1, 7, 0),  # a big batch with room: wait ...
+        (30, 1, 8, 1),  # ... until max_admit_delay_steps at most
+    ],
+)
+def test_admission_waits_only_while_waiting_costs_less_than_a_prefill(
+    lm, running, waiting, waited_steps, admitted
+):
+    eng = Engine(lm, EngineConfig(max_batch_size=32, kernels="eager"))  # not started
+    eng.steps = 100
+    eng._running = [_waiting_request(i, 0) for i in range(running)]
+    eng._waiting.extend(_waiting_request(i, 100 - waited_steps) for i in range(waiting))
+    assert len(eng._admit()) == admitted

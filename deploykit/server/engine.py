@@ -52,7 +52,10 @@ class EngineConfig:
     max_prefill_tokens: int = 8192  # padded prompt tokens in one prefill forward
     # While a batch runs, wait up to this many decode steps to prefill arrivals together:
     # on small models a prefill forward costs as much as a decode step, so prefilling
-    # each arrival alone (one per step under load) would halve throughput.
+    # each arrival alone (one per step under load) would halve throughput. The wait also
+    # ends once the waiting rows have lost as many tokens (rows x steps waited) as a
+    # prefill would cost the running rows (one step each): a few running rows do not
+    # hold many arrivals back.
     max_admit_delay_steps: int = 8
     # the linear layers' kernels (`models.kernels`): auto is prepacked oneDNN on CPUs
     kernels: str = "auto"
@@ -278,6 +281,7 @@ class Engine:
                 and self._waiting
                 and len(self._waiting) < free
                 and self.steps - self._waiting[0].arrival_step < self.config.max_admit_delay_steps
+                and sum(self.steps - r.arrival_step for r in self._waiting) < len(self._running)
             ):
                 return new  # gather more arrivals before paying for a prefill
             while self._waiting and len(new) < free:
