@@ -15,14 +15,17 @@ import shutil
 import subprocess
 
 
-def cpu_name() -> str:
-    """Return the CPU's model name (from /proc/cpuinfo where there is one)."""
+def _cpuinfo(field: str) -> str | None:
+    """Return the first value of field in /proc/cpuinfo (None where there is none)."""
     with contextlib.suppress(OSError, StopIteration):
         with open("/proc/cpuinfo") as f:
-            return next(
-                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
-            )
-    return platform.processor() or "unknown"
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith(field))
+    return None
+
+
+def cpu_name() -> str:
+    """Return the CPU's model name (from /proc/cpuinfo where there is one)."""
+    return _cpuinfo("model name") or platform.processor() or "unknown"
 
 
 # the vector extensions that decide which dtypes a CPU computes natively
@@ -34,10 +37,7 @@ def cpu_features() -> str:
 
     e.g. "avx2, avx512f, avx512_bf16 (not avx512_fp16, amx_bf16); torch CPU capability AVX512".
     """
-    flags: set[str] = set()
-    with contextlib.suppress(OSError, StopIteration):
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(line for line in f if line.startswith("flags")).split(":")[1].split())
+    flags = set((_cpuinfo("flags") or "").split())
     have = [f for f in _CPU_FLAGS if f in flags]
     lack = [f for f in _CPU_FLAGS if f not in flags]
     text = ", ".join(have) or "no AVX2"

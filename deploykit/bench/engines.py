@@ -21,7 +21,6 @@ import argparse
 from dataclasses import dataclass, replace
 
 from .._conditions import cpu_features
-from ..engines.vllm import VLLMArgs, start_vllm
 from ..engines.vllm_env import find_vllm_env
 from ..errors import InvalidArgumentError
 from ..launch import Server, launch_server
@@ -30,6 +29,7 @@ from ..models.devices import dtype_names
 from ..models.kernels import KERNELS
 from ..server.process import serve_command
 from .harness import Measured, add_arguments, fixed_load, measure, paired_ratio, publish
+from .vllm import start_bench_vllm
 
 SECTION = "## Engine speed: deploykit's modes vs vLLM"
 ENGINES = ("deploykit", "vllm")
@@ -86,12 +86,7 @@ def start_server(kind: str, model: str, args: argparse.Namespace) -> Server:
     """Start the server named kind (ENGINE:DTYPE[:KERNELS]) for model; return it, healthy."""
     spec = parse_server(kind)
     if spec.engine == "vllm":
-        # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
-        # of the sweep at once, so vLLM never preempts.
-        vllm_args = VLLMArgs(
-            model=model, dtype=spec.dtype, max_model_len=512, cpu_kvcache_space_gib=1
-        )
-        return start_vllm(vllm_args, timeout_s=600.0, name=f"bench-vllm-{spec.dtype}")
+        return start_bench_vllm(model, spec.dtype, name=f"bench-vllm-{spec.dtype}")
     assert spec.kernels is not None  # parse_server sets it for deploykit
     return launch_server(
         serve_command(

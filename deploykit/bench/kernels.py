@@ -28,7 +28,7 @@ from ..argtypes import positive_int
 from ..errors import InvalidArgumentError
 from ..models.devices import dtype_names
 from ..models.kernels import KERNELS
-from .harness import command_line, publish
+from .harness import Measurement, Run, command_line, publish
 
 SECTION = "## Engine decode step: dtypes and kernels"
 DEFAULT_MODES = (
@@ -86,7 +86,7 @@ def _load(model: str, mode: str, batch_hint: int):
     dtype, kernels = parse_mode(mode)
     lm = load_model(model, device="cpu", dtype=dtype, progress=False)
     use_kernels(lm.model, kernels, batch_hint=batch_hint)
-    attention = DecodeAttention(lm.model, None if kernels == "eager" else "deploykit")
+    attention = DecodeAttention.for_kernels(lm.model, kernels)
     return lm, attention, weight_bytes(lm.model)
 
 
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         parse_mode(mode)  # every mode checked before anything loads
     before = machine_conditions()
     results, bandwidth = measure_modes(args)
-    after = machine_conditions()
+    done = Measurement(Run(), before, machine_conditions(), command_line("kernels", args))
     body = "\n".join(
         [
             SECTION,
@@ -200,7 +200,8 @@ def run(args: argparse.Namespace) -> int:
             "of per-round ratios, and the weight bytes a step reads (linear layers and lm_head; "
             "not the KV cache) over its time against this machine's copy bandwidth, "
             f"{bandwidth:.1f} GB/s (a 512 MiB float32 copy in the same run, bytes read plus "
-            "bytes written as STREAM counts them). Perplexity: {args.windows} held-out windows of {args.seq_len} "
+            "bytes written as STREAM counts them). "
+            f"Perplexity: {args.windows} held-out windows of {args.seq_len} "
             "tokens (notebook 07's text).",
             "",
             table(results, args.batch_sizes, bandwidth),
@@ -213,13 +214,9 @@ def run(args: argparse.Namespace) -> int:
             "(one scale per output row) through PyTorch's `_weight_int8pack_mm`, also with "
             "`decode_attention` (`deploykit/models/"
             "kernels.py`).",
-            f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
-            f"Python {before['python']}.",
-            f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
-            f"{after['load_average']}.",
-            f"- Run {before['date']} to {after['date']}.",
-            f"- Command: `{command_line('kernels', args)}`",
-            "",
+            done.software_line(),
+            done.load_line(),
+            *done.closing_lines(),
         ]
     )
     publish(body, args.write_doc, SECTION)

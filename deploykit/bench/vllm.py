@@ -24,14 +24,19 @@ SECTION = "## deploykit vs vLLM"
 _LABELS = {"deploykit": "deploykit `serve`", "vllm": "vLLM `serve`"}
 
 
+def start_bench_vllm(model: str, dtype: str = "float32", name: str = "bench-vllm") -> Server:
+    """Start vLLM on model as the benchmarks run it; return it, healthy."""
+    # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
+    # of the sweep at once for both toys, so vLLM never preempts.
+    vllm_args = VLLMArgs(model=model, dtype=dtype, max_model_len=512, cpu_kvcache_space_gib=1)
+    return start_vllm(vllm_args, timeout_s=600.0, name=name)
+
+
 def start_server(kind: str, model: str, args) -> Server:
     """Start deploykit's server or vLLM on model; return it, healthy."""
     if kind == "deploykit":
         return servers.start_server("deploykit", model, args)
-    # max_model_len bounds the per-request KV need; 1 GiB of KV cache holds every request
-    # of the sweep at once for both toys, so vLLM never preempts.
-    vllm_args = VLLMArgs(model=model, dtype="float32", max_model_len=512, cpu_kvcache_space_gib=1)
-    return start_vllm(vllm_args, timeout_s=600.0, name="bench-vllm")
+    return start_bench_vllm(model)
 
 
 THREADS_HELP = (

@@ -197,6 +197,11 @@ class DecodeAttention:
         self.decode_impl = decode or self.prefill_impl
         self._current = self.prefill_impl
 
+    @classmethod
+    def for_kernels(cls, model: nn.Module, kernels: str) -> DecodeAttention:
+        """Return the switch an engine uses with kernels: `decode_attention` unless eager."""
+        return cls(model, None if kernels == "eager" else "deploykit")
+
     def use(self, phase: str) -> None:
         """Switch the model to the attention of phase ("prefill" or "decode") if it is not on it."""
         want = self.decode_impl if phase == "decode" else self.prefill_impl

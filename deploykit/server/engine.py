@@ -84,9 +84,7 @@ class Engine:
         self.lm = lm
         self.config = config
         self.kernels = use_kernels(lm.model, config.kernels, batch_hint=config.max_batch_size)
-        self._attention = DecodeAttention(
-            lm.model, None if self.kernels == "eager" else "deploykit"
-        )
+        self._attention = DecodeAttention.for_kernels(lm.model, self.kernels)
         self.context_length = lm.context_length
         tok = lm.tokenizer
         eos = getattr(lm.model.generation_config, "eos_token_id", None)
