@@ -8,8 +8,16 @@ import textwrap
 import pytest
 from _servers import MODEL, start_server
 
-from deploykit.bench.loadgen import LoadSpec, _token_chunk, probe_during_load, run_load
+from deploykit.bench.loadgen import (
+    LoadResult,
+    LoadSpec,
+    RequestResult,
+    _token_chunk,
+    probe_during_load,
+    run_load,
+)
 from deploykit.bench.tables import load_table
+from deploykit.errors import InvalidArgumentError
 from deploykit.launch import free_port, launch_server
 
 
@@ -175,3 +183,24 @@ def test_streamed_requests_record_token_arrivals_and_prompt_lengths(server):
         assert r.input_tokens not in (None, 99)  # the server's usage wins over the estimate
         assert r.time_to_first_token_s + sum(r.itl_s) == pytest.approx(r.latency_s)
     assert load.serve_metrics()["output_throughput"] == load.output_tokens_per_s
+
+
+def test_busy_load_fills_busy_s_with_as_many_requests_as_the_context_needs():
+    from deploykit.bench.loadgen import busy_load
+
+    spec = LoadSpec(model=MODEL, prompt="def main():", max_tokens=50)
+
+    def short(latency_s):  # a run of spec: 50 tokens in latency_s
+        return LoadResult(1, 1.0, tuple(RequestResult(200, latency_s, None, 50) for _ in range(3)))
+
+    # 10 ms a token: 6 s is 600 tokens, one request would do; at least two are sent
+    busy, count = busy_load(spec, short(0.5), busy_s=6.0, max_tokens=1900)
+    assert (busy.max_tokens, count) == (600, 2) and busy.prompt == spec.prompt
+    # 1 ms a token: 6000 tokens do not fit; 1900-token requests, 4 of them (7.6 s)
+    busy, count = busy_load(spec, short(0.05), busy_s=6.0, max_tokens=1900)
+    assert (busy.max_tokens, count) == (1900, 4)
+    failed = LoadResult(1, 1.0, (RequestResult(0, 0.1, None, 0, error="refused"),))
+    with pytest.raises(InvalidArgumentError, match="short run with successful requests"):
+        busy_load(spec, failed, busy_s=6.0, max_tokens=1900)
+    with pytest.raises(InvalidArgumentError, match="busy_s > 0"):
+        busy_load(spec, short(0.5), busy_s=0, max_tokens=1900)

@@ -395,6 +395,27 @@ async def _probe_during(
     return await load, probes
 
 
+def busy_load(
+    spec: LoadSpec, short: LoadResult, busy_s: float, max_tokens: int
+) -> tuple[LoadSpec, int]:
+    """Size requests like spec to keep a one-at-a-time server busy for busy_s: (spec, count).
+
+    short is a run of spec on that server: its median latency gives the time per token. Each
+    request asks for the tokens that fill busy_s, at most max_tokens (what the context holds);
+    a model too fast to fill busy_s with one request gets several, and there are at least two.
+    """
+    if not busy_s > 0 or max_tokens < 1:
+        raise InvalidArgumentError(f"busy_load needs busy_s > 0 and max_tokens >= 1, got "
+                                   f"{busy_s} and {max_tokens}")  # fmt: skip
+    s_per_token = short.latency_s(0.5) / spec.max_tokens
+    if not s_per_token > 0:  # nan: no request of the short run succeeded
+        raise InvalidArgumentError(
+            "busy_load needs a short run with successful requests; check the server's log."
+        )
+    tokens = max(1, min(round(busy_s / s_per_token), max_tokens))
+    return replace(spec, max_tokens=tokens), max(2, math.ceil(busy_s / (tokens * s_per_token)))
+
+
 def probe_during_load(
     url: str,
     spec: LoadSpec = LoadSpec(),
