@@ -185,11 +185,37 @@ def test_bench_engines_table_compares_every_server_with_the_fastest_vllm():
 def test_bench_kernels_modes_and_table():
     from deploykit.bench.kernels import ModeResult, parse_mode, table
 
-    assert parse_mode("bf16:int8") == ("bfloat16", "int8")
+    assert parse_mode("bf16:int8") == ("bfloat16", "int8", "auto")
+    assert parse_mode("float32:onednn:transformers") == ("float32", "onednn", "transformers")
     with pytest.raises(InvalidArgumentError, match="KERNELS is one of eager, onednn, int8"):
         parse_mode("float32:auto")
-    base = ModeResult("float32:eager", 400_000_000, 33.2, {1: [0.040, 0.044]})
-    fast = ModeResult("bfloat16:onednn", 200_000_000, 33.3, {1: [0.020, 0.011]})
+    with pytest.raises(InvalidArgumentError, match="STEP one of auto, deploykit, transformers"):
+        parse_mode("float32:onednn:compiled")
+    base = ModeResult("float32:eager", "transformers", 400_000_000, 33.2, {1: [0.040, 0.044]})
+    fast = ModeResult("bfloat16:onednn", "deploykit", 200_000_000, 33.3, {1: [0.020, 0.011]})
     rows = table([base, fast], [1], bandwidth=20.0).splitlines()[2:]
     # median step 15.5 ms; per-round speed-ups 2.0 and 4.0; 200 MB in 15.5 ms is 12.9 GB/s
-    assert rows[1] == "| bfloat16:onednn | 1 | 15.5 | 65 | 3.00x | 200 | 12.9 (65%) | 33.30 |"
+    assert rows[1] == (
+        "| bfloat16:onednn | deploykit | 1 | 15.5 | 65 | 3.00x | 200 | 12.9 (65%) | 33.30 |"
+    )
+
+
+def test_bench_kernels_times_each_mode_on_a_real_model(tmp_path, capsys):
+    doc = tmp_path / "bench.md"
+    doc.write_text("# Benchmarks\n")
+    modes = ["float32:onednn:transformers", "float32:onednn"]
+    code = main(["bench", "kernels", "--model", "toy-tiny", "--modes", *modes, "--batch-sizes",
+                 "1", "3", "--steps", "2", "--rounds", "1", "--windows", "1", "--seq-len", "16",
+                 "--write-doc", str(doc)])  # fmt: skip
+    assert code == 0
+    rows = [line for line in doc.read_text().splitlines() if line.startswith("| float32")]
+    # mode, whose step ran, batch; the first mode is its own baseline
+    assert [r.split(" | ")[:3] for r in rows] == [
+        ["| float32:onednn:transformers", "transformers", "1"],
+        ["| float32:onednn:transformers", "transformers", "3"],
+        ["| float32:onednn", "deploykit", "1"],
+        ["| float32:onednn", "deploykit", "3"],
+    ]
+    assert all(" | 1.00x | " in r for r in rows[:2])
+    # one model, one dtype: the same weight bytes and the same perplexity in every row
+    assert len({tuple(r.split(" | ")[-3::2]) for r in rows}) == 1

@@ -80,16 +80,22 @@ async def _greedy(engine, lm, n: int) -> list[list[int]]:
 
 def test_engine_in_each_mode_decodes_the_same_greedy_tokens():
     outputs = {}
-    for kernels in ("eager", "onednn"):
+    modes = [("eager", "auto"), ("onednn", "transformers"), ("onednn", "auto")]
+    for kernels, step in modes:
         lm = load()
-        engine = Engine(lm, EngineConfig(max_batch_size=4, kernels=kernels)).start()
+        config = EngineConfig(max_batch_size=4, kernels=kernels, decode_step=step)
+        engine = Engine(lm, config).start()
         try:
             assert engine.kernels == kernels
-            outputs[kernels] = asyncio.run(_greedy(engine, lm, 24))
+            # auto: deploykit's own decode step, except with eager kernels (the baseline)
+            want = "deploykit" if (kernels, step) == ("onednn", "auto") else "transformers"
+            assert engine.decode_step == want
+            outputs[kernels, step] = asyncio.run(_greedy(engine, lm, 24))
         finally:
             engine.stop()
-    assert all(len(t) == 24 for t in outputs["eager"])
-    assert outputs["onednn"] == outputs["eager"]
+    baseline = outputs["eager", "auto"]
+    assert all(len(t) == 24 for t in baseline)
+    assert all(tokens == baseline for tokens in outputs.values())
 
 
 @pytest.mark.parametrize("length", [1, 5])

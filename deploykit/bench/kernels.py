@@ -2,10 +2,12 @@
 
     HF_HUB_OFFLINE=1 deploykit bench kernels --write-doc docs/benchmarks.md
 
-For each mode DTYPE:KERNELS (`models.kernels`: eager, onednn, int8) the model is loaded once
-and switched as deploykit's engine switches it; then, in interleaved rounds, the engine's
-own decode step (`server.kvbatch.KVBatch`, with `decode_attention` for non-eager kernels as
-the engine runs it) is timed at each batch size over a cache of `--context` tokens per row.
+For each mode DTYPE:KERNELS[:STEP] (`models.kernels`: eager, onednn, int8; STEP as `deploykit
+serve --decode-step`: auto, deploykit or transformers, auto when left out) the model is
+loaded once and switched as deploykit's engine switches it; then, in interleaved rounds, the
+engine's decode step (`server.kvbatch.KVBatch` with deploykit's `models.decode_step`, or the
+model's forward with `decode_attention` for non-eager kernels, as the engine runs them) is
+timed at each batch size over a cache of `--context` tokens per row.
 Each row's roofline column is the weight bytes a step reads (every linear layer, lm_head
 included; the KV cache is not counted) over the step's time, against this machine's copy
 bandwidth measured in the same run (torch copying a buffer far larger than the caches,
@@ -26,6 +28,7 @@ from .._conditions import cpu_features, machine_conditions
 from .._progress import progress_bar
 from ..argtypes import positive_int
 from ..errors import InvalidArgumentError
+from ..models.decode_step import DECODE_STEPS
 from ..models.devices import dtype_names
 from ..models.kernels import KERNELS
 from .harness import Measurement, Run, command_line, publish
@@ -35,6 +38,7 @@ DEFAULT_MODES = (
     "float32:eager",
     "float32:onednn",
     "bfloat16:eager",
+    "bfloat16:onednn:transformers",
     "bfloat16:onednn",
     "bfloat16:int8",
 )
@@ -45,6 +49,7 @@ class ModeResult:
     """What one mode measured: step times per batch size, bytes per step, perplexity."""
 
     mode: str
+    decode_step: str  # whose decode step ran: deploykit or transformers
     weight_bytes: int
     perplexity: float
     step_s: dict[int, list[float]] = field(default_factory=dict)
@@ -54,15 +59,18 @@ class ModeResult:
         return 1000 * statistics.median(self.step_s[batch])
 
 
-def parse_mode(text: str) -> tuple[str, str]:
-    """Parse DTYPE:KERNELS into (torch dtype name, kernels), or say what is wrong."""
-    dtype, _, kernels = text.partition(":")
-    if kernels not in KERNELS or kernels == "auto":
+def parse_mode(text: str) -> tuple[str, str, str]:
+    """Parse DTYPE:KERNELS[:STEP] into (torch dtype name, kernels, step), or say what is wrong."""
+    dtype, _, rest = text.partition(":")
+    kernels, _, step = rest.partition(":")
+    step = step or "auto"
+    if kernels not in KERNELS or kernels == "auto" or step not in DECODE_STEPS:
         raise InvalidArgumentError(
-            f"--modes {text!r}: write DTYPE:KERNELS, e.g. bfloat16:onednn; KERNELS is one of "
-            f"{', '.join(k for k in KERNELS if k != 'auto')}."
+            f"--modes {text!r}: write DTYPE:KERNELS[:STEP], e.g. bfloat16:onednn or "
+            "bfloat16:onednn:transformers; KERNELS is one of "
+            f"{', '.join(k for k in KERNELS if k != 'auto')}, STEP one of {', '.join(DECODE_STEPS)}."
         )
-    return dtype_names(dtype)[0], kernels
+    return dtype_names(dtype)[0], kernels, step
 
 
 def copy_bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
@@ -81,13 +89,14 @@ def copy_bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
 
 def _load(model: str, mode: str, batch_hint: int):
     from ..models import load_model
+    from ..models.decode_step import decode_step_for
     from ..models.kernels import DecodeAttention, use_kernels, weight_bytes
 
-    dtype, kernels = parse_mode(mode)
+    dtype, kernels, step = parse_mode(mode)
     lm = load_model(model, device="cpu", dtype=dtype, progress=False)
     use_kernels(lm.model, kernels, batch_hint=batch_hint)
     attention = DecodeAttention.for_kernels(lm.model, kernels)
-    return lm, attention, weight_bytes(lm.model)
+    return lm, attention, decode_step_for(lm.model, kernels, step), weight_bytes(lm.model)
 
 
 def _perplexity(lm, windows: list[list[int]]) -> float:
@@ -101,7 +110,7 @@ def _perplexity(lm, windows: list[list[int]]) -> float:
     return math.exp(loss)
 
 
-def _time_steps(lm, attention, batch: int, context: int, steps: int) -> float:
+def _time_steps(lm, attention, step, batch: int, context: int, steps: int) -> float:
     """Return seconds per decode step of batch rows over a cache of context tokens."""
     import torch
 
@@ -113,10 +122,10 @@ def _time_steps(lm, attention, batch: int, context: int, steps: int) -> float:
         kv.prefill(lm.model, [[lm.tokenizer.eos_token_id or 0] * context] * batch, 0)
         kv.set_last_tokens([1] * batch)
         attention.use("decode")
-        kv.decode(lm.model)  # first step: allocations
+        kv.decode(lm.model, step)  # first step: allocations
         start = time.perf_counter()
         for _ in range(steps):
-            kv.decode(lm.model)
+            kv.decode(lm.model, step)
         return (time.perf_counter() - start) / steps
 
 
@@ -129,19 +138,20 @@ def measure_modes(args: argparse.Namespace) -> tuple[list[ModeResult], float]:
     torch.set_num_threads(args.threads)
     loaded, results = {}, []
     for mode in progress_bar(args.modes, desc="loading modes", leave=False):
-        lm, attention, nbytes = _load(args.model, mode, max(args.batch_sizes))
+        lm, attention, step, nbytes = _load(args.model, mode, max(args.batch_sizes))
         windows = held_out_windows(lm.tokenizer, args.windows, args.seq_len)
-        loaded[mode] = (lm, attention)
-        results.append(ModeResult(mode, nbytes, _perplexity(lm, windows)))
+        loaded[mode] = (lm, attention, step)
+        who = "transformers" if step is None else "deploykit"
+        results.append(ModeResult(mode, who, nbytes, _perplexity(lm, windows)))
     bandwidth = copy_bandwidth_gb_s()
     bar = progress_bar(total=args.rounds * len(args.modes), desc="decode steps", leave=False)
     for r in range(args.rounds):
         order = results[r % len(results) :] + results[: r % len(results)]
         for res in order:
-            lm, attention = loaded[res.mode]
+            lm, attention, step = loaded[res.mode]
             for batch in args.batch_sizes:
-                step = _time_steps(lm, attention, batch, args.context, args.steps)
-                res.step_s.setdefault(batch, []).append(step)
+                seconds = _time_steps(lm, attention, step, batch, args.context, args.steps)
+                res.step_s.setdefault(batch, []).append(seconds)
             bar.update(1)
     bar.close()
     return results, bandwidth
@@ -151,9 +161,9 @@ def table(results: list[ModeResult], batch_sizes: list[int], bandwidth: float) -
     """Return the markdown table: a row per mode and batch size."""
     base = results[0]
     lines = [
-        "| mode (dtype:kernels) | batch | ms per step (median) | tokens/s | vs "
-        f"{base.mode} | weight MB read per step | GB/s read (% of copy) | perplexity |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode (dtype:kernels[:step]) | decode step | batch | ms per step (median) | tokens/s | "
+        f"vs {base.mode} | weight MB read per step | GB/s read (% of copy) | perplexity |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for res in results:
         for batch in batch_sizes:
@@ -161,7 +171,7 @@ def table(results: list[ModeResult], batch_sizes: list[int], bandwidth: float) -
             ratio = statistics.median(b / m for b, m in zip(base.step_s[batch], res.step_s[batch]))
             gb_s = res.weight_bytes / (ms / 1000) / 1e9
             lines.append(
-                f"| {res.mode} | {batch} | {ms:.1f} | {batch / ms * 1000:,.0f} | {ratio:.2f}x | "
+                f"| {res.mode} | {res.decode_step} | {batch} | {ms:.1f} | {batch / ms * 1000:,.0f} | {ratio:.2f}x | "
                 f"{res.weight_bytes / 1e6:.0f} | {gb_s:.1f} ({100 * gb_s / bandwidth:.0f}%) | "
                 f"{res.perplexity:.2f} |"
             )
@@ -209,11 +219,15 @@ def run(args: argparse.Namespace) -> int:
             fastest_line(results, args.batch_sizes),
             f"- Machine: {before['cpu']}; {cpu_features()}; torch threads {args.threads}.",
             "- Kernels: eager is PyTorch's `nn.Linear` and SDPA attention; onednn prepacks "
-            "every linear weight once for oneDNN and runs decode steps with deploykit's "
-            "`decode_attention` (grouped KV heads without copies); int8 is weight-only int8 "
-            "(one scale per output row) through PyTorch's `_weight_int8pack_mm`, also with "
-            "`decode_attention` (`deploykit/models/"
+            "every linear weight once for oneDNN; int8 is weight-only int8 (one scale per "
+            "output row) through PyTorch's `_weight_int8pack_mm` (`deploykit/models/"
             "kernels.py`).",
+            "- Decode step: transformers is the model's forward (with deploykit's "
+            "`decode_attention`, grouped KV heads without copies, unless eager); deploykit is "
+            "`models/decode_step.py`, the same math in fewer operations (fused RMSNorm, rotary "
+            "embedding without concatenation, one mask per step, float32 attention over small "
+            "caches). A mode without :STEP runs what `deploykit serve` runs by default: "
+            "deploykit's step unless the kernels are eager.",
             done.software_line(),
             done.load_line(),
             *done.closing_lines(),

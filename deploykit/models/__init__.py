@@ -3,8 +3,8 @@
 Layered inside, each module importing only those above it in this list:
 `devices` (dtype and device names) → `catalog` (built-in names) → `_build` (cache, corpus,
 perplexity) → `toy`, `smollm2` (the builders) → `resolve` → `quantization` → `load`, `gguf`;
-`kernels` (the linear and decode-attention kernels an engine switches its model to) imports
-none of them.
+`kernels` (the linear and decode-attention kernels an engine switches its model to) and
+`decode_step` (deploykit's own decode step for Llama models) import none of them.
 """
 
 from .catalog import BUILTIN_MODELS

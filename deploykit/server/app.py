@@ -186,7 +186,7 @@ def serve(config: ServerConfig) -> None:
         timeout_graceful_shutdown=5,
     )
     log.info(
-        "serving %s as %r on http://%s:%d (device %s, dtype %s, %s kernels)",
+        "serving %s as %r on http://%s:%d (device %s, dtype %s, %s kernels, %s decode step)",
         config.model,
         config.model_name,
         config.host,
@@ -194,6 +194,7 @@ def serve(config: ServerConfig) -> None:
         lm.device,
         lm.dtype,
         engine.kernels,
+        engine.decode_step,
     )
     try:
         _DrainingServer(uv_config, app, engine, config.drain_timeout_s).run()

@@ -6,6 +6,7 @@ import logging
 
 from .. import _env
 from ..argtypes import port, positive_float, positive_int
+from ..models.decode_step import DECODE_STEPS
 from ..models.kernels import KERNELS
 from .app import ServerConfig, serve, serve_naive
 from .engine import EngineConfig
@@ -36,6 +37,13 @@ def add_cli(sub) -> None:
         default=e.kernels,
         help="linear layers: onednn (weights prepacked once, CPU), int8 (weight-only, one "
         "scale per row, CPU), eager (PyTorch's), auto (onednn where it applies)",
+    )
+    cmd.add_argument(
+        "--decode-step",
+        choices=DECODE_STEPS,
+        default=e.decode_step,
+        help="who runs a decode step: deploykit (its own, Llama models), transformers (the "
+        "model's forward), auto (deploykit's where it applies, unless --kernels eager)",
     )
     cmd.add_argument(
         "--max-batch-size",
@@ -105,7 +113,12 @@ def cli_serve(args) -> int:
         dtype=args.dtype,
         max_body_bytes=args.max_body_bytes,
         drain_timeout_s=args.drain_timeout_s,
-        engine=EngineConfig(max_batch_size=batch, max_waiting=waiting, kernels=args.kernels),
+        engine=EngineConfig(
+            max_batch_size=batch,
+            max_waiting=waiting,
+            kernels=args.kernels,
+            decode_step=args.decode_step,
+        ),
         tgi_limits=TGILimits(args.max_input_tokens, args.max_total_tokens),
     )
     if args.naive:

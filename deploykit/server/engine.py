@@ -34,6 +34,7 @@ from ..errors import (
     InvalidArgumentError,
     InvalidRequestError,
 )
+from ..models.decode_step import DECODE_STEPS, decode_step_for
 from ..models.kernels import KERNELS, DecodeAttention, use_kernels
 from .kvbatch import KVBatch, check_model
 from .request import GenerationStream, RequestState, wake
@@ -59,6 +60,9 @@ class EngineConfig:
     max_admit_delay_steps: int = 8
     # the linear layers' kernels (`models.kernels`): auto is prepacked oneDNN on CPUs
     kernels: str = "auto"
+    # who runs a decode step (`models.decode_step`): auto is deploykit's own for Llama
+    # models unless kernels are eager; "transformers" is the model's forward
+    decode_step: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_waiting < 0 or self.max_prefill_tokens < 1:
@@ -70,13 +74,19 @@ class EngineConfig:
             raise InvalidArgumentError(
                 f"EngineConfig got kernels={self.kernels!r}; use one of {', '.join(KERNELS)}"
             )
+        if self.decode_step not in DECODE_STEPS:
+            raise InvalidArgumentError(
+                f"EngineConfig got decode_step={self.decode_step!r}; use one of "
+                f"{', '.join(DECODE_STEPS)}"
+            )
 
 
 class Engine:
     """Continuous-batching generation over a `LoadedModel`; `generate` is the only entry.
 
     The engine owns lm's model from here on: it switches its linear layers to
-    config.kernels in place (`kernels` says which ran).
+    config.kernels in place (`kernels` says which ran), and runs decode steps with
+    config.decode_step (`decode_step` says whose).
     """
 
     def __init__(self, lm, config: EngineConfig = EngineConfig()) -> None:
@@ -85,6 +95,9 @@ class Engine:
         self.config = config
         self.kernels = use_kernels(lm.model, config.kernels, batch_hint=config.max_batch_size)
         self._attention = DecodeAttention.for_kernels(lm.model, self.kernels)
+        self._decode_step = decode_step_for(lm.model, self.kernels, config.decode_step)
+        # which decode step runs (deploykit's or the model's forward), for logs and metrics
+        self.decode_step = "transformers" if self._decode_step is None else "deploykit"
         self.context_length = lm.context_length
         tok = lm.tokenizer
         eos = getattr(lm.model.generation_config, "eos_token_id", None)
@@ -114,7 +127,7 @@ class Engine:
                 self._attention.use("prefill")
                 batch.prefill(self.lm.model, [[self.pad_token_id] * 4], self.pad_token_id)
                 self._attention.use("decode")
-                batch.decode(self.lm.model)
+                batch.decode(self.lm.model, self._decode_step)
             self._thread = threading.Thread(target=self._run, name="deploykit-engine", daemon=True)
             self._thread.start()
         return self
@@ -311,7 +324,7 @@ class Engine:
                 self._finished(req, req.finish_reason)
         if self._running:
             self._attention.use("decode")
-            logits = batch.decode(model)
+            logits = batch.decode(model, self._decode_step)
             tokens = self._sample(logits, self._running)
             batch.set_last_tokens(tokens)
             self._record(self._running, tokens, touched)

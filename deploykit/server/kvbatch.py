@@ -79,19 +79,26 @@ class KVBatch:
         self._join(cache, mask, positions[:, -1:] + 1)
         return out.logits[:, -1]
 
-    def decode(self, model) -> torch.Tensor:
-        """Feed every row its last token; return logits [B, V]."""
+    def decode(self, model, step=None) -> torch.Tensor:
+        """Feed every row its last token; return logits [B, V].
+
+        step: a decode step that runs model over this cache (`models.decode_step`), or None
+        for the model's own forward.
+        """
         assert self.mask is not None and self.positions is not None  # decode needs rows
         self.mask = torch.cat([self.mask, self.mask.new_ones((self.size, 1))], dim=1)
-        out = model(
-            input_ids=self.last_tokens,
-            attention_mask=self.mask,
-            position_ids=self.positions,
-            past_key_values=self.cache,
-            use_cache=True,
-        )
+        if step is not None:
+            logits = step(self.last_tokens, self.positions, self.mask, self.cache)
+        else:
+            logits = model(
+                input_ids=self.last_tokens,
+                attention_mask=self.mask,
+                position_ids=self.positions,
+                past_key_values=self.cache,
+                use_cache=True,
+            ).logits[:, -1]
         self.positions = self.positions + 1
-        return out.logits[:, -1]
+        return logits
 
     def set_last_tokens(self, tokens: list[int], first_row: int = 0) -> None:
         """Record the tokens just sampled for rows first_row.. as their next inputs."""

@@ -1,0 +1,81 @@
+"""deploykit's own decode step (`models.decode_step`) against the model's forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import deploykit as dk
+from deploykit.errors import InvalidArgumentError
+from deploykit.models.decode_step import LlamaDecodeStep, decode_step_for, unsupported
+from deploykit.models.kernels import use_kernels
+from deploykit.server.engine import EngineConfig
+from deploykit.server.kvbatch import KVBatch
+
+# rows of different lengths, so that the cache is left-padded and the mask matters
+PROMPTS = [[5, 9, 14, 3, 7, 21, 8], [11, 2], [4, 4, 17, 30]]
+
+
+def load(dtype: str = "float32"):
+    return dk.load_model("toy-tiny", device="cpu", dtype=dtype, progress=False)
+
+
+def decode_both_ways(lm, steps: int = 6):
+    """Prefill the same rows twice; decode one with the model's forward, one with the step."""
+    step = LlamaDecodeStep(lm.model)
+    theirs, ours = KVBatch("cpu"), KVBatch("cpu")
+    pairs = []
+    with torch.inference_mode():
+        for kv in (theirs, ours):
+            logits = kv.prefill(lm.model, PROMPTS, 0)
+            kv.set_last_tokens(logits.argmax(-1).tolist())
+        for _ in range(steps):
+            want, got = theirs.decode(lm.model), ours.decode(lm.model, step)
+            pairs.append((want.float(), got.float()))
+            tokens = want.argmax(-1).tolist()  # both rows go on with the same tokens
+            theirs.set_last_tokens(tokens)
+            ours.set_last_tokens(tokens)
+    assert ours.columns == theirs.columns == len(PROMPTS[0]) + steps  # the cache grew alike
+    return pairs
+
+
+@pytest.mark.parametrize("kernels", ["eager", "onednn"])
+def test_the_step_gives_the_models_logits_in_float32(kernels):
+    lm = load()
+    use_kernels(lm.model, kernels)
+    for want, got in decode_both_ways(lm):
+        assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+
+
+def test_the_step_gives_the_models_greedy_tokens_in_bfloat16():
+    lm = load("bfloat16")
+    use_kernels(lm.model, "onednn")
+    for want, got in decode_both_ways(lm):
+        # float32 attention over these small caches rounds differently from bfloat16's
+        assert (got - want).abs().max() < 0.25 * want.abs().max()
+        assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_auto_runs_the_step_unless_kernels_are_eager():
+    lm = load()
+    assert isinstance(decode_step_for(lm.model, "onednn"), LlamaDecodeStep)
+    assert decode_step_for(lm.model, "eager") is None  # the plain transformers baseline
+    assert isinstance(decode_step_for(lm.model, "eager", "deploykit"), LlamaDecodeStep)
+    assert decode_step_for(lm.model, "onednn", "transformers") is None
+    with pytest.raises(InvalidArgumentError, match="unknown decode step 'fast'; use one of auto"):
+        decode_step_for(lm.model, "onednn", "fast")
+    with pytest.raises(InvalidArgumentError, match="decode_step='fast'; use one of auto"):
+        EngineConfig(decode_step="fast")
+
+
+def test_models_it_does_not_handle_are_named_with_the_reason():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
+    assert unsupported(gpt2) == "GPT2LMHeadModel is not a Llama-architecture model"
+    assert decode_step_for(gpt2, "onednn") is None  # auto falls back to the model's forward
+    with pytest.raises(InvalidArgumentError, match="not a Llama.*use 'transformers' or 'auto'"):
+        decode_step_for(gpt2, "onednn", "deploykit")
+    lm = load()
+    lm.model.config.hidden_act = "gelu"
+    assert unsupported(lm.model) == "its MLP uses gelu, not silu"
