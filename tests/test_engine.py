@@ -232,3 +232,20 @@ def test_admission_waits_only_while_waiting_costs_less_than_a_prefill(
     eng._running = [_waiting_request(i, 0) for i in range(running)]
     eng._waiting.extend(_waiting_request(i, 100 - waited_steps) for i in range(waiting))
     assert len(eng._admit()) == admitted
+
+
+def test_a_first_token_goes_out_before_the_next_decode_step(lm):
+    """Time to first token is the prefill's: the step's decode does not hold the first token."""
+    eng = Engine(lm, EngineConfig(max_batch_size=4))
+    published: list[int] = []  # tokens each wake-up hands the request, in order
+    real = eng._publish
+    eng._publish = lambda touched: (published.extend(len(r.output_ids) for r in touched),
+                                    real(touched))  # fmt: skip
+    eng.start()
+    try:
+        params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+        _, tokens, finish = run(collect(eng, ids(lm, "def main():"), params, stream=True))
+    finally:
+        eng.stop()
+    assert len(tokens) == 3 and finish == "length"
+    assert published == [1, 2, 3]  # the prefill's token alone, then one per decode step

@@ -306,7 +306,11 @@ class Engine:
             return new
 
     def _step(self, batch: KVBatch, new: list[RequestState], touched: list[RequestState]) -> None:
-        """Drop aborted rows, prefill the new ones (their first token), decode everyone."""
+        """Drop aborted rows, prefill the new ones (their first token), decode everyone.
+
+        The first tokens go out before the decode: a new request's time to first token is
+        its prefill, not its prefill and one more step.
+        """
         model = self.lm.model
         for req in self._drop(batch, lambda r: r.aborted):
             self._finished(req, "stop" if req.text_stopped else "abort")
@@ -322,6 +326,10 @@ class Engine:
             for req in self._drop(batch, lambda r: r.finish_reason is not None):
                 assert req.finish_reason is not None  # what _drop selected on
                 self._finished(req, req.finish_reason)
+            if self._running:  # a decode follows: hand out the first tokens before it runs
+                self._report(batch)
+                self._publish(touched)
+                touched.clear()
         if self._running:
             self._attention.use("decode")
             logits = batch.decode(model, self._decode_step)
