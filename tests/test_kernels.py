@@ -10,7 +10,15 @@ from torch import nn
 
 import deploykit as dk
 from deploykit.errors import InvalidArgumentError
-from deploykit.models.kernels import DecodeAttention, OneDNNLinear, resolve_kernels, use_kernels
+from deploykit.models.kernels import (
+    DecodeAttention,
+    OneDNNLinear,
+    ProjectionPart,
+    SharedProjection,
+    resolve_kernels,
+    use_kernels,
+    weight_bytes,
+)
 from deploykit.server.engine import Engine, EngineConfig
 from deploykit.server.sampling import SamplingParams
 
@@ -24,9 +32,14 @@ def load(dtype: str = "float32"):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_onednn_linears_give_the_eager_logits(dtype):
     eager, packed = load(dtype), load(dtype)
+    layers = len(packed.model.model.layers)
     linears = sum(type(m) is nn.Linear for m in packed.model.modules())
     assert use_kernels(packed.model, "onednn") == "onednn"
-    assert sum(type(m) is OneDNNLinear for m in packed.model.modules()) == linears > 0
+    # per layer q/k/v become parts of one product, gate/up of another: 7 linears, 4 products
+    parts = [m for m in packed.model.modules() if type(m) is ProjectionPart]
+    assert len(parts) == 5 * layers and len({id(p.shared) for p in parts}) == 2 * layers
+    packs = sum(type(m) is OneDNNLinear for m in packed.model.modules())
+    assert packs == linears - 3 * layers > 0  # o_proj, down_proj, the fused two; lm_head
     assert not any(type(m) is nn.Linear for m in packed.model.modules())
     ids = packed.tokenizer(PROMPTS, return_tensors="pt", padding=True)
     with torch.inference_mode():
@@ -127,3 +140,31 @@ def test_decode_attention_gives_the_models_logits():
         got = lm.model(**ids).logits
     assert lm.model.config._attn_implementation == "deploykit_decode"
     assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_a_shared_projection_runs_once_per_input_and_lets_it_go():
+    calls = []
+    fused = nn.Linear(4, 6, bias=True)
+    shared = SharedProjection(fused, [3, 2, 1])
+    fused.register_forward_hook(lambda *_: calls.append(1))
+    parts = [ProjectionPart(shared, i, 4) for i in range(3)]
+    x = torch.randn(2, 5, 4)
+    with torch.inference_mode():
+        want = fused(x).split([3, 2, 1], -1)
+        calls.clear()
+        got = [p(x) for p in parts]
+        assert len(calls) == 1  # one product for the three parts
+        assert shared._input is None and not shared._outputs  # released after the last part
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+        y = torch.randn(2, 5, 4)
+        assert torch.equal(parts[1](y), fused(y)[..., 3:5])  # a new input: a new product
+        assert torch.equal(parts[1](y), fused(y)[..., 3:5])  # asked twice: computed again
+
+
+@pytest.mark.parametrize("kernels", ["onednn", "int8"])
+def test_fused_projections_read_the_same_weight_bytes(kernels):
+    eager, packed = load("bfloat16"), load("bfloat16")
+    use_kernels(packed.model, kernels)
+    per_byte = {"onednn": 1.0, "int8": 0.5}[kernels]  # int8: a byte per weight, plus scales
+    assert weight_bytes(packed.model) >= per_byte * weight_bytes(eager.model)
+    assert weight_bytes(packed.model) <= per_byte * weight_bytes(eager.model) * 1.02

@@ -9,6 +9,8 @@ the step with the model's own modules and weights (its linear layers' kernels in
 its own cache (transformers' `DynamicCache`, appended the same way), so prefill, joining and
 dropping rows are unchanged:
 
+- fused projections (`kernels.SharedProjection`) run as one product, without their parts'
+  Python;
 - RMSNorm is `torch.rms_norm` in float32 (one kernel instead of six), then cast and scaled
   as transformers does;
 - rotary embedding: the model's own `rotary_emb` module, applied without `torch.cat`;
@@ -30,6 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError
+from .kernels import SharedProjection
 
 # cached values per layer (rows x KV heads x tokens x head dim) up to which a bfloat16 or
 # float16 cache is multiplied in float32 (see the module docstring)
@@ -80,6 +83,17 @@ def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> Lla
             f"deploykit's decode step does not apply: {why}; use 'transformers' or 'auto'."
         )
     return None if why else LlamaDecodeStep(model)
+
+
+def _projections(x: torch.Tensor, *layers: nn.Module) -> tuple[torch.Tensor, ...]:
+    """Return each layer's output for x: one fused product when they are its parts."""
+    shared = getattr(layers[0], "shared", None)
+    parts = [(getattr(p, "shared", None), getattr(p, "index", None)) for p in layers]
+    if isinstance(shared, SharedProjection) and parts == [
+        (shared, i) for i in range(len(shared.sizes))
+    ]:
+        return shared.fused(x).split(shared.sizes, -1)
+    return tuple(layer(x) for layer in layers)
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
@@ -133,9 +147,10 @@ class LlamaDecodeStep:
         for i, layer in enumerate(inner.layers):
             attn = layer.self_attn
             x = _rms_norm(hidden, layer.input_layernorm)
-            q = attn.q_proj(x).view(b, 1, h, d).transpose(1, 2)  # [B, H, 1, D]
-            k = attn.k_proj(x).view(b, 1, kv, d).transpose(1, 2)  # [B, KV, 1, D]
-            v = attn.v_proj(x).view(b, 1, kv, d).transpose(1, 2)
+            q, k, v = _projections(x, attn.q_proj, attn.k_proj, attn.v_proj)
+            q = q.view(b, 1, h, d).transpose(1, 2)  # [B, H, 1, D]
+            k = k.view(b, 1, kv, d).transpose(1, 2)  # [B, KV, 1, D]
+            v = v.view(b, 1, kv, d).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
             keys, values = cache.layers[i].update(k, v)  # [B, KV, T+1, D]
             if keys.dtype != torch.float32 and keys.numel() <= FLOAT32_ATTENTION_ELEMENTS:
@@ -147,6 +162,7 @@ class LlamaDecodeStep:
             hidden = hidden + attn.o_proj(out)
             mlp = layer.mlp
             x = _rms_norm(hidden, layer.post_attention_layernorm)
-            hidden = hidden + mlp.down_proj(nn.functional.silu(mlp.gate_proj(x)) * mlp.up_proj(x))
+            gate, up = _projections(x, mlp.gate_proj, mlp.up_proj)
+            hidden = hidden + mlp.down_proj(nn.functional.silu(gate) * up)
         hidden = _rms_norm(hidden, inner.norm)
         return self.model.lm_head(hidden[:, -1])
