@@ -38,6 +38,7 @@ from .kernels import SharedProjection
 # float16 cache is multiplied in float32 (see the module docstring)
 FLOAT32_ATTENTION_ELEMENTS = 1 << 16
 DECODE_STEPS = ("auto", "deploykit", "transformers")
+SPARE_COLUMNS = 16  # cache columns allocated ahead, so most steps append in place
 _LAYER_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP_PARTS = ("gate_proj", "up_proj", "down_proj")
 
@@ -96,6 +97,29 @@ def _projections(x: torch.Tensor, *layers: nn.Module) -> tuple[torch.Tensor, ...
     return tuple(layer(x) for layer in layers)
 
 
+def _append(layer, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Append k, v [B, KV, 1, D] to a DynamicLayer; return its whole buffers [B, KV, C, D].
+
+    The layer's keys/values stay views of its first T+1 columns (what the running batch
+    reads and rewrites when rows join or leave). The buffers have SPARE_COLUMNS more, zeros,
+    so a step writes one column in place instead of copying the cache (`torch.cat`), and
+    attention reads the buffers whole and contiguous, spare columns masked.
+    """
+    keys = layer.keys
+    n = keys.shape[2]
+    buf_k, buf_v = getattr(layer, "_dk_buffers", (None, None))
+    if buf_k is None or keys is not getattr(layer, "_dk_view", None) or n == buf_k.shape[2]:
+        shape = (keys.shape[0], keys.shape[1], n + SPARE_COLUMNS, keys.shape[3])
+        buf_k, buf_v = keys.new_zeros(shape), keys.new_zeros(shape)
+        buf_k[:, :, :n], buf_v[:, :, :n] = keys, layer.values
+        layer._dk_buffers = (buf_k, buf_v)
+    buf_k[:, :, n : n + 1] = k
+    buf_v[:, :, n : n + 1] = v
+    layer.keys, layer.values = buf_k[:, :, : n + 1], buf_v[:, :, : n + 1]
+    layer._dk_view = layer.keys
+    return buf_k, buf_v
+
+
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     """transformers' LlamaRMSNorm: float32 normalisation, cast back, then scaled."""
     normed = torch.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon)
@@ -140,10 +164,7 @@ class LlamaDecodeStep:
         hidden = inner.embed_tokens(input_ids)  # [B, 1, E]
         cos, sin = inner.rotary_emb(hidden, positions)  # [B, 1, D] each
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, 1, D]: broadcast over heads
-        # additive mask [B, 1, 1, T+1], float32: -inf-like where a column is padding
-        additive = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-        additive.masked_fill_(mask == 0, torch.finfo(torch.float32).min)
-        additive = additive[:, None, None, :]
+        masks: dict[int, torch.Tensor] = {}  # additive [B, 1, 1, columns] per buffer width
         for i, layer in enumerate(inner.layers):
             attn = layer.self_attn
             x = _rms_norm(hidden, layer.input_layernorm)
@@ -152,7 +173,13 @@ class LlamaDecodeStep:
             k = k.view(b, 1, kv, d).transpose(1, 2)  # [B, KV, 1, D]
             v = v.view(b, 1, kv, d).transpose(1, 2)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            keys, values = cache.layers[i].update(k, v)  # [B, KV, T+1, D]
+            keys, values = _append(cache.layers[i], k, v)  # [B, KV, C, D], C >= T+1
+            width = keys.shape[2]
+            if width not in masks:  # float32, -inf-like where a column is padding or spare
+                additive = torch.full((b, width), torch.finfo(torch.float32).min)
+                additive[:, : mask.shape[1]].masked_fill_(mask != 0, 0.0)
+                masks[width] = additive[:, None, None, :]
+            additive = masks[width]
             if keys.dtype != torch.float32 and keys.numel() <= FLOAT32_ATTENTION_ELEMENTS:
                 q, keys, values = q.float(), keys.float(), values.float()
             scores = torch.matmul(q.reshape(b, kv, g, d), keys.transpose(2, 3))  # [B, KV, G, T+1]
