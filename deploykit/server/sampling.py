@@ -132,6 +132,10 @@ def sample(
 
     penalties holds (row, repetition_penalty, token ids seen), applied before anything else.
     """
+    if not penalties and not banned and all(p.greedy for p in params):
+        # the common fast path: one argmax in the model's dtype (the same first maximum as in
+        # float32), one device->host copy
+        return logits.argmax(dim=-1).tolist()
     logits = logits.float()
     if penalties:
         penalize_repeats(logits, penalties)
@@ -140,7 +144,6 @@ def sample(
         cols = [t for _, ids in banned for t in ids]
         logits[rows, cols] = float("-inf")
     if all(p.greedy for p in params):
-        # the common fast path: one argmax, one device->host copy
         return logits.argmax(dim=-1).tolist()
     device = logits.device
     temps = torch.tensor([p.temperature or 1.0 for p in params], device=device)
