@@ -107,12 +107,13 @@ def _append(layer, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torc
     """
     keys = layer.keys
     n = keys.shape[2]
-    buf_k, buf_v = getattr(layer, "_dk_buffers", (None, None))
-    if buf_k is None or keys is not getattr(layer, "_dk_view", None) or n == buf_k.shape[2]:
+    buffers: tuple[torch.Tensor, torch.Tensor] | None = getattr(layer, "_dk_buffers", None)
+    if buffers is None or keys is not getattr(layer, "_dk_view", None) or n == buffers[0].shape[2]:
         shape = (keys.shape[0], keys.shape[1], n + SPARE_COLUMNS, keys.shape[3])
-        buf_k, buf_v = keys.new_zeros(shape), keys.new_zeros(shape)
-        buf_k[:, :, :n], buf_v[:, :, :n] = keys, layer.values
-        layer._dk_buffers = (buf_k, buf_v)
+        buffers = keys.new_zeros(shape), keys.new_zeros(shape)
+        buffers[0][:, :, :n], buffers[1][:, :, :n] = keys, layer.values
+        layer._dk_buffers = buffers
+    buf_k, buf_v = buffers
     buf_k[:, :, n : n + 1] = k
     buf_v[:, :, n : n + 1] = v
     layer.keys, layer.values = buf_k[:, :, : n + 1], buf_v[:, :, : n + 1]
