@@ -89,14 +89,15 @@ def copy_bandwidth_gb_s(mib: int = 512, repeats: int = 5) -> float:
 
 def _load(model: str, mode: str, batch_hint: int):
     from ..models import load_model
-    from ..models.decode_step import decode_step_for
+    from ..models.decode_step import decode_step_for, step_name
     from ..models.kernels import DecodeAttention, use_kernels, weight_bytes
 
     dtype, kernels, step = parse_mode(mode)
     lm = load_model(model, device="cpu", dtype=dtype, progress=False)
     use_kernels(lm.model, kernels, batch_hint=batch_hint)
-    attention = DecodeAttention.for_kernels(lm.model, kernels)
-    return lm, attention, decode_step_for(lm.model, kernels, step), weight_bytes(lm.model)
+    decode_step = decode_step_for(lm.model, kernels, step)
+    attention = DecodeAttention.for_kernels(lm.model, kernels, decode_step)
+    return lm, attention, decode_step, step_name(decode_step), weight_bytes(lm.model)
 
 
 def _perplexity(lm, windows: list[list[int]]) -> float:
@@ -138,10 +139,9 @@ def measure_modes(args: argparse.Namespace) -> tuple[list[ModeResult], float]:
     torch.set_num_threads(args.threads)
     loaded, results = {}, []
     for mode in progress_bar(args.modes, desc="loading modes", leave=False):
-        lm, attention, step, nbytes = _load(args.model, mode, max(args.batch_sizes))
+        lm, attention, step, who, nbytes = _load(args.model, mode, max(args.batch_sizes))
         windows = held_out_windows(lm.tokenizer, args.windows, args.seq_len)
         loaded[mode] = (lm, attention, step)
-        who = "transformers" if step is None else "deploykit"
         results.append(ModeResult(mode, who, nbytes, _perplexity(lm, windows)))
     bandwidth = copy_bandwidth_gb_s()
     bar = progress_bar(total=args.rounds * len(args.modes), desc="decode steps", leave=False)

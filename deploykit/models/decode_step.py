@@ -5,10 +5,11 @@ does not use: the output-capturing decorators, the mask builder, the attention d
 keyword plumbing through every layer, and a `torch.cat` per `rotate_half`. On a small model
 on a CPU that overhead is a large part of the step (docs/benchmarks.md, `deploykit bench
 kernels`, the A/B of DTYPE:KERNELS:transformers against :deploykit). `LlamaDecodeStep` runs
-the step with the model's own modules and weights (its linear layers' kernels included) and
-its own cache (transformers' `DynamicCache`, appended the same way), so prefill, joining and
-dropping rows are unchanged:
+the step with the model's own modules and weights (its linear layers' kernels included) on
+the model's own cache (transformers' `DynamicCache`, whose layers keep their keys and values
+as views of the cache, so prefill, joining and dropping rows are unchanged):
 
+- the cache grows in place: `SPARE_COLUMNS` columns ahead, not a `torch.cat` per step;
 - fused projections (`kernels.SharedProjection`) run as one product, without their parts'
   Python;
 - RMSNorm is `torch.rms_norm` in float32 (one kernel instead of six), then cast and scaled
@@ -84,6 +85,11 @@ def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> Lla
             f"deploykit's decode step does not apply: {why}; use 'transformers' or 'auto'."
         )
     return None if why else LlamaDecodeStep(model)
+
+
+def step_name(step: LlamaDecodeStep | None) -> str:
+    """Return whose decode step runs: "deploykit", or "transformers" (the model's forward)."""
+    return "transformers" if step is None else "deploykit"
 
 
 def _projections(x: torch.Tensor, *layers: nn.Module) -> tuple[torch.Tensor, ...]:

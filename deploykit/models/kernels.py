@@ -279,9 +279,16 @@ class DecodeAttention:
         self._current = self.prefill_impl
 
     @classmethod
-    def for_kernels(cls, model: nn.Module, kernels: str) -> DecodeAttention:
-        """Return the switch an engine uses with kernels: `decode_attention` unless eager."""
-        return cls(model, None if kernels == "eager" else "deploykit")
+    def for_kernels(
+        cls, model: nn.Module, kernels: str, decode_step: object | None = None
+    ) -> DecodeAttention:
+        """Return the switch an engine uses with kernels: `decode_attention` unless eager.
+
+        decode_step: the step that runs decode instead of the model's forward (deploykit's,
+        `decode_step.py`); then the model's attention serves prefill only, and never switches.
+        """
+        eager = kernels == "eager" or decode_step is not None
+        return cls(model, None if eager else "deploykit")
 
     def use(self, phase: str) -> None:
         """Switch the model to the attention of phase ("prefill" or "decode") if it is not on it."""

@@ -34,7 +34,7 @@ from ..errors import (
     InvalidArgumentError,
     InvalidRequestError,
 )
-from ..models.decode_step import DECODE_STEPS, decode_step_for
+from ..models.decode_step import DECODE_STEPS, decode_step_for, step_name
 from ..models.kernels import KERNELS, DecodeAttention, use_kernels
 from .kvbatch import KVBatch, check_model
 from .request import GenerationStream, RequestState, wake
@@ -94,10 +94,9 @@ class Engine:
         self.lm = lm
         self.config = config
         self.kernels = use_kernels(lm.model, config.kernels, batch_hint=config.max_batch_size)
-        self._attention = DecodeAttention.for_kernels(lm.model, self.kernels)
         self._decode_step = decode_step_for(lm.model, self.kernels, config.decode_step)
-        # which decode step runs (deploykit's or the model's forward), for logs and metrics
-        self.decode_step = "transformers" if self._decode_step is None else "deploykit"
+        self._attention = DecodeAttention.for_kernels(lm.model, self.kernels, self._decode_step)
+        self.decode_step = step_name(self._decode_step)  # whose decode step runs, for the log
         self.context_length = lm.context_length
         tok = lm.tokenizer
         eos = getattr(lm.model.generation_config, "eos_token_id", None)
