@@ -88,6 +88,8 @@ def bench_balanced(
                 label=f"{front}, {len(urls)} replica(s)",
                 progress=False,
             )
-            answered = served_by_replica(balancer, at_least=result["completed"] + warmups)
+            # bench_serve's own requests: the load, its warm-ups, and one GET /v1/models first
+            # (nginx logs a line after its client has the answer: wait for all of them)
+            answered = served_by_replica(balancer, at_least=result["completed"] + warmups + 1)
     served = {_host_port(url): answered.get(_host_port(url), 0) for url in urls}
     return BalancedBench(front, result, served)
