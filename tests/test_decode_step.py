@@ -7,7 +7,12 @@ import torch
 
 import deploykit as dk
 from deploykit.errors import InvalidArgumentError
-from deploykit.models.decode_step import LlamaDecodeStep, decode_step_for, unsupported
+from deploykit.models.decode_step import (
+    CompiledDecodeStep,
+    LlamaDecodeStep,
+    decode_step_for,
+    unsupported,
+)
 from deploykit.models.kernels import use_kernels
 from deploykit.server.engine import EngineConfig
 from deploykit.server.kvbatch import KVBatch
@@ -20,14 +25,14 @@ def load(dtype: str = "float32"):
     return dk.load_model("toy-tiny", device="cpu", dtype=dtype, progress=False)
 
 
-def decode_both_ways(lm, steps: int = 6):
+def decode_both_ways(lm, steps: int = 6, step=None, prompts=PROMPTS):
     """Prefill the same rows twice; decode one with the model's forward, one with the step."""
-    step = LlamaDecodeStep(lm.model)
+    step = step or LlamaDecodeStep(lm.model)
     theirs, ours = KVBatch("cpu"), KVBatch("cpu")
     pairs = []
     with torch.inference_mode():
         for kv in (theirs, ours):
-            logits = kv.prefill(lm.model, PROMPTS, 0)
+            logits = kv.prefill(lm.model, prompts, 0)
             kv.set_last_tokens(logits.argmax(-1).tolist())
         for _ in range(steps):
             want, got = theirs.decode(lm.model), ours.decode(lm.model, step)
@@ -35,7 +40,7 @@ def decode_both_ways(lm, steps: int = 6):
             tokens = want.argmax(-1).tolist()  # both rows go on with the same tokens
             theirs.set_last_tokens(tokens)
             ours.set_last_tokens(tokens)
-    assert ours.columns == theirs.columns == len(PROMPTS[0]) + steps  # the cache grew alike
+    assert ours.columns == theirs.columns == max(map(len, prompts)) + steps  # grew alike
     return pairs
 
 
@@ -54,6 +59,19 @@ def test_the_step_gives_the_models_greedy_tokens_in_bfloat16():
         # float32 attention over these small caches rounds differently from bfloat16's
         assert (got - want).abs().max() < 0.25 * want.abs().max()
         assert torch.equal(got.argmax(-1), want.argmax(-1))
+
+
+def test_the_compiled_step_gives_the_models_logits_in_float32():
+    lm = load()
+    step = decode_step_for(lm.model, "eager", "compiled")
+    assert isinstance(step, CompiledDecodeStep)
+    # 20 steps pass SPARE_COLUMNS: the buffers are made anew under the compiled code too;
+    # one row, then three: batch 1 is a graph of its own
+    for prompts in (PROMPTS[:1], PROMPTS):
+        for want, got in decode_both_ways(lm, 20, step, prompts):
+            assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+    with pytest.raises(InvalidArgumentError, match="plain linear layers, not 'onednn' ones"):
+        decode_step_for(lm.model, "onednn", "compiled")
 
 
 def test_auto_runs_the_step_unless_kernels_are_eager():

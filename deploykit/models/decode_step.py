@@ -21,6 +21,11 @@ as views of the cache, so prefill, joining and dropping rows are unchanged):
   multiplied in float32 too: PyTorch's bfloat16 batched matmul on a CPU is several times
   slower than float32's at a decode step's tiny sizes, and converting a small cache is cheap.
 
+`CompiledDecodeStep` runs the same math through `torch.compile` (inductor, weights frozen in):
+`deploykit serve --decode-step compiled`. On the 2-core CPU of docs/benchmarks.md it compiled
+for about two and a half minutes and then ran no faster than this eager step at one thread,
+so it is not the default; it is the lever to measure again on a bigger CPU or a GPU.
+
 It is not a general Llama: models with attention biases are fine (the modules carry them),
 but RoPE types other than transformers' own `rotary_emb`, QK-norm, soft-capping, sliding
 windows and non-SiLU MLPs are refused by `unsupported`, and the engine then uses the model's
@@ -38,7 +43,7 @@ from .kernels import SharedProjection
 # cached values per layer (rows x KV heads x tokens x head dim) up to which a bfloat16 or
 # float16 cache is multiplied in float32 (see the module docstring)
 FLOAT32_ATTENTION_ELEMENTS = 1 << 16
-DECODE_STEPS = ("auto", "deploykit", "transformers")
+DECODE_STEPS = ("auto", "deploykit", "compiled", "transformers")
 SPARE_COLUMNS = 16  # cache columns allocated ahead, so most steps append in place
 _LAYER_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP_PARTS = ("gate_proj", "up_proj", "down_proj")
@@ -67,11 +72,21 @@ def unsupported(model: nn.Module) -> str | None:
     return None
 
 
+def kernels_for(kernels: str, choice: str) -> str:
+    """Return the kernels to switch a model to for decode step choice.
+
+    The compiled step needs plain linear layers (inductor prepacks their weights itself), so
+    "auto" kernels are "eager" with it; any other choice is kept (and checked later).
+    """
+    return "eager" if choice == "compiled" and kernels == "auto" else kernels
+
+
 def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> LlamaDecodeStep | None:
     """Return the decode step an engine runs: deploykit's, or None for the model's forward.
 
     "auto" is deploykit's where it applies and the kernels are not eager (eager stays the
-    plain transformers baseline); "deploykit" where it does not apply is an error saying why.
+    plain transformers baseline); "deploykit" or "compiled" where it does not apply is an
+    error saying why. "compiled" is deploykit's step through torch.compile, on eager kernels.
     """
     if choice not in DECODE_STEPS:
         raise InvalidArgumentError(
@@ -80,16 +95,26 @@ def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> Lla
     if choice == "transformers" or (choice == "auto" and kernels == "eager"):
         return None
     why = unsupported(model)
-    if why and choice == "deploykit":
+    if why and choice in ("deploykit", "compiled"):
         raise InvalidArgumentError(
             f"deploykit's decode step does not apply: {why}; use 'transformers' or 'auto'."
         )
+    if choice == "compiled":
+        if kernels != "eager":
+            raise InvalidArgumentError(
+                f"the compiled decode step prepacks the weights itself, so it runs on plain "
+                f"linear layers, not {kernels!r} ones; use kernels 'eager' (or 'auto')."
+            )
+        return CompiledDecodeStep(model)
     return None if why else LlamaDecodeStep(model)
 
 
 def step_name(step: LlamaDecodeStep | None) -> str:
-    """Return whose decode step runs: "deploykit", or "transformers" (the model's forward)."""
-    return "transformers" if step is None else "deploykit"
+    """Return whose decode step runs: "deploykit", "compiled" (deploykit's, compiled) or
+    "transformers" (the model's forward)."""
+    if step is None:
+        return "transformers"
+    return "compiled" if step.compiled else "deploykit"
 
 
 def _projections(x: torch.Tensor, *layers: nn.Module) -> tuple[torch.Tensor, ...]:
@@ -103,28 +128,50 @@ def _projections(x: torch.Tensor, *layers: nn.Module) -> tuple[torch.Tensor, ...
     return tuple(layer(x) for layer in layers)
 
 
-def _append(layer, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Append k, v [B, KV, 1, D] to a DynamicLayer; return its whole buffers [B, KV, C, D].
+def _buffers(cache) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Return all layers' key and value buffers [L, B, KV, C, D] and n, the column to write.
 
-    The layer's keys/values stay views of its first T+1 columns (what the running batch
-    reads and rewrites when rows join or leave). The buffers have SPARE_COLUMNS more, zeros,
-    so a step writes one column in place instead of copying the cache (`torch.cat`), and
-    attention reads the buffers whole and contiguous, spare columns masked.
+    Each layer's keys/values stay views of its buffers' first n columns (what the running
+    batch reads and rewrites when rows join or leave); after a step, `_commit` makes them
+    n+1. The buffers have SPARE_COLUMNS more columns, zeros, so a step writes one column in
+    place instead of copying the cache (`torch.cat`), and attention reads the buffers whole
+    and contiguous, spare columns masked. One tensor for all layers keeps a compiled step's
+    inputs (and the guards checked on every call) two tensors, not two per layer. Buffers
+    are made anew when the batch replaced the keys (rows joined or left) or the spare
+    columns ran out.
     """
-    keys = layer.keys
-    n = keys.shape[2]
-    buffers: tuple[torch.Tensor, torch.Tensor] | None = getattr(layer, "_dk_buffers", None)
-    if buffers is None or keys is not getattr(layer, "_dk_view", None) or n == buffers[0].shape[2]:
-        shape = (keys.shape[0], keys.shape[1], n + SPARE_COLUMNS, keys.shape[3])
-        buffers = keys.new_zeros(shape), keys.new_zeros(shape)
-        buffers[0][:, :, :n], buffers[1][:, :, :n] = keys, layer.values
-        layer._dk_buffers = buffers
-    buf_k, buf_v = buffers
-    buf_k[:, :, n : n + 1] = k
-    buf_v[:, :, n : n + 1] = v
-    layer.keys, layer.values = buf_k[:, :, : n + 1], buf_v[:, :, : n + 1]
-    layer._dk_view = layer.keys
-    return buf_k, buf_v
+    layers = cache.layers
+    n = layers[0].keys.shape[2]
+    stack = getattr(cache, "_dk_stack", None)
+    if (
+        stack is None
+        or n == stack[0].shape[3]
+        or any(layer.keys is not getattr(layer, "_dk_view", None) for layer in layers)
+    ):
+        first = layers[0].keys
+        shape = (len(layers), first.shape[0], first.shape[1], n + SPARE_COLUMNS, first.shape[3])
+        stack = first.new_zeros(shape), first.new_zeros(shape)
+        for i, layer in enumerate(layers):
+            stack[0][i, :, :, :n], stack[1][i, :, :, :n] = layer.keys, layer.values
+        cache._dk_stack = stack
+    return stack[0], stack[1], n
+
+
+def _commit(cache, n: int) -> None:
+    """Make each layer's keys/values the first n columns of its buffers (after a step)."""
+    keys, values = cache._dk_stack
+    for i, layer in enumerate(cache.layers):
+        layer.keys, layer.values = keys[i, :, :, :n], values[i, :, :, :n]
+        layer._dk_view = layer.keys
+
+
+def _additive_mask(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """Return a float32 additive mask [B, 1, 1, width]: 0 on real columns, -inf-like elsewhere."""
+    additive = torch.full(
+        (mask.shape[0], width), torch.finfo(torch.float32).min, device=mask.device
+    )
+    additive[:, : mask.shape[1]].masked_fill_(mask != 0, 0.0)
+    return additive[:, None, None, :]
 
 
 def _rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
@@ -142,18 +189,113 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return out
 
 
+class _Step(nn.Module):
+    """The step's math over preallocated buffers: plain tensors in, logits out (compilable)."""
+
+    def __init__(self, model: nn.Module, float32_attention: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        dtype = next(model.parameters()).dtype
+        self.float32_attention = float32_attention and dtype != torch.float32
+        config = model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        additive: torch.Tensor,
+        column: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+    ) -> torch.Tensor:
+        """Feed input_ids [B, 1] at positions [B, 1]; write layer i's new key and value into
+        keys[i], values[i] (of [L, B, KV, C, D]) at column [1]; attend over all C columns with
+        the additive mask [B, 1, 1, C]; return the logits [B, V]."""
+        return self._layers(input_ids, positions, additive, column, keys, values, [])
+
+    def _layers(self, input_ids, positions, additive, column, keys, values, new: list):
+        inner = self.model.model
+        b = input_ids.shape[0]
+        h, kv, d = self.heads, self.kv_heads, self.head_dim
+        hidden = inner.embed_tokens(input_ids)  # [B, 1, E]
+        cos, sin = inner.rotary_emb(hidden, positions)  # [B, 1, D] each
+        cos, sin = cos[:, None], sin[:, None]  # [B, 1, 1, D]: broadcast over heads
+        for i, layer in enumerate(inner.layers):
+            attn = layer.self_attn
+            x = _rms_norm(hidden, layer.input_layernorm)
+            q, k, v = _projections(x, attn.q_proj, attn.k_proj, attn.v_proj)
+            q = q.view(b, 1, h, d).transpose(1, 2)  # [B, H, 1, D]
+            k = k.view(b, 1, kv, d).transpose(1, 2)  # [B, KV, 1, D]
+            v = v.view(b, 1, kv, d).transpose(1, 2)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q = q.reshape(b, kv, h // kv, d)  # [B, KV, G, D]: a KV head's queries together
+            out = self._attend(q, k, v, keys[i], values[i], column, additive, attn.scaling, new)
+            hidden = hidden + attn.o_proj(out.reshape(b, 1, h * d).to(hidden.dtype))
+            mlp = layer.mlp
+            x = _rms_norm(hidden, layer.post_attention_layernorm)
+            gate, up = _projections(x, mlp.gate_proj, mlp.up_proj)
+            hidden = hidden + mlp.down_proj(nn.functional.silu(gate) * up)
+        hidden = _rms_norm(hidden, inner.norm)
+        return self.model.lm_head(hidden[:, -1])
+
+    def _attend(self, q, k, v, key, value, column, additive, scaling, new: list) -> torch.Tensor:
+        """Write k, v into the layer's buffers at column, then attend over all of them."""
+        key.index_copy_(2, column, k)
+        value.index_copy_(2, column, v)
+        if self.float32_attention and key.numel() <= FLOAT32_ATTENTION_ELEMENTS:
+            q, key, value = q.float(), key.float(), value.float()
+        scores = torch.matmul(q, key.transpose(2, 3))  # [B, KV, G, C]
+        weights = torch.softmax(scores.float() * scaling + additive, dim=-1).to(value.dtype)
+        return torch.matmul(weights, value)  # [B, KV, G, D]
+
+
+class _FunctionalStep(_Step):
+    """The step without writes to its inputs: a compiled graph that writes into a view of an
+    input copies the whole input (functionalization), once per layer. Each layer attends
+    over the buffers as they are (the column being written masked) plus its new key and value
+    as one more column; the new keys and values come out, stacked, for the caller to write."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model, float32_attention=False)
+
+    def forward(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        additive: torch.Tensor,
+        column: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As _Step, additive masking column too; return logits, keys and values
+        [L, B, KV, 1, D]."""
+        new: list[tuple[torch.Tensor, torch.Tensor]] = []
+        logits = self._layers(input_ids, positions, additive, column, keys, values, new)
+        return logits, torch.stack([k for k, _ in new]), torch.stack([v for _, v in new])
+
+    def _attend(self, q, k, v, key, value, column, additive, scaling, new: list) -> torch.Tensor:
+        new.append((k, v))
+        scores = torch.matmul(q, key.transpose(2, 3))  # [B, KV, G, C]
+        own = (q * k).sum(-1, keepdim=True)  # [B, KV, G, 1]: the new key
+        scores = torch.cat([scores.float() * scaling + additive, own.float() * scaling], -1)
+        weights = torch.softmax(scores, dim=-1).to(value.dtype)
+        return torch.matmul(weights[..., :-1], value) + weights[..., -1:] * v
+
+
 class LlamaDecodeStep:
     """Run one decode step of a Llama-architecture model over a transformers DynamicCache."""
+
+    compiled = False
 
     def __init__(self, model: nn.Module) -> None:
         why = unsupported(model)
         if why:
             raise InvalidArgumentError(f"LlamaDecodeStep cannot run this model: {why}")
         self.model = model
-        config = model.config
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self._step: nn.Module = _Step(model)
 
     @torch.inference_mode()
     def __call__(
@@ -164,39 +306,51 @@ class LlamaDecodeStep:
         Appends each layer's new key and value to cache (as the model's forward would) and
         returns the logits [B, V].
         """
-        inner = self.model.model
-        b = input_ids.shape[0]
-        h, kv, d = self.heads, self.kv_heads, self.head_dim
-        g = h // kv
-        hidden = inner.embed_tokens(input_ids)  # [B, 1, E]
-        cos, sin = inner.rotary_emb(hidden, positions)  # [B, 1, D] each
-        cos, sin = cos[:, None], sin[:, None]  # [B, 1, 1, D]: broadcast over heads
-        masks: dict[int, torch.Tensor] = {}  # additive [B, 1, 1, columns] per buffer width
-        for i, layer in enumerate(inner.layers):
-            attn = layer.self_attn
-            x = _rms_norm(hidden, layer.input_layernorm)
-            q, k, v = _projections(x, attn.q_proj, attn.k_proj, attn.v_proj)
-            q = q.view(b, 1, h, d).transpose(1, 2)  # [B, H, 1, D]
-            k = k.view(b, 1, kv, d).transpose(1, 2)  # [B, KV, 1, D]
-            v = v.view(b, 1, kv, d).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-            keys, values = _append(cache.layers[i], k, v)  # [B, KV, C, D], C >= T+1
-            width = keys.shape[2]
-            if width not in masks:  # float32, -inf-like where a column is padding or spare
-                additive = torch.full((b, width), torch.finfo(torch.float32).min)
-                additive[:, : mask.shape[1]].masked_fill_(mask != 0, 0.0)
-                masks[width] = additive[:, None, None, :]
-            additive = masks[width]
-            if keys.dtype != torch.float32 and keys.numel() <= FLOAT32_ATTENTION_ELEMENTS:
-                q, keys, values = q.float(), keys.float(), values.float()
-            scores = torch.matmul(q.reshape(b, kv, g, d), keys.transpose(2, 3))  # [B, KV, G, T+1]
-            scores = scores.float() * attn.scaling + additive
-            weights = torch.softmax(scores, dim=-1).to(values.dtype)
-            out = torch.matmul(weights, values).reshape(b, 1, h * d).to(hidden.dtype)
-            hidden = hidden + attn.o_proj(out)
-            mlp = layer.mlp
-            x = _rms_norm(hidden, layer.post_attention_layernorm)
-            gate, up = _projections(x, mlp.gate_proj, mlp.up_proj)
-            hidden = hidden + mlp.down_proj(nn.functional.silu(gate) * up)
-        hidden = _rms_norm(hidden, inner.norm)
-        return self.model.lm_head(hidden[:, -1])
+        keys, values, n = _buffers(cache)
+        additive = _additive_mask(mask, keys.shape[3])
+        column = torch.tensor([n], device=input_ids.device)
+        logits = self._step(input_ids, positions, additive, column, keys, values)
+        _commit(cache, n + 1)
+        return logits
+
+
+class CompiledDecodeStep(LlamaDecodeStep):
+    """deploykit's decode step compiled by torch.compile (inductor), its weights frozen in.
+
+    dynamic=True: one graph serves every cache width, and one every batch size above one
+    (batch 1 is its own graph). Inductor's freezing folds the weights into the compiled code
+    as constants and prepacks them for oneDNN itself, so the model's linear layers must be
+    plain `nn.Linear` (kernels "eager"). The graph writes nothing (`_FunctionalStep`): the new
+    keys and values come out and are written here, in one call each. Attention stays in the
+    cache's dtype (no float32 branch: a second shape condition would double the graphs to
+    compile). The compiled code runs outside inference mode (inductor does not mutate
+    inference tensors), on buffers made there. Compiling takes minutes on a small CPU: the
+    engine's `start` compiles both graphs before it serves, and inductor's on-disk cache
+    (TORCHINDUCTOR_CACHE_DIR, by default under the system's temporary directory) makes the
+    next start on the same machine shorter.
+    """
+
+    compiled = True
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self._step = _FunctionalStep(model)
+        self._compiled = torch.compile(self._step, dynamic=True)
+
+    def __call__(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache
+    ) -> torch.Tensor:
+        """As LlamaDecodeStep, through the compiled code."""
+        import torch._inductor.config as inductor_config
+
+        with torch.inference_mode(False), torch.no_grad(), inductor_config.patch(freezing=True):
+            keys, values, n = _buffers(cache)
+            additive = _additive_mask(mask[:, :-1], keys.shape[3])  # column n: the new one
+            column = torch.tensor([n], device=input_ids.device)
+            logits, new_keys, new_values = self._compiled(
+                input_ids, positions, additive, column, keys, values
+            )
+            keys.index_copy_(3, column, new_keys)
+            values.index_copy_(3, column, new_values)
+            _commit(cache, n + 1)
+        return logits

@@ -36,14 +36,17 @@ def add_cli(sub) -> None:
         choices=KERNELS,
         default=e.kernels,
         help="linear layers: onednn (weights prepacked once, CPU), int8 (weight-only, one "
-        "scale per row, CPU), eager (PyTorch's), auto (onednn where it applies)",
+        "scale per row, CPU), int4 (weight-only, groups of 32 with scale and zero, CPU), eager "
+        "(PyTorch's), auto (onednn where it applies)",
     )
     cmd.add_argument(
         "--decode-step",
         choices=DECODE_STEPS,
         default=e.decode_step,
-        help="who runs a decode step: deploykit (its own, Llama models), transformers (the "
-        "model's forward), auto (deploykit's where it applies, unless --kernels eager)",
+        help="who runs a decode step: deploykit (its own, Llama models), compiled (deploykit's "
+        "through torch.compile, with --kernels eager or auto; compiles for minutes at start), "
+        "transformers (the model's forward), auto (deploykit's where it applies, unless "
+        "--kernels eager)",
     )
     cmd.add_argument(
         "--max-batch-size",

@@ -34,7 +34,7 @@ from ..errors import (
     InvalidArgumentError,
     InvalidRequestError,
 )
-from ..models.decode_step import DECODE_STEPS, decode_step_for, step_name
+from ..models.decode_step import DECODE_STEPS, decode_step_for, kernels_for, step_name
 from ..models.kernels import KERNELS, DecodeAttention, use_kernels
 from .kvbatch import KVBatch, check_model
 from .request import GenerationStream, RequestState, wake
@@ -93,10 +93,12 @@ class Engine:
         check_model(lm.model)
         self.lm = lm
         self.config = config
-        self.kernels = use_kernels(lm.model, config.kernels, batch_hint=config.max_batch_size)
+        kernels = kernels_for(config.kernels, config.decode_step)
+        self.kernels = use_kernels(lm.model, kernels, batch_hint=config.max_batch_size)
         self._decode_step = decode_step_for(lm.model, self.kernels, config.decode_step)
         self._attention = DecodeAttention.for_kernels(lm.model, self.kernels, self._decode_step)
         self.decode_step = step_name(self._decode_step)  # whose decode step runs, for the log
+        self.warm_up_s: float | None = None  # how long start() took to warm up (compile)
         self.context_length = lm.context_length
         tok = lm.tokenizer
         eos = getattr(lm.model.generation_config, "eos_token_id", None)
@@ -121,12 +123,22 @@ class Engine:
     def start(self) -> Engine:
         """Warm the model up and start the engine thread."""
         if self._thread is None:
+            began = time.perf_counter()
+            # a compiled step compiles one graph for batch 1 and one for every larger batch:
+            # both now, not in the middle of serving
+            rows = (1, 2) if getattr(self._decode_step, "compiled", False) else (1,)
             with torch.inference_mode():
-                batch = KVBatch(self.lm.device)
-                self._attention.use("prefill")
-                batch.prefill(self.lm.model, [[self.pad_token_id] * 4], self.pad_token_id)
-                self._attention.use("decode")
-                batch.decode(self.lm.model, self._decode_step)
+                for n in rows:
+                    batch = KVBatch(self.lm.device)
+                    self._attention.use("prefill")
+                    prompts = [[self.pad_token_id] * 4] * n
+                    batch.prefill(self.lm.model, prompts, self.pad_token_id)
+                    self._attention.use("decode")
+                    batch.decode(self.lm.model, self._decode_step)
+            self.warm_up_s = time.perf_counter() - began
+            log.info(
+                "engine warmed up in %.1f s (decode step: %s)", self.warm_up_s, self.decode_step
+            )
             self._thread = threading.Thread(target=self._run, name="deploykit-engine", daemon=True)
             self._thread.start()
         return self
