@@ -12,6 +12,7 @@ import deploykit as dk
 from deploykit.errors import InvalidArgumentError
 from deploykit.models.kernels import (
     DecodeAttention,
+    Int4WeightLinear,
     OneDNNLinear,
     ProjectionPart,
     SharedProjection,
@@ -93,16 +94,22 @@ async def _greedy(engine, lm, n: int) -> list[list[int]]:
 
 def test_engine_in_each_mode_decodes_the_same_greedy_tokens():
     outputs = {}
-    modes = [("eager", "auto"), ("onednn", "transformers"), ("onednn", "auto")]
+    modes = [
+        ("eager", "auto"),
+        ("onednn", "transformers"),
+        ("onednn", "auto"),
+        ("auto", "compiled"),
+    ]
     for kernels, step in modes:
         lm = load()
         config = EngineConfig(max_batch_size=4, kernels=kernels, decode_step=step)
         engine = Engine(lm, config).start()
         try:
-            assert engine.kernels == kernels
+            # the compiled step runs on plain linears: auto kernels are eager with it
+            assert engine.kernels == ("eager" if step == "compiled" else kernels)
             # auto: deploykit's own decode step, except with eager kernels (the baseline)
-            want = "deploykit" if (kernels, step) == ("onednn", "auto") else "transformers"
-            assert engine.decode_step == want
+            want = {("onednn", "auto"): "deploykit", ("auto", "compiled"): "compiled"}
+            assert engine.decode_step == want.get((kernels, step), "transformers")
             outputs[kernels, step] = asyncio.run(_greedy(engine, lm, 24))
         finally:
             engine.stop()
@@ -161,10 +168,51 @@ def test_a_shared_projection_runs_once_per_input_and_lets_it_go():
         assert torch.equal(parts[1](y), fused(y)[..., 3:5])  # asked twice: computed again
 
 
-@pytest.mark.parametrize("kernels", ["onednn", "int8"])
+@pytest.mark.parametrize("kernels", ["onednn", "int8", "int4"])
 def test_fused_projections_read_the_same_weight_bytes(kernels):
     eager, packed = load("bfloat16"), load("bfloat16")
     use_kernels(packed.model, kernels)
-    per_byte = {"onednn": 1.0, "int8": 0.5}[kernels]  # int8: a byte per weight, plus scales
+    # int8: a byte per weight, plus scales; int4: half a byte, plus a bfloat16 scale and
+    # zero point per 32 weights (0.625 bytes against bfloat16's 2)
+    per_byte = {"onednn": 1.0, "int8": 0.5, "int4": 0.3125}[kernels]
     assert weight_bytes(packed.model) >= per_byte * weight_bytes(eager.model)
     assert weight_bytes(packed.model) <= per_byte * weight_bytes(eager.model) * 1.02
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_int4_weights_multiply_as_their_groups_dequantized(dtype):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=True).to(getattr(torch, dtype))
+    int4 = Int4WeightLinear(linear)
+    # dequantize by hand: per 32 input columns, 16 levels from the group's min to its max
+    w = linear.weight.detach().float().reshape(48, 2, 32)
+    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    step = (high - low) / 15
+    dequant = (((w - low) / step).round() * step + low).reshape(48, 64)
+    x = torch.randn(3, 5, 64).to(linear.weight.dtype)
+    want = x.float() @ dequant.T + linear.bias.float()
+    got = int4(x).float()
+    assert got.shape == (3, 5, 48)
+    tol = 1e-3 if dtype == "float32" else 0.1  # bfloat16 scales and zero points round
+    assert torch.allclose(got, want, atol=tol, rtol=tol), (got - want).abs().max()
+    # 4 bits is coarse: the error against the unquantized layer is large but bounded
+    assert (got - linear(x).float()).abs().max() < 0.2 * want.abs().max()
+
+
+def test_int4_engine_generates_greedy_tokens():
+    lm = load("bfloat16")
+    engine = Engine(lm, EngineConfig(max_batch_size=4, kernels="int4")).start()
+    try:
+        assert engine.kernels == "int4" and engine.decode_step == "deploykit"
+        tokens = asyncio.run(_greedy(engine, lm, 8))
+        assert all(len(t) == 8 for t in tokens)
+    finally:
+        engine.stop()
+    kinds = {type(m).__name__ for m in lm.model.modules()}
+    assert "Int4WeightLinear" in kinds and "Linear" not in kinds
+
+
+def test_int4_gives_a_layer_its_groups_do_not_divide_int8():
+    model = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 32))
+    assert use_kernels(model, "int4") == "int4"
+    assert [type(m).__name__ for m in model] == ["Int4WeightLinear", "Int8WeightLinear"]

@@ -18,9 +18,14 @@ projections, and its gate/up projections) become parts of one fused product
 weight bytes in all. The decode step measured 1.04x to 1.06x faster with it at batch 1 to 32
 in bfloat16 (docs/benchmarks.md); the int8 kernel gained nothing from it.
 
+`kernels="int4"` stores each linear weight in 4 bits, groups of 32 input columns with a scale
+and a zero point each (the layout of llama.cpp's Q4_1 blocks), and multiplies with PyTorch's
+`_weight_int4pack_mm_for_cpu`: 0.625 bytes a weight with the scales, against 2 for bfloat16. A layer whose input width
+is not a multiple of 32 gets int8 instead.
+
 `kernels="auto"` picks "onednn" where it applies (CPU, float32 or bfloat16, a PyTorch built
-with oneDNN) and "eager" elsewhere; asking for "onednn" or "int8" where they do not apply is
-an error that says why. Engines using onednn or int8 run one-token decode steps with
+with oneDNN) and "eager" elsewhere; asking for "onednn", "int8" or "int4" where they do not apply
+is an error that says why. Engines using them run one-token decode steps with
 `decode_attention` (`DecodeAttention`).
 """
 
@@ -31,8 +36,9 @@ from torch import nn
 
 from ..errors import InvalidArgumentError
 
-KERNELS = ("auto", "eager", "onednn", "int8")
-# linear layers that read the same input, fused into one product by onednn and int8
+KERNELS = ("auto", "eager", "onednn", "int8", "int4")
+INT4_GROUP_SIZE = 32  # input columns per scale and zero point, as llama.cpp's Q4_1 blocks
+# linear layers that read the same input, fused into one product by onednn, int8 and int4
 FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
@@ -81,6 +87,47 @@ class Int8WeightLinear(nn.Module):
     def extra_repr(self) -> str:
         """Return the shape, as nn.Linear shows it."""
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+
+
+class Int4WeightLinear(nn.Module):
+    """A frozen `nn.Linear` with 4-bit weights: groups of INT4_GROUP_SIZE input columns, each
+    with a scale and a zero point (asymmetric, as llama.cpp's Q4_1 blocks of 32), multiplied
+    with PyTorch's `_weight_int4pack_mm_for_cpu` (the kernel torchao's int4 CPU layout
+    calls). An eighth of float32's weight bytes, plus the scales and zero points."""
+
+    def __init__(self, linear: nn.Linear, group_size: int = INT4_GROUP_SIZE) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.group_size = group_size
+        weight = linear.weight.detach()
+        n, k = weight.shape
+        groups = weight.float().reshape(n, k // group_size, group_size)
+        low, high = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+        scales = (high - low).clamp(min=1e-6) / 15
+        zeros = low + 8 * scales  # the kernel computes (q - 8) * scale + zero
+        q = ((groups - low) / scales).round().clamp(0, 15).to(torch.int32).reshape(n, k)
+        self.qweight = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        # [K / group, N, 2]: what the kernel reads
+        self.scales_zeros = torch.cat([scales, zeros], -1).to(weight.dtype).transpose(0, 1)
+        self.scales_zeros = self.scales_zeros.contiguous()
+        self.bias = None if linear.bias is None else linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x @ dequant(W).T + b, for inputs of any leading shape."""
+        flat = x.reshape(-1, self.in_features).contiguous()
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(
+            flat, self.qweight, self.group_size, self.scales_zeros
+        )
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        """Return the shape, as nn.Linear shows it."""
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, int4 weights "
+            f"(groups of {self.group_size})"
+        )
 
 
 class SharedProjection(nn.Module):
@@ -164,6 +211,9 @@ def weight_bytes(model: nn.Module) -> int:
             total += m.in_features * m.out_features * m.dtype.itemsize
         elif isinstance(m, Int8WeightLinear):
             total += m.qweight.numel() + m.scales.numel() * m.scales.element_size()
+        elif isinstance(m, Int4WeightLinear):
+            total += m.in_features * m.out_features // 2
+            total += m.scales_zeros.numel() * m.scales_zeros.element_size()
     return total
 
 
@@ -190,7 +240,7 @@ def resolve_kernels(kernels: str, model: nn.Module) -> str:
     why = onednn_unavailable(model)
     if kernels == "auto":
         return "eager" if why else "onednn"
-    if kernels in ("onednn", "int8") and why:
+    if kernels in ("onednn", "int8", "int4") and why:
         raise InvalidArgumentError(
             f"kernels {kernels!r} do not apply: {why}; use 'eager' or 'auto'."
         )
@@ -204,12 +254,14 @@ def use_kernels(model: nn.Module, kernels: str, batch_hint: int = 32) -> str:
     picks its weight layout for it, and any other row count still works.
     """
     chosen = resolve_kernels(kernels, model)
-    if chosen in ("onednn", "int8"):
+    if chosen in ("onednn", "int8", "int4"):
 
         def pack(linear: nn.Linear) -> nn.Module:
             if chosen == "onednn":
                 return OneDNNLinear(linear, batch_hint)
-            return Int8WeightLinear(linear)
+            if chosen == "int4" and linear.in_features % INT4_GROUP_SIZE == 0:
+                return Int4WeightLinear(linear)
+            return Int8WeightLinear(linear)  # int8, or a layer int4's groups do not divide
 
         with torch.no_grad():
             _fuse_projections(model, pack)
