@@ -148,7 +148,15 @@ def test_bench_engines_reads_each_server_as_engine_dtype_kernels():
     assert parse_server("deploykit:bf16:onednn") == ServerSpec("deploykit", "bfloat16", "onednn")
     assert parse_server("deploykit:float32") == ServerSpec("deploykit", "float32", "auto")
     assert parse_server("vllm:bfloat16").label == "vLLM `serve`, bfloat16"
+    compiled = parse_server("deploykit:bf16:eager:compiled")
+    assert compiled == ServerSpec("deploykit", "bfloat16", "eager", "compiled")
+    assert compiled.label == "deploykit `serve`, bfloat16, eager, compiled step"
+    assert parse_server("llamacpp:Q4_1") == ServerSpec("llamacpp", "q4_1")
+    assert parse_server("llamacpp:q8_0").label == "llama.cpp server, Q8_0 GGUF"
     for bad, says in [
+        ("llamacpp:q2_k", "llama.cpp's QUANT is one of q4_1, q8_0"),
+        ("llamacpp:q4_1:eager", "llama.cpp's QUANT is one of"),
+        ("deploykit:bf16:onednn:fast", "STEP is one of auto, deploykit, compiled"),
         ("tgi:float32", "ENGINE is one of deploykit, vllm"),
         ("vllm:float32:onednn", "vLLM picks its own kernels"),
         ("deploykit:float8", "unknown dtype 'float8'"),
@@ -189,8 +197,9 @@ def test_bench_kernels_modes_and_table():
     assert parse_mode("float32:onednn:transformers") == ("float32", "onednn", "transformers")
     with pytest.raises(InvalidArgumentError, match="KERNELS is one of eager, onednn, int8"):
         parse_mode("float32:auto")
-    with pytest.raises(InvalidArgumentError, match="STEP one of auto, deploykit, transformers"):
-        parse_mode("float32:onednn:compiled")
+    assert parse_mode("bf16:eager:compiled") == ("bfloat16", "eager", "compiled")
+    with pytest.raises(InvalidArgumentError, match="STEP one of auto, deploykit, compiled"):
+        parse_mode("float32:onednn:fast")
     base = ModeResult("float32:eager", "transformers", 400_000_000, 33.2, {1: [0.040, 0.044]})
     fast = ModeResult("bfloat16:onednn", "deploykit", 200_000_000, 33.3, {1: [0.020, 0.011]})
     rows = table([base, fast], [1], bandwidth=20.0).splitlines()[2:]

@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 deploykit bench kernels --write-doc docs/benchmarks.md
 
 For each mode DTYPE:KERNELS[:STEP] (`models.kernels`: eager, onednn, int8; STEP as `deploykit
-serve --decode-step`: auto, deploykit or transformers, auto when left out) the model is
+serve --decode-step`: auto, deploykit, compiled or transformers, auto when left out) the model is
 loaded once and switched as deploykit's engine switches it; then, in interleaved rounds, the
 engine's decode step (`server.kvbatch.KVBatch` with deploykit's `models.decode_step`, or the
 model's forward with `decode_attention` for non-eager kernels, as the engine runs them) is
@@ -40,7 +40,9 @@ DEFAULT_MODES = (
     "bfloat16:eager",
     "bfloat16:onednn:transformers",
     "bfloat16:onednn",
+    "bfloat16:eager:compiled",
     "bfloat16:int8",
+    "bfloat16:int4",
 )
 
 
@@ -49,10 +51,11 @@ class ModeResult:
     """What one mode measured: step times per batch size, bytes per step, perplexity."""
 
     mode: str
-    decode_step: str  # whose decode step ran: deploykit or transformers
+    decode_step: str  # whose decode step ran: deploykit, compiled or transformers
     weight_bytes: int
     perplexity: float
     step_s: dict[int, list[float]] = field(default_factory=dict)
+    first_step_s: dict[int, float] = field(default_factory=dict)  # round 1's untimed step
 
     def median_ms(self, batch: int) -> float:
         """Return the median step time at this batch size, in ms."""
@@ -111,8 +114,9 @@ def _perplexity(lm, windows: list[list[int]]) -> float:
     return math.exp(loss)
 
 
-def _time_steps(lm, attention, step, batch: int, context: int, steps: int) -> float:
-    """Return seconds per decode step of batch rows over a cache of context tokens."""
+def _time_steps(lm, attention, step, batch: int, context: int, steps: int) -> tuple[float, float]:
+    """Return the first step's seconds (compiling, if compiled) and seconds per step after it,
+    of batch rows over a cache of context tokens."""
     import torch
 
     from ..server.kvbatch import KVBatch
@@ -123,11 +127,13 @@ def _time_steps(lm, attention, step, batch: int, context: int, steps: int) -> fl
         kv.prefill(lm.model, [[lm.tokenizer.eos_token_id or 0] * context] * batch, 0)
         kv.set_last_tokens([1] * batch)
         attention.use("decode")
-        kv.decode(lm.model, step)  # first step: allocations
+        start = time.perf_counter()
+        kv.decode(lm.model, step)  # first step: allocations, or compiling
+        first = time.perf_counter() - start
         start = time.perf_counter()
         for _ in range(steps):
             kv.decode(lm.model, step)
-        return (time.perf_counter() - start) / steps
+        return first, (time.perf_counter() - start) / steps
 
 
 def measure_modes(args: argparse.Namespace) -> tuple[list[ModeResult], float]:
@@ -150,8 +156,9 @@ def measure_modes(args: argparse.Namespace) -> tuple[list[ModeResult], float]:
         for res in order:
             lm, attention, step = loaded[res.mode]
             for batch in args.batch_sizes:
-                seconds = _time_steps(lm, attention, step, batch, args.context, args.steps)
+                first, seconds = _time_steps(lm, attention, step, batch, args.context, args.steps)
                 res.step_s.setdefault(batch, []).append(seconds)
+                res.first_step_s.setdefault(batch, first)
             bar.update(1)
     bar.close()
     return results, bandwidth
@@ -192,6 +199,22 @@ def fastest_line(results: list[ModeResult], batch_sizes: list[int]) -> str:
     return "- Fastest mode in this run: " + "; ".join(parts) + "."
 
 
+def first_steps_line(results: list[ModeResult], batch_sizes: list[int]) -> str:
+    """Return the doc line with each compiled mode's first steps (compiling), in seconds."""
+    parts = [
+        f"{res.mode}: "
+        + ", ".join(f"{res.first_step_s[b]:.1f} s at batch {b}" for b in batch_sizes)
+        for res in results
+        if res.decode_step == "compiled"
+    ]
+    if not parts:
+        return "- No compiled decode step in this run."
+    return (
+        "- First step of a compiled mode, compiling included (inductor's on-disk cache was "
+        "as this machine had it): " + "; ".join(parts) + "."
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with parsed arguments; print the section (and write it if asked)."""
     for mode in args.modes:
@@ -217,17 +240,21 @@ def run(args: argparse.Namespace) -> int:
             table(results, args.batch_sizes, bandwidth),
             "",
             fastest_line(results, args.batch_sizes),
+            first_steps_line(results, args.batch_sizes),
             f"- Machine: {before['cpu']}; {cpu_features()}; torch threads {args.threads}.",
             "- Kernels: eager is PyTorch's `nn.Linear` and SDPA attention; onednn prepacks "
             "every linear weight once for oneDNN; int8 is weight-only int8 (one scale per "
-            "output row) through PyTorch's `_weight_int8pack_mm` (`deploykit/models/"
-            "kernels.py`).",
+            "output row) through PyTorch's `_weight_int8pack_mm`; int4 is weight-only 4-bit "
+            "(groups of 32 input columns, a scale and a zero point each, as llama.cpp's Q4_1) "
+            "through `_weight_int4pack_mm_for_cpu` (`deploykit/models/kernels.py`).",
             "- Decode step: transformers is the model's forward (with deploykit's "
             "`decode_attention`, grouped KV heads without copies, unless eager); deploykit is "
             "`models/decode_step.py`, the same math in fewer operations (fused RMSNorm, rotary "
             "embedding without concatenation, one mask per step, float32 attention over small "
-            "caches). A mode without :STEP runs what `deploykit serve` runs by default: "
-            "deploykit's step unless the kernels are eager.",
+            "caches); compiled is deploykit's step through `torch.compile` (inductor, weights "
+            "frozen in and prepacked by inductor, dynamic shapes), on eager kernels. A mode "
+            "without :STEP runs what `deploykit serve` runs by default: deploykit's step unless "
+            "the kernels are eager.",
             done.software_line(),
             done.load_line(),
             *done.closing_lines(),
