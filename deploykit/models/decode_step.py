@@ -44,6 +44,7 @@ from .kernels import SharedProjection
 # float16 cache is multiplied in float32 (see the module docstring)
 FLOAT32_ATTENTION_ELEMENTS = 1 << 16
 DECODE_STEPS = ("auto", "deploykit", "compiled", "transformers")
+COMPILED_KERNELS = ("eager", "int4")  # the kernels inductor compiles through
 SPARE_COLUMNS = 16  # cache columns allocated ahead, so most steps append in place
 _LAYER_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP_PARTS = ("gate_proj", "up_proj", "down_proj")
@@ -86,7 +87,8 @@ def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> Lla
 
     "auto" is deploykit's where it applies and the kernels are not eager (eager stays the
     plain transformers baseline); "deploykit" or "compiled" where it does not apply is an
-    error saying why. "compiled" is deploykit's step through torch.compile, on eager kernels.
+    error saying why. "compiled" is deploykit's step through torch.compile, on eager or int4
+    kernels.
     """
     if choice not in DECODE_STEPS:
         raise InvalidArgumentError(
@@ -100,10 +102,11 @@ def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> Lla
             f"deploykit's decode step does not apply: {why}; use 'transformers' or 'auto'."
         )
     if choice == "compiled":
-        if kernels != "eager":
+        if kernels not in COMPILED_KERNELS:
             raise InvalidArgumentError(
-                f"the compiled decode step prepacks the weights itself, so it runs on plain "
-                f"linear layers, not {kernels!r} ones; use kernels 'eager' (or 'auto')."
+                f"the compiled decode step runs on plain linear layers (inductor prepacks them "
+                f"itself) or int4 ones, not {kernels!r} ones (oneDNN's prepacked weights are "
+                "opaque to inductor); use kernels 'eager', 'int4' or 'auto'."
             )
         return CompiledDecodeStep(model)
     return None if why else LlamaDecodeStep(model)
@@ -319,8 +322,9 @@ class CompiledDecodeStep(LlamaDecodeStep):
 
     dynamic=True: one graph serves every cache width, and one every batch size above one
     (batch 1 is its own graph). Inductor's freezing folds the weights into the compiled code
-    as constants and prepacks them for oneDNN itself, so the model's linear layers must be
-    plain `nn.Linear` (kernels "eager"). The graph writes nothing (`_FunctionalStep`): the new
+    as constants and prepacks plain `nn.Linear` weights for oneDNN itself (kernels "eager");
+    int4 layers (`kernels.Int4WeightLinear`) are compiled as they are, their kernel called
+    from the compiled code. The graph writes nothing (`_FunctionalStep`): the new
     keys and values come out and are written here, in one call each. Attention stays in the
     cache's dtype (no float32 branch: a second shape condition would double the graphs to
     compile). The compiled code runs outside inference mode (inductor does not mutate

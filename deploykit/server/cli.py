@@ -44,7 +44,7 @@ def add_cli(sub) -> None:
         choices=DECODE_STEPS,
         default=e.decode_step,
         help="who runs a decode step: deploykit (its own, Llama models), compiled (deploykit's "
-        "through torch.compile, with --kernels eager or auto; compiles for minutes at start), "
+        "through torch.compile, with --kernels eager, int4 or auto; compiles for minutes at start), "
         "transformers (the model's forward), auto (deploykit's where it applies, unless "
         "--kernels eager)",
     )
