@@ -43,6 +43,7 @@ DEFAULT_MODES = (
     "bfloat16:eager:compiled",
     "bfloat16:int8",
     "bfloat16:int4",
+    "bfloat16:int4:compiled",
 )
 
 
@@ -252,9 +253,9 @@ def run(args: argparse.Namespace) -> int:
             "`models/decode_step.py`, the same math in fewer operations (fused RMSNorm, rotary "
             "embedding without concatenation, one mask per step, float32 attention over small "
             "caches); compiled is deploykit's step through `torch.compile` (inductor, weights "
-            "frozen in and prepacked by inductor, dynamic shapes), on eager kernels. A mode "
-            "without :STEP runs what `deploykit serve` runs by default: deploykit's step unless "
-            "the kernels are eager.",
+            "frozen in, dynamic shapes), on eager kernels (prepacked by inductor) or int4 "
+            "ones. A mode without :STEP runs what `deploykit serve` runs by default: "
+            "deploykit's step unless the kernels are eager.",
             done.software_line(),
             done.load_line(),
             *done.closing_lines(),

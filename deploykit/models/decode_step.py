@@ -23,8 +23,9 @@ as views of the cache, so prefill, joining and dropping rows are unchanged):
 
 `CompiledDecodeStep` runs the same math through `torch.compile` (inductor, weights frozen in):
 `deploykit serve --decode-step compiled`. On the 2-core CPU of docs/benchmarks.md it compiled
-for about two and a half minutes and then ran no faster than this eager step at one thread,
-so it is not the default; it is the lever to measure again on a bigger CPU or a GPU.
+for two to two and a half minutes, then ran no faster than this step on oneDNN kernels, and
+1.03x to 1.06x faster on int4 kernels, so it is not the default; it is the lever to measure
+again on a bigger CPU or a GPU.
 
 It is not a general Llama: models with attention biases are fine (the modules carry them),
 but RoPE types other than transformers' own `rotary_emb`, QK-norm, soft-capping, sliding
