@@ -113,7 +113,8 @@ def gguf_for(model: str, quant: str):
     own = resolve_model(model, progress=False).gguf_file
     if own is None or "q4_1" not in own.name.lower():
         raise InvalidArgumentError(
-            f"{model} has no Q4_1 GGUF of its own (only smollm2-135m does); use llamacpp:q8_0, "
+            f"{model} has no Q4_1 GGUF of its own (of the built-in models, smollm2-135m has "
+            "one); use llamacpp:q8_0, "
             "which is converted from its weights."
         )
     return own
