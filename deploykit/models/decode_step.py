@@ -217,8 +217,14 @@ class _Step(nn.Module):
     ) -> torch.Tensor:
         """Feed input_ids [B, 1] at positions [B, 1]; write layer i's new key and value into
         keys[i], values[i] (of [L, B, KV, C, D]) at column [1]; attend over all C columns with
-        the additive mask [B, 1, 1, C]; return the logits [B, V]."""
-        return self._layers(input_ids, positions, additive, column, keys, values, [])
+        the additive mask [B, 1, 1, C]; return the logits [B, V] (`_FunctionalStep`: with the
+        new keys and values)."""
+        new: list[tuple[torch.Tensor, torch.Tensor]] = []
+        logits = self._layers(input_ids, positions, additive, column, keys, values, new)
+        return self._outputs(logits, new)
+
+    def _outputs(self, logits: torch.Tensor, new: list):
+        return logits
 
     def _layers(self, input_ids, positions, additive, column, keys, values, new: list):
         inner = self.model.model
@@ -265,19 +271,8 @@ class _FunctionalStep(_Step):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model, float32_attention=False)
 
-    def forward(  # type: ignore[override]
-        self,
-        input_ids: torch.Tensor,
-        positions: torch.Tensor,
-        additive: torch.Tensor,
-        column: torch.Tensor,
-        keys: torch.Tensor,
-        values: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As _Step, additive masking column too; return logits, keys and values
-        [L, B, KV, 1, D]."""
-        new: list[tuple[torch.Tensor, torch.Tensor]] = []
-        logits = self._layers(input_ids, positions, additive, column, keys, values, new)
+    def _outputs(self, logits: torch.Tensor, new: list):
+        """Return logits and the new keys and values [L, B, KV, 1, D], for the caller to write."""
         return logits, torch.stack([k for k, _ in new]), torch.stack([v for _, v in new])
 
     def _attend(self, q, k, v, key, value, column, additive, scaling, new: list) -> torch.Tensor:
@@ -293,13 +288,14 @@ class LlamaDecodeStep:
     """Run one decode step of a Llama-architecture model over a transformers DynamicCache."""
 
     compiled = False
+    _step_class: type[_Step] = _Step
 
     def __init__(self, model: nn.Module) -> None:
         why = unsupported(model)
         if why:
             raise InvalidArgumentError(f"LlamaDecodeStep cannot run this model: {why}")
         self.model = model
-        self._step: nn.Module = _Step(model)
+        self._step = self._step_class(model)
 
     @torch.inference_mode()
     def __call__(
@@ -337,19 +333,21 @@ class CompiledDecodeStep(LlamaDecodeStep):
     """
 
     compiled = True
+    _step_class = _FunctionalStep
 
     def __init__(self, model: nn.Module) -> None:
+        import torch._inductor.config as inductor_config
+
         super().__init__(model)
-        self._step = _FunctionalStep(model)
         self._compiled = torch.compile(self._step, dynamic=True)
+        self._inductor_config = inductor_config  # imported once, patched around each call
 
     def __call__(
         self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache
     ) -> torch.Tensor:
         """As LlamaDecodeStep, through the compiled code."""
-        import torch._inductor.config as inductor_config
-
-        with torch.inference_mode(False), torch.no_grad(), inductor_config.patch(freezing=True):
+        freezing = self._inductor_config.patch(freezing=True)
+        with torch.inference_mode(False), torch.no_grad(), freezing:
             keys, values, n = _buffers(cache)
             additive = _additive_mask(mask[:, :-1], keys.shape[3])  # column n: the new one
             column = torch.tensor([n], device=input_ids.device)
