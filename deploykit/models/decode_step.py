@@ -154,9 +154,11 @@ def _buffers(cache) -> tuple[torch.Tensor, torch.Tensor, int]:
     ):
         first = layers[0].keys
         shape = (len(layers), first.shape[0], first.shape[1], n + SPARE_COLUMNS, first.shape[3])
-        stack = first.new_zeros(shape), first.new_zeros(shape)
+        stack = first.new_empty(shape), first.new_empty(shape)
         for i, layer in enumerate(layers):
             stack[0][i, :, :, :n], stack[1][i, :, :, :n] = layer.keys, layer.values
+        for buffer in stack:  # only the spare columns need zeros: the rest was just copied
+            buffer[:, :, :, n:].zero_()
         cache._dk_stack = stack
     return stack[0], stack[1], n
 

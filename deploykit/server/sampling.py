@@ -133,9 +133,11 @@ def sample(
     penalties holds (row, repetition_penalty, token ids seen), applied before anything else.
     """
     if not penalties and not banned and all(p.greedy for p in params):
-        # the common fast path: one argmax in the model's dtype (the same first maximum as in
-        # float32), one device->host copy
-        return logits.argmax(dim=-1).tolist()
+        # the common fast path: one argmax, one device->host copy. In float32: PyTorch's CPU
+        # argmax over bfloat16 is not vectorized (4.75 ms for 32 rows of a 49,152-token
+        # vocabulary, against 0.89 ms converting first), and the conversion is exact, so the
+        # first maximum is the same
+        return logits.float().argmax(dim=-1).tolist()
     logits = logits.float()
     if penalties:
         penalize_repeats(logits, penalties)
