@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 import deploykit as dk
-from deploykit.errors import EngineOverloadedError, InvalidRequestError
+from deploykit.errors import EngineOverloadedError, InvalidArgumentError, InvalidRequestError
 from deploykit.server.engine import Engine, EngineConfig
 from deploykit.server.sampling import SamplingParams
 
@@ -249,3 +252,159 @@ def test_a_first_token_goes_out_before_the_next_decode_step(lm):
         eng.stop()
     assert len(tokens) == 3 and finish == "length"
     assert published == [1, 2, 3]  # the prefill's token alone, then one per decode step
+
+
+LONG_PROMPT = "The quick brown fox jumps over the lazy dog. " * 6
+
+
+def test_a_long_prompt_prefilled_in_chunks_decodes_as_transformers_does(lm):
+    """Chunks of 8 tokens, alone and beside short prompts: the same greedy tokens."""
+    eng = Engine(lm, EngineConfig(max_batch_size=8, prefill_chunk_tokens=8)).start()
+    try:
+        params = SamplingParams(max_tokens=12, temperature=0.0)
+        prompts = [LONG_PROMPT, *PROMPTS]
+        assert len(ids(lm, LONG_PROMPT)) > 4 * 8  # five chunks or more
+        expected = [hf_greedy(lm, ids(lm, p), 12) for p in prompts]
+        assert run(collect(eng, ids(lm, LONG_PROMPT), params))[1] == expected[0]
+
+        async def together():
+            return await asyncio.gather(*(collect(eng, ids(lm, p), params) for p in prompts))
+
+        assert [r[1] for r in run(together())] == expected
+    finally:
+        eng.stop()
+
+
+@pytest.mark.parametrize("chunk, at_least, at_most", [(4, 8, None), (0, 0, 2)])
+def test_running_rows_decode_between_the_chunks_of_a_long_prompt(lm, chunk, at_least, at_most):
+    """The running request gets a token after each chunk: with chunks of 4, a prompt of 33
+    tokens (9 chunks) lets it decode 8 or more tokens before the long prompt's first token;
+    prefilled whole, at most the step under way and the one with the prefill. Counted in
+    the engine (its tokens when the long prompt was sent, and when that one's first token
+    was sampled), not by when the streams read them."""
+    eng = Engine(lm, EngineConfig(max_batch_size=4, prefill_chunk_tokens=chunk))
+    prompt = ids(lm, LONG_PROMPT)[:33]
+    at_first: list[int] = []  # the running request's tokens when the long one's first came
+    real = eng._record
+
+    def record(reqs, tokens, touched):
+        if any(r.prompt_ids == prompt and not r.output_ids for r in reqs):
+            at_first.extend(len(r.output_ids) for r in eng._running if r.prompt_ids != prompt)
+        real(reqs, tokens, touched)
+
+    eng._record = record
+    eng.start()
+    try:
+
+        async def scenario():
+            params = SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True)
+            running = eng.generate(ids(lm, PROMPTS[1]), params)
+            await running.__anext__()  # it is decoding
+            sent_at = len(running._req.output_ids)
+            long = eng.generate(prompt, SamplingParams(max_tokens=2, temperature=0.0))
+            await long.__anext__()
+            await running.aclose()
+            await long.aclose()
+            return sent_at
+
+        sent_at = run(scenario())
+    finally:
+        eng.stop()
+    between = at_first[0] - sent_at
+    assert between >= at_least
+    if at_most is not None:
+        assert between <= at_most
+
+
+def test_a_long_prompt_dropped_while_it_prefills_frees_its_place(lm):
+    eng = Engine(lm, EngineConfig(max_batch_size=2, prefill_chunk_tokens=1)).start()
+    try:
+
+        async def scenario():
+            params = SamplingParams(max_tokens=400, temperature=0.0, ignore_eos=True)
+            running = eng.generate(ids(lm, PROMPTS[1]), params)
+            await running.__anext__()
+            long = eng.generate(ids(lm, LONG_PROMPT), SamplingParams(max_tokens=2))
+            for _ in range(3):  # a few of its 60-odd one-token chunks have run
+                await running.__anext__()
+            assert eng.num_running == 2
+            await long.aclose()
+            for _ in range(200):
+                await running.__anext__()
+                if eng.num_running == 1:
+                    break
+            still = len((await running.__anext__()).token_ids)
+            await running.aclose()
+            return still, await eng.wait_idle(timeout_s=5.0)
+
+        still, idle = run(scenario())
+        assert still >= 1 and idle and eng.num_running == 0
+    finally:
+        eng.stop()
+
+
+def test_an_idle_engine_admits_requests_arriving_together_in_one_prefill(lm):
+    """Arrivals closer than admit_gap_s to the one before join the same prefill."""
+    eng = Engine(lm, EngineConfig(admit_gap_s=0.5, admit_window_s=5.0, kernels="eager"))
+    eng._waiting.append(_waiting_request(0, 0))
+
+    def arrive():
+        for i in (1, 2):
+            time.sleep(0.05)
+            with eng._cond:
+                eng._waiting.append(_waiting_request(i, 0))
+                eng._cond.notify()
+
+    helper = threading.Thread(target=arrive)
+    helper.start()
+    admitted = eng._admit()
+    helper.join()
+    assert [r.id for r in admitted] == ["r0", "r1", "r2"]
+    at_once = Engine(lm, EngineConfig(admit_gap_s=0.0, kernels="eager"))
+    at_once._waiting.append(_waiting_request(0, 0))
+    assert len(at_once._admit()) == 1
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"admit_gap_s": 0.01, "admit_window_s": 0.001}, "admit_gap_s <= admit_window_s"),
+        ({"admit_gap_s": -1.0}, "0 <= admit_gap_s"),
+        ({"prefill_chunk_tokens": -1}, "prefill_chunk_tokens=-1"),
+    ],
+)
+def test_engine_config_refuses_bad_admission_and_chunk_settings(options, message):
+    with pytest.raises(InvalidArgumentError, match=message):
+        EngineConfig(**options)
+
+
+def test_a_long_prompt_done_at_its_first_token_never_joins_the_batch(lm, monkeypatch):
+    """max_tokens=1 (a prompt scored, a classification): the answer, and no row to pad and
+    drop again."""
+    from deploykit.server.kvbatch import KVBatch
+
+    joined: list[int] = []
+    real = KVBatch.join
+    monkeypatch.setattr(KVBatch, "join", lambda self, p: (joined.append(p.done), real(self, p)))
+    eng = Engine(lm, EngineConfig(max_batch_size=2, prefill_chunk_tokens=8)).start()
+    try:
+        prompt = ids(lm, LONG_PROMPT)
+        one = SamplingParams(max_tokens=1, temperature=0.0)
+        assert run(collect(eng, prompt, one))[1] == hf_greedy(lm, prompt, 1)
+        assert joined == []
+        assert run(collect(eng, prompt, replace(one, max_tokens=3)))[1] == hf_greedy(lm, prompt, 3)
+        assert joined == [len(prompt)]
+    finally:
+        eng.stop()
+
+
+@pytest.mark.parametrize("running, chunk, admitted", [(1, 6, 2), (1, 0, 4), (0, 6, 4)])
+def test_prompts_prefilled_beside_running_rows_are_held_to_a_chunk(lm, running, chunk, admitted):
+    """Four 3-token prompts: beside a running row, 6 tokens a step admit two of them; without
+    chunks, or into an idle engine, all four go in one forward."""
+    config = EngineConfig(prefill_chunk_tokens=chunk, admit_gap_s=0.0, kernels="eager")
+    eng = Engine(lm, config)  # not started
+    eng.steps = 100
+    eng._running = [_waiting_request(i, 0) for i in range(running)]
+    eng._waiting.extend(_waiting_request(i, 90) for i in range(4))
+    assert len(eng._admit()) == admitted

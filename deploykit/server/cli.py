@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from .. import _env
-from ..argtypes import port, positive_float, positive_int
+from ..argtypes import non_negative_int, port, positive_float, positive_int
 from ..models.decode_step import DECODE_STEPS
 from ..models.kernels import KERNELS
 from .app import ServerConfig, serve, serve_naive
@@ -53,6 +53,13 @@ def add_cli(sub) -> None:
         type=positive_int,
         default=e.max_batch_size,
         help="sequences decoded together",
+    )
+    cmd.add_argument(
+        "--prefill-chunk-tokens",
+        type=non_negative_int,
+        default=e.prefill_chunk_tokens,
+        help="prefill a longer prompt this many tokens per step, the running requests decoding "
+        "between chunks, so it does not stall their tokens (0: every prompt in one forward)",
     )
     cmd.add_argument(
         "--max-waiting",
@@ -121,6 +128,7 @@ def cli_serve(args) -> int:
             max_waiting=waiting,
             kernels=args.kernels,
             decode_step=args.decode_step,
+            prefill_chunk_tokens=args.prefill_chunk_tokens,
         ),
         tgi_limits=TGILimits(args.max_input_tokens, args.max_total_tokens),
     )

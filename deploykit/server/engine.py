@@ -7,6 +7,13 @@ arrive through a bounded deque (full: `EngineOverloadedError` at once, never a g
 queue); tokens go back to the event loop with one `call_soon_threadsafe` per step, where
 each request's `request.GenerationStream` turns them into text.
 
+A prompt longer than `EngineConfig.prefill_chunk_tokens` is prefilled that many tokens per
+step (`kvbatch.ChunkedPrefill`), the running rows decoding after each chunk, and the prompts
+prefilled beside running rows are held to as many tokens per step: one long prompt then
+delays the others' next token by a chunk's forward, not by its whole prefill (`deploykit
+bench prefill`, docs/benchmarks.md). An idle engine waits a moment (`admit_gap_s`) for
+requests that arrive together, so they share one prefill.
+
 Why not transformers' own continuous batching (`generate_batch`, paged|sdpa)? Measured on
 the 2-core CPU with toy-tiny it gave about 2,300 tokens/s at 32 sequences against about
 13,500 for a decode step over a padded DynamicCache; its paged attention pays off on GPUs
@@ -36,7 +43,7 @@ from ..errors import (
 )
 from ..models.decode_step import DECODE_STEPS, decode_step_for, kernels_for, step_name
 from ..models.kernels import KERNELS, DecodeAttention, use_kernels
-from .kvbatch import KVBatch, check_model
+from .kvbatch import ChunkedPrefill, KVBatch, check_model
 from .request import GenerationStream, RequestState, wake
 from .sampling import SamplingParams, check_fits, sample, token_logprobs
 from .stats import FinishedRequest, StepStats
@@ -51,6 +58,10 @@ class EngineConfig:
     max_batch_size: int = 32  # sequences in one decode forward
     max_waiting: int = 256  # queued requests beyond the batch; more get EngineOverloadedError
     max_prefill_tokens: int = 8192  # padded prompt tokens in one prefill forward
+    # A prompt longer than this is prefilled this many tokens per step (`ChunkedPrefill`),
+    # each chunk followed by the running rows' decode step, so one long prompt does not
+    # stall everyone else's tokens for its whole prefill; 0 prefills every prompt whole.
+    prefill_chunk_tokens: int = 512
     # While a batch runs, wait up to this many decode steps to prefill arrivals together:
     # on small models a prefill forward costs as much as a decode step, so prefilling
     # each arrival alone (one per step under load) would halve throughput. The wait also
@@ -58,6 +69,13 @@ class EngineConfig:
     # prefill would cost the running rows (one step each): a few running rows do not
     # hold many arrivals back.
     max_admit_delay_steps: int = 8
+    # An idle engine (no running rows) that has requests to admit waits until no other has
+    # arrived for admit_gap_s (at most admit_window_s in all): requests sent
+    # together (a client's batch, or closed-loop clients whose answers ended in the same
+    # step) come a fraction of a millisecond apart and are prefilled in one forward, not
+    # one alone and the rest a decode step later. 0 admits at once.
+    admit_gap_s: float = 0.001
+    admit_window_s: float = 0.005
     # the linear layers' kernels (`models.kernels`): auto is prepacked oneDNN on CPUs
     kernels: str = "auto"
     # who runs a decode step (`models.decode_step`): auto is deploykit's own for Llama
@@ -65,6 +83,16 @@ class EngineConfig:
     decode_step: str = "auto"
 
     def __post_init__(self) -> None:
+        if not 0 <= self.admit_gap_s <= self.admit_window_s:
+            raise InvalidArgumentError(
+                f"EngineConfig needs 0 <= admit_gap_s <= admit_window_s; got admit_gap_s="
+                f"{self.admit_gap_s}, admit_window_s={self.admit_window_s}"
+            )
+        if self.prefill_chunk_tokens < 0:
+            raise InvalidArgumentError(
+                f"EngineConfig got prefill_chunk_tokens={self.prefill_chunk_tokens}; use a "
+                "whole number >= 1, or 0 to prefill every prompt whole"
+            )
         if self.max_batch_size < 1 or self.max_waiting < 0 or self.max_prefill_tokens < 1:
             raise InvalidArgumentError(
                 f"EngineConfig needs max_batch_size >= 1, max_waiting >= 0 and "
@@ -107,6 +135,8 @@ class Engine:
         self.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else 0
         self._waiting: deque[RequestState] = deque()
         self._running: list[RequestState] = []
+        # the request whose long prompt is being prefilled a chunk per step, if any
+        self._chunking: tuple[RequestState, ChunkedPrefill] | None = None
         self._cond = threading.Condition()
         self._abort_pending = False
         self._accepting = True
@@ -163,8 +193,9 @@ class Engine:
 
     @property
     def num_running(self) -> int:
-        """Return the number of sequences in the running batch."""
-        return len(self._running)
+        """Return the number of sequences in the running batch (a prompt being prefilled in
+        chunks included)."""
+        return len(self._running) + (self._chunking is not None)
 
     @property
     def num_waiting(self) -> int:
@@ -174,7 +205,7 @@ class Engine:
     async def wait_idle(self, timeout_s: float, poll_s: float = 0.05) -> bool:
         """Wait until nothing runs or waits; return False if timeout_s passed first."""
         deadline = time.monotonic() + timeout_s
-        while self._running or self._waiting:
+        while self._running or self._waiting or self._chunking:
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(poll_s)
@@ -260,14 +291,13 @@ class Engine:
                         f"generation failed in the model step: {exc!r}; the "
                         "server keeps running, retry the request."
                     )
-                    for req in dict.fromkeys(
-                        r for r in [*self._running, *new] if r.finish_reason is None
-                    ):
+                    failed = [*self._running, *new, *self._chunking_request()]
+                    for req in dict.fromkeys(r for r in failed if r.finish_reason is None):
                         self._finished(req, "error")
-                    for req in [*self._running, *new]:
+                    for req in failed:
                         req.error, req.finish_reason = err, "error"
                         touched.append(req)
-                    self._running = []
+                    self._running, self._chunking = [], None
                     batch = KVBatch(self.lm.device)
                 # before the wake-up: a client that has its answer finds it in the metrics
                 self._report(batch)
@@ -275,19 +305,24 @@ class Engine:
         err = EngineStoppedError(
             "the engine stopped before this request finished; retry it on a running server."
         )
-        leftovers = [*self._running, *self._waiting]
+        leftovers = [*self._running, *self._chunking_request(), *self._waiting]
         for req in leftovers:
             req.error, req.finish_reason = err, "error"
             self._finished(req, "abort")
-        self._running, self._waiting = [], deque()
+        self._running, self._waiting, self._chunking = [], deque(), None
         self._report(KVBatch(self.lm.device))
         self._publish(leftovers)
 
     def _admit(self) -> list[RequestState] | None:
         """Block until there is work; return newly admitted requests (None: stop)."""
         with self._cond:
-            while not (self._stop or self._waiting or self._running or self._abort_pending):
+            while not (
+                self._stop or self._waiting or self._running or self._chunking
+                or self._abort_pending
+            ):  # fmt: skip
                 self._cond.wait()
+            if not self.num_running and self._waiting and self.config.admit_gap_s > 0:
+                self._gather_arrivals(self.config.max_batch_size)
             if self._stop:
                 return None
             if self._abort_pending:
@@ -297,7 +332,7 @@ class Engine:
                 self._waiting = deque(r for r in self._waiting if not r.aborted)
             new: list[RequestState] = []
             longest = 0
-            free = self.config.max_batch_size - len(self._running)
+            free = self.config.max_batch_size - self.num_running
             if (
                 self._running
                 and self._waiting
@@ -306,15 +341,41 @@ class Engine:
                 and sum(self.steps - r.arrival_step for r in self._waiting) < len(self._running)
             ):
                 return new  # gather more arrivals before paying for a prefill
+            chunk = self.config.prefill_chunk_tokens
+            # with rows decoding, a step's prompts together are held to a chunk's tokens too:
+            # many medium prompts in one forward would stall them as one long prompt does
+            budget = self.config.max_prefill_tokens
+            if chunk and self.num_running:
+                budget = min(budget, chunk)
             while self._waiting and len(new) < free:
+                if chunk and len(self._waiting[0].prompt_ids) > chunk:
+                    if self._chunking is not None:
+                        break  # one long prompt at a time; the ones behind it keep their turn
+                    req = self._waiting.popleft()
+                    req.scheduled_s = time.perf_counter()
+                    self._chunking = (req, ChunkedPrefill(req.prompt_ids, self.lm.device))
+                    free -= 1
+                    continue
                 longest = max(longest, len(self._waiting[0].prompt_ids))
-                if new and longest * (len(new) + 1) > self.config.max_prefill_tokens:
+                if new and longest * (len(new) + 1) > budget:
                     break
                 new.append(self._waiting.popleft())
             now = time.perf_counter()
             for req in new:
                 req.scheduled_s = now
             return new
+
+    def _gather_arrivals(self, free: int) -> None:
+        """Wait (holding the condition) while requests keep arriving admit_gap_s apart, at
+        most admit_window_s from now."""
+        start = time.perf_counter()
+        until = start + self.config.admit_window_s
+        while not self._stop and len(self._waiting) < free:
+            now = time.perf_counter()
+            quiet = max(self._waiting[-1].arrival_s, start) + self.config.admit_gap_s
+            if now >= min(quiet, until):
+                return
+            self._cond.wait(min(quiet, until) - now)
 
     def _step(self, batch: KVBatch, new: list[RequestState], touched: list[RequestState]) -> None:
         """Drop aborted rows, prefill the new ones (their first token), decode everyone.
@@ -325,22 +386,33 @@ class Engine:
         model = self.lm.model
         for req in self._drop(batch, lambda r: r.aborted):
             self._finished(req, "stop" if req.text_stopped else "abort")
+        if self._chunking is not None and self._chunking[0].aborted:
+            self._finished(self._chunking[0], "abort")
+            self._chunking = None
         if new:
             first_row = batch.size
             self._attention.use("prefill")
             logits = batch.prefill(model, [r.prompt_ids for r in new], self.pad_token_id)
             self._stats.prompt_tokens += sum(len(r.prompt_ids) for r in new)
-            tokens = self._sample(logits, new)
-            batch.set_last_tokens(tokens, first_row)
-            self._running.extend(new)
-            self._record(new, tokens, touched)
-            for req in self._drop(batch, lambda r: r.finish_reason is not None):
-                assert req.finish_reason is not None  # what _drop selected on
-                self._finished(req, req.finish_reason)
-            if self._running:  # a decode follows: hand out the first tokens before it runs
-                self._report(batch)
-                self._publish(touched)
-                touched.clear()
+            self._first_tokens(batch, new, logits, first_row, touched)
+        if self._chunking is not None:
+            req, prefill = self._chunking
+            self._attention.use("prefill")
+            before = prefill.done
+            logits = prefill.run(model, self.config.prefill_chunk_tokens)
+            self._stats.prompt_tokens += prefill.done - before
+            if logits is not None:  # its last chunk: the first token, then the batch
+                self._chunking = None
+                tokens = self._sample(logits, [req])
+                self._record([req], tokens, touched)
+                if req.finish_reason is None:
+                    first_row = batch.size
+                    batch.join(prefill)
+                    batch.set_last_tokens(tokens, first_row)
+                    self._running.append(req)
+                else:  # done at its first token (max_tokens=1, a stop): no row to make
+                    self._finished(req, req.finish_reason)
+                self._hand_out_first_tokens(batch, touched)
         if self._running:
             self._attention.use("decode")
             logits = batch.decode(model, self._decode_step)
@@ -351,6 +423,36 @@ class Engine:
                 assert req.finish_reason is not None  # what _drop selected on
                 self._finished(req, req.finish_reason)
         self.steps += 1
+
+    def _first_tokens(
+        self,
+        batch: KVBatch,
+        new: list[RequestState],
+        logits: torch.Tensor,
+        first_row: int,
+        touched: list[RequestState],
+    ) -> None:
+        """Sample the first tokens of rows just prefilled (from first_row on) and hand them
+        out at once: before the decode that follows, so time to first token is the prefill's."""
+        tokens = self._sample(logits, new)
+        batch.set_last_tokens(tokens, first_row)
+        self._running.extend(new)
+        self._record(new, tokens, touched)
+        for req in self._drop(batch, lambda r: r.finish_reason is not None):
+            assert req.finish_reason is not None  # what _drop selected on
+            self._finished(req, req.finish_reason)
+        self._hand_out_first_tokens(batch, touched)
+
+    def _hand_out_first_tokens(self, batch: KVBatch, touched: list[RequestState]) -> None:
+        """Publish first tokens now if more work follows in this step (not after it)."""
+        if self._running or self._chunking:
+            self._report(batch)
+            self._publish(touched)
+            touched.clear()
+
+    def _chunking_request(self) -> list[RequestState]:
+        """Return the request being prefilled in chunks, as a list (empty if none)."""
+        return [] if self._chunking is None else [self._chunking[0]]
 
     def _drop(self, batch: KVBatch, gone) -> list[RequestState]:
         """Remove the rows for which gone(request) holds; return their requests."""

@@ -79,6 +79,14 @@ class KVBatch:
         self._join(cache, mask, positions[:, -1:] + 1)
         return out.logits[:, -1]
 
+    def join(self, prefill: ChunkedPrefill) -> None:
+        """Append a finished chunked prefill as one more row."""
+        if not prefill.finished:
+            raise InvalidRequestError("a chunked prefill joins the batch only once it is done")
+        n = len(prefill.prompt)
+        mask = torch.ones((1, n), dtype=torch.long, device=self.device)
+        self._join(prefill.cache, mask, torch.tensor([[n]], device=self.device))
+
     def decode(self, model, step=None) -> torch.Tensor:
         """Feed every row its last token; return logits [B, V].
 
@@ -155,3 +163,40 @@ class KVBatch:
         )
         self.positions = torch.cat([self.positions, positions], dim=0)
         self.last_tokens = torch.cat([self.last_tokens, torch.zeros_like(positions)], dim=0)
+
+
+class ChunkedPrefill:
+    """One long prompt prefilled a chunk at a time into its own cache, between decode steps.
+
+    Each `run` feeds the next chunk of tokens with the cache of the chunks before it, so the
+    running rows wait one chunk's forward per step, not the whole prompt's (the engine
+    decodes them after each chunk). Once the last chunk has run, `KVBatch.join` makes it a
+    row of the batch.
+    """
+
+    def __init__(self, prompt: list[int], device: str | torch.device) -> None:
+        self.prompt = list(prompt)
+        self.device = torch.device(device)
+        self.cache = DynamicCache()
+        self.done = 0  # prompt tokens already in the cache
+
+    @property
+    def finished(self) -> bool:
+        """Return True once every prompt token is in the cache."""
+        return self.done == len(self.prompt)
+
+    def run(self, model, tokens: int) -> torch.Tensor | None:
+        """Feed the next `tokens` prompt tokens; return the last one's logits [1, V] after the
+        last chunk, else None."""
+        chunk = self.prompt[self.done : self.done + tokens]
+        end = self.done + len(chunk)
+        out = model(
+            input_ids=torch.tensor([chunk], device=self.device),
+            attention_mask=torch.ones((1, end), dtype=torch.long, device=self.device),
+            position_ids=torch.arange(self.done, end, device=self.device)[None],
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        self.done = end
+        return out.logits[:, -1] if self.finished else None
