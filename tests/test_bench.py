@@ -228,3 +228,24 @@ def test_bench_kernels_times_each_mode_on_a_real_model(tmp_path, capsys):
     assert all(" | 1.00x | " in r for r in rows[:2])
     # one model, one dtype: the same weight bytes and the same perplexity in every row
     assert len({tuple(r.split(" | ")[-3::2]) for r in rows}) == 1
+
+
+def test_bench_prefill_counts_only_the_gaps_that_ended_while_a_long_prompt_ran():
+    from deploykit.bench.prefill import Round, table
+
+    # a stream sent at 0.0 s: first token at 0.1, then tokens at 0.2, 1.4 (a stalled gap of
+    # 1.2 s), 1.5 and 3.0; the long prompt was in flight from 1.0 to 2.0 s
+    stream = RequestResult(200, 3.0, 0.1, 5, itl_s=(0.1, 1.2, 0.1, 1.5), start_s=0.0)
+    failed = RequestResult(0, 1.0, None, 0, error="timeout", itl_s=(1.2,), start_s=0.0)
+    long = RequestResult(200, 0.9, 0.9, 1, input_tokens=1000, start_s=0.0)
+    r = Round(LoadResult(1, 3.0, (stream, failed)), LoadResult(1, 1.0, (long,)), (1.0, 2.0))
+    assert r.gaps_s() == pytest.approx([1.2, 0.1])
+    assert r.covered
+    row = table({0: [r]}).splitlines()[2]
+    assert row.startswith("| whole prompt (0) | 650.0 |") and "| 1200.0 |" in row
+    assert row.endswith("| 900 | 1000 | 1 |")  # TTFT, prompt tokens, the failed stream
+
+
+def test_bench_prefill_refuses_a_chunk_size_named_twice(capsys):
+    assert main(["bench", "prefill", "--chunks", "0", "128", "128"]) == 2
+    assert "name each chunk size once" in capsys.readouterr().err

@@ -7,6 +7,7 @@ deploykit bench engines --models smollm2-135m --write-doc docs/benchmarks.md
 deploykit bench kernels --write-doc docs/benchmarks.md
 deploykit bench llamacpp --models smollm2-135m --write-doc docs/benchmarks.md
 deploykit bench quantize --write-doc docs/benchmarks.md
+deploykit bench prefill --write-doc docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _BENCHMARKS = {
     ),
     "llamacpp": ("llamacpp", "deploykit serve vs llama.cpp's server on smollm2-135m, same load"),
     "quantize": ("quantize", "every quantization method side by side, transformers and llama.cpp"),
+    "prefill": (
+        "prefill",
+        "chunked prefill: streams' ITL while long prompts arrive, per chunk size",
+    ),
 }
 
 
