@@ -16,6 +16,7 @@ from deploykit.models.kernels import (
     OneDNNLinear,
     ProjectionPart,
     SharedProjection,
+    fuse_plain_projections,
     resolve_kernels,
     use_kernels,
     weight_bytes,
@@ -216,3 +217,17 @@ def test_int4_gives_a_layer_its_groups_do_not_divide_int8():
     model = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 32))
     assert use_kernels(model, "int4") == "int4"
     assert [type(m).__name__ for m in model] == ["Int4WeightLinear", "Int8WeightLinear"]
+
+
+def test_plain_projections_fused_for_inductor_keep_the_logits():
+    plain, fused = load(), load()
+    model = fused.model
+    fuse_plain_projections(model)
+    layers = len(model.model.layers)
+    shared = {id(m.shared): m.shared for m in model.modules() if type(m) is ProjectionPart}
+    assert len(shared) == 2 * layers  # q/k/v and gate/up per layer ...
+    assert all(type(s.fused) is nn.Linear for s in shared.values())  # ... plain, for inductor
+    ids = fused.tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        want, got = plain.model(**ids).logits, model(**ids).logits
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidArgumentError
-from .kernels import SharedProjection
+from .kernels import SharedProjection, fuse_plain_projections
 
 # cached values per layer (rows x KV heads x tokens x head dim) up to which a bfloat16 or
 # float16 cache is multiplied in float32 (see the module docstring)
@@ -340,6 +340,7 @@ class CompiledDecodeStep(LlamaDecodeStep):
     def __init__(self, model: nn.Module) -> None:
         import torch._inductor.config as inductor_config
 
+        fuse_plain_projections(model)  # eager kernels: one product per projection group
         super().__init__(model)
         self._compiled = torch.compile(self._step, dynamic=True)
         self._inductor_config = inductor_config  # imported once, patched around each call

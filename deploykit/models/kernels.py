@@ -201,6 +201,19 @@ def _fuse_projections(model: nn.Module, pack) -> None:
                 setattr(parent, name, ProjectionPart(shared, i, first.in_features))
 
 
+def fuse_plain_projections(model: nn.Module) -> None:
+    """Fuse each `FUSED_GROUPS` group of plain nn.Linear layers into one plain nn.Linear: what
+    the compiled decode step compiles.
+
+    Inductor prepacks each plain linear weight for oneDNN itself when it freezes a graph, but
+    only the products it is given: q/k/v stay three products and gate/up two. Fused, the
+    compiled step on smollm2-135m ran 17.1 ms a step at batch 8 against 18.9 (bfloat16, one
+    thread, same weight bytes).
+    """
+    with torch.no_grad():
+        _fuse_projections(model, lambda linear: linear)
+
+
 def weight_bytes(model: nn.Module) -> int:
     """Return the bytes of linear-layer weights one forward reads (what a decode step streams)."""
     total = 0
