@@ -22,10 +22,12 @@ as views of the cache, so prefill, joining and dropping rows are unchanged):
   slower than float32's at a decode step's tiny sizes, and converting a small cache is cheap.
 
 `CompiledDecodeStep` runs the same math through `torch.compile` (inductor, weights frozen in):
-`deploykit serve --decode-step compiled`. On the 2-core CPU of docs/benchmarks.md it compiled
-for two to two and a half minutes, then ran no faster than this step on oneDNN kernels, and
-1.03x to 1.06x faster on int4 kernels, so it is not the default; it is the lever to measure
-again on a bigger CPU or a GPU.
+`deploykit serve --decode-step compiled`. Given its q/k/v and gate/up products fused
+(`kernels.fuse_plain_projections`), it was deploykit's fastest server mode at 32 concurrent
+requests in docs/benchmarks.md (bfloat16 smollm2-135m: 720 output tokens/s against 638 for
+this step on oneDNN kernels), and int4 with it at 1 (118 against 103). It compiles at every
+server start, one and a half to two and a half minutes on that 2-core CPU, so it is not the
+default: notebooks and tests start servers often.
 
 It is not a general Llama: models with attention biases are fine (the modules carry them),
 but RoPE types other than transformers' own `rotary_emb`, QK-norm, soft-capping, sliding

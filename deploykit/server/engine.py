@@ -61,7 +61,10 @@ class EngineConfig:
     # A prompt longer than this is prefilled this many tokens per step (`ChunkedPrefill`),
     # each chunk followed by the running rows' decode step, so one long prompt does not
     # stall everyone else's tokens for its whole prefill; 0 prefills every prompt whole.
-    prefill_chunk_tokens: int = 512
+    # 256: on smollm2-135m (docs/benchmarks.md, `deploykit bench prefill`) the streams'
+    # longest gap fell from 1.9 s to 0.36 s beside 1,096-token prompts whose time to first
+    # token stayed the same; 128 cut the gap to 0.22 s but cost those prompts 11%.
+    prefill_chunk_tokens: int = 256
     # While a batch runs, wait up to this many decode steps to prefill arrivals together:
     # on small models a prefill forward costs as much as a decode step, so prefilling
     # each arrival alone (one per step under load) would halve throughput. The wait also
