@@ -442,6 +442,12 @@ def long_prompts(metrics, prefix: str | None, before=None) -> tuple[Diagnosis | 
 # ---- under load (opt-in) --------------------------------------------------------------------
 
 
+# a server that batches answers `concurrency` requests at once at least this much faster than
+# one at a time; one that serves them one at a time is near 1x
+_BATCHING_SPEEDUP = 1.6
+_BATCHING_ROUNDS = 2
+
+
 def _timed_batch(
     ep: Endpoint, body: dict[str, Any], n: int, at_once: int
 ) -> tuple[float, list[Reply]]:
@@ -469,20 +475,30 @@ def batching(
         one = ep.send("POST", COMPLETIONS, body)
     if one.status != 200:
         return None, f"batching: not probed ({one.status})", {}
-    serial_s, a = _timed_batch(ep, body, concurrency, 1)
-    parallel_s, b = _timed_batch(ep, body, concurrency, concurrency)
-    ok = sum(r.status == 200 for r in a + b)
-    speedup = serial_s / parallel_s if parallel_s else 0.0
+    # untimed: an engine's first batch of a new size can build kernels for its shapes once
+    _timed_batch(ep, body, concurrency, concurrency)
+    # a second round before naming a cause: a server that batches can lose one round to a
+    # neighbour's burst of work on a shared machine; one that does not is slow in both
+    speedups: list[float] = []
+    for _ in range(_BATCHING_ROUNDS):
+        serial_s, a = _timed_batch(ep, body, concurrency, 1)
+        parallel_s, b = _timed_batch(ep, body, concurrency, concurrency)
+        ok = sum(r.status == 200 for r in a + b)
+        speedup = serial_s / parallel_s if parallel_s else 0.0
+        speedups.append(round(speedup, 2))
+        if speedup >= _BATCHING_SPEEDUP or ok < 2 * concurrency:
+            break
     data = {
         "serial_s": round(serial_s, 3),
         "concurrent_s": round(parallel_s, 3),
         "speedup": round(speedup, 2),
+        "speedups": speedups,
     }
     seen = (
         f"{concurrency} requests one at a time took {serial_s:.2f} s, {concurrency} at once "
         f"{parallel_s:.2f} s ({speedup:.2f}x), {ok} of {2 * concurrency} answered"
     )
-    if speedup >= 1.6 or ok < 2 * concurrency:
+    if speedup >= _BATCHING_SPEEDUP or ok < 2 * concurrency:
         return None, seen, data
     knob = {
         "deploykit:": "start `deploykit serve` with --max-batch-size above 1, and not --naive",
@@ -499,7 +515,12 @@ def batching(
         Diagnosis(
             "batching_off",
             "Requests are served one at a time: latency grows with every request waiting",
-            (seen, "a server that batches answers several requests in little more than one's time"),
+            (
+                seen,
+                f"{len(speedups)} rounds, each under {_BATCHING_SPEEDUP}x: "
+                + ", ".join(f"{x:.2f}x" for x in speedups),
+                "a server that batches answers several requests in little more than one's time",
+            ),
             f"Let the engine decode several requests together: {knob}.",
         ),
         seen,
