@@ -67,6 +67,16 @@ def idle_cpu_percent(servers: dict[str, Server], seconds: float = 2.0) -> dict[s
     }
 
 
+def add_write_doc(ap: argparse.ArgumentParser) -> None:
+    """Add --write-doc: the markdown file whose section of this benchmark the run rewrites."""
+    ap.add_argument(
+        "--write-doc",
+        type=Path,
+        default=None,
+        help="rewrite this benchmark's section of this markdown file",
+    )
+
+
 def add_arguments(
     ap: argparse.ArgumentParser,
     servers: tuple[str, ...],
@@ -99,12 +109,7 @@ def add_arguments(
     ap.add_argument("--device", default="cpu", help="where deploykit's servers run (cpu, cuda)")
     if dtype:
         ap.add_argument("--dtype", default="float32", help="model dtype (auto: bf16/fp16 on GPUs)")
-    ap.add_argument(
-        "--write-doc",
-        type=Path,
-        default=None,
-        help="rewrite this benchmark's section of this markdown file",
-    )
+    add_write_doc(ap)
     return ap
 
 

@@ -31,7 +31,7 @@ from ..errors import InvalidArgumentError
 from ..models.decode_step import DECODE_STEPS
 from ..models.devices import dtype_names
 from ..models.kernels import KERNELS
-from .harness import Measurement, Run, command_line, publish
+from .harness import Measurement, Run, add_write_doc, command_line, publish
 
 SECTION = "## Engine decode step: dtypes and kernels"
 DEFAULT_MODES = (
@@ -267,8 +267,6 @@ def run(args: argparse.Namespace) -> int:
 
 def configure(ap: argparse.ArgumentParser) -> None:
     """Add this benchmark's options to its `deploykit bench kernels` parser."""
-    from pathlib import Path
-
     ap.add_argument("--model", default="smollm2-135m", help="built-in name or local folder")
     ap.add_argument(
         "--modes",
@@ -283,9 +281,4 @@ def configure(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--windows", type=positive_int, default=8, help="held-out windows")
     ap.add_argument("--seq-len", type=positive_int, default=128, help="tokens per window")
     ap.add_argument("--threads", type=positive_int, default=1, help="torch threads")
-    ap.add_argument(
-        "--write-doc",
-        type=Path,
-        default=None,
-        help="rewrite this benchmark's section of this markdown file",
-    )
+    add_write_doc(ap)

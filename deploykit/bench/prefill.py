@@ -28,7 +28,7 @@ from ..errors import InvalidArgumentError
 from ..launch import launch_server
 from ..models import resolve_model
 from ..server.process import serve_command
-from .harness import command_line, publish
+from .harness import Measurement, Run, add_write_doc, command_line, publish
 from .loadgen import LoadResult, LoadSpec, run_load, run_load_async
 from .metrics import percentile
 
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                     f"{[round((x.time_to_first_token_s or 0) * 1e3) for x in r.long.results]} ms",
                     flush=True,
                 )
-    after = machine_conditions()
+    done = Measurement(Run(), before, machine_conditions(), command_line("prefill", args))
     body = "\n".join(
         [
             SECTION,
@@ -186,13 +186,9 @@ def run(args: argparse.Namespace) -> int:
             "",
             _coverage_line(rounds, args),
             f"- Machine: {before['cpu']}; {cpu_features()}; OMP_NUM_THREADS={args.threads}.",
-            f"- Software: torch {before['torch']}, transformers {before['transformers']}, "
-            f"Python {before['python']}.",
-            f"- Load average (1/5/15 min) before: {before['load_average']}; after: "
-            f"{after['load_average']}. Other work shared the machine if these exceed 0.5.",
-            f"- Run {before['date']} to {after['date']}.",
-            f"- Command: `{command_line('prefill', args)}`",
-            "",
+            done.software_line(),
+            done.load_line(),
+            *done.closing_lines(),
         ]
     )
     publish(body, args.write_doc, SECTION)
@@ -201,8 +197,6 @@ def run(args: argparse.Namespace) -> int:
 
 def configure(ap: argparse.ArgumentParser) -> None:
     """Add this benchmark's options to its `deploykit bench prefill` parser."""
-    from pathlib import Path
-
     ap.add_argument("--model", default="smollm2-135m", help="built-in name or local folder")
     ap.add_argument("--dtype", default="bfloat16", help="the servers' dtype")
     ap.add_argument(
@@ -231,9 +225,4 @@ def configure(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--rounds", type=positive_int, default=2, help="timed rounds per server")
     ap.add_argument("--threads", type=positive_int, default=1, help="OMP_NUM_THREADS of each")
-    ap.add_argument(
-        "--write-doc",
-        type=Path,
-        default=None,
-        help="rewrite this benchmark's section of this markdown file",
-    )
+    add_write_doc(ap)

@@ -11,12 +11,11 @@ test: it prints the section and rewrites only its own section of the doc.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..argtypes import positive_int
 from ..models.quantization import QUANTIZATIONS
 from ..quantize.measure import GGUF_TYPES, measure_quantization, quantization_table
-from .harness import command_line, publish
+from .harness import add_write_doc, command_line, publish
 
 
 def configure(ap: argparse.ArgumentParser) -> None:
@@ -65,12 +64,7 @@ def configure(ap: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load one method at a time (a GPU that cannot hold them all)",
     )
-    ap.add_argument(
-        "--write-doc",
-        type=Path,
-        default=None,
-        help="rewrite this benchmark's section of this markdown file",
-    )
+    add_write_doc(ap)
 
 
 def _speed_line(df) -> str | None:

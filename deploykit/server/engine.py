@@ -327,7 +327,7 @@ class Engine:
             ):  # fmt: skip
                 self._cond.wait()
             if not self.num_running and self._waiting and self.config.admit_gap_s > 0:
-                self._gather_arrivals(self.config.max_batch_size)
+                self._gather_arrivals()
             if self._stop:
                 return None
             if self._abort_pending:
@@ -370,12 +370,12 @@ class Engine:
                 req.scheduled_s = now
             return new
 
-    def _gather_arrivals(self, free: int) -> None:
+    def _gather_arrivals(self) -> None:
         """Wait (holding the condition) while requests keep arriving admit_gap_s apart, at
         most admit_window_s from now."""
         start = time.perf_counter()
         until = start + self.config.admit_window_s
-        while not self._stop and len(self._waiting) < free:
+        while not self._stop and len(self._waiting) < self.config.max_batch_size:
             now = time.perf_counter()
             quiet = max(self._waiting[-1].arrival_s, start) + self.config.admit_gap_s
             if now >= min(quiet, until):
@@ -395,11 +395,10 @@ class Engine:
             self._finished(self._chunking[0], "abort")
             self._chunking = None
         if new:
-            first_row = batch.size
             self._attention.use("prefill")
             logits = batch.prefill(model, [r.prompt_ids for r in new], self.pad_token_id)
             self._stats.prompt_tokens += sum(len(r.prompt_ids) for r in new)
-            self._first_tokens(batch, new, logits, first_row, touched)
+            self._first_tokens(batch, new, logits, touched)
         if self._chunking is not None:
             req, prefill = self._chunking
             self._attention.use("prefill")
@@ -408,25 +407,14 @@ class Engine:
             self._stats.prompt_tokens += prefill.done - before
             if logits is not None:  # its last chunk: the first token, then the batch
                 self._chunking = None
-                tokens = self._sample(logits, [req])
-                self._record([req], tokens, touched)
-                if req.finish_reason is None:
-                    first_row = batch.size
-                    batch.join(prefill)
-                    batch.set_last_tokens(tokens, first_row)
-                    self._running.append(req)
-                else:  # done at its first token (max_tokens=1, a stop): no row to make
-                    self._finished(req, req.finish_reason)
-                self._hand_out_first_tokens(batch, touched)
+                self._first_tokens(batch, [req], logits, touched, joining=prefill)
         if self._running:
             self._attention.use("decode")
             logits = batch.decode(model, self._decode_step)
             tokens = self._sample(logits, self._running)
             batch.set_last_tokens(tokens)
             self._record(self._running, tokens, touched)
-            for req in self._drop(batch, lambda r: r.finish_reason is not None):
-                assert req.finish_reason is not None  # what _drop selected on
-                self._finished(req, req.finish_reason)
+            self._drop_finished(batch)
         self.steps += 1
 
     def _first_tokens(
@@ -434,23 +422,29 @@ class Engine:
         batch: KVBatch,
         new: list[RequestState],
         logits: torch.Tensor,
-        first_row: int,
         touched: list[RequestState],
+        joining: ChunkedPrefill | None = None,
     ) -> None:
-        """Sample the first tokens of rows just prefilled (from first_row on) and hand them
-        out at once: before the decode that follows, so time to first token is the prefill's."""
-        tokens = self._sample(logits, new)
-        batch.set_last_tokens(tokens, first_row)
-        self._running.extend(new)
-        self._record(new, tokens, touched)
-        for req in self._drop(batch, lambda r: r.finish_reason is not None):
-            assert req.finish_reason is not None  # what _drop selected on
-            self._finished(req, req.finish_reason)
-        self._hand_out_first_tokens(batch, touched)
+        """Sample the first tokens of prompts just prefilled and hand them out at once: before
+        the work that follows in this step, so time to first token is the prefill's.
 
-    def _hand_out_first_tokens(self, batch: KVBatch, touched: list[RequestState]) -> None:
-        """Publish first tokens now if more work follows in this step (not after it)."""
-        if self._running or self._chunking:
+        `new` are the batch's last rows, or with `joining` one prompt prefilled in its own
+        cache, which joins the batch only if it goes on: one done at its first token
+        (max_tokens=1, a stop) never makes a row.
+        """
+        tokens = self._sample(logits, new)
+        self._record(new, tokens, touched)
+        if joining is not None:
+            if new[0].finish_reason is None:
+                batch.join(joining)
+            else:
+                self._finished(new[0], new[0].finish_reason)
+                new, tokens = [], []
+        if new:
+            batch.set_last_tokens(tokens, batch.size - len(new))
+            self._running.extend(new)
+        self._drop_finished(batch)
+        if self._running or self._chunking:  # more work follows in this step: publish now
             self._report(batch)
             self._publish(touched)
             touched.clear()
@@ -458,6 +452,12 @@ class Engine:
     def _chunking_request(self) -> list[RequestState]:
         """Return the request being prefilled in chunks, as a list (empty if none)."""
         return [] if self._chunking is None else [self._chunking[0]]
+
+    def _drop_finished(self, batch: KVBatch) -> None:
+        """Remove the rows whose request has finished, and finish them."""
+        for req in self._drop(batch, lambda r: r.finish_reason is not None):
+            assert req.finish_reason is not None  # what _drop selected on
+            self._finished(req, req.finish_reason)
 
     def _drop(self, batch: KVBatch, gone) -> list[RequestState]:
         """Remove the rows for which gone(request) holds; return their requests."""
