@@ -110,3 +110,15 @@ def test_models_it_does_not_handle_are_named_with_the_reason():
     lm = load()
     lm.model.config.hidden_act = "gelu"
     assert unsupported(lm.model) == "its MLP uses gelu, not silu"
+
+
+def test_a_second_model_of_the_same_shape_gets_its_own_compiled_weights():
+    # the compiled step drops most module guards; the two steps share one code object
+    first, second = load(), load()
+    with torch.no_grad():
+        for p in second.model.parameters():
+            p.mul_(1.5)
+    steps = [decode_step_for(lm.model, "eager", "compiled") for lm in (first, second)]
+    for lm, step in zip((first, second), steps):
+        for want, got in decode_both_ways(lm, 2, step):
+            assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
