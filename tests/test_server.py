@@ -172,6 +172,20 @@ def test_context_length_400_names_both_numbers(server):
     assert "2048" in err["message"] and "2000" in err["message"]
 
 
+def test_chat_max_tokens_beside_max_completion_tokens_keeps_its_bound(server):
+    # the OpenAPI schema bounds both fields; the one not used must not pass unchecked
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    err = assert_openai_error(
+        post(
+            server, "/v1/chat/completions", {**body, "max_completion_tokens": 2, "max_tokens": 5000}
+        ),
+        400,
+    )
+    assert err["param"] == "max_tokens" and "2047" in err["message"]
+    ok = post(server, "/v1/chat/completions", {**body, "max_completion_tokens": 2, "max_tokens": 8})
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] <= 2
+
+
 def test_malformed_json_and_non_object_are_400(server):
     assert_openai_error(post(server, "/v1/completions", b'{"model": "toy-tiny", "prompt": '), 400)
     assert_openai_error(post(server, "/v1/completions", b"[1, 2, 3]"), 400)

@@ -343,6 +343,17 @@ class OpenAIServing(BaseServing):
         """Return a ChatCompletionResponse, or an SSE text iterator when req.stream."""
         self._check_model(req.model)
         ids = chat_ids(self.tokenizer, req.messages)
+        context = self.engine.context_length
+        if req.max_completion_tokens and req.max_tokens and req.max_tokens >= context:
+            # max_completion_tokens is the one used; max_tokens still has the schema's bound
+            raise APIError(
+                400,
+                f"max_tokens={req.max_tokens} is more than this model's context ({context}) "
+                f"minus one prompt token; send at most {context - 1}, or leave max_tokens out "
+                "when max_completion_tokens is given.",
+                "invalid_request_error",
+                param="max_tokens",
+            )
         params = self._params(req, req.max_completion_tokens or req.max_tokens, ids)
         gen = self._start(ids, params, req.stream)
         rid = f"chatcmpl-{gen.request_id}"
