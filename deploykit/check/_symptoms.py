@@ -486,7 +486,9 @@ def batching(
         ok = sum(r.status == 200 for r in a + b)
         speedup = serial_s / parallel_s if parallel_s else 0.0
         speedups.append(round(speedup, 2))
-        if speedup >= _BATCHING_SPEEDUP or ok < 2 * concurrency:
+        # not timed fairly when some failed: batching is not what to name then
+        fine = speedup >= _BATCHING_SPEEDUP or ok < 2 * concurrency
+        if fine:
             break
     data = {
         "serial_s": round(serial_s, 3),
@@ -498,7 +500,7 @@ def batching(
         f"{concurrency} requests one at a time took {serial_s:.2f} s, {concurrency} at once "
         f"{parallel_s:.2f} s ({speedup:.2f}x), {ok} of {2 * concurrency} answered"
     )
-    if speedup >= _BATCHING_SPEEDUP or ok < 2 * concurrency:
+    if fine:
         return None, seen, data
     knob = {
         "deploykit:": "start `deploykit serve` with --max-batch-size above 1, and not --naive",

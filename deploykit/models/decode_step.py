@@ -351,20 +351,20 @@ def _model_identity_guards(entries) -> list[bool]:
 class CompiledDecodeStep(LlamaDecodeStep):
     """deploykit's decode step compiled by torch.compile (inductor), its weights frozen in.
 
-    dynamic=True: one graph serves every cache width, and one every batch size above one
-    (batch 1 is its own graph). Inductor's freezing folds the weights into the compiled code
-    as constants and prepacks plain `nn.Linear` weights for oneDNN itself (kernels "eager");
-    int4 layers (`kernels.Int4WeightLinear`) are compiled as they are, their kernel called
-    from the compiled code. The graph writes nothing (`_FunctionalStep`): the new
-    keys and values come out and are written here, in one call each. Attention is written as
-    products and sums, which inductor fuses into loops that compute in float32 whatever the
-    cache's dtype (no float32 branch as in the eager step: a second shape condition would
-    double the graphs to compile). The compiled code runs outside inference mode (inductor does not mutate
-    inference tensors), on buffers made there. Compiling takes minutes on a small CPU: the
-    engine's `start` compiles both graphs before it serves, and inductor's on-disk cache
-    (TORCHINDUCTOR_CACHE_DIR, by default under the system's temporary directory) makes the
-    next start on the same machine shorter (smollm2-135m int4: 160 s cold, 104 s on the
-    cache; dynamo still traces the step at every start).
+    dynamic=True: one graph serves every cache width, and one every batch size above one (batch
+    1 is its own graph). Inductor's freezing folds the weights into the compiled code as
+    constants and prepacks plain `nn.Linear` weights for oneDNN itself (kernels "eager"); int4
+    layers (`kernels.Int4WeightLinear`) are compiled as they are, their kernel called from the
+    compiled code. The graph writes nothing (`_FunctionalStep`): the new keys and values come
+    out and are written here, in one call each. Attention is written as products and sums,
+    which inductor fuses into loops that compute in float32 whatever the cache's dtype (no
+    float32 branch as in the eager step: a second shape condition would double the graphs to
+    compile). The compiled code runs outside inference mode (inductor does not mutate inference
+    tensors), on buffers made there. Compiling takes minutes on a small CPU: the engine's
+    `start` compiles both graphs before it serves, and inductor's on-disk cache
+    (TORCHINDUCTOR_CACHE_DIR, by default under the system's temporary directory) makes the next
+    start on the same machine shorter (smollm2-135m int4: 160 s cold, 104 s on the cache;
+    dynamo still traces the step at every start).
     """
 
     compiled = True
