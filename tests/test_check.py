@@ -18,6 +18,7 @@ from deploykit.check import common, ollama, openai, tgi
 from deploykit.check._http import Endpoint, Exchange, redact_url
 from deploykit.check.compat import compatibility_doc
 from deploykit.check.suite import CheckReport, CheckResult
+from deploykit.server.process import start_server as _start
 
 pytest_plugins = ["pytester"]
 KEY = "sk-deploykit-check-secret-1234"
@@ -121,6 +122,38 @@ def test_check_passes_on_deploykit_serve(server, dialect):
     assert {"concurrent", "abandoned_stream", "timeouts", "metrics"} <= passed
     if dialect == "tgi":  # the item-4 case: TGI's clients send a placeholder model name
         assert {"chat_model_tgi", "chat_model_dummy", "root_route"} <= passed
+
+
+def test_a_stream_the_server_goes_on_generating_after_its_client_left_fails():
+    # a proxy that ignores client aborts (nginx's proxy_ignore_client_abort on) in front of a
+    # real server: the abandoned stream runs on for nobody, and only the running gauge shows it
+    # (the server batches, so the next request is not slowed). toy-small: its 1,021 tokens
+    # take several seconds, more than the check allows.
+    upstream = _start(
+        "toy-small",
+        args=(),
+        name="serve-check-abort",
+        timeout_s=180.0,
+        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        with dk.start_fault_proxy(upstream.url) as proxy:
+            fine = dk.check_endpoint(proxy.url, only=["abandoned_stream"])
+            proxy.inject(ignore_client_abort=True, count=1)
+            ignored = dk.check_endpoint(proxy.url, only=["abandoned_stream"])
+            stats = proxy.stats()
+    finally:
+        upstream.stop()
+    result = fine.result("abandoned_stream")
+    assert result.status == "pass", result
+    assert result.data["freed_after_s"] <= result.data["freed_within_s"]
+    result = ignored.result("abandoned_stream")
+    assert result.status == "fail", result
+    assert "keeps generating for nobody" in result.why
+    late = result.data.get("freed_after_s")
+    assert late is None or late > result.data["freed_within_s"], result.data
+    assert stats["faults_by_kind"] == {"ignore_client_abort": 1}
+    assert [r["drained_bytes"] > 0 for r in stats["requests"] if r["fault"]] == [True]
 
 
 def test_the_dialect_is_detected_and_the_table_reads(server):

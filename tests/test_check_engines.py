@@ -46,16 +46,34 @@ def test_llamacpp_answers_the_api_and_its_differences_are_reported(llamacpp_repo
         "stop",
         "bad_prompt_over_context",
         "concurrent",
-        "abandoned_stream",
         "metrics",
     ):
         assert report.result(case).status == "pass", report.result(case)
+    _abandoned_stream_verdict_follows_the_gauge(report.result("abandoned_stream"))
     assert sum(r.group == "errors" for r in report.results) >= 20
     assert not report.ok and report.exit_code == 1
     failed = {r.name for r in report.results if r.status == "fail"}
     assert failed >= LLAMACPP_FAILS, report.table(show=("fail", "warn"))
     assert report.result("bad_message_without_role").data["status"] == 500
     assert report.result("bad_unknown_model").data["status"] == 200
+
+
+def _abandoned_stream_verdict_follows_the_gauge(result) -> None:
+    # llama.cpp usually frees a closed stream's slot at once (its gauge back at 0 within
+    # 0.1 s here), but one clean-clone run out of three saw it still running 5 s later: a
+    # cancel that arrives while llama.cpp is mid-step can be missed (llama.cpp issue 24496,
+    # PR 24630), so either verdict is llama.cpp's own; the check must say which, from its gauge.
+    # That the check fails a server that does run on is tested in test_check.py.
+    assert result.status in ("pass", "fail"), result
+    data = result.data
+    assert data["running_before"] is not None, data  # it read llama.cpp's gauge
+    freed = data.get("freed_after_s")
+    if result.status == "pass":
+        assert freed is not None and freed <= data["freed_within_s"], data
+    else:  # its gauge late, or the next request slowed by it
+        late = freed is None or freed > data["freed_within_s"]
+        assert late or data["next_request_s"] > data["next_request_within_s"], data
+        assert "keeps generating for nobody" in result.why
 
 
 # What llama.cpp's server (xllamacpp 2026.10) does differently from OpenAI's API, found here:

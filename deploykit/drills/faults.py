@@ -2,8 +2,10 @@
 
 `deploykit faults --upstream URL --port P` forwards every request to URL and streams
 responses back as they arrive. On command (POST /faults) it answers a status with an optional
-Retry-After instead of forwarding, waits before forwarding, or cuts an SSE stream after K
-events by dropping the connection. GET /faults/stats says what it saw; /faults/health is its
+Retry-After instead of forwarding, waits before forwarding, cuts an SSE stream after K
+events by dropping the connection, or ignores a client that leaves a stream: it reads the
+upstream's stream to its end anyway (what nginx does with `proxy_ignore_client_abort on`),
+so the server goes on generating for nobody. GET /faults/stats says what it saw; /faults/health is its
 health check. Control paths under /faults are never forwarded, faulted or counted.
 
 It does not refuse connections: stop the process for that (FaultProxy.stop()).
@@ -54,6 +56,9 @@ class Fault:
     retry_after_s: float | None = None  # with status: send a Retry-After header
     delay_s: float = 0.0  # wait this long before forwarding (or before answering status)
     cut_stream_after_chunks: int | None = None  # streams only: forward K SSE events, then drop
+    ignore_client_abort: bool = (
+        False  # streams only: read the upstream to its end if the client goes
+    )
     count: int | None = None  # requests it applies to; None: until cleared
     path_prefix: str = ""  # only requests whose path starts with this
 
@@ -81,17 +86,26 @@ class Fault:
             raise InvalidArgumentError(
                 f"count must be an int >= 1 (or None: until clear()), got {self.count!r}."
             )
-        if self.status is None and not self.delay_s and cut is None:
+        if not isinstance(self.ignore_client_abort, bool):
+            raise InvalidArgumentError(
+                f"ignore_client_abort must be True or False, got {self.ignore_client_abort!r}."
+            )
+        if (
+            self.status is None
+            and not self.delay_s
+            and cut is None
+            and not self.ignore_client_abort
+        ):
             raise InvalidArgumentError(
                 "Give a fault: status=503 (with retry_after_s=1), "
-                "delay_s=2.0, or cut_stream_after_chunks=3."
+                "delay_s=2.0, cut_stream_after_chunks=3, or ignore_client_abort=True."
             )
 
     def matches(self, path: str, stream: bool) -> bool:
         """Return True when this fault applies to a request for path (a stream or not)."""
         if not path.startswith(self.path_prefix):
             return False
-        # a cut-only fault waits for a streamed request, so a health check does not use it up
+        # a stream-only fault waits for a streamed request, so a health check does not use it up
         return stream or self.status is not None or bool(self.delay_s)
 
 
@@ -241,11 +255,12 @@ class _Proxy:
                     extra,
                 )
             cut = fault.cut_stream_after_chunks if fault is not None and stream else None
-            await self._relay(scope, path, headers, body, send, gone, cut, record)
+            drain = fault is not None and stream and fault.ignore_client_abort
+            await self._relay(scope, path, headers, body, send, gone, cut, record, drain)
         finally:
             watcher.cancel()
 
-    async def _relay(self, scope, path, headers, body, send, gone, cut, record) -> None:
+    async def _relay(self, scope, path, headers, body, send, gone, cut, record, drain) -> None:
         query = scope.get("query_string", b"").decode()
         url = self.upstream + path + (f"?{query}" if query else "")
         assert self.client is not None  # made at startup, before any request
@@ -285,9 +300,17 @@ class _Proxy:
             is_sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
             if cut is None or not is_sse:
                 async for chunk in upstream.aiter_raw():
-                    if gone.is_set():
+                    if gone.is_set() and not drain:
                         return
+                    if gone.is_set():  # the fault: read on for nobody
+                        if "drained_bytes" not in record:
+                            self.injected["ignore_client_abort"] += 1
+                            record["fault"] = "ignored the client's abort"
+                        record["drained_bytes"] = record.get("drained_bytes", 0) + len(chunk)
+                        continue
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if gone.is_set():
+                    return
             else:
                 await self._relay_cut(upstream, send, gone, cut, record)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -359,19 +382,23 @@ class FaultProxy:
         retry_after_s: float | None = None,
         delay_s: float = 0.0,
         cut_stream_after_chunks: int | None = None,
+        ignore_client_abort: bool = False,
         path_prefix: str = "",
     ) -> Fault:
         """Add a fault for the next `count` matching requests (None: until clear()).
 
         Faults apply in the order added; a request takes the first that matches it. A
         cut_stream_after_chunks fault applies only to requests with "stream": true; a stream
-        shorter than that passes whole.
+        shorter than that passes whole. ignore_client_abort=True (streams only) reads the
+        upstream's stream to its end when the client leaves, as a proxy that ignores client
+        aborts does: the server goes on generating for nobody.
         """
         fault = Fault(
             status=status,
             retry_after_s=retry_after_s,
             delay_s=delay_s,
             cut_stream_after_chunks=cut_stream_after_chunks,
+            ignore_client_abort=ignore_client_abort,
             count=count,
             path_prefix=path_prefix,
         )  # validated here, before anything is sent
