@@ -117,6 +117,7 @@ def test_unreachable_upstream_is_a_502_and_a_stopped_proxy_refuses(http):
         {"status": 503, "count": 0},
         {"delay_s": -1},
         {"cut_stream_after_chunks": -2},
+        {"ignore_client_abort": "yes"},
     ],
 )
 def test_bad_fault_is_refused_before_anything_is_sent(kwargs):
