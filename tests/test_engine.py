@@ -12,6 +12,7 @@ import torch
 
 import deploykit as dk
 from deploykit.errors import EngineOverloadedError, InvalidArgumentError, InvalidRequestError
+from deploykit.server import engine as engine_module
 from deploykit.server.engine import Engine, EngineConfig
 from deploykit.server.sampling import SamplingParams
 
@@ -363,6 +364,48 @@ def test_an_idle_engine_admits_requests_arriving_together_in_one_prefill(lm):
     at_once = Engine(lm, EngineConfig(admit_gap_s=0.0, kernels="eager"))
     at_once._waiting.append(_waiting_request(0, 0))
     assert len(at_once._admit()) == 1
+
+
+def test_an_idle_engine_waits_for_as_many_arrivals_as_its_last_batch_had_rows(lm, monkeypatch):
+    """admit_gap_s None: after a batch of 3 rows, the next 3 arrivals share one prefill (a
+    4th is left for later); after a batch of one row (one request at a time), the next is
+    admitted without a wait. Gaps made long (0.5 s) so that a slow machine keeps the order."""
+    monkeypatch.setattr(engine_module, "_AUTO_GAP_MAX_S", 0.5)
+    eng = Engine(lm, EngineConfig(kernels="eager", admit_window_s=5.0))
+
+    def batch_ran(rows: int) -> None:
+        eng._running = [_waiting_request(100 + i, 0) for i in range(rows)]
+        eng._after_step(True, 2.0)  # a step from idle of 2 s: gaps of 0.5 s allowed
+        eng._running = []
+        eng._after_step(False, 0.01)
+
+    def arrive(ids, pause_s):
+        def run():
+            for i in ids:
+                time.sleep(pause_s)
+                with eng._cond:
+                    eng._waiting.append(_waiting_request(i, 0))
+                    eng._cond.notify()
+
+        helper = threading.Thread(target=run)
+        helper.start()
+        return helper
+
+    batch_ran(3)
+    eng._waiting.append(_waiting_request(0, 0))
+    helper = arrive((1, 2, 3), 0.05)
+    admitted = eng._admit()
+    helper.join()
+    assert [r.id for r in admitted] == ["r0", "r1", "r2"]
+    assert [r.id for r in eng._waiting] == ["r3"]
+
+    eng._waiting.clear()
+    batch_ran(1)
+    eng._waiting.append(_waiting_request(4, 0))
+    helper = arrive((5,), 0.05)
+    admitted = eng._admit()
+    helper.join()
+    assert [r.id for r in admitted] == ["r4"]
 
 
 @pytest.mark.parametrize(

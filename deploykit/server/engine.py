@@ -51,6 +51,9 @@ from .stats import FinishedRequest, StepStats
 log = logging.getLogger("deploykit.engine")
 
 
+_AUTO_GAP_MAX_S = 0.010  # the longest gap an idle engine waits for by itself (admit_gap_s None)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Limits of one engine: how many rows decode together and how many may wait."""
@@ -72,15 +75,19 @@ class EngineConfig:
     # prefill would cost the running rows (one step each): a few running rows do not
     # hold many arrivals back.
     max_admit_delay_steps: int = 8
-    # An idle engine (no running rows) that has requests to admit can wait until no other has
-    # arrived for admit_gap_s (at most admit_window_s in all): requests sent
-    # together (a client's batch, or closed-loop clients whose answers ended in the same
-    # step) come a fraction of a millisecond apart and are prefilled in one forward, not
-    # one alone and the rest a decode step later. 0 (the default) admits at once: 1 ms gave
-    # smollm2-135m 1.03x at concurrency 8, but one request at a time to toy-tiny, whose
-    # steps take a millisecond or two, waits that much longer for every first token.
-    admit_gap_s: float = 0.0
-    admit_window_s: float = 0.005
+    # An idle engine (no running rows) that has a request to admit can wait for the ones
+    # arriving with it, so that they share one prefill instead of one prefilled alone and the
+    # rest a whole step later. Closed-loop clients whose answers ended in the same step send
+    # their next requests together, but they reach the engine spread out (on smollm2-135m at
+    # concurrency 32: the first, then 3-5 ms later the other 31 within 2 ms).
+    # admit_gap_s None (the default) waits only when the batch that last ran had more than one
+    # row, for as many arrivals as it had, each within a quarter of the engine's last step
+    # from idle (at most 10 ms) of the one before, and no longer in all than that step or
+    # admit_window_s: a client sending one request at a time never waits, and a wait never
+    # costs more than the split prefill it avoids. A number waits for any arrivals that
+    # come within admit_gap_s of each other (at most admit_window_s); 0 admits at once.
+    admit_gap_s: float | None = None
+    admit_window_s: float = 0.05
     # the linear layers' kernels (`models.kernels`): auto is prepacked oneDNN on CPUs
     kernels: str = "auto"
     # who runs a decode step (`models.decode_step`): auto is deploykit's own for Llama
@@ -88,10 +95,12 @@ class EngineConfig:
     decode_step: str = "auto"
 
     def __post_init__(self) -> None:
-        if not 0 <= self.admit_gap_s <= self.admit_window_s:
+        gap = 0.0 if self.admit_gap_s is None else self.admit_gap_s
+        if not 0 <= gap <= self.admit_window_s:
             raise InvalidArgumentError(
                 f"EngineConfig needs 0 <= admit_gap_s <= admit_window_s; got admit_gap_s="
-                f"{self.admit_gap_s}, admit_window_s={self.admit_window_s}"
+                f"{self.admit_gap_s}, admit_window_s={self.admit_window_s} (admit_gap_s=None "
+                "waits for requests arriving together on its own; 0 admits at once)"
             )
         if self.prefill_chunk_tokens < 0:
             raise InvalidArgumentError(
@@ -149,6 +158,12 @@ class Engine:
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self.steps = 0
+        # for an idle engine's wait for arrivals (EngineConfig.admit_gap_s None): the most rows
+        # the current batch has had, that of the batch that ran last, and how long the last
+        # step that began with no rows took
+        self._peak_rows = 0
+        self._last_batch_rows = 0
+        self._idle_step_s = 0.0
         # told what each step did, on the engine thread, before clients wake (metrics)
         self.observer: Callable[[StepStats], None] | None = None
         self._stats = StepStats()
@@ -288,8 +303,11 @@ class Engine:
                 if new is None:
                     break
                 touched: list[RequestState] = []
+                from_idle = not self._running and self._chunking is None
+                began = time.perf_counter()
                 try:
                     self._step(batch, new, touched)
+                    self._after_step(from_idle, time.perf_counter() - began)
                 except Exception as exc:  # a failed forward ends its batch, not the server
                     log.exception("engine step failed")
                     err: EngineError = EngineStepError(
@@ -326,7 +344,7 @@ class Engine:
                 or self._abort_pending
             ):  # fmt: skip
                 self._cond.wait()
-            if not self.num_running and self._waiting and self.config.admit_gap_s > 0:
+            if not self.num_running and self._waiting:
                 self._gather_arrivals()
             if self._stop:
                 return None
@@ -370,14 +388,34 @@ class Engine:
                 req.scheduled_s = now
             return new
 
+    def _after_step(self, from_idle: bool, took_s: float) -> None:
+        """Note what an idle engine's wait for arrivals goes by (see _gather_arrivals)."""
+        if from_idle:
+            self._idle_step_s = took_s
+        self._peak_rows = max(self._peak_rows, len(self._running))
+        if not self._running and self._chunking is None:
+            self._last_batch_rows, self._peak_rows = self._peak_rows, 0
+
     def _gather_arrivals(self) -> None:
-        """Wait (holding the condition) while requests keep arriving admit_gap_s apart, at
-        most admit_window_s from now."""
+        """Wait (holding the condition) for the requests arriving together with the first.
+
+        A fixed admit_gap_s waits while arrivals come that far apart (at most admit_window_s).
+        None expects as many as the last batch had rows (none when it had one) and waits
+        while they come a quarter of the last step from idle apart, at most that step.
+        """
+        gap, window = self.config.admit_gap_s, self.config.admit_window_s
+        expect = self.config.max_batch_size
+        if gap is None:
+            expect = min(expect, self._last_batch_rows)
+            gap = min(_AUTO_GAP_MAX_S, 0.25 * self._idle_step_s)
+            window = min(window, self._idle_step_s)
+        if gap <= 0 or len(self._waiting) >= expect:
+            return
         start = time.perf_counter()
-        until = start + self.config.admit_window_s
-        while not self._stop and len(self._waiting) < self.config.max_batch_size:
+        until = start + window
+        while not self._stop and len(self._waiting) < expect:
             now = time.perf_counter()
-            quiet = max(self._waiting[-1].arrival_s, start) + self.config.admit_gap_s
+            quiet = max(self._waiting[-1].arrival_s, start) + gap
             if now >= min(quiet, until):
                 return
             self._cond.wait(min(quiet, until) - now)
