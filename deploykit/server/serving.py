@@ -343,17 +343,6 @@ class OpenAIServing(BaseServing):
         """Return a ChatCompletionResponse, or an SSE text iterator when req.stream."""
         self._check_model(req.model)
         ids = chat_ids(self.tokenizer, req.messages)
-        context = self.engine.context_length
-        if req.max_completion_tokens and req.max_tokens and req.max_tokens >= context:
-            # max_completion_tokens is the one used; max_tokens still has the schema's bound
-            raise APIError(
-                400,
-                f"max_tokens={req.max_tokens} is more than this model's context ({context}) "
-                f"minus one prompt token; send at most {context - 1}, or leave max_tokens out "
-                "when max_completion_tokens is given.",
-                "invalid_request_error",
-                param="max_tokens",
-            )
         params = self._params(req, req.max_completion_tokens or req.max_tokens, ids)
         gen = self._start(ids, params, req.stream)
         rid = f"chatcmpl-{gen.request_id}"
@@ -408,6 +397,19 @@ class OpenAIServing(BaseServing):
         max_tokens: int | None,
         ids: list[int],
     ) -> SamplingParams:
+        context = self.engine.context_length
+        for name in ("max_tokens", "max_completion_tokens"):
+            # every one given keeps the OpenAPI document's bound (`openapi._fill_limits`), the
+            # one not used too; what fits beside this prompt is `sampling.check_fits`'s
+            value = getattr(req, name, None)
+            if value is not None and value >= context:
+                raise APIError(
+                    400,
+                    f"{name}={value} is more than this model's context ({context}) minus one "
+                    f"prompt token; send at most {context - 1}.",
+                    "invalid_request_error",
+                    param=name,
+                )
         vocab = len(self.tokenizer)
         stop_ids = req.stop_token_ids or []
         check_token_ids(stop_ids, vocab, "stop_token_ids")
