@@ -384,8 +384,12 @@ class CompiledDecodeStep(LlamaDecodeStep):
         self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache
     ) -> torch.Tensor:
         """As LlamaDecodeStep, through the compiled code."""
-        freezing = self._inductor_config.patch(freezing=True)
-        with torch.inference_mode(False), torch.no_grad(), freezing:
+        # cpp_wrapper: the compiled code is driven from C++, which lets go of the GIL for the
+        # whole step; from Python, each of its kernel calls needs the GIL that the server's
+        # event loop holds while it streams tokens (smollm2-135m, two servers side by side:
+        # 1.05x at concurrency 1, 1.04x at 8, 1.03x at 32)
+        options = self._inductor_config.patch(freezing=True, cpp_wrapper=True)
+        with torch.inference_mode(False), torch.no_grad(), options:
             keys, values, n = _buffers(cache)
             additive = _additive_mask(mask[:, :-1], keys.shape[3])  # column n: the new one
             column = torch.tensor([n], device=input_ids.device)
