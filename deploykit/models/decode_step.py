@@ -363,8 +363,8 @@ class CompiledDecodeStep(LlamaDecodeStep):
     tensors), on buffers made there. Compiling takes minutes on a small CPU: the engine's
     `start` compiles both graphs before it serves, and inductor's on-disk cache
     (TORCHINDUCTOR_CACHE_DIR, by default under the system's temporary directory) makes the next
-    start on the same machine shorter (smollm2-135m int4: 160 s cold, 104 s on the cache;
-    dynamo still traces the step at every start).
+    start on the same machine shorter (dynamo still traces the step at every start; the
+    compile times are in docs/benchmarks.md, `deploykit bench kernels`).
     """
 
     compiled = True

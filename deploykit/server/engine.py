@@ -11,8 +11,8 @@ A prompt longer than `EngineConfig.prefill_chunk_tokens` is prefilled that many 
 step (`kvbatch.ChunkedPrefill`), the running rows decoding after each chunk, and the prompts
 prefilled beside running rows are held to as many tokens per step: one long prompt then
 delays the others' next token by a chunk's forward, not by its whole prefill (`deploykit
-bench prefill`, docs/benchmarks.md). An idle engine can wait a moment (`admit_gap_s`, off
-by default) for requests that arrive together, so they share one prefill.
+bench prefill`, docs/benchmarks.md). An idle engine waits a moment for the requests that
+arrive with the first (`EngineConfig.admit_gap_s`), so that they share one prefill.
 
 Why not transformers' own continuous batching (`generate_batch`, paged|sdpa)? Measured on
 the 2-core CPU with toy-tiny it gave about 2,300 tokens/s at 32 sequences against about
