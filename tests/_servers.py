@@ -34,11 +34,11 @@ def post_completions(url: str, requests: int, concurrency: int) -> list[httpx.Re
     return asyncio.run(load())
 
 
-def start_server(*flags: str, name: str = "serve-test", device: str = "cpu"):
-    """Start `deploykit serve --model toy-tiny` on a free loopback port with extra flags."""
+def start_server(*flags: str, name: str = "serve-test", device: str = "cpu", model: str = MODEL):
+    """Start `deploykit serve --model toy-tiny` (or model) on a free loopback port with flags."""
     # one thread each: several test servers and the test process share two cores
     return _start(
-        MODEL,
+        model,
         device=device,
         args=flags,
         name=name,

@@ -18,7 +18,6 @@ from deploykit.check import common, ollama, openai, tgi
 from deploykit.check._http import Endpoint, Exchange, redact_url
 from deploykit.check.compat import compatibility_doc
 from deploykit.check.suite import CheckReport, CheckResult
-from deploykit.server.process import start_server as _start
 
 pytest_plugins = ["pytester"]
 KEY = "sk-deploykit-check-secret-1234"
@@ -129,13 +128,7 @@ def test_a_stream_the_server_goes_on_generating_after_its_client_left_fails():
     # real server: the abandoned stream runs on for nobody, and only the running gauge shows it
     # (the server batches, so the next request is not slowed). toy-small: its 1,021 tokens
     # take several seconds, more than the check allows.
-    upstream = _start(
-        "toy-small",
-        args=(),
-        name="serve-check-abort",
-        timeout_s=180.0,
-        env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-    )
+    upstream = start_server(name="serve-check-abort", model="toy-small")
     try:
         with dk.start_fault_proxy(upstream.url) as proxy:
             fine = dk.check_endpoint(proxy.url, only=["abandoned_stream"])
