@@ -5,7 +5,9 @@ The notebook tests run each notebook once and keep the executed copy in build/te
 the cells whose outputs are deterministic (CHECKED: the memory planner's arithmetic, the
 rendered Dockerfile, Compose and Kubernetes text, cost tables, the real model's greedy answers)
 and compare them, with pytest-notebook's diffing, `diff_replace` and `diff_ignore`, against the
-reference copies in tests/regression/. A difference fails with pytest-notebook's diff.
+reference outputs in tests/regression/<notebook>.json (each checked cell's pattern and its
+expected outputs: data, not a notebook, so no committed notebook carries outputs). A difference
+fails with pytest-notebook's diff.
 
 After an intended change, regenerate the references from the last run of the notebook tests:
 `pytest tests/test_regression.py --nb-force-regen`, and review the diff of tests/regression/.
@@ -14,6 +16,7 @@ After an intended change, regenerate the references from the last run of the not
 from __future__ import annotations
 
 import copy
+import json
 import re
 
 import nbformat
@@ -95,6 +98,8 @@ FIXTURE = NBRegressionFixture(
         "/cells/*/outputs/*/data/application/vnd.jupyter.widget-view+json",
         "/cells/*/outputs/*/data/image/png",  # plots: pixels differ with fonts and versions
         "/cells/*/outputs/*/metadata",
+        "/cells/*/source",  # a reference keeps each cell's pattern, not its source
+        "/cells/*/id",
     ),
     diff_use_color=False,
 )
@@ -119,6 +124,26 @@ def checked_cells(executed: nbformat.NotebookNode, patterns: list[str]) -> nbfor
             if "execution_count" in output:
                 output.execution_count = None
         cells.append(cell)
+    return nbformat.v4.new_notebook(cells=cells, metadata={})
+
+
+def write_reference(path, nb: nbformat.NotebookNode, patterns: list[str]) -> None:
+    """Write each checked cell's pattern and outputs as tests/regression/<notebook>.json."""
+    cells = [
+        {"pattern": pattern, "outputs": cell.outputs}
+        for pattern, cell in zip(patterns, nb.cells, strict=True)
+    ]
+    path.write_text(json.dumps({"cells": cells}, indent=1, sort_keys=True) + "\n")
+
+
+def read_reference(path) -> nbformat.NotebookNode:
+    """Return a reference as a notebook of code cells (each cell's source is its pattern)."""
+    cells = [
+        nbformat.v4.new_code_cell(
+            cell["pattern"], outputs=[nbformat.from_dict(o) for o in cell["outputs"]]
+        )
+        for cell in json.loads(path.read_text())["cells"]
+    ]
     return nbformat.v4.new_notebook(cells=cells, metadata={})
 
 
@@ -155,19 +180,19 @@ def test_deterministic_outputs_match_the_reference(name, request):
         pytest.skip(f"{executed} is older than {source}: run its notebook test again")
     run = nbformat.read(executed, as_version=4)
     obtained, replace = checked_cells(run, CHECKED[name]), run_folder(run)
-    reference_path = REFERENCES / f"{name}.ipynb"
+    reference_path = REFERENCES / f"{name}.json"
     if request.config.getoption("nb_force_regen"):
         reference = regex_replace_nb(obtained, replace + list(FIXTURE.diff_replace))
         for output in (o for cell in reference.cells for o in cell.outputs):
             if "image/png" in output.get("data", {}):
                 output.data["image/png"] = ""  # plots are not compared: keep no pixels here
         reference_path.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(reference, reference_path)
+        write_reference(reference_path, reference, CHECKED[name])
         pytest.skip(f"regenerated {reference_path.relative_to(ROOT)}")
     assert reference_path.exists(), (
         f"no reference {reference_path}: run this test with --nb-force-regen"
     )
-    diff = compare(nbformat.read(reference_path, as_version=4), obtained, replace)
+    diff = compare(read_reference(reference_path), obtained, replace)
     if diff:
         cells = "".join(
             f"\n  /cells/{i}: {cell.source.splitlines()[0]}"
@@ -181,7 +206,7 @@ def test_deterministic_outputs_match_the_reference(name, request):
 
 
 def _reference(name: str) -> nbformat.NotebookNode:
-    return nbformat.read(REFERENCES / f"{name}.ipynb", as_version=4)
+    return read_reference(REFERENCES / f"{name}.json")
 
 
 def _edit_first_stdout(nb: nbformat.NotebookNode, old: str, new: str) -> None:
@@ -195,7 +220,10 @@ def _edit_first_stdout(nb: nbformat.NotebookNode, old: str, new: str) -> None:
 
 def test_every_checked_notebook_has_a_reference():
     assert len(CHECKED) >= 4
-    assert sorted(p.stem for p in REFERENCES.glob("*.ipynb")) == sorted(CHECKED)
+    assert sorted(p.stem for p in REFERENCES.glob("*.json")) == sorted(CHECKED)
+    assert not list(REFERENCES.glob("*.ipynb"))  # outputs live in data, not in notebooks
+    for name, patterns in CHECKED.items():
+        assert [c.source for c in _reference(name).cells] == patterns, name
     notebooks = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
     assert set(CHECKED) <= notebooks
 
@@ -257,6 +285,6 @@ def test_a_cell_the_notebook_no_longer_has_is_named():
 
 
 def test_reference_copies_hold_no_machine_paths():
-    for path in sorted(REFERENCES.glob("*.ipynb")):
+    for path in sorted(REFERENCES.glob("*.json")):
         text = path.read_text()
         assert str(ROOT) not in text and "pytest-of-" not in text, path.name
