@@ -5,8 +5,8 @@ responses back as they arrive. On command (POST /faults) it answers a status wit
 Retry-After instead of forwarding, waits before forwarding, cuts an SSE stream after K
 events by dropping the connection, or ignores a client that leaves a stream: it reads the
 upstream's stream to its end anyway (what nginx does with `proxy_ignore_client_abort on`),
-so the server goes on generating for nobody. GET /faults/stats says what it saw; /faults/health is its
-health check. Control paths under /faults are never forwarded, faulted or counted.
+so the server goes on generating for nobody. GET /faults/stats says what it saw;
+/faults/health is its health check. Control paths under /faults are never forwarded, faulted or counted.
 
 It does not refuse connections: stop the process for that (FaultProxy.stop()).
 """
@@ -56,9 +56,7 @@ class Fault:
     retry_after_s: float | None = None  # with status: send a Retry-After header
     delay_s: float = 0.0  # wait this long before forwarding (or before answering status)
     cut_stream_after_chunks: int | None = None  # streams only: forward K SSE events, then drop
-    ignore_client_abort: bool = (
-        False  # streams only: read the upstream to its end if the client goes
-    )
+    ignore_client_abort: bool = False  # streams only: read on to the end if the client goes
     count: int | None = None  # requests it applies to; None: until cleared
     path_prefix: str = ""  # only requests whose path starts with this
 

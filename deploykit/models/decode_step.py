@@ -24,9 +24,9 @@ as views of the cache, so prefill, joining and dropping rows are unchanged):
 `CompiledDecodeStep` runs the same math through `torch.compile` (inductor, weights frozen in):
 `deploykit serve --decode-step compiled`. Given its q/k/v and gate/up products fused
 (`kernels.fuse_plain_projections`), it is deploykit's fastest server mode at 8 and 32
-concurrent requests in docs/benchmarks.md (bfloat16 smollm2-135m: 433 and 812 output tokens/s
-against 396 and 656 for this step on oneDNN kernels), and int4 with it at 1 (123 against 106).
-It compiles at every server start, two to three minutes on that 2-core CPU, so it is not the
+concurrent requests in docs/benchmarks.md (bfloat16 smollm2-135m: 497 and 846 output tokens/s
+against 426 and 708 for this step on oneDNN kernels), and int4 with it at 1 (159 against 111).
+It compiles at every server start, about three minutes on that 2-core CPU, so it is not the
 default: notebooks and tests start servers often.
 
 It is not a general Llama: models with attention biases are fine (the modules carry them),
