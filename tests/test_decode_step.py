@@ -13,7 +13,7 @@ from deploykit.models.decode_step import (
     decode_step_for,
     unsupported,
 )
-from deploykit.models.kernels import use_kernels
+from deploykit.models.kernels import int8_activations_unavailable, use_kernels
 from deploykit.server.engine import EngineConfig
 from deploykit.server.kvbatch import KVBatch
 
@@ -70,7 +70,7 @@ def test_the_compiled_step_gives_the_models_logits_in_float32():
     for prompts in (PROMPTS[:1], PROMPTS):
         for want, got in decode_both_ways(lm, 20, step, prompts):
             assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
-    with pytest.raises(InvalidArgumentError, match="or int4 ones, not 'onednn' ones"):
+    with pytest.raises(InvalidArgumentError, match="int4 or w8a8 ones, not 'onednn' ones"):
         decode_step_for(lm.model, "onednn", "compiled")
 
 
@@ -79,6 +79,22 @@ def test_the_compiled_step_runs_int4_layers_as_the_eager_step_does():
     use_kernels(compiled.model, "int4")
     use_kernels(eager.model, "int4")
     step = decode_step_for(compiled.model, "int4", "compiled")
+    assert isinstance(step, CompiledDecodeStep)
+    got = decode_both_ways(compiled, 4, step)
+    want = decode_both_ways(eager, 4)
+    for (_, ours), (_, theirs) in zip(got, want):  # the eager step's logits, bfloat16 rounding
+        assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()
+        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
+
+
+@pytest.mark.skipif(
+    int8_activations_unavailable() is not None, reason="w8a8 kernels cannot run on this CPU"
+)
+def test_the_compiled_step_runs_w8a8_layers_as_the_eager_step_does():
+    compiled, eager = load("bfloat16"), load("bfloat16")
+    use_kernels(compiled.model, "w8a8")
+    use_kernels(eager.model, "w8a8")
+    step = decode_step_for(compiled.model, "w8a8", "compiled")
     assert isinstance(step, CompiledDecodeStep)
     got = decode_both_ways(compiled, 4, step)
     want = decode_both_ways(eager, 4)

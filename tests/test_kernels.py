@@ -13,10 +13,12 @@ from deploykit.errors import InvalidArgumentError
 from deploykit.models.kernels import (
     DecodeAttention,
     Int4WeightLinear,
+    Int8DynamicLinear,
     OneDNNLinear,
     ProjectionPart,
     SharedProjection,
     fuse_plain_projections,
+    int8_activations_unavailable,
     resolve_kernels,
     use_kernels,
     weight_bytes,
@@ -169,15 +171,21 @@ def test_a_shared_projection_runs_once_per_input_and_lets_it_go():
         assert torch.equal(parts[1](y), fused(y)[..., 3:5])  # asked twice: computed again
 
 
-@pytest.mark.parametrize("kernels", ["onednn", "int8", "int4"])
+@pytest.mark.parametrize("kernels", ["onednn", "int8", "int4", "w8a8"])
 def test_fused_projections_read_the_same_weight_bytes(kernels):
     eager, packed = load("bfloat16"), load("bfloat16")
     use_kernels(packed.model, kernels)
     # int8: a byte per weight, plus scales; int4: half a byte, plus a bfloat16 scale and
-    # zero point per 32 weights (0.625 bytes against bfloat16's 2)
-    per_byte = {"onednn": 1.0, "int8": 0.5, "int4": 0.3125}[kernels]
-    assert weight_bytes(packed.model) >= per_byte * weight_bytes(eager.model)
-    assert weight_bytes(packed.model) <= per_byte * weight_bytes(eager.model) * 1.02
+    # zero point per 32 weights (0.625 bytes against bfloat16's 2); w8a8: a byte per weight,
+    # plus a float32 scale per row (rows of 128 weights here: 3% more), the LM head left in
+    # bfloat16 (toy-tiny's is 128 x 4,096, a large part of its small weights)
+    weight = eager.model.lm_head.weight
+    head = weight.numel() * weight.element_size() if kernels == "w8a8" else 0
+    per_byte = {"onednn": 1.0, "int8": 0.5, "int4": 0.3125, "w8a8": 0.5}[kernels]
+    slack = 1.04 if kernels == "w8a8" else 1.02
+    quantized = weight_bytes(eager.model) - head
+    assert weight_bytes(packed.model) - head >= per_byte * quantized
+    assert weight_bytes(packed.model) - head <= per_byte * quantized * slack
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -217,6 +225,59 @@ def test_int4_gives_a_layer_its_groups_do_not_divide_int8():
     model = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 32))
     assert use_kernels(model, "int4") == "int4"
     assert [type(m).__name__ for m in model] == ["Int4WeightLinear", "Int8WeightLinear"]
+
+
+needs_int8_activations = pytest.mark.skipif(
+    int8_activations_unavailable() is not None,
+    reason=f"w8a8 kernels cannot run here: {int8_activations_unavailable()}",
+)
+
+
+@needs_int8_activations
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_w8a8_multiplies_each_input_row_rounded_to_8_bits(dtype):
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48, bias=True).to(getattr(torch, dtype))
+    layer = Int8DynamicLinear(linear)
+    x = torch.randn(3, 5, 64).to(linear.weight.dtype)
+    x[0, 0] *= 50  # one row far larger than the others: its scale is its own
+    # by hand: weights to int8 per output row, inputs to int8 per row, exact integer products
+    w = linear.weight.detach().float()
+    w_scale = w.abs().amax(1, keepdim=True) / 127
+    flat = x.reshape(15, 64).float()
+    x_scale = flat.abs().amax(1, keepdim=True) / 127
+    products = (flat / x_scale).round() @ (w / w_scale).round().T
+    want = (products * x_scale * w_scale.T).to(x.dtype).float() + linear.bias.float()
+    got = layer(x).float().reshape(15, 48)
+    assert torch.allclose(got, want, atol=1e-2, rtol=1e-2), (got - want).abs().max()
+    # the rounding of both costs little against the unquantized layer, row by row
+    exact = linear(x).float().reshape(15, 48)
+    assert ((got - exact).abs().amax(1) < 0.05 * exact.abs().amax(1)).all()
+
+
+@needs_int8_activations
+def test_w8a8_engine_generates_greedy_tokens():
+    lm = load("bfloat16")
+    engine = Engine(lm, EngineConfig(max_batch_size=4, kernels="w8a8")).start()
+    try:
+        assert engine.kernels == "w8a8" and engine.decode_step == "deploykit"
+        tokens = asyncio.run(_greedy(engine, lm, 8))
+        assert all(len(t) == 8 for t in tokens)
+    finally:
+        engine.stop()
+    plain = [m for m in lm.model.modules() if type(m) is nn.Linear]
+    assert plain == [lm.model.lm_head]  # the LM head stays in bfloat16, as W8A8 checkpoints
+    assert any(type(m) is Int8DynamicLinear for m in lm.model.modules())
+
+
+def test_w8a8_where_it_does_not_apply_says_why():
+    half = load("float16")
+    with pytest.raises(InvalidArgumentError, match="kernels 'w8a8' do not apply: .*float16"):
+        use_kernels(half.model, "w8a8")
+    why = int8_activations_unavailable()
+    if why is not None:  # a CPU whose int8 kernels saturate: refused, with the reason
+        with pytest.raises(InvalidArgumentError, match="kernels 'w8a8' do not apply"):
+            use_kernels(load().model, "w8a8")
 
 
 def test_plain_projections_fused_for_inductor_keep_the_logits():

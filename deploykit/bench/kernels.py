@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 deploykit bench kernels --write-doc docs/benchmarks.md
 
-For each mode DTYPE:KERNELS[:STEP] (`models.kernels`: eager, onednn, int8; STEP as `deploykit
+For each mode DTYPE:KERNELS[:STEP] (`models.kernels`: eager, onednn, int8, int4, w8a8; STEP as `deploykit
 serve --decode-step`: auto, deploykit, compiled or transformers, auto when left out) the model is
 loaded once and switched as deploykit's engine switches it; then, in interleaved rounds, the
 engine's decode step (`server.kvbatch.KVBatch` with deploykit's `models.decode_step`, or the
@@ -44,6 +44,7 @@ DEFAULT_MODES = (
     "bfloat16:int8",
     "bfloat16:int4",
     "bfloat16:int4:compiled",
+    "bfloat16:w8a8:compiled",
 )
 
 
@@ -247,14 +248,16 @@ def run(args: argparse.Namespace) -> int:
             "every linear weight once for oneDNN; int8 is weight-only int8 (one scale per "
             "output row) through PyTorch's `_weight_int8pack_mm`; int4 is weight-only 4-bit "
             "(groups of 32 input columns, a scale and a zero point each, as llama.cpp's Q4_1) "
-            "through `_weight_int4pack_mm_for_cpu` (`deploykit/models/kernels.py`).",
+            "through `_weight_int4pack_mm_for_cpu`; w8a8 is int8 weights and activations "
+            "(each input row rounded to 8 bits with its own scale as it comes, oneDNN's int8 "
+            "kernel; the LM head left in the model's dtype) (`deploykit/models/kernels.py`).",
             "- Decode step: transformers is the model's forward (with deploykit's "
             "`decode_attention`, grouped KV heads without copies, unless eager); deploykit is "
             "`models/decode_step.py`, the same math in fewer operations (fused RMSNorm, rotary "
             "embedding without concatenation, one mask per step, float32 attention over small "
             "caches); compiled is deploykit's step through `torch.compile` (inductor, weights "
-            "frozen in, dynamic shapes), on eager kernels (prepacked by inductor) or int4 "
-            "ones. A mode without :STEP runs what `deploykit serve` runs by default: "
+            "frozen in, dynamic shapes), on eager kernels (prepacked by inductor), int4 or "
+            "w8a8 ones. A mode without :STEP runs what `deploykit serve` runs by default: "
             "deploykit's step unless the kernels are eager.",
             done.software_line(),
             done.load_line(),

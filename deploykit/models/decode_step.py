@@ -47,7 +47,7 @@ from .kernels import SharedProjection, fuse_plain_projections
 # float16 cache is multiplied in float32 (see the module docstring)
 FLOAT32_ATTENTION_ELEMENTS = 1 << 16
 DECODE_STEPS = ("auto", "deploykit", "compiled", "transformers")
-COMPILED_KERNELS = ("eager", "int4")  # the kernels inductor compiles through
+COMPILED_KERNELS = ("eager", "int4", "w8a8")  # the kernels inductor compiles through
 SPARE_COLUMNS = 16  # cache columns allocated ahead, so most steps append in place
 _LAYER_PARTS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP_PARTS = ("gate_proj", "up_proj", "down_proj")
@@ -108,8 +108,8 @@ def decode_step_for(model: nn.Module, kernels: str, choice: str = "auto") -> Lla
         if kernels not in COMPILED_KERNELS:
             raise InvalidArgumentError(
                 f"the compiled decode step runs on plain linear layers (inductor prepacks them "
-                f"itself) or int4 ones, not {kernels!r} ones (oneDNN's prepacked weights are "
-                "opaque to inductor); use kernels 'eager', 'int4' or 'auto'."
+                f"itself), int4 or w8a8 ones, not {kernels!r} ones (oneDNN's prepacked weights "
+                "are opaque to inductor); use kernels 'eager', 'int4', 'w8a8' or 'auto'."
             )
         return CompiledDecodeStep(model)
     return None if why else LlamaDecodeStep(model)

@@ -36,7 +36,8 @@ def add_cli(sub) -> None:
         choices=KERNELS,
         default=e.kernels,
         help="linear layers: onednn (weights prepacked once, CPU), int8 (weight-only, one "
-        "scale per row, CPU), int4 (weight-only, groups of 32 with scale and zero, CPU), eager "
+        "scale per row, CPU), int4 (weight-only, groups of 32 with scale and zero, CPU), w8a8 "
+        "(int8 weights and activations, each input row scaled as it comes, CPU with VNNI), eager "
         "(PyTorch's), auto (onednn where it applies)",
     )
     cmd.add_argument(
@@ -44,7 +45,8 @@ def add_cli(sub) -> None:
         choices=DECODE_STEPS,
         default=e.decode_step,
         help="who runs a decode step: deploykit (its own, Llama models), compiled (deploykit's "
-        "through torch.compile, with --kernels eager, int4 or auto; compiles for minutes at start), "
+        "through torch.compile, with --kernels eager, int4, w8a8 or auto; compiles for minutes at "
+        "start), "
         "transformers (the model's forward), auto (deploykit's where it applies, unless "
         "--kernels eager)",
     )
