@@ -44,7 +44,6 @@ DEFAULT_MODES = (
     "bfloat16:int8",
     "bfloat16:int4",
     "bfloat16:int4:compiled",
-    "bfloat16:w8a8:compiled",
 )
 
 
