@@ -23,9 +23,10 @@ as views of the cache, so prefill, joining and dropping rows are unchanged):
 
 `CompiledDecodeStep` runs the same math through `torch.compile` (inductor, weights frozen in):
 `deploykit serve --decode-step compiled`. Given its q/k/v and gate/up products fused
-(`kernels.fuse_plain_projections`), it is deploykit's fastest server mode at 8 and 32
-concurrent requests in docs/benchmarks.md (bfloat16 smollm2-135m: 497 and 846 output tokens/s
-against 426 and 708 for this step on oneDNN kernels), and int4 with it at 1 (159 against 111).
+(`kernels.fuse_plain_projections`), it is deploykit's fastest bfloat16 server mode at 8 and 32
+concurrent requests in docs/benchmarks.md (smollm2-135m: 275 and 459 output tokens/s against
+207 and 401 for this step on oneDNN kernels), w8a8 kernels with it the fastest of all there
+(328 and 576, at 4.8% more perplexity), and int4 with it at 1 (88 against 55).
 It compiles at every server start, about three minutes on that 2-core CPU, so it is not the
 default: notebooks and tests start servers often.
 
