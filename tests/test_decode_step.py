@@ -74,27 +74,20 @@ def test_the_compiled_step_gives_the_models_logits_in_float32():
         decode_step_for(lm.model, "onednn", "compiled")
 
 
-def test_the_compiled_step_runs_int4_layers_as_the_eager_step_does():
-    compiled, eager = load("bfloat16"), load("bfloat16")
-    use_kernels(compiled.model, "int4")
-    use_kernels(eager.model, "int4")
-    step = decode_step_for(compiled.model, "int4", "compiled")
-    assert isinstance(step, CompiledDecodeStep)
-    got = decode_both_ways(compiled, 4, step)
-    want = decode_both_ways(eager, 4)
-    for (_, ours), (_, theirs) in zip(got, want):  # the eager step's logits, bfloat16 rounding
-        assert (ours - theirs).abs().max() < 0.05 * theirs.abs().max()
-        assert torch.equal(ours.argmax(-1), theirs.argmax(-1))
-
-
-@pytest.mark.skipif(
-    int8_activations_unavailable() is not None, reason="w8a8 kernels cannot run on this CPU"
+W8A8 = pytest.param(
+    "w8a8",
+    marks=pytest.mark.skipif(
+        int8_activations_unavailable() is not None, reason="w8a8 kernels cannot run on this CPU"
+    ),
 )
-def test_the_compiled_step_runs_w8a8_layers_as_the_eager_step_does():
+
+
+@pytest.mark.parametrize("kernels", ["int4", W8A8])
+def test_the_compiled_step_runs_quantized_layers_as_the_eager_step_does(kernels):
     compiled, eager = load("bfloat16"), load("bfloat16")
-    use_kernels(compiled.model, "w8a8")
-    use_kernels(eager.model, "w8a8")
-    step = decode_step_for(compiled.model, "w8a8", "compiled")
+    use_kernels(compiled.model, kernels)
+    use_kernels(eager.model, kernels)
+    step = decode_step_for(compiled.model, kernels, "compiled")
     assert isinstance(step, CompiledDecodeStep)
     got = decode_both_ways(compiled, 4, step)
     want = decode_both_ways(eager, 4)

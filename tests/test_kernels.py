@@ -208,19 +208,6 @@ def test_int4_weights_multiply_as_their_groups_dequantized(dtype):
     assert (got - linear(x).float()).abs().max() < 0.2 * want.abs().max()
 
 
-def test_int4_engine_generates_greedy_tokens():
-    lm = load("bfloat16")
-    engine = Engine(lm, EngineConfig(max_batch_size=4, kernels="int4")).start()
-    try:
-        assert engine.kernels == "int4" and engine.decode_step == "deploykit"
-        tokens = asyncio.run(_greedy(engine, lm, 8))
-        assert all(len(t) == 8 for t in tokens)
-    finally:
-        engine.stop()
-    kinds = {type(m).__name__ for m in lm.model.modules()}
-    assert "Int4WeightLinear" in kinds and "Linear" not in kinds
-
-
 def test_int4_gives_a_layer_its_groups_do_not_divide_int8():
     model = nn.Sequential(nn.Linear(64, 48), nn.Linear(48, 32))
     assert use_kernels(model, "int4") == "int4"
@@ -255,19 +242,26 @@ def test_w8a8_multiplies_each_input_row_rounded_to_8_bits(dtype):
     assert ((got - exact).abs().amax(1) < 0.05 * exact.abs().amax(1)).all()
 
 
-@needs_int8_activations
-def test_w8a8_engine_generates_greedy_tokens():
+@pytest.mark.parametrize(
+    "kernels, layer",
+    [
+        ("int4", Int4WeightLinear),
+        pytest.param("w8a8", Int8DynamicLinear, marks=needs_int8_activations),
+    ],
+)
+def test_quantized_engine_generates_greedy_tokens(kernels, layer):
     lm = load("bfloat16")
-    engine = Engine(lm, EngineConfig(max_batch_size=4, kernels="w8a8")).start()
+    engine = Engine(lm, EngineConfig(max_batch_size=4, kernels=kernels)).start()
     try:
-        assert engine.kernels == "w8a8" and engine.decode_step == "deploykit"
+        assert engine.kernels == kernels and engine.decode_step == "deploykit"
         tokens = asyncio.run(_greedy(engine, lm, 8))
         assert all(len(t) == 8 for t in tokens)
     finally:
         engine.stop()
+    assert any(type(m) is layer for m in lm.model.modules())
     plain = [m for m in lm.model.modules() if type(m) is nn.Linear]
-    assert plain == [lm.model.lm_head]  # the LM head stays in bfloat16, as W8A8 checkpoints
-    assert any(type(m) is Int8DynamicLinear for m in lm.model.modules())
+    # w8a8 leaves the LM head in bfloat16, as W8A8 checkpoints do
+    assert plain == ([lm.model.lm_head] if kernels == "w8a8" else [])
 
 
 def test_w8a8_where_it_does_not_apply_says_why():
