@@ -25,17 +25,17 @@ is not a multiple of 32 gets int8 instead.
 
 `kernels="w8a8"` computes each linear layer but the LM head in int8 (weights and activations,
 as vLLM's and torchao's "W8A8" int8 dynamic modes): int8 weights with one scale per output row,
-and each input row quantized as it comes, with its own scale, to 8 bits. The LM head stays in
-the model's dtype, as in W8A8 checkpoints (the compiled step prepacks it; the eager one runs
-PyTorch's product). oneDNN multiplies the two with
-its int8 kernels (u8 x s8, the VNNI instructions), twice as many products per instruction as
-bfloat16's; the error is the activations' 8-bit rounding on top of int8 weights' (perplexity in
-docs/benchmarks.md). The inputs go in as unsigned bytes with zero point 128: oneDNN's s8 x s8
-path ran a 32 x 576 x 3072 product in 1.3 s here, its u8 x s8 one in 0.35 ms.
+and each input row quantized as it comes, with its own scale, to 8 bits. oneDNN multiplies the
+two with its int8 kernels (u8 x s8, the VNNI instructions), twice as many products per
+instruction as bfloat16's; the error is the activations' 8-bit rounding on top of int8
+weights' (perplexity in docs/benchmarks.md). The inputs go in as unsigned bytes with zero
+point 128: oneDNN's s8 x s8 path ran a 32 x 576 x 3072 product in 1.3 s here, its u8 x s8 one
+in 0.35 ms. The LM head stays in the model's dtype, as in W8A8 checkpoints (the compiled step
+prepacks it; the eager one runs PyTorch's product).
 
 `kernels="auto"` picks "onednn" where it applies (CPU, float32 or bfloat16, a PyTorch built
-with oneDNN) and "eager" elsewhere; asking for "onednn", "int8" or "int4" where they do not apply
-is an error that says why. Engines using them run one-token decode steps with
+with oneDNN) and "eager" elsewhere; asking for "onednn", "int8", "int4" or "w8a8" where they do
+not apply is an error that says why. Engines using them run one-token decode steps with
 `decode_attention` (`DecodeAttention`).
 """
 
@@ -48,7 +48,7 @@ from ..errors import InvalidArgumentError
 
 KERNELS = ("auto", "eager", "onednn", "int8", "int4", "w8a8")
 INT4_GROUP_SIZE = 32  # input columns per scale and zero point, as llama.cpp's Q4_1 blocks
-# linear layers that read the same input, fused into one product by onednn, int8 and int4
+# linear layers that read the same input, fused into one product by onednn, int8, int4, w8a8
 FUSED_GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 _ONEDNN_DTYPES = (torch.float32, torch.bfloat16)
 
