@@ -126,9 +126,10 @@ def test_check_passes_on_deploykit_serve(server, dialect):
 def test_a_stream_the_server_goes_on_generating_after_its_client_left_fails():
     # a proxy that ignores client aborts (nginx's proxy_ignore_client_abort on) in front of a
     # real server: the abandoned stream runs on for nobody, and only the running gauge shows it
-    # (the server batches, so the next request is not slowed). toy-small: its 1,021 tokens
-    # take several seconds, more than the check allows.
-    upstream = start_server(name="serve-check-abort", model="toy-small")
+    # (the server batches, so the next request is not slowed). smollm2-135m: its 1,021 tokens
+    # take tens of seconds, more than the check allows (toy-tiny's take under its 5-s floor;
+    # toy-small would be trained first, about 10 minutes on a machine that lacks it)
+    upstream = start_server(name="serve-check-abort", model="smollm2-135m")
     try:
         with dk.start_fault_proxy(upstream.url) as proxy:
             fine = dk.check_endpoint(proxy.url, only=["abandoned_stream"])
