@@ -6,8 +6,7 @@
 A server is ENGINE:DTYPE[:KERNELS[:STEP]]: deploykit's `serve --dtype DTYPE --kernels
 KERNELS --decode-step STEP` (eager: PyTorch's linear and SDPA kernels; onednn: weights
 prepacked for oneDNN once; int8, int4: weight-only quantized; w8a8: int8 weights and
-activations, see `models.kernels`; STEP as
-`models.decode_step`), vLLM's `serve --dtype DTYPE` (CPU build, compiled), or
+activations, see `models.kernels`; STEP as `models.decode_step`), vLLM's `serve --dtype DTYPE` (CPU build, compiled), or
 `llamacpp:QUANT`: llama.cpp's server (xllamacpp) on the model's GGUF, q4_1 the model's own
 file (smollm2-135m's), q8_0 (or f16, bf16, f32) converted from its weights by
 `models.gguf.export_gguf`. Every server of a model runs at once on loopback and they

@@ -2,9 +2,9 @@
 
     HF_HUB_OFFLINE=1 deploykit bench kernels --write-doc docs/benchmarks.md
 
-For each mode DTYPE:KERNELS[:STEP] (`models.kernels`: eager, onednn, int8, int4, w8a8; STEP as `deploykit
-serve --decode-step`: auto, deploykit, compiled or transformers, auto when left out) the model is
-loaded once and switched as deploykit's engine switches it; then, in interleaved rounds, the
+For each mode DTYPE:KERNELS[:STEP] (`models.kernels`: eager, onednn, int8, int4, w8a8; STEP
+as `deploykit serve --decode-step`: auto, deploykit, compiled or transformers, auto when left
+out) the model is loaded once and switched as deploykit's engine switches it; then, in interleaved rounds, the
 engine's decode step (`server.kvbatch.KVBatch` with deploykit's `models.decode_step`, or the
 model's forward with `decode_attention` for non-eager kernels, as the engine runs them) is
 timed at each batch size over a cache of `--context` tokens per row.

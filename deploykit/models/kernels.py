@@ -41,6 +41,8 @@ not apply is an error that says why. Engines using them run one-token decode ste
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -74,6 +76,12 @@ class OneDNNLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, onednn"
 
 
+def _int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return weight in int8 with one symmetric float32 scale per output row, and the scales."""
+    scales = weight.float().abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    return (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8), scales
+
+
 class Int8WeightLinear(nn.Module):
     """A frozen `nn.Linear` with int8 weights, one symmetric scale per output row."""
 
@@ -81,8 +89,7 @@ class Int8WeightLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
-        scales = weight.float().abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        self.qweight = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.qweight, scales = _int8_rows(weight)
         self.scales = scales.to(weight.dtype)
         self.bias = None if linear.bias is None else linear.bias.detach()
 
@@ -143,6 +150,7 @@ class Int4WeightLinear(nn.Module):
 _W8A8_ZERO_POINT = 128  # int8 activations shifted to unsigned bytes: oneDNN's fast u8 x s8 path
 
 
+@functools.cache
 def _allow_qlinear_prepack_in_graphs() -> None:
     """Give `onednn::qlinear_prepack` a shape-only (fake) implementation, which PyTorch lacks,
     so torch.compile traces it. Inductor's freezing then runs it once on the frozen int8
@@ -152,7 +160,7 @@ def _allow_qlinear_prepack_in_graphs() -> None:
         torch.library.register_fake("onednn::qlinear_prepack")(
             lambda weight, x_shape: weight.new_empty((weight.shape[1], weight.shape[0]))
         )
-    except RuntimeError:  # registered already (a second model, or a later PyTorch's own)
+    except RuntimeError:  # registered already (a later PyTorch's own)
         pass
 
 
@@ -165,9 +173,7 @@ class Int8DynamicLinear(nn.Module):
         super().__init__()
         _allow_qlinear_prepack_in_graphs()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()
-        scales = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        qweight = (weight / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        qweight, scales = _int8_rows(linear.weight.detach())
         # parameters, so that a compiled graph freezes them as constants (and packs them)
         self.qweight = nn.Parameter(qweight, requires_grad=False)
         self.scales = nn.Parameter(scales, requires_grad=False)
@@ -201,6 +207,7 @@ class Int8DynamicLinear(nn.Module):
         )
 
 
+@functools.cache  # the CPU does not change: checked once per process
 def int8_activations_unavailable() -> str | None:
     """Return why w8a8 kernels cannot run on this machine (None: they can).
 

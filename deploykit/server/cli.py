@@ -46,8 +46,7 @@ def add_cli(sub) -> None:
         default=e.decode_step,
         help="who runs a decode step: deploykit (its own, Llama models), compiled (deploykit's "
         "through torch.compile, with --kernels eager, int4, w8a8 or auto; compiles for minutes at "
-        "start), "
-        "transformers (the model's forward), auto (deploykit's where it applies, unless "
+        "start), transformers (the model's forward), auto (deploykit's where it applies, unless "
         "--kernels eager)",
     )
     cmd.add_argument(
